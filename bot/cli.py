@@ -1,0 +1,289 @@
+"""`tocsin` command line: run the processes, inspect and operate them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import click
+import redis
+from rq import Queue
+
+from bot import defaults
+from bot.config import ConfigError, Settings, load_settings
+from bot.context import Context, redis_from_url
+from bot.embedded_redis import EmbeddedRedis, running_embedded_url
+from bot.events import backlog, retry_failed
+from bot.outbox import read_log
+from bot.queue import SERIALIZER
+
+log = logging.getLogger("tocsin")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _with_redis(settings: Settings) -> Settings:
+    """Settings whose redis_url is set: the configured one, or the embedded server `tocsin serve` runs."""
+    if settings.redis_url:
+        return settings
+    url = running_embedded_url(settings.data_dir / "redis")
+    if url is None:
+        raise click.ClickException(
+            "TOCSIN_REDIS_URL is not set and no embedded Redis is running under "
+            f"{settings.data_dir / 'redis'}; set TOCSIN_REDIS_URL, or start `tocsin serve` (or `tocsin redis`)"
+        )
+    return settings.model_copy(update={"redis_url": url})
+
+
+def _webhook_secret(settings: Settings) -> str:
+    """TOCSIN_WEBHOOK_SECRET, else one generated once and kept in the data dir (like Mastodon's 40 hex)."""
+    if settings.webhook_secret is not None:
+        return settings.webhook_secret.get_secret_value()
+    path = settings.secret_file
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(20)
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n")
+    return secret
+
+
+@click.group()
+def main() -> None:
+    """Tocsin: Mastodon admin webhooks in, moderator alerts out."""
+    _setup_logging()
+
+
+@main.command()
+@click.option("--workers", type=int, default=None, help="Worker processes (default TOCSIN_WORKERS, 1).")
+def serve(workers: int | None) -> None:
+    """Everything in one process group: embedded Redis (unless TOCSIN_REDIS_URL), web, workers."""
+    settings = _settings()
+    embedded: EmbeddedRedis | None = None
+    redis_url = settings.redis_url
+    if redis_url is None:
+        embedded = EmbeddedRedis(settings.data_dir / "redis").start()
+        redis_url = embedded.url
+        log.info("embedded redis-server on %s, data in %s", redis_url, embedded.directory)
+    secret = _webhook_secret(settings)
+    env = {**os.environ, "TOCSIN_REDIS_URL": redis_url, "TOCSIN_WEBHOOK_SECRET": secret}
+    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    mode = f"dry-run (see `tocsin outbox` or {base}/outbox)" if settings.is_dry_run else "live"
+    click.echo(f"\nWebhook URL: {base}/webhooks/mastodon\nSecret:      {secret}\nMode:        {mode}\n", err=True)
+    children = [subprocess.Popen([sys.executable, "-m", "bot.cli", "web"], env=env)]
+    for _ in range(workers or settings.workers):
+        children.append(subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env))
+
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.2)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if embedded is not None:
+            embedded.stop()
+    failed = [child.returncode for child in children if child.returncode not in (0, -signal.SIGTERM, None)]
+    if failed and not stopping:
+        raise click.ClickException(f"a Tocsin process exited with {failed[0]}")
+
+
+@main.command()
+def web() -> None:
+    """The web process (webhook intake, health, outbox page)."""
+    import uvicorn
+
+    from bot.web import create_app
+
+    settings = _with_redis(_settings())
+    if settings.webhook_secret is None:
+        raise click.ClickException("TOCSIN_WEBHOOK_SECRET is not set (the secret Mastodon signs webhooks with)")
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=int(os.environ.get("PORT", settings.port)),
+        log_level="warning",
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
+@click.option("--name", default=None, help="Worker name (default: RQ's).")
+def worker(burst: bool, name: str | None) -> None:
+    """A worker: drains events, sends alerts, runs the sweep. Run as many as you like on one Redis."""
+    from bot.worker import run_worker
+
+    run_worker(_with_redis(_settings()), burst=burst, name=name)
+
+
+@main.command("redis")
+def redis_command() -> None:
+    """Run only the embedded redis-server in the foreground (for a Procfile on one machine)."""
+    settings = _settings()
+    server = EmbeddedRedis(settings.data_dir / "redis").start()
+    click.echo(f"redis-server on {server.url}; Ctrl-C to stop", err=True)
+    try:
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@main.command()
+def doctor() -> None:
+    """Check configuration, Redis, workers, queues, failed jobs and the Mastodon connection."""
+    from bot.mastodon import MastodonLink, make_client
+
+    settings = _with_redis(_settings())
+    connection = redis_from_url(settings.redis_url or "")
+    problems = 0
+
+    def report(ok: bool, text: str) -> None:
+        nonlocal problems
+        problems += 0 if ok else 1
+        click.echo(f"{'ok ' if ok else 'BAD'}  {text}")
+
+    try:
+        connection.ping()
+        report(True, "Redis answers")
+    except redis.RedisError as error:
+        report(False, f"Redis: {error}")
+        raise SystemExit(1) from None
+    from bot.web import _recent_workers
+
+    workers = _recent_workers(connection)
+    report(workers > 0, f"{workers} worker(s) seen in the last {defaults.WORKER_SEEN_SECONDS // 60} minutes")
+    waiting = backlog(connection)
+    report(
+        waiting["stream"] < 10_000,
+        f"events waiting: {waiting['stream']} ({waiting['pending']} being processed)",
+    )
+    failed_events = int(connection.llen(defaults.FAILED_EVENTS))
+    report(failed_events == 0, f"failed events: {failed_events} (tocsin failed)")
+    for name in defaults.QUEUES:
+        queue = Queue(name, connection=connection, serializer=SERIALIZER)
+        failed = queue.failed_job_registry.count
+        report(failed == 0, f"queue {name}: {queue.count} queued, {failed} failed")
+    mode = "dry-run" if settings.is_dry_run else "live"
+    report(True, f"mode: {mode}{' (PAUSED: tocsin resume)' if connection.exists(defaults.PAUSED) else ''}")
+    link = MastodonLink(settings, connection, make_client(settings))
+    if link.client is None:
+        report(settings.is_dry_run, "no TOCSIN_MASTODON_URL: alerts are rendered without impact data")
+    else:
+        try:
+            report(True, f"instance answers; statuses up to {link.max_characters()} characters")
+            if link.can_read_admin:
+                report(True, f"token belongs to account id {link.bot_account_id()}")
+                moderators = link.moderators()
+                report(bool(moderators), f"alerts go to: {', '.join('@' + m for m in moderators) or 'nobody'}")
+                report(True, f"{len(link.domain_blocks())} domain blocks readable")
+        except Exception as error:  # doctor reports, it does not crash
+            report(False, f"Mastodon: {type(error).__name__}: {error}")
+    raise SystemExit(1 if problems else 0)
+
+
+@main.command()
+@click.option("--requeue", is_flag=True, help="Put failed events back on the stream and requeue failed jobs.")
+def failed(requeue: bool) -> None:
+    """List (or requeue) failed events and jobs."""
+    settings = _with_redis(_settings())
+    connection = redis_from_url(settings.redis_url or "")
+    for raw in connection.lrange(defaults.FAILED_EVENTS, 0, 49):
+        record = json.loads(raw)
+        event = json.loads(record["event"]).get("event", "?")
+        click.echo(f"event {event}: {record['error']}")
+    for name in defaults.QUEUES:
+        queue = Queue(name, connection=connection, serializer=SERIALIZER)
+        registry = queue.failed_job_registry
+        for job_id in registry.get_job_ids():
+            job = queue.fetch_job(job_id)
+            last = (job.exc_info or "").strip().splitlines()[-1:] if job else []
+            click.echo(f"job {name} {job_id} {job.func_name if job else '?'}: {last[0] if last else ''}")
+            if requeue:
+                registry.requeue(job_id)
+    if requeue:
+        click.echo(f"{retry_failed(connection, settings.retry_delays)} events put back on the stream")
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def outbox(limit: int, as_json: bool) -> None:
+    """What Tocsin posted (or, in dry-run, would have posted), newest first."""
+    settings = _with_redis(_settings())
+    for entry in read_log(redis_from_url(settings.redis_url or ""), limit):
+        if as_json:
+            click.echo(json.dumps(entry, ensure_ascii=False))
+            continue
+        when = datetime.fromtimestamp(float(entry["at"]), UTC).strftime("%Y-%m-%d %H:%M:%S")  # type: ignore[arg-type]
+        click.echo(f"--- {when} {entry['visibility']} {entry['mode']} {entry['key']} ({entry['part']}/{entry['of']})")
+        click.echo(str(entry["text"]))
+
+
+@main.command()
+def pause() -> None:
+    """Panic stop: record posts in the outbox instead of sending them, until `tocsin resume`."""
+    settings = _with_redis(_settings())
+    redis_from_url(settings.redis_url or "").set(defaults.PAUSED, str(time.time()))
+    click.echo("paused: nothing will be posted until `tocsin resume`")
+
+
+@main.command()
+def resume() -> None:
+    """End the panic stop."""
+    settings = _with_redis(_settings())
+    redis_from_url(settings.redis_url or "").delete(defaults.PAUSED)
+    click.echo("resumed")
+
+
+@main.command()
+@click.option("--days", type=float, default=None, help="How far back (default: the baseline window).")
+def backfill(days: float | None) -> None:
+    """Seed the report baseline from the admin reports API (no alerts are raised for history)."""
+    from handlers.reports import backfill_reports
+
+    settings = _with_redis(_settings())
+    if settings.access_token is None:
+        raise click.ClickException("backfill reads the admin API: set TOCSIN_ACCESS_TOKEN (scope admin:read:reports)")
+    ctx = Context(settings, redis_from_url(settings.redis_url or ""))
+    count = backfill_reports(ctx, days if days is not None else settings.report_baseline_days)
+    click.echo(f"{count} reports recorded")
+
+
+if __name__ == "__main__":
+    main()

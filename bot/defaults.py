@@ -1,0 +1,92 @@
+"""Constants and Redis key names, each with the reason for its value.
+
+All Tocsin keys start with `tocsin:` so one Redis can be shared with RQ (whose keys start `rq:`).
+"""
+
+from __future__ import annotations
+
+KNOWN_EVENTS = frozenset(
+    {
+        "account.approved",
+        "account.created",
+        "account.updated",
+        "report.created",
+        "report.updated",
+        "status.created",
+        "status.updated",
+    }
+)
+"""Every event Mastodon's admin webhooks can send (app/models/webhook.rb, unchanged through 4.7).
+Anything else is acknowledged and counted, never queued."""
+
+SIGNATURE_PREFIX = "sha256="
+"""Mastodon signs with `X-Hub-Signature: sha256=<lowercase hex HMAC-SHA256(secret, raw body)>`."""
+
+# --- Queues (RQ), by urgency. Workers listen to them in this order.
+QUEUE_URGENT = "tocsin-urgent"
+"""Alerts to moderators: a DM minutes late is a DM too late."""
+QUEUE_EVENTS = "tocsin-events"
+"""Drain jobs that run webhook events through the detectors."""
+QUEUE_BACKGROUND = "tocsin-background"
+"""Backfill and periodic sweeps: may wait behind everything else."""
+QUEUES = (QUEUE_URGENT, QUEUE_EVENTS, QUEUE_BACKGROUND)
+
+# --- Event stream written by intake and read by drain jobs.
+EVENT_STREAM = "tocsin:events"
+EVENT_GROUP = "detectors"
+DRAIN_FLAG = "tocsin:events:drain-scheduled"
+"""Set while a drain job is queued or running, so intake enqueues one job per burst, not per event."""
+DRAIN_FLAG_TTL = 120
+"""If the job that owned the flag dies, the flag lapses and the sweep (or the next event) starts a new one."""
+DRAIN_BATCH = 200
+"""Events read per XREADGROUP. Large enough to amortize RQ's ~20 Redis round trips per job."""
+DRAIN_MAX_SECONDS = 20.0
+"""A drain job hands over to a fresh job after this long, so no job nears RQ's job timeout."""
+CLAIM_IDLE_MS = 60_000
+"""Entries delivered to a consumer that has not acknowledged them for this long are reclaimed
+(the worker died mid-batch)."""
+FAILED_EVENTS = "tocsin:events:failed"
+"""Events whose handler raised a non-transient error, kept for `tocsin doctor` / `tocsin events retry`."""
+FAILED_EVENTS_CAP = 1000
+
+DEDUPE_PREFIX = "tocsin:seen:"
+"""`tocsin:seen:<sha256 of body>`: Mastodon resends identical bytes on retry and has no delivery id."""
+PII_KEY = "tocsin:secret:pii-key"
+"""Random key for hashing IP prefixes; in Redis so every web process hashes alike."""
+IGNORED_EVENTS = "tocsin:stats:ignored-events"
+"""Hash: unknown event name -> count."""
+INTAKE_COUNTS = "tocsin:stats:intake"
+"""Hash: event name -> accepted deliveries."""
+WATERMARK = "tocsin:clock:watermark"
+"""Latest event time seen (epoch seconds): the detectors' clock, so replays behave like live runs."""
+
+# --- Outbox.
+OUTBOX_SENT_PREFIX = "tocsin:outbox:sent:"
+"""Hash per logical message: part number -> status id. Checked before posting each part."""
+OUTBOX_SENT_TTL = 90 * 24 * 3600
+"""Far beyond any retry: a message key is never posted twice."""
+OUTBOX_LOG = "tocsin:outbox:log"
+"""Newest-first list of everything posted (or recorded, in dry-run), for `tocsin outbox` and /outbox."""
+OUTBOX_LOG_CAP = 2000
+PAUSED = "tocsin:paused"
+"""Panic stop: while set, the outbox records instead of sending (`tocsin pause` / `tocsin resume`)."""
+
+# --- Mastodon look-ups cached in Redis (shared by all workers).
+CACHE_PREFIX = "tocsin:cache:"
+INSTANCE_CACHE_TTL = 24 * 3600
+"""max_characters rarely changes; re-read it daily."""
+STAFF_CACHE_TTL = 3600
+"""Moderators added in Mastodon receive alerts within the hour."""
+DOMAIN_BLOCKS_CACHE_TTL = 60
+"""Blocks change when moderators act on an alert; keep the view fresh."""
+DEFAULT_MAX_CHARACTERS = 500
+"""Vanilla Mastodon's limit (StatusLengthValidator::MAX_CHARS), used when the instance cannot be asked."""
+
+# --- Jobs.
+JOB_TIMEOUT = 120
+"""Seconds. Mastodon calls time out after TOCSIN_REQUEST_TIMEOUT (15 s) each."""
+SWEEP_INTERVAL = 300
+"""Seconds between periodic sweeps (quiet surges, stalled event streams)."""
+SWEEP_JOB_ID = "tocsin-sweep"
+WORKER_SEEN_SECONDS = 600
+"""/readyz wants a worker heartbeat at most this old."""

@@ -1,0 +1,214 @@
+"""Everything Tocsin asks of its own Mastodon instance, through Mastodon.py.
+
+Mastodon.py runs with `ratelimit_method="throw"`: a worker must not sleep for minutes inside a job.
+Rate limits, network errors and 5xx surface as TRANSIENT_ERRORS and RQ retries the job with backoff.
+Read-only look-ups that every worker repeats are cached in Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import redis
+from mastodon import (
+    Mastodon,
+    MastodonAPIError,
+    MastodonNetworkError,
+    MastodonRatelimitError,
+    MastodonServerError,
+)
+
+from bot import defaults
+from bot.config import Settings
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    MastodonNetworkError,
+    MastodonRatelimitError,
+    MastodonServerError,
+)
+"""Worth retrying: 429, 5xx, timeouts, refused connections. Anything else (401, 403, 404, 422) is not."""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Impact:
+    """What limiting a server would cut, from POST /api/v1/admin/measures (all-time totals)."""
+
+    local_follows: int  # follows of accounts there by local accounts (instance_follows)
+    remote_followers: int  # follows of local accounts by accounts there (instance_followers)
+    known_accounts: int  # accounts from there known to this instance (instance_accounts)
+
+
+@dataclass(frozen=True)
+class DomainBlock:
+    domain: str
+    severity: str  # silence (shown as "Limit" in the admin UI) | suspend | noop
+    reject_media: bool
+    reject_reports: bool
+    created_at: str | None
+
+
+def make_client(settings: Settings) -> Mastodon | None:
+    if settings.mastodon_url is None:
+        return None
+    token = settings.access_token.get_secret_value() if settings.access_token else None
+    return Mastodon(
+        access_token=token,
+        api_base_url=settings.mastodon_url,
+        ratelimit_method="throw",
+        request_timeout=settings.request_timeout,
+        user_agent=f"Tocsin/0.1 (+{settings.public_url or settings.mastodon_url})",
+    )
+
+
+class MastodonLink:
+    """The instance as Tocsin sees it. `client` is None when no TOCSIN_MASTODON_URL is set."""
+
+    def __init__(self, settings: Settings, connection: redis.Redis, client: Mastodon | None) -> None:
+        self.settings = settings
+        self.redis = connection
+        self.client = client
+
+    @property
+    def can_read_admin(self) -> bool:
+        return self.client is not None and self.settings.access_token is not None
+
+    def _cached(self, name: str, ttl: int, compute: Callable[[], T]) -> T:
+        key = defaults.CACHE_PREFIX + name
+        raw = self.redis.get(key)
+        if raw is not None:
+            return json.loads(raw)  # type: ignore[no-any-return]
+        value = compute()
+        self.redis.set(key, json.dumps(value), ex=ttl)
+        return value
+
+    def max_characters(self) -> int:
+        if self.client is None:
+            return defaults.DEFAULT_MAX_CHARACTERS
+
+        def read() -> int:
+            instance = self.client.instance_v2()  # type: ignore[union-attr]
+            statuses = (instance.get("configuration") or {}).get("statuses") or {}
+            return int(statuses.get("max_characters") or defaults.DEFAULT_MAX_CHARACTERS)
+
+        return self._cached("max-characters", defaults.INSTANCE_CACHE_TTL, read)
+
+    def bot_account_id(self) -> str | None:
+        """The id of the token's account: its own reports and statuses come back as webhooks."""
+        if not self.can_read_admin:
+            return None
+        return self._cached(
+            "bot-account-id",
+            defaults.INSTANCE_CACHE_TTL,
+            lambda: str(self.client.account_verify_credentials()["id"]),  # type: ignore[union-attr]
+        )
+
+    def moderators(self) -> list[str]:
+        """Accts to address alerts to: TOCSIN_MODERATORS, else the instance's active local staff."""
+        if self.settings.moderators:
+            return list(self.settings.moderators)
+        if not self.can_read_admin:
+            return []
+
+        def read() -> list[str]:
+            bot_id = self.bot_account_id()
+            staff = self.client.admin_accounts_v2(  # type: ignore[union-attr]
+                origin="local", status="active", permissions="staff", limit=200
+            )
+            return sorted(
+                str(account["username"])
+                for account in staff
+                if str(account["id"]) != bot_id and not account.get("suspended")
+            )
+
+        return self._cached("staff", defaults.STAFF_CACHE_TTL, read)
+
+    def domain_blocks(self) -> list[DomainBlock]:
+        if not self.can_read_admin:
+            return []
+
+        def read() -> list[dict[str, Any]]:
+            page = self.client.admin_domain_blocks(limit=200)  # type: ignore[union-attr]
+            blocks = self.client.fetch_remaining(page)  # type: ignore[union-attr]
+            return [
+                asdict(
+                    DomainBlock(
+                        domain=str(block["domain"]),
+                        severity=str(block["severity"]),
+                        reject_media=bool(block.get("reject_media")),
+                        reject_reports=bool(block.get("reject_reports")),
+                        created_at=_iso(block.get("created_at")),
+                    )
+                )
+                for block in blocks
+            ]
+
+        return [DomainBlock(**item) for item in self._cached("domain-blocks", defaults.DOMAIN_BLOCKS_CACHE_TTL, read)]
+
+    def block_for(self, domain: str) -> DomainBlock | None:
+        """The block covering `domain`: its own, else the nearest parent domain's (Mastodon's rule)."""
+        by_domain = {block.domain: block for block in self.domain_blocks()}
+        parts = domain.split(".")
+        for start in range(len(parts) - 1):
+            block = by_domain.get(".".join(parts[start:]))
+            if block is not None:
+                return block
+        return None
+
+    def impact(self, domain: str) -> Impact | None:
+        if not self.can_read_admin:
+            return None
+        end = datetime.now(UTC).date()
+        try:
+            measures = self.client.admin_measures(  # type: ignore[union-attr]
+                start_at=end - timedelta(days=1),
+                end_at=end,
+                instance_follows=domain,
+                instance_followers=domain,
+                instance_accounts=domain,
+            )
+        except TRANSIENT_ERRORS:
+            raise
+        except MastodonAPIError as error:  # 403: the token lacks admin:read or the role lacks view_dashboard
+            log.warning("admin measures unavailable: %s", error.args[1] if len(error.args) > 1 else error)
+            return None
+        totals = {str(measure["key"]): int(measure.get("total") or 0) for measure in measures}
+        return Impact(
+            local_follows=totals.get("instance_follows", 0),
+            remote_followers=totals.get("instance_followers", 0),
+            known_accounts=totals.get("instance_accounts", 0),
+        )
+
+    def post_status(
+        self,
+        text: str,
+        *,
+        visibility: str,
+        idempotency_key: str,
+        in_reply_to_id: str | None = None,
+        spoiler_text: str | None = None,
+    ) -> str:
+        if self.client is None or self.settings.access_token is None:
+            raise RuntimeError("posting needs TOCSIN_MASTODON_URL and TOCSIN_ACCESS_TOKEN")
+        status = self.client.status_post(
+            text,
+            visibility=visibility,
+            idempotency_key=idempotency_key,
+            in_reply_to_id=in_reply_to_id,
+            spoiler_text=spoiler_text,
+        )
+        return str(status["id"])
+
+
+def _iso(value: object) -> str | None:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return None if value is None else str(value)

@@ -1,0 +1,94 @@
+"""Personal data: reduce it at intake, neutralize user text before it is quoted in a post.
+
+Webhook payloads carry emails, sign-up and login IPs and invite-request text. A detector needs at most
+an email's domain and a stable pseudonym for an IP's network, so intake keeps exactly that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+from typing import Any
+
+IPV4_PREFIX = 24
+IPV6_PREFIX = 48
+"""Networks, not hosts: sign-up surges come from ranges, and a /24 or /48 names no person."""
+
+_DROPPED_ACCOUNT_FIELDS = ("email", "ip", "ips", "invite_request")
+
+
+def ip_prefix_hash(ip: str, key: bytes) -> str | None:
+    """Keyed hash of the IP's /24 (IPv4) or /48 (IPv6); None for something that is not an IP."""
+    try:
+        address = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    prefix = IPV4_PREFIX if address.version == 4 else IPV6_PREFIX
+    network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+    return hmac.new(key, str(network).encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def email_domain(email: object) -> str | None:
+    if not isinstance(email, str) or "@" not in email:
+        return None
+    return email.rsplit("@", 1)[1].strip().lower() or None
+
+
+def reduce_admin_account(account: dict[str, Any], key: bytes) -> dict[str, Any]:
+    """An Admin::Account without email, IPs or invite text, plus what detectors may use of them."""
+    reduced = {name: value for name, value in account.items() if name not in _DROPPED_ACCOUNT_FIELDS}
+    if account.get("email") is not None:
+        reduced["email_domain"] = email_domain(account["email"])
+    ip = account.get("ip")
+    if isinstance(ip, str):
+        reduced["ip_prefix_hash"] = ip_prefix_hash(ip, key)
+    return reduced
+
+
+_ADMIN_ACCOUNT_FIELDS_IN_REPORT = ("account", "target_account", "assigned_account", "action_taken_by_account")
+
+
+def reduce_event(event: dict[str, Any], key: bytes) -> dict[str, Any]:
+    """The webhook envelope with personal data removed from its object."""
+    name = event.get("event")
+    obj = event.get("object")
+    if not isinstance(obj, dict):
+        return event
+    if isinstance(name, str) and name.startswith("account."):
+        obj = reduce_admin_account(obj, key)
+    elif isinstance(name, str) and name.startswith("report."):
+        obj = dict(obj)
+        for field in _ADMIN_ACCOUNT_FIELDS_IN_REPORT:
+            if isinstance(obj.get(field), dict):
+                obj[field] = reduce_admin_account(obj[field], key)
+    return {**event, "object": obj}
+
+
+# Mastodon's Account::MENTION_RE needs [a-z0-9_] right after "@"; a zero-width space there breaks it.
+# "@" after "/" or a word character is left alone: it cannot start a mention (profile URLs, emails).
+_MENTION_AT = re.compile(r"(?<![/\w])@")
+# Mastodon links text that starts with a scheme; "https[:]//" is still readable and is not a link.
+_URL_SCHEME = re.compile(r"\b([a-z][a-z0-9+.-]{1,15}):(//)", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def neutralize(text: object, limit: int = 280) -> str:
+    """User-supplied text made safe to quote in a status: it mentions no one and links nowhere.
+
+    A direct message is delivered to every account it mentions, so an unescaped `@victim@example.org`
+    in a quoted report comment would send the moderators' DM to the victim.
+    """
+    if text is None:
+        return ""
+    clean = _CONTROL.sub(" ", str(text))
+    clean = _MENTION_AT.sub("@" + ZERO_WIDTH_SPACE, clean)
+    clean = _URL_SCHEME.sub(r"\1[:]\2", clean)
+    clean = " ".join(clean.split())
+    if len(clean) > limit:
+        clean = clean[: limit - 1].rstrip() + "…"
+    return clean

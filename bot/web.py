@@ -1,0 +1,109 @@
+"""The web process: webhook intake, health checks, and the local outbox page."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import redis
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from rq import Worker
+from starlette.concurrency import run_in_threadpool
+
+from bot import defaults
+from bot.config import Settings
+from bot.context import redis_from_url
+from bot.intake import IntakeState, router
+from bot.outbox import read_log
+from bot.templating import render_page
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; form-action 'none'"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    if settings.redis_url is None or settings.webhook_secret is None:
+        raise ValueError("the web app needs TOCSIN_REDIS_URL and TOCSIN_WEBHOOK_SECRET")
+    redis_url = settings.redis_url
+    secret = settings.webhook_secret.get_secret_value().encode()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        aio = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+        sync = redis_from_url(redis_url)
+        app.state.intake = IntakeState(
+            secret=secret,
+            dedupe_seconds=int(settings.dedupe_days * 86400),
+            retry_delays=settings.retry_delays,
+            aio=aio,
+            sync=sync,
+        )
+        yield
+        await aio.aclose()
+        sync.close()
+
+    # Mastodon's payloads are a few KB; a report with many statuses stays far below 1 MiB.
+    app = FastAPI(
+        title="Tocsin",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.include_router(router)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        sync: redis.Redis = request.app.state.intake.sync
+        try:
+            workers = await run_in_threadpool(_recent_workers, sync)
+        except redis.RedisError:
+            return JSONResponse({"status": "unready", "redis": "unreachable"}, status_code=503)
+        if workers == 0:
+            return JSONResponse({"status": "unready", "redis": "ok", "workers": 0}, status_code=503)
+        return JSONResponse({"status": "ready", "redis": "ok", "workers": workers})
+
+    @app.get("/outbox", response_class=HTMLResponse)
+    async def outbox(request: Request) -> HTMLResponse:
+        # DMs quote report comments: only someone on this machine may read them.
+        if not _is_local_request(request):
+            return HTMLResponse("Not found", status_code=404)
+        sync: redis.Redis = request.app.state.intake.sync
+        entries = await run_in_threadpool(read_log, sync, 100)
+        page = render_page(
+            settings.template_dir,
+            "outbox.html.j2",
+            entries=entries,
+            dry_run=settings.is_dry_run,
+            when=lambda ts: datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        )
+        return HTMLResponse(page, headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
+
+    return app
+
+
+def _recent_workers(connection: redis.Redis) -> int:
+    now = datetime.now(UTC)
+    return sum(
+        1
+        for worker in Worker.all(connection=connection)
+        if worker.last_heartbeat is not None
+        and (now - worker.last_heartbeat.replace(tzinfo=UTC)).total_seconds() < defaults.WORKER_SEEN_SECONDS
+    )
+
+
+def _is_local_request(request: Request) -> bool:
+    if request.headers.get("x-forwarded-for") or request.client is None:
+        return False
+    try:
+        return ipaddress.ip_address(request.client.host).is_loopback
+    except ValueError:
+        return request.client.host == "testclient"

@@ -1,0 +1,40 @@
+"""One module per event family or detector. `dispatch` routes a (reduced) webhook event to its handler.
+
+A handler is `handle(ctx, event) -> None`: it updates counters in Redis and, when a detector decides,
+enqueues an alert job. It does no Mastodon I/O itself; alert jobs do, on the urgent queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from bot.context import Context
+from handlers import reports
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Context, dict[str, Any]], None]
+
+HANDLERS: dict[str, Handler] = {
+    "report.created": reports.handle_report,
+    "report.updated": reports.handle_report,
+}
+"""Known events without a handler here (account.*, status.*) are accepted and dropped by dispatch."""
+
+
+def dispatch(ctx: Context, event: dict[str, Any]) -> None:
+    handler = HANDLERS.get(str(event.get("event")))
+    if handler is not None:
+        handler(ctx, event)
+
+
+def after_batch(ctx: Context) -> None:
+    """After each drained batch: checks that depend on the event clock, not on one event."""
+    reports.close_quiet_surges(ctx)
+
+
+def sweep(ctx: Context, now: float) -> None:
+    """Periodic (bot/sweep.py): the same checks on the wall clock, for when no events arrive."""
+    reports.close_quiet_surges(ctx, now)

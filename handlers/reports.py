@@ -1,0 +1,558 @@
+"""Report surges: many reports against one server (or local accounts, or everywhere) in a short time.
+
+Counting happens in Redis, by the reports' own `created_at`, in one Lua call per event. Whether that
+is a surge is decided by the pure functions `assess` and `is_quiet`, over the counts. The transition
+(open, escalate, close) is a compare-and-set in Redis, so several workers raise one alert per step.
+Alert jobs (on the urgent queue) look up the impact through the admin API, render the DM and post it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote
+
+from bot import defaults
+from bot.config import ReportSurgeSettings
+from bot.context import Context, get_context
+from bot.events import current_clock, parse_time
+from bot.mastodon import DomainBlock, Impact
+from bot.outbox import Post
+from bot.queue import enqueue_once
+from bot.templating import render_text
+
+log = logging.getLogger(__name__)
+
+LOCAL = "local"
+"""Bucket of reports against this instance's own accounts."""
+EVERYWHERE = "*"
+"""Bucket of all reports, for waves spread over many servers."""
+
+HOUR = 3600.0
+DAY = 86400.0
+MIN_RATE_SPAN = 900.0
+"""A rate is never measured over less than 15 minutes: the first few reports of a wave would look infinite."""
+DISTINCT_SCAN_CAP = 1000
+"""Distinct accounts are counted over at most this many of a window's newest reports."""
+
+TIMES_PREFIX = "tocsin:reports:times:"  # + bucket: sorted set, report id scored by created_at
+REPORT_PREFIX = "tocsin:report:"  # + report id: hash of what the detector keeps of a report
+SURGE_PREFIX = "tocsin:surge:"  # + bucket: hash of the open surge
+OPEN_SURGES = "tocsin:surges:open"  # sorted set, bucket scored by its last report time
+
+COMMENT_KEEP = 500
+"""Characters of a report comment kept for quoting in alerts (quoted ones are cut shorter)."""
+
+
+class Decision(StrEnum):
+    OPEN = "open"
+    ESCALATE = "escalate"
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """One bucket's counts at the time of one report."""
+
+    count: int  # reports in the sliding window
+    last_hour: int  # reports in the last hour
+    first_in_hour: float | None  # time of the oldest of those
+    baseline: int  # reports in the baseline window before the sliding one
+    accounts: int = 0  # distinct reported accounts in the window (counted only near a threshold)
+    reporters: int = 0  # distinct reporters in the window (ditto)
+    top_bucket: int = 0  # reports of the largest single bucket in the window (ditto)
+
+
+@dataclass(frozen=True)
+class SurgeState:
+    surge_id: str
+    opened_at: float
+    alerts: int
+    alerted_count: int
+    alerted_rate: float
+    last_report_at: float
+
+    @classmethod
+    def from_redis(cls, flat: list[bytes] | dict[bytes, bytes]) -> SurgeState | None:
+        fields = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
+        if not fields:
+            return None
+        text = {key.decode(): value.decode() for key, value in fields.items()}
+        return cls(
+            surge_id=text["surge_id"],
+            opened_at=float(text["opened_at"]),
+            alerts=int(text["alerts"]),
+            alerted_count=int(text["alerted_count"]),
+            alerted_rate=float(text["alerted_rate"]),
+            last_report_at=float(text["last_report_at"]),
+        )
+
+
+# --- Pure detection -------------------------------------------------------------------------------
+
+
+def hourly_rate(stats: WindowStats, now: float) -> float:
+    """Reports per hour over the last hour, or over the part of it the wave has lasted."""
+    if stats.last_hour == 0 or stats.first_in_hour is None:
+        return 0.0
+    span = min(HOUR, max(now - stats.first_in_hour, MIN_RATE_SPAN))
+    return stats.last_hour * HOUR / span
+
+
+def expected_in_window(stats: WindowStats, cfg: ReportSurgeSettings) -> float:
+    """How many reports the baseline rate predicts for one sliding window."""
+    return stats.baseline / (cfg.baseline_days * DAY) * (cfg.window_hours * HOUR)
+
+
+def is_surge(bucket: str, stats: WindowStats, cfg: ReportSurgeSettings) -> bool:
+    if stats.count < cfg.ratio * expected_in_window(stats, cfg):
+        return False
+    if stats.accounts < cfg.min_accounts:
+        return False
+    if bucket == EVERYWHERE:
+        # One server's wave is that server's alert; this bucket is for waves spread over many.
+        return stats.count >= cfg.overall_min_reports and stats.top_bucket * 2 < stats.count
+    return stats.count >= cfg.min_reports
+
+
+def assess(
+    bucket: str, stats: WindowStats, state: SurgeState | None, cfg: ReportSurgeSettings, now: float
+) -> Decision | None:
+    """Open a surge, escalate it (count and rate both grew by the escalation factor), or nothing."""
+    if state is None:
+        return Decision.OPEN if is_surge(bucket, stats, cfg) else None
+    grew = stats.count >= cfg.escalation_factor * state.alerted_count
+    faster = hourly_rate(stats, now) >= cfg.escalation_factor * state.alerted_rate
+    return Decision.ESCALATE if grew and faster else None
+
+
+def is_quiet(state: SurgeState, now: float, cfg: ReportSurgeSettings) -> bool:
+    return now - state.last_report_at >= cfg.quiet_days * DAY
+
+
+def bucket_of(target_account: dict[str, Any]) -> str:
+    domain = target_account.get("domain")
+    return str(domain).strip().lower() if domain else LOCAL
+
+
+# --- Redis glue -----------------------------------------------------------------------------------
+
+# Record one report and return the stats of its bucket and of EVERYWHERE, plus both surge states.
+# KEYS: bucket times, everywhere times, report hash, bucket surge, everywhere surge, open surges.
+# ARGV: report id, time, window, baseline, bucket threshold, everywhere threshold, bucket, ttl,
+#       then field/value pairs for the report hash.
+_RECORD_SCRIPT = """
+local id, ts = ARGV[1], tonumber(ARGV[2])
+local window, baseline = tonumber(ARGV[3]), tonumber(ARGV[4])
+local fields = {}
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[3], unpack(fields))
+redis.call('EXPIRE', KEYS[3], ARGV[8])
+for _, key in ipairs({KEYS[1], KEYS[2]}) do
+  redis.call('ZADD', key, ts, id)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (ts - window - baseline))
+  redis.call('EXPIRE', key, ARGV[8])
+end
+
+local function stats(key, threshold)
+  local from = ts - window
+  local count = redis.call('ZCOUNT', key, '(' .. from, ts)
+  local hour = redis.call('ZCOUNT', key, '(' .. (ts - 3600), ts)
+  local first = redis.call('ZRANGEBYSCORE', key, '(' .. (ts - 3600), ts, 'WITHSCORES', 'LIMIT', 0, 1)
+  local base = redis.call('ZCOUNT', key, '(' .. (from - baseline), from)
+  local accounts, reporters, top = 0, 0, 0
+  if count >= threshold then
+    local seen_accounts, seen_reporters, per_bucket = {}, {}, {}
+    local ids = redis.call('ZREVRANGEBYSCORE', key, ts, '(' .. from, 'LIMIT', 0, CAP)
+    for _, other in ipairs(ids) do
+      local info = redis.call('HMGET', 'REPORT_PREFIX' .. other, 'account', 'reporter', 'bucket')
+      if info[1] and not seen_accounts[info[1]] then seen_accounts[info[1]] = true; accounts = accounts + 1 end
+      if info[2] and not seen_reporters[info[2]] then seen_reporters[info[2]] = true; reporters = reporters + 1 end
+      if info[3] then
+        per_bucket[info[3]] = (per_bucket[info[3]] or 0) + 1
+        if per_bucket[info[3]] > top then top = per_bucket[info[3]] end
+      end
+    end
+  end
+  return {count, hour, first[2] or '', base, accounts, reporters, top}
+end
+
+local result = {stats(KEYS[1], tonumber(ARGV[5])), stats(KEYS[2], tonumber(ARGV[6]))}
+for i, key in ipairs({KEYS[4], KEYS[5]}) do
+  if redis.call('EXISTS', key) == 1 then
+    if ts > tonumber(redis.call('HGET', key, 'last_report_at')) then
+      redis.call('HSET', key, 'last_report_at', ARGV[2])
+      redis.call('ZADD', KEYS[6], 'XX', ts, i == 1 and ARGV[7] or '*')
+    end
+  end
+  result[#result + 1] = redis.call('HGETALL', key)
+end
+return result
+""".replace("CAP", str(DISTINCT_SCAN_CAP)).replace("REPORT_PREFIX", REPORT_PREFIX)
+
+# Compare-and-set of a surge: open it if none is open, or escalate it if no one else did since we read it.
+# A replayed event that already made this transition gets the same answer again (its alert job is then
+# enqueued again, and the outbox makes sure it is posted once).
+# KEYS: surge hash, open surges. ARGV: decision, trigger (report id), time, count, rate, alerts seen, bucket.
+_TRANSITION_SCRIPT = """
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if exists and redis.call('HGET', KEYS[1], 'trigger') == ARGV[2] then
+  return redis.call('HMGET', KEYS[1], 'alerts', 'surge_id')
+end
+if ARGV[1] == 'open' then
+  if exists then return false end
+  redis.call('HSET', KEYS[1], 'surge_id', ARGV[3], 'opened_at', ARGV[3], 'alerts', 1, 'alerted_count', ARGV[4],
+             'alerted_rate', ARGV[5], 'last_report_at', ARGV[3], 'trigger', ARGV[2])
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[7])
+  return {'1', ARGV[3]}
+end
+if not exists or redis.call('HGET', KEYS[1], 'alerts') ~= ARGV[6] then return false end
+local alerts = redis.call('HINCRBY', KEYS[1], 'alerts', 1)
+redis.call('HSET', KEYS[1], 'alerted_count', ARGV[4], 'alerted_rate', ARGV[5], 'trigger', ARGV[2])
+return {tostring(alerts), redis.call('HGET', KEYS[1], 'surge_id')}
+"""
+
+# Close every surge whose last report is at or before the cutoff; return bucket, fields pairs.
+# KEYS: open surges. ARGV: cutoff, surge key prefix.
+_CLOSE_SCRIPT = """
+local closed = {}
+for _, bucket in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)) do
+  local key = ARGV[2] .. bucket
+  local last = tonumber(redis.call('HGET', key, 'last_report_at') or '0')
+  if last <= tonumber(ARGV[1]) then
+    closed[#closed + 1] = bucket
+    closed[#closed + 1] = redis.call('HGETALL', key)
+    redis.call('DEL', key)
+    redis.call('ZREM', KEYS[1], bucket)
+  else
+    redis.call('ZADD', KEYS[1], last, bucket)
+  end
+end
+return closed
+"""
+
+
+def _stats(raw: list[Any]) -> WindowStats:
+    count, hour, first, base, accounts, reporters, top = raw
+    return WindowStats(
+        count=int(count),
+        last_hour=int(hour),
+        first_in_hour=float(first) if first else None,
+        baseline=int(base),
+        accounts=int(accounts),
+        reporters=int(reporters),
+        top_bucket=int(top),
+    )
+
+
+def _own_account_id(ctx: Context) -> str | None:
+    try:
+        return ctx.mastodon.bot_account_id()
+    except Exception as error:  # unknown for now; the next event asks again
+        log.warning("could not look up the bot's own account: %s", type(error).__name__)
+        return None
+
+
+def handle_report(ctx: Context, event: dict[str, Any]) -> None:
+    """report.created and report.updated (an update of a report we never saw counts it too)."""
+    recorded = record_report(ctx, event.get("object"))
+    if recorded is None:
+        return
+    report_id, created, results = recorded
+    cfg = ctx.settings.report_surge
+    for bucket, raw, state_raw in results:
+        stats = _stats(raw)
+        state = SurgeState.from_redis(state_raw)
+        decision = assess(bucket, stats, state, cfg, created)
+        if decision is not None:
+            _transition(ctx, bucket, decision, report_id, created, stats, state)
+
+
+def record_report(ctx: Context, report: object) -> tuple[str, float, list[tuple[str, list[Any], list[bytes]]]] | None:
+    """Count one report; return its id, time, and per bucket (its own, EVERYWHERE) raw stats and state."""
+    if not isinstance(report, dict):
+        raise ValueError("report event without an object")
+    report_id = str(report.get("id") or "")
+    created = parse_time(report.get("created_at"))
+    if not report_id or created is None:
+        raise ValueError("report without id or created_at")
+    reporter = report.get("account") or {}
+    if reporter.get("id") is not None and str(reporter.get("id")) == _own_account_id(ctx):
+        return None
+    target = report.get("target_account") or {}
+    bucket = bucket_of(target)
+    cfg = ctx.settings.report_surge
+    window, baseline = cfg.window_hours * HOUR, cfg.baseline_days * DAY
+    fields = {
+        "bucket": bucket,
+        "account": str(target.get("id") or ""),
+        "reporter": str(reporter.get("id") or ""),
+        "category": str(report.get("category") or "other"),
+        "comment": str(report.get("comment") or "")[:COMMENT_KEEP],
+        "status": "resolved" if report.get("action_taken") else "open",
+        "created_at": repr(created),
+    }
+    script = ctx.redis.register_script(_RECORD_SCRIPT)
+    bucket_raw, everywhere_raw, bucket_state, everywhere_state = script(
+        keys=[
+            TIMES_PREFIX + bucket,
+            TIMES_PREFIX + EVERYWHERE,
+            REPORT_PREFIX + report_id,
+            SURGE_PREFIX + bucket,
+            SURGE_PREFIX + EVERYWHERE,
+            OPEN_SURGES,
+        ],
+        args=[
+            report_id,
+            repr(created),
+            window,
+            baseline,
+            cfg.min_reports,
+            cfg.overall_min_reports,
+            bucket,
+            int(window + baseline + DAY),
+            *[item for pair in fields.items() for item in pair],
+        ],
+    )
+    return (
+        report_id,
+        created,
+        [(bucket, bucket_raw, bucket_state), (EVERYWHERE, everywhere_raw, everywhere_state)],
+    )
+
+
+def backfill_reports(ctx: Context, days: float) -> int:
+    """Record the last `days` of reports from the admin API, without alerting: a baseline for a new install."""
+    client = ctx.mastodon.client
+    if client is None:
+        raise RuntimeError("backfill needs TOCSIN_MASTODON_URL")
+    cutoff = time.time() - days * DAY
+    recorded = 0
+    for resolved in (False, True):  # the API lists unresolved or resolved reports, not both
+        page = client.admin_reports(resolved=resolved, limit=200)
+        while page:
+            for report in page:
+                plain = _plain(report)
+                created = parse_time(plain.get("created_at"))
+                if created is None or created < cutoff:
+                    page = None
+                    break
+                if record_report(ctx, plain) is not None:
+                    recorded += 1
+            else:
+                page = client.fetch_next(page)
+    return recorded
+
+
+def _plain(value: Any) -> Any:
+    """A Mastodon.py entity as webhook JSON: string ids, ISO times."""
+    if isinstance(value, dict):
+        return {
+            key: (str(item) if key.endswith("id") and isinstance(item, int) else _plain(item))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return value
+
+
+def _transition(
+    ctx: Context,
+    bucket: str,
+    decision: Decision,
+    report_id: str,
+    now: float,
+    stats: WindowStats,
+    state: SurgeState | None,
+) -> None:
+    rate = hourly_rate(stats, now)
+    script = ctx.redis.register_script(_TRANSITION_SCRIPT)
+    result = script(
+        keys=[SURGE_PREFIX + bucket, OPEN_SURGES],
+        args=[
+            decision.value,
+            report_id,
+            repr(now),
+            stats.count,
+            repr(rate),
+            state.alerts if state else 0,
+            bucket,
+        ],
+    )
+    if not result:
+        return  # another worker made this transition first
+    alert_no, surge_id = int(result[0]), result[1].decode()
+    cfg = ctx.settings.report_surge
+    _enqueue_alert(
+        ctx,
+        {
+            "kind": decision.value,
+            "bucket": bucket,
+            "surge_id": surge_id,
+            "alert_no": alert_no,
+            "at": now,
+            "count": stats.count,
+            "last_hour": stats.last_hour,
+            "rate": round(rate, 1),
+            "baseline": stats.baseline,
+            "expected": round(expected_in_window(stats, cfg), 2),
+            "previous_count": state.alerted_count if state else None,
+            "previous_rate": round(state.alerted_rate, 1) if state else None,
+        },
+    )
+
+
+def close_quiet_surges(ctx: Context, now: float | None = None) -> int:
+    """Close surges with no report for `quiet_days` (event clock, or `now` from the sweep)."""
+    clock = current_clock(ctx.redis) if now is None else max(now, current_clock(ctx.redis))
+    if not clock:
+        return 0
+    cfg = ctx.settings.report_surge
+    script = ctx.redis.register_script(_CLOSE_SCRIPT)
+    closed = script(keys=[OPEN_SURGES], args=[repr(clock - cfg.quiet_days * DAY), SURGE_PREFIX])
+    for bucket_raw, fields in zip(closed[::2], closed[1::2], strict=True):
+        state = SurgeState.from_redis(fields)
+        if state is None:
+            continue
+        _enqueue_alert(
+            ctx,
+            {
+                "kind": "quiet",
+                "bucket": bucket_raw.decode(),
+                "surge_id": state.surge_id,
+                "alert_no": state.alerts,
+                "at": clock,
+                "opened_at": state.opened_at,
+                "last_report_at": state.last_report_at,
+                "peak_count": state.alerted_count,
+            },
+        )
+    return len(closed) // 2
+
+
+def alert_key(payload: dict[str, Any]) -> str:
+    step = "quiet" if payload["kind"] == "quiet" else str(payload["alert_no"])
+    return f"report-surge:{payload['bucket']}:{payload['surge_id']}:{step}"
+
+
+def _enqueue_alert(ctx: Context, payload: dict[str, Any]) -> None:
+    key = alert_key(payload)
+    job_id = "alert-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+    enqueue_once(
+        ctx.redis,
+        defaults.QUEUE_URGENT,
+        "handlers.reports.send_alert",
+        payload,
+        job_id=job_id,
+        retry_delays=ctx.settings.retry_delays,
+    )
+    log.info("report surge %s: %s alert queued", payload["bucket"], payload["kind"])
+
+
+# --- Alert job: look up, render, post ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowDetails:
+    categories: list[tuple[str, int]]
+    open_reports: int
+    resolved_reports: int
+    accounts: int
+    reporters: int
+    comments: list[str]
+    top_buckets: list[tuple[str, int]]
+
+
+def window_details(ctx: Context, bucket: str, at: float, comments: int = 2) -> WindowDetails:
+    window = ctx.settings.report_surge.window_hours * HOUR
+    ids = ctx.redis.zrevrangebyscore(TIMES_PREFIX + bucket, at, f"({at - window}", start=0, num=DISTINCT_SCAN_CAP)
+    pipe = ctx.redis.pipeline()
+    for report_id in ids:
+        pipe.hgetall(REPORT_PREFIX + report_id.decode())
+    reports = [{k.decode(): v.decode() for k, v in row.items()} for row in pipe.execute() if row]
+    status = Counter(report.get("status", "open") for report in reports)
+    return WindowDetails(
+        categories=Counter(report.get("category", "other") for report in reports).most_common(),
+        open_reports=status["open"],
+        resolved_reports=status["resolved"],
+        accounts=len({report.get("account") for report in reports}),
+        reporters=len({report.get("reporter") for report in reports}),
+        comments=[report["comment"] for report in reports if report.get("comment")][:comments],
+        top_buckets=Counter(report.get("bucket", "?") for report in reports).most_common(3),
+    )
+
+
+def admin_links(instance_url: str, bucket: str) -> dict[str, str]:
+    if bucket == LOCAL:
+        return {"reports": f"{instance_url}/admin/reports?target_origin=local"}
+    if bucket == EVERYWHERE:
+        return {"reports": f"{instance_url}/admin/reports"}
+    domain = quote(bucket, safe="")
+    return {
+        "reports": f"{instance_url}/admin/reports?by_target_domain={domain}",
+        "instance": f"{instance_url}/admin/instances/{domain}",
+        "limit": f"{instance_url}/admin/domain_blocks/new?_domain={domain}",
+    }
+
+
+def render_alert(
+    payload: dict[str, Any],
+    details: WindowDetails | None,
+    block: DomainBlock | None,
+    impact: Impact | None,
+    cfg: ReportSurgeSettings,
+    instance_url: str,
+    admin_can_read: bool,
+    template_dir: Any = None,
+) -> str:
+    """The DM text for one alert: pure, so tests render it from fixtures."""
+    template = {
+        "open": "report_surge.txt.j2",
+        "escalate": "report_surge.txt.j2",
+        "quiet": "report_quiet.txt.j2",
+    }
+    bucket = payload["bucket"]
+    return render_text(
+        template_dir,
+        template[payload["kind"]],
+        alert=payload,
+        bucket=bucket,
+        is_remote=bucket not in (LOCAL, EVERYWHERE),
+        is_local=bucket == LOCAL,
+        details=details,
+        block=block,
+        impact=impact,
+        impact_known=admin_can_read,
+        cfg=cfg,
+        links=admin_links(instance_url, bucket),
+        days=lambda seconds: round(seconds / DAY, 1),
+    )
+
+
+def send_alert(payload: dict[str, Any]) -> list[str]:
+    """RQ job (urgent queue): gather what the DM needs and post it once."""
+    ctx = get_context()
+    bucket = payload["bucket"]
+    remote = bucket not in (LOCAL, EVERYWHERE)
+    details = None if payload["kind"] == "quiet" else window_details(ctx, bucket, float(payload["at"]))
+    block = ctx.mastodon.block_for(bucket) if remote else None
+    impact = ctx.mastodon.impact(bucket) if remote else None
+    text = render_alert(
+        payload,
+        details,
+        block,
+        impact,
+        ctx.settings.report_surge,
+        ctx.settings.mastodon_url or "https://your.instance",
+        ctx.mastodon.can_read_admin,
+        ctx.settings.template_dir,
+    )
+    mentions = tuple(ctx.mastodon.moderators())
+    return ctx.outbox.send(Post(key=alert_key(payload), text=text, visibility="direct", mentions=mentions))
