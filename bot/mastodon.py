@@ -166,7 +166,7 @@ class MastodonLink:
     def impact(self, domain: str) -> Impact | None:
         if not self.can_read_admin:
             return None
-        end = datetime.now(UTC).date()
+        end = datetime.now(UTC)  # `total` of instance_* measures is all-time whatever the range
         try:
             measures = self.client.admin_measures(  # type: ignore[union-attr]
                 start_at=end - timedelta(days=1),

@@ -1,0 +1,339 @@
+"""A Mastodon double: a real HTTP server with the documented shapes of the endpoints Tocsin uses.
+
+Tocsin talks to it through Mastodon.py over HTTP, exactly as to a real instance. It parses mentions
+with a port of Mastodon's Account::MENTION_RE, so tests see who a status would really be delivered to.
+Failures (429 with rate-limit headers, 5xx) can be queued for the next status posts.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from bot.embedded_redis import free_port
+
+FIXTURES = Path(__file__).parent / "fixtures" / "mastodon"
+DOMAIN = "social.example.org"
+
+# Account::MENTION_RE and USERNAME_RE (app/models/account.rb), case-insensitive like Mastodon's.
+MENTION_RE = re.compile(r"(?<![=/\w])@(([a-z0-9_]+(?:[.-]+[a-z0-9_]+)*)(?:@(\w+(?:[.-]+\w+)*))?)", re.IGNORECASE)
+
+
+def mentioned_accts(text: str) -> list[str]:
+    return [match.group(1).lower() for match in MENTION_RE.finditer(text)]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _account(account_id: str, username: str, domain: str | None = None) -> dict[str, Any]:
+    """A REST::Account, shaped like the one in the example payloads."""
+    account = copy.deepcopy(json.loads((FIXTURES / "status.created.json").read_text())["object"]["account"])
+    acct = username if domain is None else f"{username}@{domain}"
+    host = domain or DOMAIN
+    account.update(
+        id=account_id,
+        username=username,
+        acct=acct,
+        display_name=username,
+        url=f"https://{host}/@{username}",
+        uri=f"https://{host}/users/{username}",
+    )
+    return account
+
+
+def _admin_account(account_id: str, username: str, staff: bool) -> dict[str, Any]:
+    return {
+        "id": account_id,
+        "username": username,
+        "domain": None,
+        "created_at": "2024-03-02T18:44:10.903Z",
+        "email": f"{username}@mail.example.com",
+        "ip": "198.51.100.7",
+        "confirmed": True,
+        "suspended": False,
+        "silenced": False,
+        "sensitized": False,
+        "disabled": False,
+        "approved": True,
+        "locale": "en",
+        "invite_request": None,
+        "ips": [],
+        "account": _account(account_id, username),
+        "role": {
+            "id": "3" if staff else "-99",
+            "name": "Moderator" if staff else "",
+            "permissions": "1308" if staff else "65536",
+            "color": "",
+            "highlighted": staff,
+        },
+    }
+
+
+@dataclass
+class MastodonDouble:
+    token: str = "test-token"
+    max_characters: int = 500
+    bot_id: str = "900"
+    bot_username: str = "tocsin"
+    staff: list[tuple[str, str]] = field(default_factory=lambda: [("101", "mod_anna"), ("102", "mod_ben")])
+    measures: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    """domain -> (instance_follows, instance_followers, instance_accounts)"""
+    domain_blocks: list[dict[str, Any]] = field(default_factory=list)
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    fail_next_posts: list[int] = field(default_factory=list)
+    """Status codes to answer the next POST /api/v1/statuses with, in order (429, 500, 503, ...)."""
+    requests: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.port = free_port()
+        self._idempotency: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # --- what tests look at
+
+    def direct_messages(self) -> list[dict[str, Any]]:
+        return [status for status in self.statuses if status["visibility"] == "direct"]
+
+    def recipients(self, status: dict[str, Any]) -> list[str]:
+        return [mention["acct"] for mention in status["mentions"]]
+
+    def add_block(self, domain: str, severity: str = "silence", **extra: Any) -> dict[str, Any]:
+        block = {
+            "id": str(len(self.domain_blocks) + 1),
+            "domain": domain,
+            "digest": "0" * 64,
+            "created_at": _now(),
+            "severity": severity,
+            "reject_media": False,
+            "reject_reports": False,
+            "private_comment": None,
+            "public_comment": None,
+            "obfuscate": False,
+            **extra,
+        }
+        self.domain_blocks.append(block)
+        return block
+
+    # --- server
+
+    def start(self) -> MastodonDouble:
+        config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("Mastodon double did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _app(self) -> FastAPI:
+        app = FastAPI(redirect_slashes=False)
+        double = self
+
+        def unauthorized(request: Request) -> JSONResponse | None:
+            double.requests.append((request.method, request.url.path))
+            if request.headers.get("authorization") != f"Bearer {double.token}":
+                return JSONResponse({"error": "The access token is invalid"}, status_code=401)
+            return None
+
+        def rate_headers() -> dict[str, str]:
+            reset = (datetime.now(UTC) + timedelta(seconds=2)).isoformat(timespec="milliseconds")
+            return {"X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "299", "X-RateLimit-Reset": reset}
+
+        @app.middleware("http")
+        async def rails_style_trailing_slash(request: Request, call_next: Any) -> Any:
+            # Rails routes `/path/` like `/path`; Mastodon.py asks for some endpoints with the slash.
+            if request.scope["path"] != "/" and request.scope["path"].endswith("/"):
+                request.scope["path"] = request.scope["path"].rstrip("/")
+            return await call_next(request)
+
+        @app.get("/api/v2/instance")
+        async def instance(request: Request) -> JSONResponse:
+            double.requests.append((request.method, request.url.path))
+            return JSONResponse(
+                {
+                    "domain": DOMAIN,
+                    "title": "Social Example",
+                    "version": "4.6.5",
+                    "source_url": "https://github.com/mastodon/mastodon",
+                    "description": "",
+                    "usage": {"users": {"active_month": 1000}},
+                    "thumbnail": {"url": f"https://{DOMAIN}/thumb.png"},
+                    "languages": ["en"],
+                    "configuration": {
+                        "urls": {"streaming": f"wss://{DOMAIN}"},
+                        "accounts": {"max_featured_tags": 10},
+                        "statuses": {
+                            "max_characters": double.max_characters,
+                            "max_media_attachments": 4,
+                            "characters_reserved_per_url": 23,
+                        },
+                    },
+                    "registrations": {"enabled": True, "approval_required": False, "message": None},
+                    "api_versions": {"mastodon": 6},
+                    "contact": {"email": "", "account": None},
+                    "rules": [],
+                }
+            )
+
+        @app.get("/api/v1/accounts/verify_credentials")
+        async def verify_credentials(request: Request) -> JSONResponse:
+            if denied := unauthorized(request):
+                return denied
+            return JSONResponse(_account(double.bot_id, double.bot_username), headers=rate_headers())
+
+        @app.get("/api/v2/admin/accounts")
+        async def admin_accounts(request: Request) -> JSONResponse:
+            if denied := unauthorized(request):
+                return denied
+            params = request.query_params
+            staff_only = params.get("permissions") == "staff"
+            accounts = [_admin_account(account_id, name, staff=True) for account_id, name in double.staff]
+            if not staff_only:
+                accounts.append(_admin_account(double.bot_id, double.bot_username, staff=False))
+            return JSONResponse(accounts, headers=rate_headers())
+
+        @app.get("/api/v1/admin/domain_blocks")
+        async def domain_blocks(request: Request) -> JSONResponse:
+            if denied := unauthorized(request):
+                return denied
+            limit = int(request.query_params.get("limit", 100))
+            max_id = request.query_params.get("max_id")
+            ordered = sorted(double.domain_blocks, key=lambda block: int(block["id"]), reverse=True)
+            if max_id is not None:
+                ordered = [block for block in ordered if int(block["id"]) < int(max_id)]
+            page = ordered[:limit]
+            headers = rate_headers()
+            if len(ordered) > limit:
+                headers["Link"] = (
+                    f'<{double.url}/api/v1/admin/domain_blocks?limit={limit}&max_id={page[-1]["id"]}>; rel="next"'
+                )
+            return JSONResponse(page, headers=headers)
+
+        @app.post("/api/v1/admin/measures")
+        async def measures(request: Request) -> JSONResponse:
+            if denied := unauthorized(request):
+                return denied
+            body = await request.json()
+            result = []
+            for key in body.get("keys", []):
+                domain = (body.get(key) or {}).get("domain")
+                follows, followers, accounts = double.measures.get(domain, (0, 0, 0))
+                total = {"instance_follows": follows, "instance_followers": followers, "instance_accounts": accounts}
+                if key in total:
+                    result.append(
+                        {
+                            "key": key,
+                            "unit": None,
+                            "total": str(total[key]),
+                            "data": [{"date": f"{body['start_at'][:10]}T00:00:00.000+00:00", "value": "0"}],
+                        }
+                    )
+            return JSONResponse(result, headers=rate_headers())
+
+        @app.get("/api/v1/admin/reports")
+        async def admin_reports(request: Request) -> JSONResponse:
+            if denied := unauthorized(request):
+                return denied
+            resolved = request.query_params.get("resolved") in ("true", "1", "True")
+            selected = [report for report in double.reports if bool(report["action_taken"]) == resolved]
+            selected.sort(key=lambda report: int(report["id"]), reverse=True)
+            limit = int(request.query_params.get("limit", 100))
+            max_id = request.query_params.get("max_id")
+            if max_id is not None:
+                selected = [report for report in selected if int(report["id"]) < int(max_id)]
+            page = selected[:limit]
+            headers = rate_headers()
+            if len(selected) > limit:
+                headers["Link"] = (
+                    f"<{double.url}/api/v1/admin/reports?limit={limit}&resolved={str(resolved).lower()}"
+                    f'&max_id={page[-1]["id"]}>; rel="next"'
+                )
+            return JSONResponse(page, headers=headers)
+
+        @app.post("/api/v1/statuses")
+        async def post_status(request: Request) -> JSONResponse:
+            if denied := unauthorized(request):
+                return denied
+            with double._lock:
+                if double.fail_next_posts:
+                    code = double.fail_next_posts.pop(0)
+                    headers = rate_headers()
+                    if code == 429:
+                        headers["X-RateLimit-Remaining"] = "0"
+                    return JSONResponse({"error": "Injected failure"}, status_code=code, headers=headers)
+            raw = await request.body()
+            if request.headers.get("content-type", "").startswith("application/json"):
+                form = json.loads(raw)
+            else:  # Mastodon.py sends statuses form-encoded
+                form = dict(parse_qsl(raw.decode(), keep_blank_values=True))
+            key = request.headers.get("idempotency-key")
+            with double._lock:
+                if key and key in double._idempotency:
+                    return JSONResponse(double._idempotency[key], headers=rate_headers())
+                text = str(form.get("status", ""))
+                if not text.strip():
+                    return JSONResponse({"error": "Validation failed: Text can't be blank"}, status_code=422)
+                from mastodon import Mastodon
+
+                if Mastodon.get_status_length(text, str(form.get("spoiler_text") or "")) > double.max_characters:
+                    return JSONResponse(
+                        {"error": f"Validation failed: Text character limit of {double.max_characters} exceeded"},
+                        status_code=422,
+                    )
+                status_id = str(117000000000000000 + len(double.statuses) + 1)
+                status = json.loads((FIXTURES / "status.created.json").read_text())["object"]
+                status.update(
+                    id=status_id,
+                    created_at=_now(),
+                    visibility=form.get("visibility") or "public",
+                    spoiler_text=form.get("spoiler_text") or "",
+                    in_reply_to_id=form.get("in_reply_to_id"),
+                    content=f"<p>{text}</p>",
+                    text=text,
+                    uri=f"https://{DOMAIN}/users/{double.bot_username}/statuses/{status_id}",
+                    url=f"https://{DOMAIN}/@{double.bot_username}/{status_id}",
+                    account=_account(double.bot_id, double.bot_username),
+                    mentions=[
+                        {"id": "0", "username": acct.split("@")[0], "url": f"https://{DOMAIN}/@{acct}", "acct": acct}
+                        for acct in mentioned_accts(text)
+                    ],
+                    tags=[],
+                    media_attachments=[],
+                    application={"name": "Tocsin", "website": None},
+                )
+                double.statuses.append(status)
+                if key:
+                    double._idempotency[key] = status
+            return JSONResponse(status, headers=rate_headers())
+
+        return app
