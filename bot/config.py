@@ -45,6 +45,8 @@ class ReportSurgeSettings:
     """The all-servers bucket alerts from this many reports in the window, when no one server dominates."""
     escalation_factor: float = 2.0
     """Another DM only when both the window count and the hourly rate reach this multiple of the last alert."""
+    escalation_cooldown_minutes: float = 60.0
+    """... and at least this long after the last one: a wave that keeps doubling gets one DM an hour."""
     quiet_days: float = 7.0
     """A surge ends ("quiet again" DM) after this long without a report against the bucket."""
 
@@ -83,6 +85,7 @@ class Settings(BaseSettings):
     report_ratio: float = Field(default=ReportSurgeSettings.ratio, ge=1)
     report_overall_min_reports: int = Field(default=ReportSurgeSettings.overall_min_reports, ge=1)
     report_escalation_factor: float = Field(default=ReportSurgeSettings.escalation_factor, gt=1)
+    report_escalation_cooldown_minutes: float = Field(default=ReportSurgeSettings.escalation_cooldown_minutes, ge=0)
     report_quiet_days: float = Field(default=ReportSurgeSettings.quiet_days, gt=0)
 
     @field_validator("mastodon_url", "public_url")
@@ -145,6 +148,7 @@ class Settings(BaseSettings):
             ratio=self.report_ratio,
             overall_min_reports=self.report_overall_min_reports,
             escalation_factor=self.report_escalation_factor,
+            escalation_cooldown_minutes=self.report_escalation_cooldown_minutes,
             quiet_days=self.report_quiet_days,
         )
 

@@ -75,6 +75,7 @@ class SurgeState:
     alerts: int
     alerted_count: int
     alerted_rate: float
+    alerted_at: float
     last_report_at: float
 
     @classmethod
@@ -89,6 +90,7 @@ class SurgeState:
             alerts=int(text["alerts"]),
             alerted_count=int(text["alerted_count"]),
             alerted_rate=float(text["alerted_rate"]),
+            alerted_at=float(text["alerted_at"]),
             last_report_at=float(text["last_report_at"]),
         )
 
@@ -126,9 +128,18 @@ def assess(
     """Open a surge, escalate it (count and rate both grew by the escalation factor), or nothing."""
     if state is None:
         return Decision.OPEN if is_surge(bucket, stats, cfg) else None
+    if now - state.alerted_at < cfg.escalation_cooldown_minutes * 60:
+        return None
     grew = stats.count >= cfg.escalation_factor * state.alerted_count
     faster = hourly_rate(stats, now) >= cfg.escalation_factor * state.alerted_rate
     return Decision.ESCALATE if grew and faster else None
+
+
+def settling(state: SurgeState | None, now: float, cfg: ReportSurgeSettings) -> bool:
+    """In the cooldown after a DM the surge learns its pace: its reference count and rate rise to the
+    highest seen, so only growth beyond the wave's real pace escalates (the first minutes of a wave,
+    or events processed out of order by several workers, under-measure it)."""
+    return state is not None and 0 <= now - state.alerted_at < cfg.escalation_cooldown_minutes * 60
 
 
 def is_quiet(state: SurgeState, now: float, cfg: ReportSurgeSettings) -> bool:
@@ -207,14 +218,28 @@ end
 if ARGV[1] == 'open' then
   if exists then return false end
   redis.call('HSET', KEYS[1], 'surge_id', ARGV[3], 'opened_at', ARGV[3], 'alerts', 1, 'alerted_count', ARGV[4],
-             'alerted_rate', ARGV[5], 'last_report_at', ARGV[3], 'trigger', ARGV[2])
+             'alerted_rate', ARGV[5], 'alerted_at', ARGV[3], 'last_report_at', ARGV[3], 'trigger', ARGV[2])
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[7])
   return {'1', ARGV[3]}
 end
 if not exists or redis.call('HGET', KEYS[1], 'alerts') ~= ARGV[6] then return false end
 local alerts = redis.call('HINCRBY', KEYS[1], 'alerts', 1)
-redis.call('HSET', KEYS[1], 'alerted_count', ARGV[4], 'alerted_rate', ARGV[5], 'trigger', ARGV[2])
+redis.call('HSET', KEYS[1], 'alerted_count', ARGV[4], 'alerted_rate', ARGV[5], 'alerted_at', ARGV[3],
+           'trigger', ARGV[2])
 return {tostring(alerts), redis.call('HGET', KEYS[1], 'surge_id')}
+"""
+
+# Raise a surge's reference count and rate (see `settling`), unless another alert intervened.
+# KEYS: surge hash. ARGV: alerts seen, count, rate.
+_SETTLE_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'alerts') ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) > tonumber(redis.call('HGET', KEYS[1], 'alerted_count')) then
+  redis.call('HSET', KEYS[1], 'alerted_count', ARGV[2])
+end
+if tonumber(ARGV[3]) > tonumber(redis.call('HGET', KEYS[1], 'alerted_rate')) then
+  redis.call('HSET', KEYS[1], 'alerted_rate', ARGV[3])
+end
+return 1
 """
 
 # Close every surge whose last report is at or before the cutoff; return bucket, fields pairs.
@@ -271,6 +296,10 @@ def handle_report(ctx: Context, event: dict[str, Any]) -> None:
         decision = assess(bucket, stats, state, cfg, created)
         if decision is not None:
             _transition(ctx, bucket, decision, report_id, created, stats, state)
+        elif state is not None and settling(state, created, cfg):
+            ctx.redis.register_script(_SETTLE_SCRIPT)(
+                keys=[SURGE_PREFIX + bucket], args=[state.alerts, stats.count, repr(hourly_rate(stats, created))]
+            )
 
 
 def record_report(ctx: Context, report: object) -> tuple[str, float, list[tuple[str, list[Any], list[bytes]]]] | None:
@@ -431,7 +460,7 @@ def close_quiet_surges(ctx: Context, now: float | None = None) -> int:
                 "at": clock,
                 "opened_at": state.opened_at,
                 "last_report_at": state.last_report_at,
-                "peak_count": state.alerted_count,
+                "alerted_count": state.alerted_count,
             },
         )
     return len(closed) // 2

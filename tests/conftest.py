@@ -119,8 +119,9 @@ def ctx(settings: Settings, connection: redis.Redis) -> Iterator[Context]:
 def run_jobs(connection: redis.Redis, rounds: int = 1) -> None:
     """Run every queued job in this process (RQ's SimpleWorker in burst mode), then due scheduled ones."""
     for _ in range(rounds):
-        worker = SimpleWorker([queue(name, connection) for name in defaults.QUEUES], connection=connection,
-                              serializer=SERIALIZER)
+        worker = SimpleWorker(
+            [queue(name, connection) for name in defaults.QUEUES], connection=connection, serializer=SERIALIZER
+        )
         worker.work(burst=True, logging_level="WARNING")
         enqueue_due_scheduled(connection)
 

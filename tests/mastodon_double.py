@@ -118,6 +118,21 @@ class MastodonDouble:
     def recipients(self, status: dict[str, Any]) -> list[str]:
         return [mention["acct"] for mention in status["mentions"]]
 
+    def direct_threads(self) -> list[list[dict[str, Any]]]:
+        """Direct messages grouped into threads (a message split into parts is one thread)."""
+        threads: dict[str, list[dict[str, Any]]] = {}
+        root_of: dict[str, str] = {}
+        for status in self.direct_messages():
+            parent = status["in_reply_to_id"]
+            root = root_of.get(parent, status["id"]) if parent else status["id"]
+            root_of[status["id"]] = root
+            threads.setdefault(root, []).append(status)
+        return list(threads.values())
+
+    def direct_texts(self) -> list[str]:
+        """Each direct thread's text, parts joined."""
+        return ["\n".join(status["text"] for status in thread) for thread in self.direct_threads()]
+
     def add_block(self, domain: str, severity: str = "silence", **extra: Any) -> dict[str, Any]:
         block = {
             "id": str(len(self.domain_blocks) + 1),

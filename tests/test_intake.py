@@ -108,8 +108,10 @@ def test_personal_data_is_reduced_before_storing(client: TestClient, connection:
     for name in ("report.created", "report.updated", "account.created", "account.approved", "account.updated"):
         assert deliver(client, json.dumps(fixture(name)).encode())[0] == 202
     stored = json.dumps(stored_events(connection))
-    raw_payloads = "".join((Path(__file__).parent / "fixtures" / "mastodon" / f).read_text()
-                           for f in ("report.created.json", "account.created.json"))
+    raw_payloads = "".join(
+        (Path(__file__).parent / "fixtures" / "mastodon" / f).read_text()
+        for f in ("report.created.json", "account.created.json")
+    )
     assert "@mail.example.com" in raw_payloads and "198.51.100.7" in raw_payloads  # the fixtures carry PII
     for secret_value in ("@mail.example.com", "198.51.100.", "2001:db8", '"ips"', "invite_request"):
         assert secret_value not in stored
@@ -140,4 +142,3 @@ def test_readyz_wants_a_recent_worker(client: TestClient, connection: redis.Redi
     worker.heartbeat()
     assert client.get("/readyz").json() == {"status": "ready", "redis": "ok", "workers": 1}
     worker.register_death()
-
