@@ -4,7 +4,8 @@ import copy
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,16 @@ def run_jobs(connection: redis.Redis, rounds: int = 1) -> None:
         )
         worker.work(burst=True, logging_level="WARNING")
         enqueue_due_scheduled(connection)
+
+
+def run_until(connection: redis.Redis, done: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Work jobs, including retries as they fall due, until `done()` or the timeout."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached while running jobs")
+        run_jobs(connection)
+        time.sleep(0.2)
 
 
 def enqueue_due_scheduled(connection: redis.Redis) -> None:

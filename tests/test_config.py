@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+
+
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **values: str) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env from the developer's checkout
+    for name, value in values.items():
+        monkeypatch.setenv(f"TOCSIN_{name}", value)
+
+
+def test_lists_are_read_from_plain_environment_strings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env(
+        monkeypatch,
+        tmp_path,
+        MODERATORS="@anna, ben@mods.example",
+        ALLOWED_PRIVATE_ADDRESSES="10.0.0.0/8,fd00::/8",
+        RETRY_DELAYS="5,10",
+    )
+    settings = load_settings()
+    assert settings.moderators == ["anna", "ben@mods.example"]
+    assert settings.allowed_private_addresses == [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")]
+    assert settings.retry_delays == [5, 10]
+    assert settings.is_dry_run  # no token
+
+
+def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env(monkeypatch, tmp_path)
+    (tmp_path / ".env").write_text("TOCSIN_MASTODON_URL=https://social.example.org/\nTOCSIN_REPORT_MIN_REPORTS=9\n")
+    settings = load_settings()
+    assert settings.mastodon_url == "https://social.example.org"
+    assert settings.report_surge.min_reports == 9
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"MASTODON_URL": "social.example.org"}, "TOCSIN_MASTODON_URL"),
+        ({"WEBHOOK_SECRET": "short"}, "TOCSIN_WEBHOOK_SECRET"),
+        ({"PORT": "99999"}, "TOCSIN_PORT"),
+        ({"REPORT_RATIO": "lots"}, "TOCSIN_REPORT_RATIO"),
+        ({"ALLOWED_PRIVATE_ADDRESSES": "10.0.0.0/33"}, "TOCSIN_ALLOWED_PRIVATE_ADDRESSES"),
+        ({"ACCESS_TOKEN": "abc"}, "TOCSIN_MASTODON_URL"),
+    ],
+)
+def test_invalid_settings_fail_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, values: dict[str, str], named: str
+) -> None:
+    env(monkeypatch, tmp_path, **values)
+    with pytest.raises(ConfigError, match=named):
+        load_settings()
+
+
+def test_token_turns_dry_run_off_unless_forced(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env(monkeypatch, tmp_path, MASTODON_URL="https://social.example.org", ACCESS_TOKEN="t0ken")
+    assert not load_settings().is_dry_run
+    monkeypatch.setenv("TOCSIN_DRY_RUN", "true")
+    assert load_settings().is_dry_run

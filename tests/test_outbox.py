@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from bot import defaults
+from bot.context import Context, set_context
+from bot.outbox import Post, read_log, split_post, status_length
+from bot.privacy import neutralize
+from bot.queue import enqueue_once, queue
+from tests.conftest import make_settings, run_jobs, run_until
+from tests.mastodon_double import MastodonDouble, mentioned_accts
+
+
+def test_short_message_is_one_status_starting_with_its_recipients() -> None:
+    assert split_post("Hello", ("anna", "ben@mods.example"), 500) == ["@anna @ben@mods.example\nHello"]
+
+
+def test_long_message_is_split_at_paragraphs_and_every_part_fits_and_is_addressed() -> None:
+    paragraphs = [f"Paragraph {n}: " + "word " * 40 for n in range(6)]
+    parts = split_post("\n\n".join(paragraphs), ("anna",), 500)
+    assert len(parts) > 1
+    for number, part in enumerate(parts, start=1):
+        assert part.startswith("@anna\n")
+        assert part.endswith(f"({number}/{len(parts)})")
+        assert status_length(part) <= 500
+    joined = " ".join(part.split("\n", 1)[1].rsplit(" (", 1)[0] for part in parts)
+    assert joined.split() == "\n\n".join(paragraphs).split()
+
+
+def test_a_single_overlong_word_is_cut() -> None:
+    parts = split_post("x" * 1200, (), 500)
+    assert all(status_length(part) <= 500 for part in parts)
+    assert "".join(part.rsplit(" (", 1)[0] for part in parts) == "x" * 1200
+
+
+@pytest.mark.parametrize(
+    ("text", "must_not_mention"),
+    [
+        ("@victim@example.org please look", "victim@example.org"),
+        ("ping @victim", "victim"),
+        ("(@Victim_1.x@example.org)", "victim_1.x@example.org"),
+        ("line\n@victim@example.org", "victim@example.org"),
+    ],
+)
+def test_neutralized_text_mentions_no_one(text: str, must_not_mention: str) -> None:
+    assert must_not_mention in mentioned_accts(text)  # it would, unneutralized
+    assert mentioned_accts(neutralize(text)) == []
+
+
+def test_neutralized_text_keeps_emails_and_profile_urls_readable_and_disarms_links() -> None:
+    text = neutralize("mail dave@example.com, see https://evil.example/@erin/1 and http://x.example")
+    assert "dave@example.com" in text
+    assert "https[:]//evil.example/@erin/1" in text
+    assert "http[:]//x.example" in text
+    assert status_length("https[:]//evil.example/very/long/path") == len("https[:]//evil.example/very/long/path")
+
+
+def test_neutralize_cuts_long_text_and_control_characters() -> None:
+    assert neutralize("a\x00b\u0007c   d\n\ne", limit=100) == "a b c d e"
+    assert neutralize("z" * 300, limit=20) == "z" * 19 + "…"
+
+
+def send_test_dm(key: str, text: str) -> list[str]:
+    """RQ job used by these tests: one DM through the real outbox."""
+    from bot.context import get_context
+
+    ctx = get_context()
+    return ctx.outbox.send(Post(key=key, text=text, mentions=tuple(ctx.mastodon.moderators())))
+
+
+def test_each_message_key_is_posted_once(ctx: Context, mastodon: MastodonDouble) -> None:
+    first = ctx.outbox.send(Post(key="k1", text="hello", mentions=("mod_anna",)))
+    again = ctx.outbox.send(Post(key="k1", text="hello", mentions=("mod_anna",)))
+    assert first == again
+    assert len(mastodon.statuses) == 1
+
+
+def test_a_half_posted_thread_is_resumed_not_restarted(ctx: Context, mastodon: MastodonDouble) -> None:
+    text = "\n\n".join("paragraph " + "word " * 60 for _ in range(4))
+    parts = split_post(text, ("mod_anna",), 500)
+    assert len(parts) >= 3
+    # The second part fails with a 500 after the first was posted.
+    original = ctx.mastodon.post_status
+    calls = {"n": 0}
+
+    def flaky(*args: object, **kwargs: object) -> str:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            mastodon.fail_next_posts.append(500)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    ctx.mastodon.post_status = flaky  # type: ignore[method-assign]
+    with pytest.raises(Exception, match="Mastodon API returned error"):
+        ctx.outbox.send(Post(key="thread", text=text, mentions=("mod_anna",)))
+    assert len(mastodon.statuses) == 1
+    ids = ctx.outbox.send(Post(key="thread", text=text, mentions=("mod_anna",)))
+    assert len(ids) == len(parts) == len(mastodon.statuses)
+    # Each part replies to the one before it.
+    assert [status["in_reply_to_id"] for status in mastodon.statuses] == [None, *ids[:-1]]
+
+
+@pytest.mark.parametrize("failures", [[429], [500], [503, 429, 502]])
+def test_rate_limits_and_server_errors_are_retried_by_rq_and_posted_once(
+    ctx: Context, connection: redis.Redis, mastodon: MastodonDouble, failures: list[int]
+) -> None:
+    mastodon.fail_next_posts = list(failures)
+    enqueue_once(
+        connection,
+        defaults.QUEUE_URGENT,
+        "tests.test_outbox.send_test_dm",
+        "retry-key",
+        "Surge!",
+        job_id="dm-retry",
+        retry_delays=[1, 1, 1],
+    )
+    run_until(connection, lambda: bool(mastodon.statuses))
+    run_jobs(connection)
+    assert len(mastodon.statuses) == 1
+    assert mastodon.recipients(mastodon.statuses[0]) == ["mod_anna", "mod_ben"]
+    assert queue(defaults.QUEUE_URGENT, connection).failed_job_registry.count == 0
+
+
+def test_exhausted_retries_leave_the_job_visible_in_the_failed_registry(
+    ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
+) -> None:
+    mastodon.fail_next_posts = [500] * 10
+    enqueue_once(
+        connection,
+        defaults.QUEUE_URGENT,
+        "tests.test_outbox.send_test_dm",
+        "doomed",
+        "Surge!",
+        job_id="dm-doomed",
+        retry_delays=[1],
+    )
+    failed = queue(defaults.QUEUE_URGENT, connection).failed_job_registry
+    run_until(connection, lambda: failed.count > 0)
+    assert mastodon.statuses == []
+    assert failed.get_job_ids() == ["dm-doomed"]
+    assert len([r for r in mastodon.requests if r == ("POST", "/api/v1/statuses")]) == 2  # first try + 1 retry
+
+
+def test_dry_run_records_in_the_outbox_and_sends_nothing(
+    tmp_path: Path, connection: redis.Redis, redis_url: str, mastodon: MastodonDouble
+) -> None:
+    settings = make_settings(tmp_path, redis_url, mastodon_url=mastodon.url)  # no token: dry-run
+    ctx = Context(settings, connection)
+    set_context(ctx)
+    ids = ctx.outbox.send(Post(key="dry", text="would alert", mentions=("mod_anna",)))
+    assert ids[0].startswith("dry-run-")
+    assert mastodon.statuses == []
+    [entry] = read_log(connection)
+    assert entry["mode"] == "dry-run" and entry["text"] == "@mod_anna\nwould alert"
+    set_context(None)
+
+
+def test_panic_stop_holds_posts(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
+    connection.set(defaults.PAUSED, "1")
+    ctx.outbox.send(Post(key="held", text="x", mentions=("mod_anna",)))
+    assert mastodon.statuses == []
+    assert read_log(connection)[0]["mode"] == "paused"
+
+
+def test_direct_message_without_recipients_is_refused_when_live(ctx: Context, mastodon: MastodonDouble) -> None:
+    with pytest.raises(RuntimeError, match="TOCSIN_MODERATORS"):
+        ctx.outbox.send(Post(key="nobody", text="x"))
+    assert mastodon.statuses == []

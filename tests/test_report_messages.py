@@ -1,0 +1,132 @@
+"""What moderators read: each alert kind rendered from fixed inputs, compared in full."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import redis
+
+from bot import defaults
+from bot.config import ReportSurgeSettings
+from bot.context import Context
+from bot.events import drain_with
+from bot.mastodon import DomainBlock, Impact
+from handlers.reports import WindowDetails, render_alert
+from tests.conftest import fixture, run_jobs
+from tests.mastodon_double import MastodonDouble
+from tests.waves import burst
+
+CFG = ReportSurgeSettings()
+INSTANCE = "https://social.example.org"
+OPEN = {
+    "kind": "open",
+    "bucket": "spam.example",
+    "surge_id": "1",
+    "alert_no": 1,
+    "at": 0,
+    "count": 17,
+    "last_hour": 17,
+    "rate": 54.2,
+    "baseline": 1,
+    "expected": 0.0,
+    "previous_count": None,
+    "previous_rate": None,
+}
+DETAILS = WindowDetails(
+    categories=[("spam", 16), ("other", 1)],
+    open_reports=16,
+    resolved_reports=1,
+    accounts=12,
+    reporters=15,
+    comments=["Crypto giveaway @victim@example.org https://scam.example/x", "same bot again"],
+    top_buckets=[("spam.example", 17)],
+)
+
+
+def test_first_alert_for_a_remote_server() -> None:
+    text = render_alert(OPEN, DETAILS, None, Impact(12, 30, 1500), CFG, INSTANCE, True)
+    assert text == (
+        "🔔 Report surge: spam.example\n"
+        "17 reports in 3.0 h, 54.2/h now (normal: 0.0 per 3.0 h; 1 in the 28 days before).\n"
+        "12 accounts reported by 15 reporters · 16 open, 1 resolved · spam 16, other 1\n"
+        "Comments (mentions and links disabled):\n"
+        "“Crypto giveaway @\u200bvictim@example.org https[:]//scam.example/x”\n"
+        "“same bot again”\n"
+        "Not limited or suspended.\n"
+        "Cost of limiting: 12 follows from local accounts to there, 30 from there to local accounts; "
+        "1,500 accounts known there.\n"
+        "Proposed: limit spam.example until the wave passes: "
+        "https://social.example.org/admin/domain_blocks/new?_domain=spam.example\n"
+        "Reports: https://social.example.org/admin/reports?by_target_domain=spam.example"
+    )
+
+
+def test_escalation_of_an_already_limited_server() -> None:
+    escalate = {
+        **OPEN,
+        "kind": "escalate",
+        "alert_no": 2,
+        "count": 90,
+        "rate": 120.0,
+        "previous_count": 40,
+        "previous_rate": 50.0,
+    }
+    block = DomainBlock("spam.example", "silence", reject_media=False, reject_reports=True, created_at=None)
+    text = render_alert(escalate, DETAILS, block, Impact(0, 2, 80), CFG, INSTANCE, True)
+    assert text.splitlines()[:3] == [
+        "🔔 Report surge escalating: spam.example",
+        "90 reports in 3.0 h, 120.0/h now (normal: 0.0 per 3.0 h; 1 in the 28 days before).",
+        "Last alert: 40 reports, 50.0/h.",
+    ]
+    assert "Already limited, reports rejected." in text
+    assert "Proposed: limit" not in text
+
+
+def test_alert_without_admin_access_says_what_is_unknown() -> None:
+    text = render_alert(OPEN, DETAILS, None, None, CFG, INSTANCE, False)
+    assert "Federation status unknown (the token cannot read domain blocks)." in text
+    assert "Cost of limiting: unknown (needs a token with admin:read)." in text
+
+
+def test_quiet_again_for_a_limited_server() -> None:
+    quiet = {
+        "kind": "quiet",
+        "bucket": "spam.example",
+        "surge_id": "1",
+        "alert_no": 1,
+        "at": 10 * 86400.0,
+        "opened_at": 2 * 86400.0,
+        "last_report_at": 2.5 * 86400.0,
+        "alerted_count": 150,
+    }
+    block = DomainBlock("spam.example", "silence", False, False, None)
+    assert render_alert(quiet, None, block, None, CFG, INSTANCE, True) == (
+        "✅ Quiet again: spam.example\n"
+        "No report for 7.5 days. The surge began 8.0 days ago; 150 reports in 3.0 h when last alerted.\n"
+        "Proposed: lift the limit on spam.example: https://social.example.org/admin/instances/spam.example"
+    )
+
+
+def test_hostile_comment_never_adds_a_recipient_or_a_link(
+    ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
+) -> None:
+    hostile = "@victim@example.org @victim look https://phish.example/login"
+    for event in burst(datetime(2026, 11, 20, tzinfo=UTC), "spam.example", 20, 1, comment=hostile):
+        connection.xadd(defaults.EVENT_STREAM, {"event": json.dumps(event)})
+    drain_with(ctx)
+    run_jobs(connection)
+    threads = mastodon.direct_threads()
+    assert len(threads) == 1
+    for status in threads[0]:
+        assert mastodon.recipients(status) == ["mod_anna", "mod_ben"]
+        assert "https://phish.example" not in status["text"]
+    assert "@\u200bvictim@example.org" in mastodon.direct_texts()[0]
+
+
+def test_example_payload_is_counted_in_its_servers_bucket(ctx: Context, connection: redis.Redis) -> None:
+    event = fixture("report.created")
+    connection.xadd(defaults.EVENT_STREAM, {"event": json.dumps(event)})
+    assert drain_with(ctx)["processed"] == 1
+    domain = event["object"]["target_account"]["domain"]
+    assert connection.zscore(f"tocsin:reports:times:{domain}", event["object"]["id"]) is not None
