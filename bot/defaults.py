@@ -36,8 +36,10 @@ EVENT_STREAM = "tocsin:events"
 EVENT_GROUP = "detectors"
 DRAIN_FLAG = "tocsin:events:drain-scheduled"
 """Set while a drain job is queued or running, so intake enqueues one job per burst, not per event."""
-DRAIN_FLAG_TTL = 120
-"""If the job that owned the flag dies, the flag lapses and the sweep (or the next event) starts a new one."""
+DRAIN_FLAG_TTL = 15
+"""A running drain refreshes the flag after every batch (well under a second). If the job dies, the flag
+lapses soon and the next event, a restarted worker or the sweep starts a new drain; an extra drain is
+harmless (the consumer group splits the entries)."""
 DRAIN_BATCH = 200
 """Events read per XREADGROUP. Large enough to amortize RQ's ~20 Redis round trips per job."""
 DRAIN_MAX_SECONDS = 20.0
@@ -85,7 +87,7 @@ DEFAULT_MAX_CHARACTERS = 500
 # --- Jobs.
 JOB_TIMEOUT = 120
 """Seconds. Mastodon calls time out after TOCSIN_REQUEST_TIMEOUT (15 s) each."""
-SWEEP_INTERVAL = 300
+SWEEP_INTERVAL = 60
 """Seconds between periodic sweeps (quiet surges, stalled event streams)."""
 SWEEP_JOB_ID = "tocsin-sweep"
 WORKER_SEEN_SECONDS = 600

@@ -101,7 +101,11 @@ def drain_with(ctx: Context) -> dict[str, int]:
     started = time.monotonic()
     counts = {"processed": 0, "failed": 0, "reclaimed": 0}
 
-    # Entries a dead worker had read but not acknowledged.
+    # Entries this process read but did not acknowledge (its job died with Redis), then a dead worker's.
+    own = _read(connection, consumer, pending=True)
+    if own:
+        counts["reclaimed"] += len(own)
+        _process(ctx, own, counts)
     _next, claimed, *_ = connection.xautoclaim(
         defaults.EVENT_STREAM,
         defaults.EVENT_GROUP,
@@ -111,7 +115,7 @@ def drain_with(ctx: Context) -> dict[str, int]:
         count=defaults.DRAIN_BATCH,
     )
     if claimed:
-        counts["reclaimed"] = len(claimed)
+        counts["reclaimed"] += len(claimed)
         _process(ctx, claimed, counts)
 
     while True:
@@ -135,9 +139,10 @@ def drain_with(ctx: Context) -> dict[str, int]:
     return counts
 
 
-def _read(connection: redis.Redis, consumer: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+def _read(connection: redis.Redis, consumer: str, pending: bool = False) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """New entries, or (pending=True) the ones this consumer already read and did not acknowledge."""
     response = connection.xreadgroup(
-        defaults.EVENT_GROUP, consumer, {defaults.EVENT_STREAM: ">"}, count=defaults.DRAIN_BATCH
+        defaults.EVENT_GROUP, consumer, {defaults.EVENT_STREAM: "0" if pending else ">"}, count=defaults.DRAIN_BATCH
     )
     return response[0][1] if response else []  # type: ignore[index]
 

@@ -8,26 +8,54 @@ heartbeat during a job does not matter. Several workers, on one machine or many,
 from __future__ import annotations
 
 import logging
+import time
 
+import redis
 from rq import SimpleWorker
 
 from bot import defaults
 from bot.config import Settings
 from bot.context import Context, redis_from_url, set_context
+from bot.events import backlog, enqueue_drain
 from bot.queue import SERIALIZER, queue
 from bot.sweep import schedule_next_sweep
 
+log = logging.getLogger(__name__)
 
-def run_worker(settings: Settings, burst: bool = False, name: str | None = None) -> bool:
+RESTART_DELAYS = (1, 2, 5, 10, 30)
+"""Seconds before starting a fresh worker after one quit on a Redis outage (the last one repeats)."""
+
+
+def run_worker(settings: Settings, burst: bool = False, name: str | None = None) -> None:
+    """Work until asked to stop. RQ's worker quits when Redis vanishes mid-job; we start a fresh one."""
     assert settings.redis_url is not None
     connection = redis_from_url(settings.redis_url)
     set_context(Context(settings, connection))
-    schedule_next_sweep(connection)
-    worker = SimpleWorker(
-        [queue(name, connection) for name in defaults.QUEUES],
-        connection=connection,
-        serializer=SERIALIZER,
-        name=name,
-    )
     logging.getLogger("rq.worker").setLevel(logging.WARNING)  # one line per job is noise at our volumes
-    return bool(worker.work(with_scheduler=True, burst=burst, logging_level="WARNING"))
+    failures = 0
+    while True:
+        worker = SimpleWorker(
+            [queue(queue_name, connection) for queue_name in defaults.QUEUES],
+            connection=connection,
+            serializer=SERIALIZER,
+            name=name,
+        )
+        try:
+            resume_after_restart(connection, settings.retry_delays)
+            worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
+        except redis.RedisError as error:
+            log.error("worker lost Redis: %s", type(error).__name__)
+        else:
+            if burst or worker._stop_requested:  # RQ sets this on SIGTERM/SIGINT
+                return
+        delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
+        failures += 1
+        log.warning("starting a fresh worker in %d s", delay)
+        time.sleep(delay)
+
+
+def resume_after_restart(connection: redis.Redis, retry_delays: list[int]) -> None:
+    """A (re)started worker: keep the sweep scheduled, and drain whatever waits (a spare drain is cheap)."""
+    schedule_next_sweep(connection)
+    if backlog(connection)["stream"]:
+        enqueue_drain(connection, retry_delays)

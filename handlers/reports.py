@@ -18,6 +18,8 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
+from mastodon import MastodonError
+
 from bot import defaults
 from bot.config import ReportSurgeSettings
 from bot.context import Context, get_context
@@ -278,7 +280,7 @@ def _stats(raw: list[Any]) -> WindowStats:
 def _own_account_id(ctx: Context) -> str | None:
     try:
         return ctx.mastodon.bot_account_id()
-    except Exception as error:  # unknown for now; the next event asks again
+    except MastodonError as error:  # unknown for now; the next event asks again (Redis errors propagate)
         log.warning("could not look up the bot's own account: %s", type(error).__name__)
         return None
 
