@@ -46,12 +46,17 @@ def run_worker(settings: Settings, burst: bool = False, name: str | None = None)
         except redis.RedisError as error:
             log.error("worker lost Redis: %s", type(error).__name__)
         else:
-            if burst or worker._stop_requested:  # RQ sets this on SIGTERM/SIGINT
+            if burst or _stop_was_requested(worker):
                 return
         delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
         failures += 1
         log.warning("starting a fresh worker in %d s", delay)
         time.sleep(delay)
+
+
+def _stop_was_requested(worker: SimpleWorker) -> bool:
+    # RQ records SIGTERM/SIGINT as _stop_requested when busy, _shutdown_requested_date when idle.
+    return bool(worker._stop_requested or worker._shutdown_requested_date is not None)
 
 
 def resume_after_restart(connection: redis.Redis, retry_delays: list[int]) -> None:

@@ -79,10 +79,7 @@ class Stack:
         for process in self.processes:
             process.send_signal(signal.SIGTERM)
         for process in self.processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            process.wait(15)  # a process that ignores SIGTERM fails the test here
 
 
 @pytest.fixture
