@@ -17,14 +17,15 @@ from starlette.concurrency import run_in_threadpool
 from bot import defaults
 from bot.config import Settings
 from bot.context import redis_from_url
-from bot.intake import IntakeState, router
+from bot.intake import IntakeApp, IntakeState
 from bot.outbox import read_log
 from bot.templating import render_page
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; form-action 'none'"
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> IntakeApp:
+    """The web process's ASGI app: the lean webhook intake in front of a FastAPI app for the rest."""
     if settings.redis_url is None or settings.webhook_secret is None:
         raise ValueError("the web app needs TOCSIN_REDIS_URL and TOCSIN_WEBHOOK_SECRET")
     redis_url = settings.redis_url
@@ -34,7 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         aio = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
         sync = redis_from_url(redis_url)
-        app.state.intake = IntakeState(
+        intake.state = app.state.intake = IntakeState(
             secret=secret,
             dedupe_seconds=int(settings.dedupe_days * 86400),
             retry_delays=settings.retry_delays,
@@ -42,19 +43,13 @@ def create_app(settings: Settings) -> FastAPI:
             sync=sync,
         )
         yield
+        intake.state = None
         await aio.aclose()
         sync.close()
 
-    # Mastodon's payloads are a few KB; a report with many statuses stays far below 1 MiB.
-    app = FastAPI(
-        title="Tocsin",
-        lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-    )
-    app.include_router(router)
+    app = FastAPI(title="Tocsin", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # Mastodon's payloads are a few KB; a report with many statuses stays far below the 1 MiB default.
+    intake = IntakeApp(app, settings.max_body_bytes)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -87,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         return HTMLResponse(page, headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
 
-    return app
+    return intake
 
 
 def _recent_workers(connection: redis.Redis) -> int:
