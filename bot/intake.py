@@ -115,11 +115,17 @@ class IntakeState:
         return self.pii_key
 
 
-def signature_ok(secret: bytes, body: bytes, header: str | None) -> bool:
+def verified_digest(secret: bytes, body: bytes, header: str | None) -> str | None:
+    """The body's HMAC-SHA256 (hex) if the header carries it, else None.
+
+    The digest doubles as the deduplication key: a redelivery has the same body, so the same digest.
+    """
     if not header or not header.startswith(defaults.SIGNATURE_PREFIX):
-        return False
+        return None
     expected = hmac.digest(secret, body, "sha256").hex()
-    return hmac.compare_digest(expected, header[len(defaults.SIGNATURE_PREFIX) :].strip().lower())
+    if hmac.compare_digest(expected, header[len(defaults.SIGNATURE_PREFIX) :].strip().lower()):
+        return expected
+    return None
 
 
 def parse_event(body: bytes) -> dict[str, Any] | str:
@@ -139,7 +145,8 @@ def parse_event(body: bytes) -> dict[str, Any] | str:
 
 async def accept(state: IntakeState, body: bytes, signature: str | None) -> tuple[int, dict[str, str]]:
     """The whole intake decision: (status code, reply) for one delivery."""
-    if not signature_ok(state.secret, body, signature):
+    digest = verified_digest(state.secret, body, signature)
+    if digest is None:
         return 401, {"status": "rejected", "detail": "missing or invalid X-Hub-Signature"}
     event = parse_event(body)
     if isinstance(event, str):
@@ -152,7 +159,7 @@ async def accept(state: IntakeState, body: bytes, signature: str | None) -> tupl
         reduced = reduce_event(event, await state.key_for_pii())
         outcome = await state.appender.append(
             [
-                defaults.DEDUPE_PREFIX + hashlib.sha256(body).hexdigest(),
+                defaults.DEDUPE_PREFIX + digest,
                 defaults.EVENT_STREAM,
                 defaults.DRAIN_FLAG,
                 defaults.INTAKE_COUNTS,

@@ -7,8 +7,8 @@ an email's domain and a stable pseudonym for an IP's network, so intake keeps ex
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import re
+import socket
 from typing import Any
 
 IPV4_PREFIX = 24
@@ -20,29 +20,28 @@ _DROPPED_ACCOUNT_FIELDS = ("email", "ip", "ips", "invite_request")
 
 def ip_prefix_hash(ip: str, key: bytes) -> str | None:
     """Keyed hash of the IP's /24 (IPv4) or /48 (IPv6); None for something that is not an IP."""
-    network = _ipv4_network(ip) or _other_network(ip)
+    network = _network_bytes(ip.strip())
     if network is None:
         return None
-    return hmac.digest(key, network.encode(), "sha256").hex()[:16]
+    return hmac.digest(key, network, "sha256").hex()[:16]
 
 
-def _ipv4_network(ip: str) -> str | None:
-    # Most sign-up IPs are plain IPv4: parsed by hand, since `ipaddress` costs more than the rest of intake.
-    parts = ip.strip().split(".")
-    if len(parts) != 4 or not all(part.isdigit() and len(part) <= 3 and int(part) <= 255 for part in parts):
-        return None
-    return f"{int(parts[0])}.{int(parts[1])}.{int(parts[2])}.0/{IPV4_PREFIX}"
-
-
-def _other_network(ip: str) -> str | None:
+def _network_bytes(ip: str) -> bytes | None:
+    # inet_pton is strict (no leading zeros, no scope ids) and ~10x cheaper than `ipaddress` on this path.
     try:
-        address = ipaddress.ip_address(ip.strip())
-    except ValueError:
+        return b"4" + socket.inet_pton(socket.AF_INET, ip)[: IPV4_PREFIX // 8]
+    except OSError:
+        pass
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, ip)
+    except OSError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return _ipv4_network(str(address.ipv4_mapped))
-    prefix = IPV4_PREFIX if address.version == 4 else IPV6_PREFIX
-    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+    if packed[:12] == _IPV4_MAPPED:
+        return b"4" + packed[12 : 12 + IPV4_PREFIX // 8]
+    return b"6" + packed[: IPV6_PREFIX // 8]
+
+
+_IPV4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 def email_domain(email: object) -> str | None:
@@ -53,7 +52,9 @@ def email_domain(email: object) -> str | None:
 
 def reduce_admin_account(account: dict[str, Any], key: bytes) -> dict[str, Any]:
     """An Admin::Account without email, IPs or invite text, plus what detectors may use of them."""
-    reduced = {name: value for name, value in account.items() if name not in _DROPPED_ACCOUNT_FIELDS}
+    reduced = dict(account)
+    for name in _DROPPED_ACCOUNT_FIELDS:
+        reduced.pop(name, None)
     if account.get("email") is not None:
         reduced["email_domain"] = email_domain(account["email"])
     ip = account.get("ip")

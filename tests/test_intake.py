@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +45,8 @@ def test_same_body_sixteen_times_is_queued_once(client: TestClient, connection: 
     codes = [deliver(client, body)[0] for _ in range(16)]
     assert codes == [202] + [200] * 15
     assert len(stored_events(connection)) == 1
-    assert connection.ttl(defaults.DEDUPE_PREFIX + hashlib.sha256(body).hexdigest()) > 3 * 86400
+    (dedupe_key,) = connection.keys(defaults.DEDUPE_PREFIX + "*")
+    assert connection.ttl(dedupe_key) > 3 * 86400  # Mastodon retries for about two days
 
 
 @pytest.mark.parametrize(

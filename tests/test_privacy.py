@@ -26,7 +26,8 @@ def test_ip_prefix_hash_groups_by_network(first: str, second: str, same: bool) -
 
 def test_ip_prefix_hash_is_keyed_and_rejects_junk() -> None:
     assert ip_prefix_hash("198.51.100.7", KEY) != ip_prefix_hash("198.51.100.7", b"other-key")
-    assert ip_prefix_hash("not an ip", KEY) is None
+    for junk in ("not an ip", "256.1.1.1", "1.2.3", "", "2001:db8::zz"):
+        assert ip_prefix_hash(junk, KEY) is None, junk
 
 
 def test_email_domain() -> None:
