@@ -18,6 +18,7 @@ import traceback
 import uuid
 from datetime import datetime
 
+import orjson
 import redis
 
 from bot import defaults
@@ -158,7 +159,7 @@ def _process(ctx: Context, entries: list[tuple[bytes, dict[bytes, bytes]]], coun
             continue
         raw = fields.get(b"event", b"{}")
         try:
-            event = json.loads(raw)
+            event = orjson.loads(raw)
             latest = max(latest, parse_time(event.get("created_at")) or 0.0)
             dispatch(ctx, event)
             counts["processed"] += 1

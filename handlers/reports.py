@@ -40,10 +40,14 @@ HOUR = 3600.0
 DAY = 86400.0
 MIN_RATE_SPAN = 900.0
 """A rate is never measured over less than 15 minutes: the first few reports of a wave would look infinite."""
-DISTINCT_SCAN_CAP = 1000
-"""Distinct accounts are counted over at most this many of a window's newest reports."""
+DETAIL_SCAN_CAP = 1000
+"""An alert's categories, comments and top servers are read from at most this many of the window's reports."""
+ACTIVE_BUCKET_CAP = 500
+"""The largest server of a wave spread over many is looked for among at most this many recent servers."""
 
 TIMES_PREFIX = "tocsin:reports:times:"  # + bucket: sorted set, report id scored by created_at
+# TIMES_PREFIX + bucket + ":accounts" / ":reporters": sorted sets, id scored by its latest report
+ACTIVE_BUCKETS = "tocsin:reports:buckets"  # sorted set, bucket scored by its latest report
 REPORT_PREFIX = "tocsin:report:"  # + report id: hash of what the detector keeps of a report
 SURGE_PREFIX = "tocsin:surge:"  # + bucket: hash of the open surge
 OPEN_SURGES = "tocsin:surges:open"  # sorted set, bucket scored by its last report time
@@ -65,9 +69,9 @@ class WindowStats:
     last_hour: int  # reports in the last hour
     first_in_hour: float | None  # time of the oldest of those
     baseline: int  # reports in the baseline window before the sliding one
-    accounts: int = 0  # distinct reported accounts in the window (counted only near a threshold)
-    reporters: int = 0  # distinct reporters in the window (ditto)
-    top_bucket: int = 0  # reports of the largest single bucket in the window (ditto)
+    accounts: int = 0  # distinct reported accounts in the window
+    reporters: int = 0  # distinct reporters in the window
+    top_bucket: int = 0  # reports of the largest single bucket in the window (EVERYWHERE, near its threshold)
 
 
 @dataclass(frozen=True)
@@ -156,57 +160,64 @@ def bucket_of(target_account: dict[str, Any]) -> str:
 # --- Redis glue -----------------------------------------------------------------------------------
 
 # Record one report and return the stats of its bucket and of EVERYWHERE, plus both surge states.
-# KEYS: bucket times, everywhere times, report hash, bucket surge, everywhere surge, open surges.
-# ARGV: report id, time, window, baseline, bucket threshold, everywhere threshold, bucket, ttl,
-#       then field/value pairs for the report hash.
+# Every count is O(log n): distinct accounts and reporters are sorted sets scored by their latest report
+# (ZADD GT), so a wave's thousandth report costs what its first did.
+# KEYS: bucket times, everywhere times, report hash, bucket surge, everywhere surge, open surges,
+#       active buckets. ARGV: report id, time, window, baseline, everywhere threshold, bucket, ttl,
+#       account, reporter, then field/value pairs for the report hash.
 _RECORD_SCRIPT = """
 local id, ts = ARGV[1], tonumber(ARGV[2])
 local window, baseline = tonumber(ARGV[3]), tonumber(ARGV[4])
+local from = ts - window
 local fields = {}
-for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[3], unpack(fields))
-redis.call('EXPIRE', KEYS[3], ARGV[8])
-for _, key in ipairs({KEYS[1], KEYS[2]}) do
-  redis.call('ZADD', key, ts, id)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (ts - window - baseline))
-  redis.call('EXPIRE', key, ARGV[8])
-end
+redis.call('EXPIRE', KEYS[3], ARGV[7])
 
-local function stats(key, threshold)
-  local from = ts - window
+local function track(key, member)
+  if member ~= '' then redis.call('ZADD', key, 'GT', ts, member) end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (from - baseline))
+  redis.call('EXPIRE', key, ARGV[7])
+end
+for _, key in ipairs({KEYS[1], KEYS[2]}) do
+  track(key, id)
+  track(key .. ':accounts', ARGV[8])
+  track(key .. ':reporters', ARGV[9])
+end
+track(KEYS[7], ARGV[6])
+
+-- Distinct accounts (reporters) are those with a report after the window's start. For an event
+-- processed late this can include later reports: an approximation only ever used as a floor.
+local function stats(key, everywhere)
   local count = redis.call('ZCOUNT', key, '(' .. from, ts)
   local hour = redis.call('ZCOUNT', key, '(' .. (ts - 3600), ts)
   local first = redis.call('ZRANGEBYSCORE', key, '(' .. (ts - 3600), ts, 'WITHSCORES', 'LIMIT', 0, 1)
   local base = redis.call('ZCOUNT', key, '(' .. (from - baseline), from)
-  local accounts, reporters, top = 0, 0, 0
-  if count >= threshold then
-    local seen_accounts, seen_reporters, per_bucket = {}, {}, {}
-    local ids = redis.call('ZREVRANGEBYSCORE', key, ts, '(' .. from, 'LIMIT', 0, CAP)
-    for _, other in ipairs(ids) do
-      local info = redis.call('HMGET', 'REPORT_PREFIX' .. other, 'account', 'reporter', 'bucket')
-      if info[1] and not seen_accounts[info[1]] then seen_accounts[info[1]] = true; accounts = accounts + 1 end
-      if info[2] and not seen_reporters[info[2]] then seen_reporters[info[2]] = true; reporters = reporters + 1 end
-      if info[3] then
-        per_bucket[info[3]] = (per_bucket[info[3]] or 0) + 1
-        if per_bucket[info[3]] > top then top = per_bucket[info[3]] end
+  local accounts = redis.call('ZCOUNT', key .. ':accounts', '(' .. from, '+inf')
+  local reporters = redis.call('ZCOUNT', key .. ':reporters', '(' .. from, '+inf')
+  local top = 0
+  if everywhere and count >= tonumber(ARGV[5]) then
+    for _, bucket in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '(' .. from, '+inf', 'LIMIT', 0, CAP)) do
+      if bucket ~= '*' then
+        top = math.max(top, redis.call('ZCOUNT', 'TIMES_PREFIX' .. bucket, '(' .. from, ts))
       end
     end
   end
   return {count, hour, first[2] or '', base, accounts, reporters, top}
 end
 
-local result = {stats(KEYS[1], tonumber(ARGV[5])), stats(KEYS[2], tonumber(ARGV[6]))}
+local result = {stats(KEYS[1], false), stats(KEYS[2], true)}
 for i, key in ipairs({KEYS[4], KEYS[5]}) do
   if redis.call('EXISTS', key) == 1 then
     if ts > tonumber(redis.call('HGET', key, 'last_report_at')) then
       redis.call('HSET', key, 'last_report_at', ARGV[2])
-      redis.call('ZADD', KEYS[6], 'XX', ts, i == 1 and ARGV[7] or '*')
+      redis.call('ZADD', KEYS[6], 'XX', ts, i == 1 and ARGV[6] or '*')
     end
   end
   result[#result + 1] = redis.call('HGETALL', key)
 end
 return result
-""".replace("CAP", str(DISTINCT_SCAN_CAP)).replace("REPORT_PREFIX", REPORT_PREFIX)
+""".replace("CAP", str(ACTIVE_BUCKET_CAP)).replace("TIMES_PREFIX", TIMES_PREFIX)
 
 # Compare-and-set of a surge: open it if none is open, or escalate it if no one else did since we read it.
 # A replayed event that already made this transition gets the same answer again (its alert job is then
@@ -337,16 +348,18 @@ def record_report(ctx: Context, report: object) -> tuple[str, float, list[tuple[
             SURGE_PREFIX + bucket,
             SURGE_PREFIX + EVERYWHERE,
             OPEN_SURGES,
+            ACTIVE_BUCKETS,
         ],
         args=[
             report_id,
             repr(created),
             window,
             baseline,
-            cfg.min_reports,
             cfg.overall_min_reports,
             bucket,
             int(window + baseline + DAY),
+            fields["account"],
+            fields["reporter"],
             *[item for pair in fields.items() for item in pair],
         ],
     )
@@ -492,6 +505,10 @@ def _enqueue_alert(ctx: Context, payload: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class WindowDetails:
+    """A window's reports as read when the alert is sent (an alert job can run after later events were
+    counted, and several workers count out of order: these numbers are the settled ones)."""
+
+    reports: int
     categories: list[tuple[str, int]]
     open_reports: int
     resolved_reports: int
@@ -503,13 +520,16 @@ class WindowDetails:
 
 def window_details(ctx: Context, bucket: str, at: float, comments: int = 2) -> WindowDetails:
     window = ctx.settings.report_surge.window_hours * HOUR
-    ids = ctx.redis.zrevrangebyscore(TIMES_PREFIX + bucket, at, f"({at - window}", start=0, num=DISTINCT_SCAN_CAP)
+    key = TIMES_PREFIX + bucket
+    total = ctx.redis.zcount(key, f"({at - window}", at)
+    ids = ctx.redis.zrevrangebyscore(key, at, f"({at - window}", start=0, num=DETAIL_SCAN_CAP)
     pipe = ctx.redis.pipeline()
     for report_id in ids:
         pipe.hgetall(REPORT_PREFIX + report_id.decode())
     reports = [{k.decode(): v.decode() for k, v in row.items()} for row in pipe.execute() if row]
     status = Counter(report.get("status", "open") for report in reports)
     return WindowDetails(
+        reports=total,
         categories=Counter(report.get("category", "other") for report in reports).most_common(),
         open_reports=status["open"],
         resolved_reports=status["resolved"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 
@@ -34,6 +35,7 @@ OPEN = {
     "previous_rate": None,
 }
 DETAILS = WindowDetails(
+    reports=17,
     categories=[("spam", 16), ("other", 1)],
     open_reports=16,
     resolved_reports=1,
@@ -73,7 +75,8 @@ def test_escalation_of_an_already_limited_server() -> None:
         "previous_rate": 50.0,
     }
     block = DomainBlock("spam.example", "silence", reject_media=False, reject_reports=True, created_at=None)
-    text = render_alert(escalate, DETAILS, block, Impact(0, 2, 80), CFG, INSTANCE, True)
+    details = dataclasses.replace(DETAILS, reports=90)
+    text = render_alert(escalate, details, block, Impact(0, 2, 80), CFG, INSTANCE, True)
     assert text.splitlines()[:3] == [
         "🔔 Report surge escalating: spam.example",
         "90 reports in 3.0 h, 120.0/h now (normal: 0.0 per 3.0 h; 1 in the 28 days before).",

@@ -242,3 +242,20 @@ def test_two_workers_draining_at_once_raise_one_alert(ctx: Context, connection: 
     assert sum(result["processed"] for result in results) == 400
     assert all(result["processed"] > 0 for result in results)  # both really worked
     assert [alert["kind"] for alert in alert_jobs(connection)] == ["open"]
+
+
+def test_dm_shows_the_settled_counts_when_events_were_counted_out_of_order(
+    ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
+) -> None:
+    """A backlog drained by several workers counts a wave's later reports before its earlier ones."""
+    wave = burst(NOW, "spam.example", reports=60, hours=1, accounts=20)
+    feed(ctx, wave[30:])
+    [alert] = alert_jobs(connection)
+    assert alert["count"] == 15  # what the detector had seen of the window when it decided
+    feed(ctx, wave[:30])
+    run_jobs(connection)
+    [text] = mastodon.direct_texts()
+    # 30 earlier reports were counted in the meantime: the DM reports the window as it really was.
+    assert "45 reports in 3.0 h" in text
+    accounts = len({event["object"]["target_account"]["id"] for event in wave[:45]})
+    assert f"{accounts} accounts reported by" in text
