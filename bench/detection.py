@@ -132,8 +132,9 @@ def environment(redis_url: str, data_dir: Path) -> dict[str, str]:
     return env
 
 
-def run_tocsin(events: list[dict[str, Any]]) -> tuple[float, int]:
-    """Seconds from the first append until every event is acknowledged; surge DMs written (dry run)."""
+def run_tocsin(events: list[dict[str, Any]]) -> tuple[float, list[str]]:
+    """Seconds from the first append until every event is acknowledged; the keys of the DMs written
+    to the dry-run outbox (one key per DM, however many thread parts)."""
     with redis_server() as (url, data_dir):
         connection = redis.Redis.from_url(url)
         env = environment(url, data_dir)
@@ -162,8 +163,8 @@ def run_tocsin(events: list[dict[str, Any]]) -> tuple[float, int]:
             seconds = time.perf_counter() - started
             wait_until(lambda: Queue(defaults.QUEUE_URGENT, connection=connection).count == 0, 60)
             time.sleep(1)  # let an alert job in flight finish writing
-            posts = connection.llen(defaults.OUTBOX_LOG)
-    return seconds, posts
+            logged = [json.loads(raw) for raw in connection.lrange(defaults.OUTBOX_LOG, 0, -1)]
+    return seconds, sorted({str(entry["key"]) for entry in logged})
 
 
 def run_per_event_jobs(events: list[dict[str, Any]], worker_class: str) -> float:
@@ -197,11 +198,13 @@ def main() -> None:
     simple_events = traffic(args.baseline_events * 5)
     simple_rate = len(simple_events) / run_per_event_jobs(simple_events, "rq.SimpleWorker")
     print(f"one RQ job per event, rq.SimpleWorker:          {simple_rate:8.0f} events/s  ({len(simple_events)} events)")
-    seconds, posts = run_tocsin(events)
+    seconds, dms = run_tocsin(events)
     rate = len(events) / seconds
     print(f"tocsin workers (stream drained in batches):      {rate:8.0f} events/s  ({len(events)} events)")
     print(f"\nspeed-up over fork per job: {rate / fork_rate:.0f}x; over SimpleWorker jobs: {rate / simple_rate:.1f}x")
-    print(f"surge DMs written to the dry-run outbox: {posts} (waves: {len(WAVE_DOMAINS)})")
+    print(f"DMs in the dry-run outbox: {len(dms)} for {len(WAVE_DOMAINS)} waves")
+    for key in dms:
+        print(f"  {key}")
     print(f"target >= 500 events/s -> {'OK' if rate >= 500 else 'MISSED'}")
 
 

@@ -119,7 +119,9 @@ def serve(workers: int | None) -> None:
 
 
 @main.command()
-def web() -> None:
+@click.option("--host", default=None, help="Address to listen on (default TOCSIN_HOST, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default $PORT, else TOCSIN_PORT, 8000).")
+def web(host: str | None, port: int | None) -> None:
     """The web process (webhook intake, health, outbox page)."""
     import uvicorn
 
@@ -131,8 +133,8 @@ def web() -> None:
     app = create_app(settings)
     uvicorn.run(
         app,
-        host=settings.host,
-        port=int(os.environ.get("PORT", settings.port)),
+        host=host or settings.host,
+        port=port or int(os.environ.get("PORT", settings.port)),  # PORT: set by Heroku-style platforms
         log_level="warning",
         access_log=False,
         proxy_headers=True,
