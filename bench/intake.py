@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import redis
 
 from bench.loadgen import Result, build_request, closed_loop, open_loop
@@ -51,9 +51,9 @@ def start_server(command: list[str], env: dict[str, str], port: int) -> subproce
     deadline = time.monotonic() + 20
     while True:
         try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
+            httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
             return process
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             if time.monotonic() > deadline:
                 process.kill()
                 raise RuntimeError(f"server did not start: {command}") from None

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import redis
 
@@ -66,11 +66,11 @@ class Stack:
 
     def _healthy(self) -> bool:
         try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
+            return httpx2.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx2.HTTPError:
             return False
 
-    def deliver(self, client: httpx.Client, event: dict[str, Any]) -> int:
+    def deliver(self, client: httpx2.Client, event: dict[str, Any]) -> int:
         body = json.dumps(event, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "X-Hub-Signature": sign(body)}
         return client.post(f"{self.url}/webhooks/mastodon", content=body, headers=headers).status_code
@@ -107,7 +107,7 @@ def test_spam_wave_through_real_processes_gives_one_dm_despite_redeliveries_and_
     stack = stack_factory(redis_url, mastodon, workers=2)
     quiet_weeks = background(NOW - timedelta(days=14), days=14)
     wave = burst(NOW, "spam.example", reports=150, hours=3)
-    with httpx.Client(timeout=10) as client:
+    with httpx2.Client(timeout=10) as client:
         assert {stack.deliver(client, event) for event in quiet_weeks} == {202}
         assert {stack.deliver(client, event) for event in wave} == {202}
         # Mastodon redelivers (up to 16 times in all): identical bytes, acknowledged, not counted again.
@@ -133,7 +133,7 @@ def test_ordinary_traffic_through_real_processes_gives_no_dm(
 ) -> None:
     stack = stack_factory(redis_url, mastodon)
     events = background(NOW - timedelta(days=28), days=28, seed=7)
-    with httpx.Client(timeout=10) as client:
+    with httpx2.Client(timeout=10) as client:
         assert {stack.deliver(client, event) for event in events} == {202}
     connection = redis.Redis.from_url(redis_url)
     wait_for(lambda: connection.zcard("tocsin:reports:times:*") == len(events), what="all events")
@@ -148,7 +148,7 @@ def test_redis_outage_gives_503_then_recovers_without_losing_an_event(
     try:
         stack = stack_factory(server.url, mastodon)
         events = burst(NOW, "slow.example", reports=12, hours=6)  # too slow to alert: just counted
-        with httpx.Client(timeout=10) as client:
+        with httpx2.Client(timeout=10) as client:
             assert {stack.deliver(client, event) for event in events[:6]} == {202}
             server.stop()
             assert {stack.deliver(client, event) for event in events[6:]} == {503}
@@ -182,14 +182,14 @@ def test_serve_runs_everything_with_embedded_redis_and_dry_run(tmp_path: Path) -
         connection = redis.Redis(port=redis_port)
         for event in burst(NOW, "spam.example", reports=20, hours=1):
             body = json.dumps(event).encode()
-            response = httpx.post(
+            response = httpx2.post(
                 f"{url}/webhooks/mastodon", content=body, headers={"X-Hub-Signature": sign(body, secret)}
             )
             assert response.status_code == 202
         wait_for(lambda: connection.llen("tocsin:outbox:log") > 0, what="a dry-run DM in the outbox")
-        page = httpx.get(f"{url}/outbox").text
+        page = httpx2.get(f"{url}/outbox").text
         assert "Report surge: spam.example" in page and "Dry-run" in page
-        assert "default-src 'none'" in httpx.get(f"{url}/outbox").headers["content-security-policy"]
+        assert "default-src 'none'" in httpx2.get(f"{url}/outbox").headers["content-security-policy"]
     finally:
         process.send_signal(signal.SIGINT)
         _out, err = process.communicate(timeout=30)
@@ -201,6 +201,6 @@ def test_serve_runs_everything_with_embedded_redis_and_dry_run(tmp_path: Path) -
 
 def _get(url: str) -> int:
     try:
-        return httpx.get(url, timeout=1).status_code
-    except httpx.HTTPError:
+        return httpx2.get(url, timeout=1).status_code
+    except httpx2.HTTPError:
         return 0
