@@ -37,7 +37,7 @@ class EmbeddedRedis:
     """
 
     def __init__(self, directory: Path, port: int | None = None, persistent: bool = True) -> None:
-        self.directory = directory
+        self.directory = directory.resolve()  # redis-server resolves paths from its --dir
         self.port = port or free_port()
         self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None

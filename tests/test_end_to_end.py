@@ -45,7 +45,7 @@ class Stack:
             **{k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")},
             "TOCSIN_REDIS_URL": redis_url,
             "TOCSIN_WEBHOOK_SECRET": SECRET,
-            "TOCSIN_DATA_DIR": str(tmp_path / "data"),
+            "TOCSIN_DATA_DIR": str(tmp_path / "tocsin-data"),
             "TOCSIN_PORT": str(self.port),
             "TOCSIN_RETRY_DELAYS": "1,1,2,2",
             **extra_env,
@@ -166,19 +166,20 @@ def test_redis_outage_gives_503_then_recovers_without_losing_an_event(
 
 
 def test_serve_runs_everything_with_embedded_redis_and_dry_run(tmp_path: Path) -> None:
-    """The README's run command: no Redis, no token, no secret configured."""
+    """The README's run command: no Redis, no token, no secret, the default (relative) data dir."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
-    env.update(TOCSIN_DATA_DIR=str(tmp_path / "data"), TOCSIN_PORT=str(port), TOCSIN_MODERATORS="mod_anna")
+    env.update(TOCSIN_PORT=str(port), TOCSIN_MODERATORS="mod_anna")
     process = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "serve"], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _get(f"{url}/readyz") == 200, what="serve to be ready")
-        secret = (tmp_path / "data" / "webhook-secret").read_text().strip()
+        wait_for(lambda: process.poll() is not None or _get(f"{url}/readyz") == 200, what="serve to be ready")
+        assert process.poll() is None, "serve exited"
+        secret = (tmp_path / "tocsin-data" / "webhook-secret").read_text().strip()
         assert len(secret) == 40
-        redis_port = int((tmp_path / "data" / "redis" / "redis.port").read_text())
+        redis_port = int((tmp_path / "tocsin-data" / "redis" / "redis.port").read_text())
         connection = redis.Redis(port=redis_port)
         for event in burst(NOW, "spam.example", reports=20, hours=1):
             body = json.dumps(event).encode()
@@ -195,8 +196,10 @@ def test_serve_runs_everything_with_embedded_redis_and_dry_run(tmp_path: Path) -
         _out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert f"{url}/webhooks/mastodon" in err and secret in err
-    assert not (tmp_path / "data" / "redis" / "redis.port").exists()  # embedded Redis stopped
-    assert (tmp_path / "data" / "redis" / "appendonly.aof").exists() or any((tmp_path / "data" / "redis").glob("*.aof"))
+    assert not (tmp_path / "tocsin-data" / "redis" / "redis.port").exists()  # embedded Redis stopped
+    assert (tmp_path / "tocsin-data" / "redis" / "appendonly.aof").exists() or any(
+        (tmp_path / "tocsin-data" / "redis").glob("*.aof")
+    )
 
 
 def _get(url: str) -> int:
