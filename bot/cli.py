@@ -17,6 +17,7 @@ import redis
 from rq import Queue
 
 from bot import defaults
+from bot.children import child_options
 from bot.config import ConfigError, Settings, load_settings
 from bot.context import Context, redis_from_url
 from bot.embedded_redis import EmbeddedRedis, running_embedded_url
@@ -87,9 +88,9 @@ def serve(workers: int | None) -> None:
     base = settings.public_url or f"http://{settings.host}:{settings.port}"
     mode = f"dry-run (see `tocsin outbox` or {base}/outbox)" if settings.is_dry_run else "live"
     click.echo(f"\nWebhook URL: {base}/webhooks/mastodon\nSecret:      {secret}\nMode:        {mode}\n", err=True)
-    children = [subprocess.Popen([sys.executable, "-m", "bot.cli", "web"], env=env)]
+    children = [subprocess.Popen([sys.executable, "-m", "bot.cli", "web"], env=env, **child_options())]
     for _ in range(workers or settings.workers):
-        children.append(subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env))
+        children.append(subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env, **child_options()))
 
     stopping = False
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import redis
 
+from bot.children import child_options
+
 STARTUP_TIMEOUT = 10.0
 SHUTDOWN_TIMEOUT = 10.0
 
@@ -59,7 +61,7 @@ class EmbeddedRedis:
             "--appendfsync", "everysec",
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, **child_options())
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         try:
@@ -83,14 +85,13 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         """SIGTERM: redis-server flushes the append-only file and exits."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(SHUTDOWN_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(SHUTDOWN_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         port_file = self.directory / "redis.port"
         if port_file.exists():
             port_file.unlink()
