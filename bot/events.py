@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
 import uuid
@@ -98,7 +99,9 @@ def drain_with(ctx: Context) -> dict[str, int]:
 
     connection = ctx.redis
     ensure_group(connection)
-    consumer = f"{socket.gethostname()}-{os.getpid()}"
+    # Stable across this worker's jobs and restarts (its own pending entries are resumed first), and
+    # distinct for every process and thread that drains.
+    consumer = f"{socket.gethostname()}-{os.getpid()}-{threading.get_native_id()}"
     started = time.monotonic()
     counts = {"processed": 0, "failed": 0, "reclaimed": 0}
 
