@@ -37,6 +37,9 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 
 T = TypeVar("T")
 
+DOMAIN_BLOCKS_PAGE = 200
+"""Domain blocks asked for per request: the most every Mastodon since 4.0 returns (4.3+ allows 500)."""
+
 
 @dataclass(frozen=True)
 class Impact:
@@ -136,8 +139,7 @@ class MastodonLink:
             return []
 
         def read() -> list[dict[str, Any]]:
-            page = self.client.admin_domain_blocks(limit=200)  # type: ignore[union-attr]
-            blocks = self.client.fetch_remaining(page)  # type: ignore[union-attr]
+            blocks = self._all_domain_blocks()
             return [
                 asdict(
                     DomainBlock(
@@ -152,6 +154,20 @@ class MastodonLink:
             ]
 
         return [DomainBlock(**item) for item in self._cached("domain-blocks", defaults.DOMAIN_BLOCKS_CACHE_TTL, read)]
+
+    def _all_domain_blocks(self) -> list[Any]:
+        # Paged by max_id here: Mastodon.py 2.3.3's fetch_next fails on this endpoint (its return type is
+        # a Union, which it cannot cast the second page to). A page can be shorter than asked (servers
+        # before 4.3 cap it at 200, later ones at 500), so only an empty page ends the listing.
+        blocks: list[Any] = []
+        max_id: int | None = None
+        while True:
+            page = self.client.admin_domain_blocks(max_id=max_id, limit=DOMAIN_BLOCKS_PAGE)  # type: ignore[union-attr]
+            oldest = min((int(block["id"]) for block in page), default=None)
+            if oldest is None or (max_id is not None and oldest >= max_id):  # the end (or max_id ignored)
+                return blocks
+            blocks.extend(page)
+            max_id = oldest
 
     def block_for(self, domain: str) -> DomainBlock | None:
         """The block covering `domain`: its own, else the nearest parent domain's (Mastodon's rule)."""

@@ -184,6 +184,22 @@ class MastodonDouble:
             reset = (datetime.now(UTC) + timedelta(seconds=2)).isoformat(timespec="milliseconds")
             return {"X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "299", "X-RateLimit-Reset": reset}
 
+        def paginated(request: Request, items: list[dict[str, Any]], **query: str) -> JSONResponse:
+            """Newest first by id, `limit` and `max_id` as Mastodon takes them, the next page in `Link`."""
+            ordered = sorted(items, key=lambda item: int(item["id"]), reverse=True)
+            limit = int(request.query_params.get("limit", 100))
+            max_id = request.query_params.get("max_id")
+            if max_id is not None:
+                ordered = [item for item in ordered if int(item["id"]) < int(max_id)]
+            page = ordered[:limit]
+            headers = rate_headers()
+            if len(ordered) > limit:
+                params = "".join(f"&{name}={value}" for name, value in query.items())
+                headers["Link"] = (
+                    f'<{double.url}{request.url.path}?limit={limit}{params}&max_id={page[-1]["id"]}>; rel="next"'
+                )
+            return JSONResponse(page, headers=headers)
+
         @app.middleware("http")
         async def rails_style_trailing_slash(request: Request, call_next: Any) -> Any:
             # Rails routes `/path/` like `/path`; Mastodon.py asks for some endpoints with the slash.
@@ -241,18 +257,7 @@ class MastodonDouble:
         async def domain_blocks(request: Request) -> JSONResponse:
             if denied := unauthorized(request):
                 return denied
-            limit = int(request.query_params.get("limit", 100))
-            max_id = request.query_params.get("max_id")
-            ordered = sorted(double.domain_blocks, key=lambda block: int(block["id"]), reverse=True)
-            if max_id is not None:
-                ordered = [block for block in ordered if int(block["id"]) < int(max_id)]
-            page = ordered[:limit]
-            headers = rate_headers()
-            if len(ordered) > limit:
-                headers["Link"] = (
-                    f'<{double.url}/api/v1/admin/domain_blocks?limit={limit}&max_id={page[-1]["id"]}>; rel="next"'
-                )
-            return JSONResponse(page, headers=headers)
+            return paginated(request, double.domain_blocks)
 
         @app.post("/api/v1/admin/measures")
         async def measures(request: Request) -> JSONResponse:
@@ -281,19 +286,7 @@ class MastodonDouble:
                 return denied
             resolved = request.query_params.get("resolved") in ("true", "1", "True")
             selected = [report for report in double.reports if bool(report["action_taken"]) == resolved]
-            selected.sort(key=lambda report: int(report["id"]), reverse=True)
-            limit = int(request.query_params.get("limit", 100))
-            max_id = request.query_params.get("max_id")
-            if max_id is not None:
-                selected = [report for report in selected if int(report["id"]) < int(max_id)]
-            page = selected[:limit]
-            headers = rate_headers()
-            if len(selected) > limit:
-                headers["Link"] = (
-                    f"<{double.url}/api/v1/admin/reports?limit={limit}&resolved={str(resolved).lower()}"
-                    f'&max_id={page[-1]["id"]}>; rel="next"'
-                )
-            return JSONResponse(page, headers=headers)
+            return paginated(request, selected, resolved=str(resolved).lower())
 
         @app.post("/api/v1/statuses")
         async def post_status(request: Request) -> JSONResponse:

@@ -21,6 +21,7 @@ from handlers.reports import (
     SurgeState,
     WindowStats,
     assess,
+    backfill_reports,
     handle_report,
     hourly_rate,
     is_quiet,
@@ -259,3 +260,36 @@ def test_dm_shows_the_settled_counts_when_events_were_counted_out_of_order(
     assert "45 reports in 3.0 h" in text
     accounts = len({event["object"]["target_account"]["id"] for event in wave[:45]})
     assert f"{accounts} accounts reported by" in text
+
+
+def test_backfill_seeds_the_baseline_from_every_page_of_both_listings(
+    ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
+) -> None:
+    """A busy server's history, read through the admin API, raises the bar for its next burst."""
+    now = datetime.now(UTC)
+    for n in range(900):  # ~45 a day against busy.example for 20 days; a third of them resolved
+        event = report_event(20000 + n, iso(now - timedelta(days=20) + timedelta(minutes=32 * n)), "busy.example", "7")
+        mastodon.reports.append({**event["object"], "action_taken": n % 3 == 0})
+    old = report_event(19999, iso(now - timedelta(days=40)), "busy.example", "7")
+    mastodon.reports.append(old["object"])  # older than the baseline window: not read
+    assert backfill_reports(ctx, days=28) == 900
+    assert connection.zcard("tocsin:reports:times:busy.example") == 900
+    assert alert_jobs(connection) == []  # history raises no alerts
+
+    # 900 in the baseline window predict 4 per 3 hours: 10x that is 40. 30 in an hour would alert for a
+    # server without history, not for this one.
+    feed(ctx, burst(now, "busy.example", reports=30, hours=1, first_id=90000))
+    assert alert_jobs(connection) == []
+    feed(ctx, burst(now, "quiet.example", reports=30, hours=1, first_id=95000))
+    assert [alert["bucket"] for alert in alert_jobs(connection)] == ["quiet.example"]
+
+
+def test_domain_block_of_a_server_on_a_later_page_is_found(
+    ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
+) -> None:
+    mastodon.add_block("spam.example", severity="silence")  # the oldest block: on the last page
+    for n in range(450):
+        mastodon.add_block(f"other{n}.example", severity="suspend")
+    block = ctx.mastodon.block_for("spam.example")
+    assert block is not None and block.severity == "silence"
+    assert len(ctx.mastodon.domain_blocks()) == 451
