@@ -95,10 +95,14 @@ def _recent_workers(connection: redis.Redis) -> int:
     )
 
 
+PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+"""A request that passed through a proxy is not local, even when the proxy runs on this machine."""
+
+
 def _is_local_request(request: Request) -> bool:
-    if request.headers.get("x-forwarded-for") or request.client is None:
+    if request.client is None or any(name in request.headers for name in PROXY_HEADERS):
         return False
     try:
         return ipaddress.ip_address(request.client.host).is_loopback
     except ValueError:
-        return request.client.host == "testclient"
+        return False

@@ -142,3 +142,17 @@ def test_readyz_wants_a_recent_worker(client: TestClient, connection: redis.Redi
     worker.heartbeat()
     assert client.get("/readyz").json() == {"status": "ready", "redis": "ok", "workers": 1}
     worker.register_death()
+
+
+def test_outbox_page_is_only_for_this_machine(client: TestClient) -> None:
+    # TestClient's peer is "testclient", not a loopback address; a proxy's forwarded request is remote too.
+    assert client.get("/outbox").status_code == 404
+    assert client.get("/outbox", headers={"X-Forwarded-For": "127.0.0.1"}).status_code == 404
+
+
+@pytest.mark.parametrize("proxy_header", ["X-Forwarded-For", "Forwarded", "X-Real-IP"])
+def test_outbox_page_refuses_proxied_requests_from_loopback(tmp_path: Path, redis_url: str, proxy_header: str) -> None:
+    app = create_app(make_settings(tmp_path, redis_url))
+    with TestClient(app, client=("127.0.0.1", 50000)) as local:
+        assert local.get("/outbox").status_code == 200
+        assert local.get("/outbox", headers={proxy_header: "for=198.51.100.7"}).status_code == 404

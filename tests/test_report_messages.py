@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import redis
 
@@ -133,3 +134,13 @@ def test_example_payload_is_counted_in_its_servers_bucket(ctx: Context, connecti
     assert drain_with(ctx)["processed"] == 1
     domain = event["object"]["target_account"]["domain"]
     assert connection.zscore(f"tocsin:reports:times:{domain}", event["object"]["id"]) is not None
+
+
+def test_operator_template_directory_overrides_the_builtin_text(tmp_path: Path) -> None:
+    (tmp_path / "report_surge.txt.j2").write_text("Surge at {{ bucket }}: {{ details.reports }} reports\n")
+    text = render_alert(OPEN, DETAILS, None, None, CFG, INSTANCE, False, tmp_path)
+    assert text.strip() == "Surge at spam.example: 17 reports"
+    # Templates the operator did not copy still come from templates/.
+    quiet_alert = {**OPEN, "kind": "quiet", "opened_at": 0, "last_report_at": 0, "alerted_count": 17}
+    quiet = render_alert(quiet_alert, None, None, None, CFG, INSTANCE, False, tmp_path)
+    assert "Quiet again: spam.example" in quiet

@@ -1,0 +1,110 @@
+"""The operator's commands (`tocsin doctor`, `failed`, `outbox`, `pause`/`resume`, `backfill`) against
+real Redis and the Mastodon double."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner, Result
+
+from bot import defaults
+from bot.cli import main
+from bot.context import Context
+from bot.events import drain_with
+from bot.outbox import Post
+from tests.conftest import report_event, run_jobs
+from tests.mastodon_double import MastodonDouble
+from tests.waves import burst, iso
+
+
+@pytest.fixture
+def tocsin(
+    tmp_path: Path, redis_url: str, mastodon: MastodonDouble, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[CliRunner]:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in ("TOCSIN_DRY_RUN", "TOCSIN_MODERATORS", "TOCSIN_TEMPLATE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    env = {
+        "TOCSIN_REDIS_URL": redis_url,
+        "TOCSIN_MASTODON_URL": mastodon.url,
+        "TOCSIN_ACCESS_TOKEN": mastodon.token,
+        "TOCSIN_DATA_DIR": str(tmp_path / "data"),
+    }
+    yield CliRunner(env=env)
+
+
+def run(runner: CliRunner, *args: str) -> Result:
+    return runner.invoke(main, list(args), catch_exceptions=False)
+
+
+def test_doctor_names_what_is_wrong_and_what_is_fine(tocsin: CliRunner, connection: redis.Redis) -> None:
+    result = run(tocsin, "doctor")
+    assert result.exit_code == 1  # no worker has been seen
+    assert "BAD  0 worker(s) seen" in result.output
+    assert "ok   Redis answers" in result.output
+    assert "ok   mode: live" in result.output
+    assert "ok   alerts go to: @mod_anna, @mod_ben" in result.output
+
+
+def test_failed_lists_and_requeues_an_event_whose_handler_failed(
+    tocsin: CliRunner, ctx: Context, connection: redis.Redis
+) -> None:
+    broken = report_event(1, "2026-11-20T12:00:00.000Z", "spam.example", "5")
+    broken["object"]["created_at"] = None  # a handler error, not a Redis one: recorded, not retried
+    connection.xadd(defaults.EVENT_STREAM, {"event": json.dumps(broken)})
+    assert drain_with(ctx)["failed"] == 1
+    result = run(tocsin, "failed")
+    assert "event report.created: ValueError: report without id or created_at" in result.output
+    result = run(tocsin, "failed", "--requeue")
+    assert "1 events put back on the stream" in result.output
+    assert connection.llen(defaults.FAILED_EVENTS) == 0
+    [(_id, fields)] = connection.xrange(defaults.EVENT_STREAM)  # the original was acknowledged and deleted
+    assert json.loads(fields[b"event"]) == broken
+
+
+def test_pause_holds_posts_until_resume_and_outbox_shows_them(
+    tocsin: CliRunner, ctx: Context, mastodon: MastodonDouble
+) -> None:
+    assert "paused" in run(tocsin, "pause").output
+    ctx.outbox.send(Post(key="held", text="Held back", visibility="direct", mentions=("mod_anna",)))
+    assert mastodon.direct_texts() == []
+    listing = run(tocsin, "outbox").output
+    assert "direct paused held (1/1)\n@mod_anna\nHeld back" in listing
+    [entry] = [json.loads(line) for line in run(tocsin, "outbox", "--json").output.splitlines()]
+    assert entry["mode"] == "paused"
+    assert "resumed" in run(tocsin, "resume").output
+    ctx.outbox.send(Post(key="sent", text="Sent now", visibility="direct", mentions=("mod_anna",)))
+    assert mastodon.direct_texts() == ["@mod_anna\nSent now"]
+
+
+def test_backfill_command_seeds_the_baseline(
+    tocsin: CliRunner, connection: redis.Redis, mastodon: MastodonDouble
+) -> None:
+    now = datetime.now(UTC)
+    for n in range(30):
+        event = report_event(100 + n, iso(now - timedelta(days=n % 10, hours=1)), f"s{n % 3}.example", str(n))
+        mastodon.reports.append(event["object"])
+    assert "30 reports recorded" in run(tocsin, "backfill").output
+    assert connection.zcard("tocsin:reports:times:*") == 30
+    assert connection.llen("rq:queue:" + defaults.QUEUE_URGENT) == 0  # history raises no alert
+
+
+def test_backfill_without_a_token_says_what_it_needs(tocsin: CliRunner) -> None:
+    result = tocsin.invoke(main, ["backfill"], env={"TOCSIN_ACCESS_TOKEN": ""})
+    assert result.exit_code != 0
+    assert "set TOCSIN_ACCESS_TOKEN" in result.output
+
+
+def test_a_surge_dm_can_be_read_back_from_the_outbox_command(
+    tocsin: CliRunner, ctx: Context, connection: redis.Redis
+) -> None:
+    for event in burst(datetime(2026, 11, 20, 12, tzinfo=UTC), "spam.example", reports=20, hours=1):
+        connection.xadd(defaults.EVENT_STREAM, {"event": json.dumps(event)})
+    drain_with(ctx)
+    run_jobs(connection)
+    assert "🔔 Report surge: spam.example" in run(tocsin, "outbox").output
