@@ -30,11 +30,11 @@ def _network_bytes(ip: str) -> bytes | None:
     # inet_pton is strict (no leading zeros, no scope ids) and ~10x cheaper than `ipaddress` on this path.
     try:
         return b"4" + socket.inet_pton(socket.AF_INET, ip)[: IPV4_PREFIX // 8]
-    except OSError:
+    except (OSError, ValueError):  # ValueError: NUL bytes, lone surrogates
         pass
     try:
         packed = socket.inet_pton(socket.AF_INET6, ip)
-    except OSError:
+    except (OSError, ValueError):
         return None
     if packed[:12] == _IPV4_MAPPED:
         return b"4" + packed[12 : 12 + IPV4_PREFIX // 8]

@@ -156,3 +156,31 @@ def test_outbox_page_refuses_proxied_requests_from_loopback(tmp_path: Path, redi
     with TestClient(app, client=("127.0.0.1", 50000)) as local:
         assert local.get("/outbox").status_code == 200
         assert local.get("/outbox", headers={proxy_header: "for=198.51.100.7"}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"id": "1", "ip": "192.0.2.1\u0000", "email": 42, "ips": "not a list"},
+        {"id": "2", "ip": ["192.0.2.1"], "email": "no-at-sign", "invite_request": {"text": "x"}},
+        {"id": "3", "ip": None, "email": None, "account": None},
+        {"id": "4", "ip": "2001:db8::1", "email": "someone@EXAMPLE.org "},
+    ],
+)
+def test_odd_account_shapes_are_queued_not_a_server_error(
+    client: TestClient, connection: redis.Redis, obj: dict[str, object]
+) -> None:
+    body = json.dumps({"event": "account.created", "created_at": "2026-11-20T12:00:00.000Z", "object": obj}).encode()
+    assert deliver(client, body)[0] == 202
+    [stored] = stored_events(connection)
+    assert "ip" not in stored["object"] and "email" not in stored["object"]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    "obj", [{"id": "1", "account": None, "target_account": "x"}, {"id": "2", "account": {"ip": 7}, "comment": None}]
+)
+def test_odd_report_shapes_are_queued_not_a_server_error(
+    client: TestClient, connection: redis.Redis, obj: dict[str, object]
+) -> None:
+    body = json.dumps({"event": "report.created", "object": obj}).encode()
+    assert deliver(client, body)[0] == 202

@@ -26,7 +26,7 @@ def test_ip_prefix_hash_groups_by_network(first: str, second: str, same: bool) -
 
 def test_ip_prefix_hash_is_keyed_and_rejects_junk() -> None:
     assert ip_prefix_hash("198.51.100.7", KEY) != ip_prefix_hash("198.51.100.7", b"other-key")
-    for junk in ("not an ip", "256.1.1.1", "1.2.3", "", "2001:db8::zz"):
+    for junk in ("not an ip", "256.1.1.1", "1.2.3", "", "2001:db8::zz", "192.0.2.1\x00", "\ud800"):
         assert ip_prefix_hash(junk, KEY) is None, junk
 
 
