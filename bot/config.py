@@ -43,6 +43,9 @@ class ReportSurgeSettings:
     """... and at least this many times the count the baseline rate predicts for the window."""
     overall_min_reports: int = 40
     """The all-servers bucket alerts from this many reports in the window, when no one server dominates."""
+    learning_hours: float = 24.0
+    """... and only once reports have been observed this long (from events or `tocsin backfill`): without
+    a baseline, a busy instance's ordinary traffic would look like a wave spread over many servers."""
     escalation_factor: float = 2.0
     """Another DM only when both the window count and the hourly rate reach this multiple of the last alert."""
     escalation_cooldown_minutes: float = 60.0
@@ -84,6 +87,7 @@ class Settings(BaseSettings):
     report_min_accounts: int = Field(default=ReportSurgeSettings.min_accounts, ge=1)
     report_ratio: float = Field(default=ReportSurgeSettings.ratio, ge=1)
     report_overall_min_reports: int = Field(default=ReportSurgeSettings.overall_min_reports, ge=1)
+    report_learning_hours: float = Field(default=ReportSurgeSettings.learning_hours, ge=0)
     report_escalation_factor: float = Field(default=ReportSurgeSettings.escalation_factor, gt=1)
     report_escalation_cooldown_minutes: float = Field(default=ReportSurgeSettings.escalation_cooldown_minutes, ge=0)
     report_quiet_days: float = Field(default=ReportSurgeSettings.quiet_days, gt=0)
@@ -147,6 +151,7 @@ class Settings(BaseSettings):
             min_accounts=self.report_min_accounts,
             ratio=self.report_ratio,
             overall_min_reports=self.report_overall_min_reports,
+            learning_hours=self.report_learning_hours,
             escalation_factor=self.report_escalation_factor,
             escalation_cooldown_minutes=self.report_escalation_cooldown_minutes,
             quiet_days=self.report_quiet_days,

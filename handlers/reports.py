@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ class WindowStats:
     accounts: int = 0  # distinct reported accounts in the window
     reporters: int = 0  # distinct reporters in the window
     top_bucket: int = 0  # reports of the largest single bucket in the window (EVERYWHERE, near its threshold)
+    observed_for: float = math.inf  # seconds since the oldest report kept, of any bucket
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ def is_surge(bucket: str, stats: WindowStats, cfg: ReportSurgeSettings) -> bool:
         return False
     if bucket == EVERYWHERE:
         # One server's wave is that server's alert; this bucket is for waves spread over many.
+        if stats.observed_for < cfg.learning_hours * HOUR:
+            return False
         return stats.count >= cfg.overall_min_reports and stats.top_bucket * 2 < stats.count
     return stats.count >= cfg.min_reports
 
@@ -185,9 +189,12 @@ for _, key in ipairs({KEYS[1], KEYS[2]}) do
   track(key .. ':reporters', ARGV[9])
 end
 track(KEYS[7], ARGV[6])
+local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local observed = ts - tonumber(oldest[2])
 
 -- Distinct accounts (reporters) are those with a report after the window's start. For an event
--- processed late this can include later reports: an approximation only ever used as a floor.
+-- processed late that includes accounts first reported after it: a slight over-count, used only for
+-- the min-accounts gate (DMs show the counts read when they are sent, see window_details).
 local function stats(key, everywhere)
   local count = redis.call('ZCOUNT', key, '(' .. from, ts)
   local hour = redis.call('ZCOUNT', key, '(' .. (ts - 3600), ts)
@@ -203,7 +210,7 @@ local function stats(key, everywhere)
       end
     end
   end
-  return {count, hour, first[2] or '', base, accounts, reporters, top}
+  return {count, hour, first[2] or '', base, accounts, reporters, top, tostring(observed)}
 end
 
 local result = {stats(KEYS[1], false), stats(KEYS[2], true)}
@@ -276,7 +283,7 @@ return closed
 
 
 def _stats(raw: list[Any]) -> WindowStats:
-    count, hour, first, base, accounts, reporters, top = raw
+    count, hour, first, base, accounts, reporters, top, observed = raw
     return WindowStats(
         count=int(count),
         last_hour=int(hour),
@@ -285,6 +292,7 @@ def _stats(raw: list[Any]) -> WindowStats:
         accounts=int(accounts),
         reporters=int(reporters),
         top_bucket=int(top),
+        observed_for=float(observed),
     )
 
 

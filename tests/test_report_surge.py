@@ -54,6 +54,7 @@ T = NOW.timestamp()
         (EVERYWHERE, WindowStats(39, 20, T - 900, 0, accounts=39, top_bucket=3), None),
         (EVERYWHERE, WindowStats(40, 20, T - 900, 0, accounts=40, top_bucket=3), Decision.OPEN),
         (EVERYWHERE, WindowStats(40, 20, T - 900, 0, accounts=40, top_bucket=20), None),
+        (EVERYWHERE, WindowStats(40, 20, T - 900, 0, accounts=40, top_bucket=3, observed_for=3600), None),  # learning
     ],
 )
 def test_assess_opens_a_surge_only_above_thresholds(bucket: str, stats: WindowStats, expected: Decision | None) -> None:
@@ -199,14 +200,26 @@ def test_reports_filed_by_the_bot_itself_are_ignored(
     assert connection.zcard("tocsin:reports:times:spam.example") == 0
 
 
-def test_wave_spread_over_many_servers_alerts_once_for_everywhere(ctx: Context, connection: redis.Redis) -> None:
+def spread_wave(start: datetime) -> list[dict[str, Any]]:
+    """50 reports in 25 minutes against 25 servers, two each: no one server stands out."""
     events = []
     for n in range(25):
         events += burst(
-            NOW + timedelta(minutes=n), f"s{n}.example", reports=2, hours=2, first_id=10000 + 10 * n, seed=n
+            start + timedelta(minutes=n), f"s{n}.example", reports=2, hours=2, first_id=10000 + 10 * n, seed=n
         )
-    feed(ctx, sorted(events, key=lambda event: event["created_at"]))
+    return sorted(events, key=lambda event: event["created_at"])
+
+
+def test_wave_spread_over_many_servers_alerts_once_for_everywhere(ctx: Context, connection: redis.Redis) -> None:
+    feed(ctx, background(NOW - timedelta(days=14), days=14))
+    feed(ctx, spread_wave(NOW))
     assert [(alert["kind"], alert["bucket"]) for alert in alert_jobs(connection)] == [("open", "*")]
+
+
+def test_no_everywhere_alert_while_learning_what_normal_is(ctx: Context, connection: redis.Redis) -> None:
+    """A fresh install of a busy instance: its first hours of ordinary reports are no wave."""
+    feed(ctx, spread_wave(NOW))
+    assert alert_jobs(connection) == []
 
 
 def test_local_accounts_are_their_own_bucket(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
