@@ -41,6 +41,8 @@ HOUR = 3600.0
 DAY = 86400.0
 MIN_RATE_SPAN = 900.0
 """A rate is never measured over less than 15 minutes: the first few reports of a wave would look infinite."""
+MIN_BASELINE_SPAN = DAY
+"""A baseline observed for less than a day counts as a day's worth, so a new install's rates stay sane."""
 DETAIL_SCAN_CAP = 1000
 """An alert's categories, comments and top servers are read from at most this many of the window's reports."""
 ACTIVE_BUCKET_CAP = 500
@@ -114,9 +116,14 @@ def hourly_rate(stats: WindowStats, now: float) -> float:
     return stats.last_hour * HOUR / span
 
 
+def baseline_span(stats: WindowStats, cfg: ReportSurgeSettings) -> float:
+    """Seconds the baseline count covers: the baseline window, or what has been observed of it so far."""
+    return min(cfg.baseline_days * DAY, max(stats.observed_for - cfg.window_hours * HOUR, MIN_BASELINE_SPAN))
+
+
 def expected_in_window(stats: WindowStats, cfg: ReportSurgeSettings) -> float:
     """How many reports the baseline rate predicts for one sliding window."""
-    return stats.baseline / (cfg.baseline_days * DAY) * (cfg.window_hours * HOUR)
+    return stats.baseline / baseline_span(stats, cfg) * (cfg.window_hours * HOUR)
 
 
 def is_surge(bucket: str, stats: WindowStats, cfg: ReportSurgeSettings) -> bool:
@@ -455,6 +462,7 @@ def _transition(
             "rate": round(rate, 1),
             "baseline": stats.baseline,
             "expected": round(expected_in_window(stats, cfg), 2),
+            "baseline_days": round(baseline_span(stats, cfg) / DAY, 1),
             "previous_count": state.alerted_count if state else None,
             "previous_rate": round(state.alerted_rate, 1) if state else None,
         },

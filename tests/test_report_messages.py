@@ -77,10 +77,11 @@ def test_escalation_of_an_already_limited_server() -> None:
     }
     block = DomainBlock("spam.example", "silence", reject_media=False, reject_reports=True, created_at=None)
     details = dataclasses.replace(DETAILS, reports=90)
+    escalate["baseline_days"] = 27.9
     text = render_alert(escalate, details, block, Impact(0, 2, 80), CFG, INSTANCE, True)
     assert text.splitlines()[:3] == [
         "🔔 Report surge escalating: spam.example",
-        "90 reports in 3.0 h, 120.0/h now (normal: 0.0 per 3.0 h; 1 in the 28 days before).",
+        "90 reports in 3.0 h, 120.0/h now (normal: 0.0 per 3.0 h; 1 in the 27.9 days before).",
         "Last alert: 40 reports, 50.0/h.",
     ]
     assert "Already limited, reports rejected." in text

@@ -22,6 +22,7 @@ from handlers.reports import (
     WindowStats,
     assess,
     backfill_reports,
+    expected_in_window,
     handle_report,
     hourly_rate,
     is_quiet,
@@ -59,6 +60,15 @@ T = NOW.timestamp()
 )
 def test_assess_opens_a_surge_only_above_thresholds(bucket: str, stats: WindowStats, expected: Decision | None) -> None:
     assert assess(bucket, stats, None, CFG, T) == expected
+
+
+def test_baseline_rate_is_over_the_span_observed_so_far() -> None:
+    settled = WindowStats(10, 5, T - 3000, baseline=56)
+    assert expected_in_window(settled, CFG) == pytest.approx(56 / (28 * 24) * 3)
+    two_days_in = WindowStats(10, 5, T - 3000, baseline=56, observed_for=2 * 86400 + 3 * 3600)
+    assert expected_in_window(two_days_in, CFG) == pytest.approx(56 / 48 * 3)  # not diluted over 28 days
+    first_hours = WindowStats(10, 5, T - 3000, baseline=6, observed_for=5 * 3600)
+    assert expected_in_window(first_hours, CFG) == pytest.approx(6 / 24 * 3)  # counted as a day at least
 
 
 def test_rate_of_a_young_wave_is_measured_over_its_own_span() -> None:
