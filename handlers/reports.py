@@ -1,8 +1,8 @@
 """Report surges: many reports against one server (or local accounts, or everywhere) in a short time.
 
 Counting happens in Redis, by the reports' own `created_at`, in one Lua call per event. Whether that
-is a surge is decided by the pure functions `assess` and `is_quiet`, over the counts. The transition
-(open, escalate, close) is a compare-and-set in Redis, so several workers raise one alert per step.
+is a surge is decided by the pure functions `assess` and `is_quiet`, over the counts. The transitions
+(open, escalate, close) are bot.surges' compare-and-sets, so several workers raise one alert per step.
 Alert jobs (on the urgent queue) look up the impact through the admin API, render the DM and post it.
 """
 
@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
@@ -28,6 +27,7 @@ from bot.events import current_clock, parse_time
 from bot.mastodon import DomainBlock, Impact
 from bot.outbox import Post
 from bot.queue import enqueue_once
+from bot.surges import TOUCH_LUA, Decision, SurgeBook, SurgeState, escalates, settling
 from bot.templating import render_text
 
 log = logging.getLogger(__name__)
@@ -52,16 +52,10 @@ TIMES_PREFIX = "tocsin:reports:times:"  # + bucket: sorted set, report id scored
 # TIMES_PREFIX + bucket + ":accounts" / ":reporters": sorted sets, id scored by its latest report
 ACTIVE_BUCKETS = "tocsin:reports:buckets"  # sorted set, bucket scored by its latest report
 REPORT_PREFIX = "tocsin:report:"  # + report id: hash of what the detector keeps of a report
-SURGE_PREFIX = "tocsin:surge:"  # + bucket: hash of the open surge
-OPEN_SURGES = "tocsin:surges:open"  # sorted set, bucket scored by its last report time
+SURGES = SurgeBook(prefix="tocsin:surge:", open_key="tocsin:surges:open")
 
 COMMENT_KEEP = 500
 """Characters of a report comment kept for quoting in alerts (quoted ones are cut shorter)."""
-
-
-class Decision(StrEnum):
-    OPEN = "open"
-    ESCALATE = "escalate"
 
 
 @dataclass(frozen=True)
@@ -76,33 +70,6 @@ class WindowStats:
     reporters: int = 0  # distinct reporters in the window
     top_bucket: int = 0  # reports of the largest single bucket in the window (EVERYWHERE, near its threshold)
     observed_for: float = math.inf  # seconds since the oldest report kept, of any bucket
-
-
-@dataclass(frozen=True)
-class SurgeState:
-    surge_id: str
-    opened_at: float
-    alerts: int
-    alerted_count: int
-    alerted_rate: float
-    alerted_at: float
-    last_report_at: float
-
-    @classmethod
-    def from_redis(cls, flat: list[bytes] | dict[bytes, bytes]) -> SurgeState | None:
-        fields = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
-        if not fields:
-            return None
-        text = {key.decode(): value.decode() for key, value in fields.items()}
-        return cls(
-            surge_id=text["surge_id"],
-            opened_at=float(text["opened_at"]),
-            alerts=int(text["alerts"]),
-            alerted_count=int(text["alerted_count"]),
-            alerted_rate=float(text["alerted_rate"]),
-            alerted_at=float(text["alerted_at"]),
-            last_report_at=float(text["last_report_at"]),
-        )
 
 
 # --- Pure detection -------------------------------------------------------------------------------
@@ -145,22 +112,14 @@ def assess(
     """Open a surge, escalate it (count and rate both grew by the escalation factor), or nothing."""
     if state is None:
         return Decision.OPEN if is_surge(bucket, stats, cfg) else None
-    if now - state.alerted_at < cfg.escalation_cooldown_minutes * 60:
-        return None
-    grew = stats.count >= cfg.escalation_factor * state.alerted_count
-    faster = hourly_rate(stats, now) >= cfg.escalation_factor * state.alerted_rate
-    return Decision.ESCALATE if grew and faster else None
-
-
-def settling(state: SurgeState | None, now: float, cfg: ReportSurgeSettings) -> bool:
-    """In the cooldown after a DM the surge learns its pace: its reference count and rate rise to the
-    highest seen, so only growth beyond the wave's real pace escalates (the first minutes of a wave,
-    or events processed out of order by several workers, under-measure it)."""
-    return state is not None and 0 <= now - state.alerted_at < cfg.escalation_cooldown_minutes * 60
+    rate = hourly_rate(stats, now)
+    if escalates(state, stats.count, rate, now, cfg.escalation_factor, cfg.escalation_cooldown_minutes):
+        return Decision.ESCALATE
+    return None
 
 
 def is_quiet(state: SurgeState, now: float, cfg: ReportSurgeSettings) -> bool:
-    return now - state.last_report_at >= cfg.quiet_days * DAY
+    return now - state.last_event_at >= cfg.quiet_days * DAY
 
 
 def bucket_of(target_account: dict[str, Any]) -> str:
@@ -222,71 +181,14 @@ end
 
 local result = {stats(KEYS[1], false), stats(KEYS[2], true)}
 for i, key in ipairs({KEYS[4], KEYS[5]}) do
-  if redis.call('EXISTS', key) == 1 then
-    if ts > tonumber(redis.call('HGET', key, 'last_report_at')) then
-      redis.call('HSET', key, 'last_report_at', ARGV[2])
-      redis.call('ZADD', KEYS[6], 'XX', ts, i == 1 and ARGV[6] or '*')
-    end
-  end
+  touch_surge(key, KEYS[6], ts, i == 1 and ARGV[6] or '*')
   result[#result + 1] = redis.call('HGETALL', key)
 end
 return result
-""".replace("CAP", str(ACTIVE_BUCKET_CAP)).replace("TIMES_PREFIX", TIMES_PREFIX)
-
-# Compare-and-set of a surge: open it if none is open, or escalate it if no one else did since we read it.
-# A replayed event that already made this transition gets the same answer again (its alert job is then
-# enqueued again, and the outbox makes sure it is posted once).
-# KEYS: surge hash, open surges. ARGV: decision, trigger (report id), time, count, rate, alerts seen, bucket.
-_TRANSITION_SCRIPT = """
-local exists = redis.call('EXISTS', KEYS[1]) == 1
-if exists and redis.call('HGET', KEYS[1], 'trigger') == ARGV[2] then
-  return redis.call('HMGET', KEYS[1], 'alerts', 'surge_id')
-end
-if ARGV[1] == 'open' then
-  if exists then return false end
-  redis.call('HSET', KEYS[1], 'surge_id', ARGV[3], 'opened_at', ARGV[3], 'alerts', 1, 'alerted_count', ARGV[4],
-             'alerted_rate', ARGV[5], 'alerted_at', ARGV[3], 'last_report_at', ARGV[3], 'trigger', ARGV[2])
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[7])
-  return {'1', ARGV[3]}
-end
-if not exists or redis.call('HGET', KEYS[1], 'alerts') ~= ARGV[6] then return false end
-local alerts = redis.call('HINCRBY', KEYS[1], 'alerts', 1)
-redis.call('HSET', KEYS[1], 'alerted_count', ARGV[4], 'alerted_rate', ARGV[5], 'alerted_at', ARGV[3],
-           'trigger', ARGV[2])
-return {tostring(alerts), redis.call('HGET', KEYS[1], 'surge_id')}
 """
-
-# Raise a surge's reference count and rate (see `settling`), unless another alert intervened.
-# KEYS: surge hash. ARGV: alerts seen, count, rate.
-_SETTLE_SCRIPT = """
-if redis.call('HGET', KEYS[1], 'alerts') ~= ARGV[1] then return 0 end
-if tonumber(ARGV[2]) > tonumber(redis.call('HGET', KEYS[1], 'alerted_count')) then
-  redis.call('HSET', KEYS[1], 'alerted_count', ARGV[2])
-end
-if tonumber(ARGV[3]) > tonumber(redis.call('HGET', KEYS[1], 'alerted_rate')) then
-  redis.call('HSET', KEYS[1], 'alerted_rate', ARGV[3])
-end
-return 1
-"""
-
-# Close every surge whose last report is at or before the cutoff; return bucket, fields pairs.
-# KEYS: open surges. ARGV: cutoff, surge key prefix.
-_CLOSE_SCRIPT = """
-local closed = {}
-for _, bucket in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)) do
-  local key = ARGV[2] .. bucket
-  local last = tonumber(redis.call('HGET', key, 'last_report_at') or '0')
-  if last <= tonumber(ARGV[1]) then
-    closed[#closed + 1] = bucket
-    closed[#closed + 1] = redis.call('HGETALL', key)
-    redis.call('DEL', key)
-    redis.call('ZREM', KEYS[1], bucket)
-  else
-    redis.call('ZADD', KEYS[1], last, bucket)
-  end
-end
-return closed
-"""
+_RECORD_SCRIPT = (
+    (TOUCH_LUA + _RECORD_SCRIPT).replace("CAP", str(ACTIVE_BUCKET_CAP)).replace("TIMES_PREFIX", TIMES_PREFIX)
+)
 
 
 def _stats(raw: list[Any]) -> WindowStats:
@@ -324,10 +226,8 @@ def handle_report(ctx: Context, event: dict[str, Any]) -> None:
         decision = assess(bucket, stats, state, cfg, created)
         if decision is not None:
             _transition(ctx, bucket, decision, report_id, created, stats, state)
-        elif state is not None and settling(state, created, cfg):
-            ctx.redis.register_script(_SETTLE_SCRIPT)(
-                keys=[SURGE_PREFIX + bucket], args=[state.alerts, stats.count, repr(hourly_rate(stats, created))]
-            )
+        elif state is not None and settling(state, created, cfg.escalation_cooldown_minutes):
+            SURGES.settle(ctx.redis, bucket, state, stats.count, hourly_rate(stats, created))
 
 
 def record_report(ctx: Context, report: object) -> tuple[str, float, list[tuple[str, list[Any], list[bytes]]]] | None:
@@ -360,9 +260,9 @@ def record_report(ctx: Context, report: object) -> tuple[str, float, list[tuple[
             TIMES_PREFIX + bucket,
             TIMES_PREFIX + EVERYWHERE,
             REPORT_PREFIX + report_id,
-            SURGE_PREFIX + bucket,
-            SURGE_PREFIX + EVERYWHERE,
-            OPEN_SURGES,
+            SURGES.key(bucket),
+            SURGES.key(EVERYWHERE),
+            SURGES.open_key,
             ACTIVE_BUCKETS,
         ],
         args=[
@@ -432,22 +332,10 @@ def _transition(
     state: SurgeState | None,
 ) -> None:
     rate = hourly_rate(stats, now)
-    script = ctx.redis.register_script(_TRANSITION_SCRIPT)
-    result = script(
-        keys=[SURGE_PREFIX + bucket, OPEN_SURGES],
-        args=[
-            decision.value,
-            report_id,
-            repr(now),
-            stats.count,
-            repr(rate),
-            state.alerts if state else 0,
-            bucket,
-        ],
-    )
-    if not result:
+    made = SURGES.transition(ctx.redis, bucket, decision, report_id, now, stats.count, rate, state)
+    if made is None:
         return  # another worker made this transition first
-    alert_no, surge_id = int(result[0]), result[1].decode()
+    alert_no, surge_id = made
     cfg = ctx.settings.report_surge
     _enqueue_alert(
         ctx,
@@ -474,27 +362,22 @@ def close_quiet_surges(ctx: Context, now: float | None = None) -> int:
     clock = current_clock(ctx.redis) if now is None else max(now, current_clock(ctx.redis))
     if not clock:
         return 0
-    cfg = ctx.settings.report_surge
-    script = ctx.redis.register_script(_CLOSE_SCRIPT)
-    closed = script(keys=[OPEN_SURGES], args=[repr(clock - cfg.quiet_days * DAY), SURGE_PREFIX])
-    for bucket_raw, fields in zip(closed[::2], closed[1::2], strict=True):
-        state = SurgeState.from_redis(fields)
-        if state is None:
-            continue
+    closed = SURGES.close_quiet(ctx.redis, clock - ctx.settings.report_surge.quiet_days * DAY)
+    for bucket, state in closed:
         _enqueue_alert(
             ctx,
             {
                 "kind": "quiet",
-                "bucket": bucket_raw.decode(),
+                "bucket": bucket,
                 "surge_id": state.surge_id,
                 "alert_no": state.alerts,
                 "at": clock,
                 "opened_at": state.opened_at,
-                "last_report_at": state.last_report_at,
+                "last_report_at": state.last_event_at,
                 "alerted_count": state.alerted_count,
             },
         )
-    return len(closed) // 2
+    return len(closed)
 
 
 def alert_key(payload: dict[str, Any]) -> str:

@@ -15,10 +15,9 @@ from bot.config import ReportSurgeSettings
 from bot.context import Context, redis_from_url
 from bot.events import drain_with
 from bot.queue import queue
+from bot.surges import Decision, SurgeState, settling
 from handlers.reports import (
     EVERYWHERE,
-    Decision,
-    SurgeState,
     WindowStats,
     assess,
     backfill_reports,
@@ -26,7 +25,6 @@ from handlers.reports import (
     handle_report,
     hourly_rate,
     is_quiet,
-    settling,
     window_details,
 )
 from tests.conftest import report_event, run_jobs
@@ -80,7 +78,7 @@ def test_rate_of_a_young_wave_is_measured_over_its_own_span() -> None:
 
 def test_escalation_needs_both_more_reports_and_a_faster_rate() -> None:
     state = SurgeState(
-        "1", T - 3600, alerts=1, alerted_count=15, alerted_rate=50.0, alerted_at=T - 3600, last_report_at=T
+        "1", T - 3600, alerts=1, alerted_count=15, alerted_rate=50.0, alerted_at=T - 3600, last_event_at=T
     )
     steady = WindowStats(count=150, last_hour=50, first_in_hour=T - 3590, baseline=0)
     assert assess("spam.example", steady, state, CFG, T) is None  # more reports, same pace: same wave
@@ -91,15 +89,15 @@ def test_escalation_needs_both_more_reports_and_a_faster_rate() -> None:
 
 
 def test_a_surge_learns_its_pace_during_the_cooldown_after_a_dm() -> None:
-    state = SurgeState("1", T, alerts=1, alerted_count=15, alerted_rate=50.0, alerted_at=T, last_report_at=T)
-    assert settling(state, T + 59 * 60, CFG)
-    assert not settling(state, T + 60 * 60, CFG)
-    assert not settling(state, T - 60, CFG)  # an older event processed late
-    assert not settling(None, T, CFG)
+    state = SurgeState("1", T, alerts=1, alerted_count=15, alerted_rate=50.0, alerted_at=T, last_event_at=T)
+    assert settling(state, T + 59 * 60, CFG.escalation_cooldown_minutes)
+    assert not settling(state, T + 60 * 60, CFG.escalation_cooldown_minutes)
+    assert not settling(state, T - 60, CFG.escalation_cooldown_minutes)  # an older event processed late
+    assert not settling(None, T, CFG.escalation_cooldown_minutes)
 
 
 def test_quiet_after_the_configured_days() -> None:
-    state = SurgeState("1", T, alerts=1, alerted_count=15, alerted_rate=50.0, alerted_at=T, last_report_at=T)
+    state = SurgeState("1", T, alerts=1, alerted_count=15, alerted_rate=50.0, alerted_at=T, last_event_at=T)
     assert not is_quiet(state, T + 6.9 * 86400, CFG)
     assert is_quiet(state, T + 7 * 86400, CFG)
 

@@ -1,0 +1,180 @@
+"""The life of a surge, shared by every detector: open → escalate (→ escalate …) → quiet again.
+
+A surge is a Redis hash per bucket (a server, "local", …) plus a sorted set of the open ones. Every
+transition is a compare-and-set in Lua, so several workers that see the same wave raise one alert per
+step. Whether a step is due is decided by pure functions here and in the detectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import redis
+
+
+class Decision(StrEnum):
+    OPEN = "open"
+    ESCALATE = "escalate"
+
+
+@dataclass(frozen=True)
+class SurgeState:
+    surge_id: str
+    opened_at: float
+    alerts: int
+    alerted_count: int  # the size measure (reports, sign-ups, flagged accounts) when last alerted
+    alerted_rate: float  # per hour, when last alerted
+    alerted_at: float
+    last_event_at: float  # latest event that kept the surge going (the quiet period counts from it)
+
+    @classmethod
+    def from_redis(cls, flat: list[bytes] | dict[bytes, bytes]) -> SurgeState | None:
+        fields = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
+        if not fields:
+            return None
+        text = {key.decode(): value.decode() for key, value in fields.items()}
+        return cls(
+            surge_id=text["surge_id"],
+            opened_at=float(text["opened_at"]),
+            alerts=int(text["alerts"]),
+            alerted_count=int(text["alerted_count"]),
+            alerted_rate=float(text["alerted_rate"]),
+            alerted_at=float(text["alerted_at"]),
+            last_event_at=float(text["last_event_at"]),
+        )
+
+
+def escalates(state: SurgeState, count: int, rate: float, now: float, factor: float, cooldown_minutes: float) -> bool:
+    """Another DM when both the size and the hourly rate reached `factor` times the last alert's, at most
+    once per cooldown."""
+    if now - state.alerted_at < cooldown_minutes * 60:
+        return False
+    return count >= factor * state.alerted_count and rate >= factor * state.alerted_rate
+
+
+def settling(state: SurgeState | None, now: float, cooldown_minutes: float) -> bool:
+    """In the cooldown after a DM the surge learns its pace: its reference count and rate rise to the
+    highest seen, so only growth beyond the wave's real pace escalates (the first minutes of a wave,
+    or events processed out of order by several workers, under-measure it)."""
+    return state is not None and 0 <= now - state.alerted_at < cooldown_minutes * 60
+
+
+# Open a surge if none is open, or escalate it if no one else did since we read it. A replayed event
+# that already made this transition gets the same answer again (its alert job is then enqueued again,
+# and the outbox makes sure it is posted once).
+# KEYS: surge hash, open surges. ARGV: decision, trigger (event id), time, count, rate, alerts seen, bucket.
+_TRANSITION_SCRIPT = """
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if exists and redis.call('HGET', KEYS[1], 'trigger') == ARGV[2] then
+  return redis.call('HMGET', KEYS[1], 'alerts', 'surge_id')
+end
+if ARGV[1] == 'open' then
+  if exists then return false end
+  redis.call('HSET', KEYS[1], 'surge_id', ARGV[3], 'opened_at', ARGV[3], 'alerts', 1, 'alerted_count', ARGV[4],
+             'alerted_rate', ARGV[5], 'alerted_at', ARGV[3], 'last_event_at', ARGV[3], 'trigger', ARGV[2])
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[7])
+  return {'1', ARGV[3]}
+end
+if not exists or redis.call('HGET', KEYS[1], 'alerts') ~= ARGV[6] then return false end
+local alerts = redis.call('HINCRBY', KEYS[1], 'alerts', 1)
+redis.call('HSET', KEYS[1], 'alerted_count', ARGV[4], 'alerted_rate', ARGV[5], 'alerted_at', ARGV[3],
+           'trigger', ARGV[2])
+return {tostring(alerts), redis.call('HGET', KEYS[1], 'surge_id')}
+"""
+
+# Raise a surge's reference count and rate (see `settling`), unless another alert intervened.
+# KEYS: surge hash. ARGV: alerts seen, count, rate.
+_SETTLE_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'alerts') ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) > tonumber(redis.call('HGET', KEYS[1], 'alerted_count')) then
+  redis.call('HSET', KEYS[1], 'alerted_count', ARGV[2])
+end
+if tonumber(ARGV[3]) > tonumber(redis.call('HGET', KEYS[1], 'alerted_rate')) then
+  redis.call('HSET', KEYS[1], 'alerted_rate', ARGV[3])
+end
+return 1
+"""
+
+# The surge is still going at this event's time (never moves back). KEYS: surge hash, open surges.
+# ARGV: time, bucket.
+TOUCH_LUA = """
+local function touch_surge(key, open_key, ts, bucket)
+  if redis.call('EXISTS', key) == 1 and ts > tonumber(redis.call('HGET', key, 'last_event_at')) then
+    redis.call('HSET', key, 'last_event_at', tostring(ts))
+    redis.call('ZADD', open_key, 'XX', ts, bucket)
+  end
+end
+"""
+"""A Lua function for detectors whose record script keeps the surge going in the same call."""
+
+_TOUCH_SCRIPT = TOUCH_LUA + "touch_surge(KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[2])"
+
+# Close every surge whose last event is at or before the cutoff; return bucket, fields pairs.
+# KEYS: open surges. ARGV: cutoff, surge key prefix.
+_CLOSE_SCRIPT = """
+local closed = {}
+for _, bucket in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)) do
+  local key = ARGV[2] .. bucket
+  local last = tonumber(redis.call('HGET', key, 'last_event_at') or '0')
+  if last <= tonumber(ARGV[1]) then
+    closed[#closed + 1] = bucket
+    closed[#closed + 1] = redis.call('HGETALL', key)
+    redis.call('DEL', key)
+    redis.call('ZREM', KEYS[1], bucket)
+  else
+    redis.call('ZADD', KEYS[1], last, bucket)
+  end
+end
+return closed
+"""
+
+
+@dataclass(frozen=True)
+class SurgeBook:
+    """One detector's surges: `prefix` + bucket is a surge's hash, `open_key` the set of open ones."""
+
+    prefix: str
+    open_key: str
+
+    def key(self, bucket: str) -> str:
+        return self.prefix + bucket
+
+    def state(self, connection: redis.Redis, bucket: str) -> SurgeState | None:
+        return SurgeState.from_redis(connection.hgetall(self.key(bucket)))  # type: ignore[arg-type]
+
+    def transition(
+        self,
+        connection: redis.Redis,
+        bucket: str,
+        decision: Decision,
+        trigger: str,
+        now: float,
+        count: int,
+        rate: float,
+        state: SurgeState | None,
+    ) -> tuple[int, str] | None:
+        """Make the transition; (alert number, surge id), or None when another worker made it first."""
+        result = connection.register_script(_TRANSITION_SCRIPT)(
+            keys=[self.key(bucket), self.open_key],
+            args=[decision.value, trigger, repr(now), count, repr(rate), state.alerts if state else 0, bucket],
+        )
+        if not result:
+            return None
+        return int(result[0]), result[1].decode()
+
+    def settle(self, connection: redis.Redis, bucket: str, state: SurgeState, count: int, rate: float) -> None:
+        connection.register_script(_SETTLE_SCRIPT)(keys=[self.key(bucket)], args=[state.alerts, count, repr(rate)])
+
+    def touch(self, connection: redis.Redis, bucket: str, at: float) -> None:
+        connection.register_script(_TOUCH_SCRIPT)(keys=[self.key(bucket), self.open_key], args=[repr(at), bucket])
+
+    def close_quiet(self, connection: redis.Redis, cutoff: float) -> list[tuple[str, SurgeState]]:
+        """Close (and return) the surges whose last event is at or before `cutoff`."""
+        closed = connection.register_script(_CLOSE_SCRIPT)(keys=[self.open_key], args=[repr(cutoff), self.prefix])
+        states = []
+        for bucket, fields in zip(closed[::2], closed[1::2], strict=True):
+            state = SurgeState.from_redis(fields)
+            if state is not None:
+                states.append((bucket.decode(), state))
+        return states
