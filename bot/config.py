@@ -7,10 +7,10 @@ message that names the variable (see `load_settings`).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -54,6 +54,67 @@ class ReportSurgeSettings:
     """A surge ends ("quiet again" DM) after this long without a report against the bucket."""
 
 
+@dataclass(frozen=True)
+class SignupSurgeSettings:
+    """Thresholds of the sign-up surge detector (handlers/accounts.py).
+
+    A small instance sees a few sign-ups a day; the brief's incident was mass creation of bot accounts
+    after a DDoS. Defaults stay silent on ordinary days and alert within a burst's first ~15-20 sign-ups.
+    """
+
+    window_hours: float = 1.0
+    """Sliding window (event time) in which sign-ups are counted."""
+    baseline_days: float = 28.0
+    """Long window before the sliding one that gives the normal rate."""
+    min_signups: int = 15
+    """A surge needs at least this many sign-ups in the window ..."""
+    ratio: float = 10.0
+    """... and at least this many times the count the baseline rate predicts for the window."""
+    learning_hours: float = 24.0
+    """No alert before sign-ups have been observed this long (from events or `tocsin backfill`): a busy
+    instance's first hour is no surge."""
+    cluster_min: int = 5
+    """Sign-ups sharing an email domain, network, name pattern, invite or app form a cluster from this many."""
+    escalation_factor: float = 2.0
+    """Another DM only when both the window count and the hourly rate reach this multiple of the last alert."""
+    escalation_cooldown_minutes: float = 60.0
+    """... and at least this long after the last one."""
+    quiet_hours: float = 24.0
+    """The surge ends ("back to normal" DM, proposing to reopen registrations) after this long below
+    surge level. The brief's instance closed registrations for ~24 h."""
+
+
+@dataclass(frozen=True)
+class SpamWaveSettings:
+    """Thresholds of the local spam-wave detector (handlers/statuses.py). Only posts of young accounts
+    are examined; ordinary members' posting never reaches the counters."""
+
+    window_hours: float = 6.0
+    """Sliding window (event time) for near-duplicates and mass-mention posts."""
+    young_days: float = 7.0
+    """Accounts created less than this many days before their post are "young"."""
+    duplicate_accounts: int = 3
+    """Posts with the same text (modulo mentions and whitespace), link or image from this many young
+    accounts are a near-duplicate wave."""
+    mass_mentions: int = 5
+    """A young account's post that mentions at least this many accounts is mention spam (Feb 2024)."""
+    fast_posts_per_hour: int = 20
+    """A young account posting at least this many times in an hour is flooding ..."""
+    fast_ratio: float = 10.0
+    """... when that is also this many times what an active account posts per hour on this instance."""
+    min_posts: int = 3
+    """A wave opens once this many posts were flagged in the window (one odd post is not a wave)."""
+    escalation_factor: float = 2.0
+    """Another DM only when the flagged accounts and their hourly rate reach this multiple of the last alert."""
+    escalation_cooldown_minutes: float = 60.0
+    """... and at least this long after the last one."""
+    quiet_hours: float = 24.0
+    """The wave ends ("quiet again" DM) after this long without a flagged post."""
+
+
+Section = TypeVar("Section", ReportSurgeSettings, SignupSurgeSettings, SpamWaveSettings)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", env_ignore_empty=True, extra="ignore")
 
@@ -91,6 +152,29 @@ class Settings(BaseSettings):
     report_escalation_factor: float = Field(default=ReportSurgeSettings.escalation_factor, gt=1)
     report_escalation_cooldown_minutes: float = Field(default=ReportSurgeSettings.escalation_cooldown_minutes, ge=0)
     report_quiet_days: float = Field(default=ReportSurgeSettings.quiet_days, gt=0)
+
+    # Sign-up surge detector (see SignupSurgeSettings).
+    signup_window_hours: float = Field(default=SignupSurgeSettings.window_hours, gt=0)
+    signup_baseline_days: float = Field(default=SignupSurgeSettings.baseline_days, gt=0)
+    signup_min_signups: int = Field(default=SignupSurgeSettings.min_signups, ge=1)
+    signup_ratio: float = Field(default=SignupSurgeSettings.ratio, ge=1)
+    signup_learning_hours: float = Field(default=SignupSurgeSettings.learning_hours, ge=0)
+    signup_cluster_min: int = Field(default=SignupSurgeSettings.cluster_min, ge=2)
+    signup_escalation_factor: float = Field(default=SignupSurgeSettings.escalation_factor, gt=1)
+    signup_escalation_cooldown_minutes: float = Field(default=SignupSurgeSettings.escalation_cooldown_minutes, ge=0)
+    signup_quiet_hours: float = Field(default=SignupSurgeSettings.quiet_hours, gt=0)
+
+    # Local spam-wave detector (see SpamWaveSettings).
+    spam_window_hours: float = Field(default=SpamWaveSettings.window_hours, gt=0)
+    spam_young_days: float = Field(default=SpamWaveSettings.young_days, gt=0)
+    spam_duplicate_accounts: int = Field(default=SpamWaveSettings.duplicate_accounts, ge=2)
+    spam_mass_mentions: int = Field(default=SpamWaveSettings.mass_mentions, ge=2)
+    spam_fast_posts_per_hour: int = Field(default=SpamWaveSettings.fast_posts_per_hour, ge=2)
+    spam_fast_ratio: float = Field(default=SpamWaveSettings.fast_ratio, ge=1)
+    spam_min_posts: int = Field(default=SpamWaveSettings.min_posts, ge=1)
+    spam_escalation_factor: float = Field(default=SpamWaveSettings.escalation_factor, gt=1)
+    spam_escalation_cooldown_minutes: float = Field(default=SpamWaveSettings.escalation_cooldown_minutes, ge=0)
+    spam_quiet_hours: float = Field(default=SpamWaveSettings.quiet_hours, gt=0)
 
     @field_validator("mastodon_url", "public_url")
     @classmethod
@@ -142,20 +226,21 @@ class Settings(BaseSettings):
     def is_dry_run(self) -> bool:
         return self.access_token is None if self.dry_run is None else self.dry_run
 
+    def _section(self, kind: type[Section], prefix: str) -> Section:
+        """A detector's settings block from the fields named `prefix` + the block's field names."""
+        return kind(**{field.name: getattr(self, prefix + field.name) for field in fields(kind)})
+
     @cached_property
     def report_surge(self) -> ReportSurgeSettings:
-        return ReportSurgeSettings(
-            window_hours=self.report_window_hours,
-            baseline_days=self.report_baseline_days,
-            min_reports=self.report_min_reports,
-            min_accounts=self.report_min_accounts,
-            ratio=self.report_ratio,
-            overall_min_reports=self.report_overall_min_reports,
-            learning_hours=self.report_learning_hours,
-            escalation_factor=self.report_escalation_factor,
-            escalation_cooldown_minutes=self.report_escalation_cooldown_minutes,
-            quiet_days=self.report_quiet_days,
-        )
+        return self._section(ReportSurgeSettings, "report_")
+
+    @cached_property
+    def signup_surge(self) -> SignupSurgeSettings:
+        return self._section(SignupSurgeSettings, "signup_")
+
+    @cached_property
+    def spam_wave(self) -> SpamWaveSettings:
+        return self._section(SpamWaveSettings, "spam_")
 
     @property
     def secret_file(self) -> Path:

@@ -152,6 +152,10 @@ class Outbox:
             ids.append(status_id)
         return ids
 
+    def to_moderators(self, key: str, text: str) -> list[str]:
+        """An alert: a direct message (thread) addressed to the moderators only."""
+        return self.send(Post(key=key, text=text, visibility="direct", mentions=tuple(self.link.moderators())))
+
     def _mode(self) -> str:
         if self.settings.is_dry_run:
             return "dry-run"

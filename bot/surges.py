@@ -7,10 +7,19 @@ step. Whether a step is due is decided by pure functions here and in the detecto
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import redis
+
+from bot import defaults
+from bot.queue import enqueue_once
+
+HOUR = 3600.0
+MIN_RATE_SPAN = 900.0
+"""A rate is never measured over less than 15 minutes: the first events of a wave would look infinite."""
 
 
 class Decision(StrEnum):
@@ -43,6 +52,13 @@ class SurgeState:
             alerted_at=float(text["alerted_at"]),
             last_event_at=float(text["last_event_at"]),
         )
+
+
+def rate_per_hour(count: int, first: float | None, now: float, span: float = HOUR) -> float:
+    """Events per hour over the last `span` seconds, or over the part of it the wave has lasted."""
+    if count == 0 or first is None:
+        return 0.0
+    return count * HOUR / min(span, max(now - first, MIN_RATE_SPAN))
 
 
 def escalates(state: SurgeState, count: int, rate: float, now: float, factor: float, cooldown_minutes: float) -> bool:
@@ -178,3 +194,10 @@ class SurgeBook:
             if state is not None:
                 states.append((bucket.decode(), state))
         return states
+
+
+def enqueue_alert(connection: redis.Redis, retry_delays: list[int], function: str, key: str, payload: Any) -> None:
+    """Queue the job that sends the alert with this message key, unless it is queued already (the job id
+    is derived from the key, so a decision repeated by a replayed event costs nothing)."""
+    job_id = "alert-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+    enqueue_once(connection, defaults.QUEUE_URGENT, function, payload, job_id=job_id, retry_delays=retry_delays)

@@ -8,7 +8,6 @@ Alert jobs (on the urgent queue) look up the impact through the admin API, rende
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -20,14 +19,21 @@ from urllib.parse import quote
 
 from mastodon import MastodonError
 
-from bot import defaults
 from bot.config import ReportSurgeSettings
 from bot.context import Context, get_context
 from bot.events import current_clock, parse_time
 from bot.mastodon import DomainBlock, Impact
-from bot.outbox import Post
-from bot.queue import enqueue_once
-from bot.surges import TOUCH_LUA, Decision, SurgeBook, SurgeState, escalates, settling
+from bot.surges import (
+    HOUR,
+    TOUCH_LUA,
+    Decision,
+    SurgeBook,
+    SurgeState,
+    enqueue_alert,
+    escalates,
+    rate_per_hour,
+    settling,
+)
 from bot.templating import render_text
 
 log = logging.getLogger(__name__)
@@ -37,10 +43,7 @@ LOCAL = "local"
 EVERYWHERE = "*"
 """Bucket of all reports, for waves spread over many servers."""
 
-HOUR = 3600.0
 DAY = 86400.0
-MIN_RATE_SPAN = 900.0
-"""A rate is never measured over less than 15 minutes: the first few reports of a wave would look infinite."""
 MIN_BASELINE_SPAN = DAY
 """A baseline observed for less than a day counts as a day's worth, so a new install's rates stay sane."""
 DETAIL_SCAN_CAP = 1000
@@ -77,10 +80,7 @@ class WindowStats:
 
 def hourly_rate(stats: WindowStats, now: float) -> float:
     """Reports per hour over the last hour, or over the part of it the wave has lasted."""
-    if stats.last_hour == 0 or stats.first_in_hour is None:
-        return 0.0
-    span = min(HOUR, max(now - stats.first_in_hour, MIN_RATE_SPAN))
-    return stats.last_hour * HOUR / span
+    return rate_per_hour(stats.last_hour, stats.first_in_hour, now)
 
 
 def baseline_span(stats: WindowStats, cfg: ReportSurgeSettings) -> float:
@@ -386,16 +386,7 @@ def alert_key(payload: dict[str, Any]) -> str:
 
 
 def _enqueue_alert(ctx: Context, payload: dict[str, Any]) -> None:
-    key = alert_key(payload)
-    job_id = "alert-" + hashlib.sha256(key.encode()).hexdigest()[:32]
-    enqueue_once(
-        ctx.redis,
-        defaults.QUEUE_URGENT,
-        "handlers.reports.send_alert",
-        payload,
-        job_id=job_id,
-        retry_delays=ctx.settings.retry_delays,
-    )
+    enqueue_alert(ctx.redis, ctx.settings.retry_delays, "handlers.reports.send_alert", alert_key(payload), payload)
     log.info("report surge %s: %s alert queued", payload["bucket"], payload["kind"])
 
 
@@ -504,5 +495,4 @@ def send_alert(payload: dict[str, Any]) -> list[str]:
         ctx.mastodon.can_read_admin,
         ctx.settings.template_dir,
     )
-    mentions = tuple(ctx.mastodon.moderators())
-    return ctx.outbox.send(Post(key=alert_key(payload), text=text, visibility="direct", mentions=mentions))
+    return ctx.outbox.to_moderators(alert_key(payload), text)
