@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -18,6 +18,7 @@ import redis
 from mastodon import (
     Mastodon,
     MastodonAPIError,
+    MastodonError,
     MastodonNetworkError,
     MastodonRatelimitError,
     MastodonServerError,
@@ -114,6 +115,14 @@ class MastodonLink:
             lambda: str(self.client.account_verify_credentials()["id"]),  # type: ignore[union-attr]
         )
 
+    def bot_account_id_if_known(self) -> str | None:
+        """As bot_account_id, but None (unknown for now; the next event asks again) when Mastodon fails."""
+        try:
+            return self.bot_account_id()
+        except MastodonError as error:
+            log.warning("could not look up the bot's own account: %s", type(error).__name__)
+            return None
+
     def moderators(self) -> list[str]:
         """Accts to address alerts to: TOCSIN_MODERATORS, else the instance's active local staff."""
         if self.settings.moderators:
@@ -156,18 +165,11 @@ class MastodonLink:
         return [DomainBlock(**item) for item in self._cached("domain-blocks", defaults.DOMAIN_BLOCKS_CACHE_TTL, read)]
 
     def _all_domain_blocks(self) -> list[Any]:
-        # Paged by max_id here: Mastodon.py 2.3.3's fetch_next fails on this endpoint (its return type is
-        # a Union, which it cannot cast the second page to). A page can be shorter than asked (servers
-        # before 4.3 cap it at 200, later ones at 500), so only an empty page ends the listing.
-        blocks: list[Any] = []
-        max_id: int | None = None
-        while True:
-            page = self.client.admin_domain_blocks(max_id=max_id, limit=DOMAIN_BLOCKS_PAGE)  # type: ignore[union-attr]
-            oldest = min((int(block["id"]) for block in page), default=None)
-            if oldest is None or (max_id is not None and oldest >= max_id):  # the end (or max_id ignored)
-                return blocks
-            blocks.extend(page)
-            max_id = oldest
+        return [
+            block
+            for page in pages_by_max_id(self.client.admin_domain_blocks, limit=DOMAIN_BLOCKS_PAGE)
+            for block in page
+        ]  # type: ignore[union-attr]
 
     def block_for(self, domain: str) -> DomainBlock | None:
         """The block covering `domain`: its own, else the nearest parent domain's (Mastodon's rule)."""
@@ -224,7 +226,38 @@ class MastodonLink:
         return str(status["id"])
 
 
+def pages_by_max_id(fetch: Callable[..., list[Any]], **params: Any) -> Iterator[list[Any]]:
+    """Every page of a newest-first listing, asked for by max_id.
+
+    Mastodon.py 2.3.3's fetch_next cannot cast the next page of endpoints typed as a plain list or a
+    Union (admin_domain_blocks, admin_accounts_v2), so Tocsin pages itself. A page can be shorter than
+    asked (servers cap `limit` differently by version), so only an empty page ends the listing.
+    """
+    max_id: int | None = None
+    while True:
+        page = fetch(max_id=max_id, **params)
+        oldest = min((int(item["id"]) for item in page), default=None)
+        if oldest is None or (max_id is not None and oldest >= max_id):  # the end (or max_id ignored)
+            return
+        yield page
+        max_id = oldest
+
+
 def _iso(value: object) -> str | None:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
     return None if value is None else str(value)
+
+
+def as_webhook_json(value: Any) -> Any:
+    """A Mastodon.py entity as webhook JSON: string ids, ISO times."""
+    if isinstance(value, dict):
+        return {
+            key: (str(item) if key.endswith("id") and isinstance(item, int) else as_webhook_json(item))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [as_webhook_json(item) for item in value]
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return value

@@ -8,14 +8,25 @@ from __future__ import annotations
 
 import hmac
 import re
+import secrets
 import socket
 from typing import Any
+
+import redis
+
+from bot import defaults
 
 IPV4_PREFIX = 24
 IPV6_PREFIX = 48
 """Networks, not hosts: sign-up surges come from ranges, and a /24 or /48 names no person."""
 
 _DROPPED_ACCOUNT_FIELDS = ("email", "ip", "ips", "invite_request")
+
+
+def pii_key(connection: redis.Redis) -> bytes:
+    """The shared key for IP-prefix hashes (created by the first process that needs it)."""
+    connection.set(defaults.PII_KEY, secrets.token_hex(32), nx=True)
+    return bytes(connection.get(defaults.PII_KEY))  # type: ignore[arg-type]
 
 
 def ip_prefix_hash(ip: str, key: bytes) -> str | None:

@@ -11,17 +11,19 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.context import Context
-from handlers import reports
+from handlers import accounts, reports
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Context, dict[str, Any]], None]
 
 HANDLERS: dict[str, Handler] = {
+    "account.created": accounts.handle_signup,
+    "account.approved": accounts.handle_account_update,
+    "account.updated": accounts.handle_account_update,
     "report.created": reports.handle_report,
     "report.updated": reports.handle_report,
 }
-"""Known events without a handler here (account.*, status.*) are accepted and dropped by dispatch."""
 
 
 def dispatch(ctx: Context, event: dict[str, Any]) -> None:
@@ -33,8 +35,10 @@ def dispatch(ctx: Context, event: dict[str, Any]) -> None:
 def after_batch(ctx: Context) -> None:
     """After each drained batch: checks that depend on the event clock, not on one event."""
     reports.close_quiet_surges(ctx)
+    accounts.close_quiet_surges(ctx)
 
 
 def sweep(ctx: Context, now: float) -> None:
     """Periodic (bot/sweep.py): the same checks on the wall clock, for when no events arrive."""
     reports.close_quiet_surges(ctx, now)
+    accounts.close_quiet_surges(ctx, now)

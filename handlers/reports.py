@@ -13,16 +13,13 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
-
-from mastodon import MastodonError
 
 from bot.config import ReportSurgeSettings
 from bot.context import Context, get_context
 from bot.events import current_clock, parse_time
-from bot.mastodon import DomainBlock, Impact
+from bot.mastodon import DomainBlock, Impact, as_webhook_json
 from bot.surges import (
     HOUR,
     TOUCH_LUA,
@@ -205,14 +202,6 @@ def _stats(raw: list[Any]) -> WindowStats:
     )
 
 
-def _own_account_id(ctx: Context) -> str | None:
-    try:
-        return ctx.mastodon.bot_account_id()
-    except MastodonError as error:  # unknown for now; the next event asks again (Redis errors propagate)
-        log.warning("could not look up the bot's own account: %s", type(error).__name__)
-        return None
-
-
 def handle_report(ctx: Context, event: dict[str, Any]) -> None:
     """report.created and report.updated (an update of a report we never saw counts it too)."""
     recorded = record_report(ctx, event.get("object"))
@@ -239,7 +228,7 @@ def record_report(ctx: Context, report: object) -> tuple[str, float, list[tuple[
     if not report_id or created is None:
         raise ValueError("report without id or created_at")
     reporter = report.get("account") or {}
-    if reporter.get("id") is not None and str(reporter.get("id")) == _own_account_id(ctx):
+    if reporter.get("id") is not None and str(reporter.get("id")) == ctx.mastodon.bot_account_id_if_known():
         return None
     target = report.get("target_account") or {}
     bucket = bucket_of(target)
@@ -296,7 +285,7 @@ def backfill_reports(ctx: Context, days: float) -> int:
         page = client.admin_reports(resolved=resolved, limit=200)
         while page:
             for report in page:
-                plain = _plain(report)
+                plain = as_webhook_json(report)
                 created = parse_time(plain.get("created_at"))
                 if created is None or created < cutoff:
                     page = None
@@ -306,20 +295,6 @@ def backfill_reports(ctx: Context, days: float) -> int:
             else:
                 page = client.fetch_next(page)
     return recorded
-
-
-def _plain(value: Any) -> Any:
-    """A Mastodon.py entity as webhook JSON: string ids, ISO times."""
-    if isinstance(value, dict):
-        return {
-            key: (str(item) if key.endswith("id") and isinstance(item, int) else _plain(item))
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return value
 
 
 def _transition(

@@ -18,6 +18,8 @@ from bot import defaults
 from bot.config import Settings, load_settings
 from bot.context import Context, redis_from_url, set_context
 from bot.embedded_redis import EmbeddedRedis
+from bot.events import drain_with
+from bot.privacy import pii_key, reduce_event
 from bot.queue import SERIALIZER, queue
 from tests.mastodon_double import FIXTURES, MastodonDouble
 
@@ -143,3 +145,16 @@ def enqueue_due_scheduled(connection: redis.Redis) -> None:
     scheduler.acquire_locks()
     scheduler.enqueue_scheduled_jobs()
     scheduler.release_locks()
+
+
+def feed(ctx: Context, events: list[dict[str, Any]]) -> None:
+    """As intake does (personal data reduced, onto the event stream); then one drain, as a worker runs it."""
+    key = pii_key(ctx.redis)
+    for event in events:
+        ctx.redis.xadd(defaults.EVENT_STREAM, {"event": json.dumps(reduce_event(event, key))})
+    drain_with(ctx)
+
+
+def alert_jobs(connection: redis.Redis) -> list[dict[str, Any]]:
+    """The payloads of the alert jobs waiting on the urgent queue."""
+    return [job.args[0] for job in queue(defaults.QUEUE_URGENT, connection).get_jobs()]

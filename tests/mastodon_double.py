@@ -94,6 +94,8 @@ class MastodonDouble:
     """domain -> (instance_follows, instance_followers, instance_accounts)"""
     domain_blocks: list[dict[str, Any]] = field(default_factory=list)
     reports: list[dict[str, Any]] = field(default_factory=list)
+    accounts: list[dict[str, Any]] = field(default_factory=list)
+    """Admin::Account objects of other accounts (sign-ups), listed by GET /api/v2/admin/accounts."""
     statuses: list[dict[str, Any]] = field(default_factory=list)
     fail_next_posts: list[int] = field(default_factory=list)
     """Status codes to answer the next POST /api/v1/statuses with, in order (429, 500, 503, ...)."""
@@ -247,11 +249,14 @@ class MastodonDouble:
             if denied := unauthorized(request):
                 return denied
             params = request.query_params
-            staff_only = params.get("permissions") == "staff"
             accounts = [_admin_account(account_id, name, staff=True) for account_id, name in double.staff]
-            if not staff_only:
-                accounts.append(_admin_account(double.bot_id, double.bot_username, staff=False))
-            return JSONResponse(accounts, headers=rate_headers())
+            if params.get("permissions") == "staff":
+                return JSONResponse(accounts, headers=rate_headers())
+            accounts.append(_admin_account(double.bot_id, double.bot_username, staff=False))
+            accounts.extend(double.accounts)
+            if params.get("origin") == "local":
+                accounts = [account for account in accounts if account.get("domain") is None]
+            return paginated(request, accounts, **{name: params[name] for name in ("origin",) if name in params})
 
         @app.get("/api/v1/admin/domain_blocks")
         async def domain_blocks(request: Request) -> JSONResponse:

@@ -14,7 +14,6 @@ from bot import defaults
 from bot.config import ReportSurgeSettings
 from bot.context import Context, redis_from_url
 from bot.events import drain_with
-from bot.queue import queue
 from bot.surges import Decision, SurgeState, settling
 from handlers.reports import (
     EVERYWHERE,
@@ -27,7 +26,7 @@ from handlers.reports import (
     is_quiet,
     window_details,
 )
-from tests.conftest import report_event, run_jobs
+from tests.conftest import alert_jobs, feed, report_event, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.waves import background, burst, iso
 
@@ -103,18 +102,6 @@ def test_quiet_after_the_configured_days() -> None:
 
 
 # --- scenarios through Redis
-
-
-def feed(ctx: Context, events: list[dict[str, Any]]) -> None:
-    """As intake does: onto the event stream; then one drain, as a worker would run it."""
-    for event in events:
-        ctx.redis.xadd(defaults.EVENT_STREAM, {"event": json.dumps(event)})
-    drain_with(ctx)
-
-
-def alert_jobs(connection: redis.Redis) -> list[dict[str, Any]]:
-    jobs = queue(defaults.QUEUE_URGENT, connection).get_jobs()
-    return [job.args[0] for job in jobs]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

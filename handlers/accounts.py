@@ -1,0 +1,542 @@
+"""Sign-up surges: local sign-ups (`account.created`) far above their usual rate.
+
+Counting is by the accounts' own `created_at`, in one Lua call per sign-up: a sorted set of recent
+sign-ups (the window count, and what an alert shows) and hourly counters for the long baseline (28 days
+of a busy instance cost ~700 numbers, not an entry per account). Whether that is a surge is decided by
+pure functions; the clusters a DM shows (email domain, network, name pattern, invite, app) come from
+`find_clusters`, a pure function over the window's sign-ups. `account.approved` and `account.updated`
+keep each remembered account's state current, so escalations show who was approved or suspended since.
+
+Only what intake kept reaches this module: an email's domain and a keyed hash of the IP's network.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from bot.config import SignupSurgeSettings
+from bot.context import Context, get_context
+from bot.events import current_clock, parse_time
+from bot.mastodon import as_webhook_json, pages_by_max_id
+from bot.privacy import pii_key, reduce_admin_account
+from bot.surges import (
+    HOUR,
+    Decision,
+    SurgeBook,
+    SurgeState,
+    enqueue_alert,
+    escalates,
+    rate_per_hour,
+    settling,
+)
+from bot.templating import render_text
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0
+BUCKET = "local"
+"""Sign-ups are local by definition: one bucket."""
+
+SIGNUPS = "tocsin:signups:times"  # sorted set: account id scored by created_at
+SIGNUP_PREFIX = "tocsin:signup:"  # + account id: hash of what the detector keeps of a sign-up
+HOURS = "tocsin:signups:hours"  # hash: hour number (epoch // 3600) -> sign-ups in that hour
+FIRST_SEEN = "tocsin:signups:first"  # time of the earliest sign-up counted (how long we have observed)
+SURGES = SurgeBook(prefix="tocsin:signups:surge:", open_key="tocsin:signups:surges:open")
+SPAM_ACCOUNT_PREFIX = "tocsin:spam:account:"  # handlers/statuses.py's flagged accounts, kept current here too
+
+KEEP_SECONDS = 7 * DAY
+"""Sign-ups are remembered for a week: the spam detector shows a young account's sign-up path (email
+domain, invite, app) next to its posts."""
+KEEP_CAP = 20_000
+"""... at most this many (~0.3 KB each), oldest forgotten first, so a flood of sign-ups stays bounded."""
+PRUNE_BATCH = 100
+"""Forgotten sign-ups removed per event: constant work per event, and still faster than any flood."""
+DETAIL_SCAN_CAP = 2000
+"""An alert's clusters are found among at most this many of the window's newest sign-ups."""
+ACCOUNTS_PAGE = 200
+"""Accounts asked for per request by backfill: GET /api/v2/admin/accounts allows up to 200."""
+NEWEST_SHOWN = 5
+"""Accounts of the largest cluster listed in a DM, with their admin links."""
+
+SHARED_MAIL_PROVIDERS = frozenset(
+    {
+        "aol.com", "fastmail.com", "gmail.com", "gmx.com", "gmx.de", "gmx.net", "googlemail.com",
+        "hotmail.com", "icloud.com", "live.com", "mail.com", "mail.ru", "me.com", "msn.com", "outlook.com",
+        "pm.me", "proton.me", "protonmail.com", "qq.com", "tutanota.com", "web.de", "yahoo.com",
+        "yandex.com", "yandex.ru", "zoho.com",
+    }
+)  # fmt: skip
+"""Big mail providers: a cluster there is worth seeing, but blocking the domain would shut out ordinary
+people, so the DM does not propose it."""
+
+STATE_FLAGS = ("approved", "confirmed", "suspended", "silenced", "disabled")
+"""Admin::Account booleans kept per sign-up (null on older Mastodon versions: then not kept)."""
+
+
+# --- Pure: numbers, names, clusters --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignupStats:
+    """The window's numbers at the time of one sign-up."""
+
+    count: int  # sign-ups in the window
+    first_in_window: float | None  # time of the oldest of those
+    baseline: int  # sign-ups in the baseline window (only counted when `count` reaches the minimum)
+    observed_for: float  # seconds since the earliest sign-up counted
+
+
+def baseline_span(stats: SignupStats, cfg: SignupSurgeSettings) -> float:
+    """Seconds the baseline covers: the baseline window, or what has been observed of it (at least a day)."""
+    return min(cfg.baseline_days * DAY, max(stats.observed_for - cfg.window_hours * HOUR, DAY))
+
+
+def expected_in_window(stats: SignupStats, cfg: SignupSurgeSettings) -> float:
+    return max(stats.baseline, 0) / baseline_span(stats, cfg) * cfg.window_hours * HOUR
+
+
+def hourly_rate(stats: SignupStats, cfg: SignupSurgeSettings, now: float) -> float:
+    return rate_per_hour(stats.count, stats.first_in_window, now, span=cfg.window_hours * HOUR)
+
+
+def is_surge(stats: SignupStats, cfg: SignupSurgeSettings) -> bool:
+    if stats.count < cfg.min_signups or stats.observed_for < cfg.learning_hours * HOUR:
+        return False
+    return stats.count >= cfg.ratio * expected_in_window(stats, cfg)
+
+
+def assess(stats: SignupStats, state: SurgeState | None, cfg: SignupSurgeSettings, now: float) -> Decision | None:
+    """Open a surge, escalate it (count and rate both grew by the escalation factor), or nothing."""
+    if state is None:
+        return Decision.OPEN if is_surge(stats, cfg) else None
+    rate = hourly_rate(stats, cfg, now)
+    if escalates(state, stats.count, rate, now, cfg.escalation_factor, cfg.escalation_cooldown_minutes):
+        return Decision.ESCALATE
+    return None
+
+
+_NAME_WITH_NUMBER = re.compile(r"^([a-z][a-z_]*?[a-z])_?\d{2,}$", re.IGNORECASE)
+_VOWELS = frozenset("aeiouy")
+
+
+def name_stem(username: str) -> str | None:
+    """`cryptodeals_4821` → `cryptodeals`: a shared stem with numbers is how scripts name accounts."""
+    match = _NAME_WITH_NUMBER.match(username)
+    return match.group(1).lower() if match and len(match.group(1)) >= 3 else None
+
+
+def looks_generated(username: str) -> bool:
+    """Random-looking: long, and hardly pronounceable or letters and digits mixed (`xk7qv9tz2w`)."""
+    name = username.lower()
+    if len(name) < 8 or not name.isalnum():
+        return False
+    letters = [char for char in name if char.isalpha()]
+    if not letters:
+        return False
+    switches = sum(1 for a, b in itertools.pairwise(name) if a.isdigit() != b.isdigit())
+    vowel_share = sum(char in _VOWELS for char in letters) / len(letters)
+    longest_run = max(len(run) for run in re.split(r"[aeiouy0-9]+", name))
+    return switches >= 3 or vowel_share < 0.2 or longest_run >= 6
+
+
+@dataclass(frozen=True)
+class Signup:
+    id: str
+    username: str
+    created_at: float
+    email_domain: str | None = None
+    network: str | None = None  # keyed hash of the sign-up IP's /24 or /48
+    invite: str | None = None  # id of the inviting account
+    app: str | None = None  # id of the application used to sign up
+    approved: bool | None = None
+    confirmed: bool | None = None
+    suspended: bool = False
+
+    @property
+    def pending(self) -> bool:
+        """Not yet able to post: waiting for email confirmation or for a moderator's approval."""
+        return not self.suspended and (self.approved is False or self.confirmed is False)
+
+    @property
+    def able_to_post(self) -> bool:
+        return not self.suspended and bool(self.approved) and bool(self.confirmed)
+
+    @classmethod
+    def from_redis(cls, account_id: str, raw: dict[bytes, bytes]) -> Signup:
+        fields = {key.decode(): value.decode() for key, value in raw.items()}
+
+        def flag(name: str) -> bool | None:
+            return None if name not in fields else fields[name] == "1"
+
+        return cls(
+            id=account_id,
+            username=fields.get("username", ""),
+            created_at=float(fields.get("created_at", 0)),
+            email_domain=fields.get("email_domain") or None,
+            network=fields.get("network") or None,
+            invite=fields.get("invite") or None,
+            app=fields.get("app") or None,
+            approved=flag("approved"),
+            confirmed=flag("confirmed"),
+            suspended=bool(flag("suspended")),
+        )
+
+
+class ClusterKind(StrEnum):
+    EMAIL_DOMAIN = "email domain"
+    NETWORK = "network"
+    NAME_PATTERN = "name pattern"
+    GENERATED_NAMES = "generated-looking names"
+    INVITE = "invite"
+    APP = "app"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    kind: ClusterKind
+    value: str
+    members: tuple[Signup, ...]  # newest first, suspended ones included
+
+    @property
+    def active(self) -> list[Signup]:
+        return [signup for signup in self.members if not signup.suspended]
+
+    @property
+    def size(self) -> int:
+        """Suspended accounts leave the count: they are dealt with."""
+        return len(self.active)
+
+    @property
+    def pending(self) -> int:
+        return sum(signup.pending for signup in self.members)
+
+    @property
+    def suspended(self) -> int:
+        return sum(signup.suspended for signup in self.members)
+
+    @property
+    def shared_provider(self) -> bool:
+        return self.kind == ClusterKind.EMAIL_DOMAIN and self.value in SHARED_MAIL_PROVIDERS
+
+
+def _cluster_keys(signup: Signup) -> list[tuple[ClusterKind, str]]:
+    keys = []
+    if signup.email_domain:
+        keys.append((ClusterKind.EMAIL_DOMAIN, signup.email_domain))
+    if signup.network:
+        keys.append((ClusterKind.NETWORK, signup.network))
+    if (stem := name_stem(signup.username)) is not None:
+        keys.append((ClusterKind.NAME_PATTERN, stem))
+    if looks_generated(signup.username):
+        keys.append((ClusterKind.GENERATED_NAMES, ""))
+    if signup.invite:
+        keys.append((ClusterKind.INVITE, signup.invite))
+    if signup.app:
+        keys.append((ClusterKind.APP, signup.app))
+    return keys
+
+
+def find_clusters(signups: list[Signup], min_size: int) -> list[Cluster]:
+    """Groups of at least `min_size` active sign-ups sharing one trait, largest first."""
+    groups: dict[tuple[ClusterKind, str], list[Signup]] = defaultdict(list)
+    for signup in sorted(signups, key=lambda item: item.created_at, reverse=True):
+        for key in _cluster_keys(signup):
+            groups[key].append(signup)
+    clusters = [Cluster(kind, value, tuple(members)) for (kind, value), members in groups.items()]
+    found = [cluster for cluster in clusters if cluster.size >= min_size]
+    return sorted(found, key=lambda cluster: (-cluster.size, cluster.kind, cluster.value))
+
+
+# --- Redis glue -----------------------------------------------------------------------------------
+
+# Record one sign-up; return the window's count, its oldest time, the baseline (only when the count
+# reaches the minimum: summing ~700 hourly counters is the slow part) and how long we have observed.
+# KEYS: sign-ups, hours, first seen, this sign-up's hash, surge hash.
+# ARGV: id, time, window, baseline, min sign-ups, keep seconds, keep cap, hash prefix, field/value pairs.
+_RECORD_SCRIPT = """
+local id, ts = ARGV[1], tonumber(ARGV[2])
+local window, baseline = tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('ZADD', KEYS[1], 'NX', ts, id) == 1 then
+  local fields = {}
+  for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+  redis.call('HSET', KEYS[4], unpack(fields))
+  redis.call('EXPIRE', KEYS[4], ARGV[6])
+  local hour = math.floor(ts / 3600)
+  if redis.call('HINCRBY', KEYS[2], hour, 1) == 1 then
+    local oldest = math.floor((ts - window - baseline) / 3600)
+    for _, h in ipairs(redis.call('HKEYS', KEYS[2])) do
+      if tonumber(h) < oldest then redis.call('HDEL', KEYS[2], h) end
+    end
+  end
+  local first = redis.call('GET', KEYS[3])
+  if not first or ts < tonumber(first) then redis.call('SET', KEYS[3], ARGV[2]) end
+end
+local forget = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (ts - tonumber(ARGV[6])), 'LIMIT', 0, PRUNE)
+local over = redis.call('ZCARD', KEYS[1]) - #forget - tonumber(ARGV[7])
+if over > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[1], #forget, #forget + math.min(over, PRUNE) - 1)) do
+    forget[#forget + 1] = old
+  end
+end
+for _, old in ipairs(forget) do
+  redis.call('ZREM', KEYS[1], old)
+  redis.call('DEL', ARGV[8] .. old)
+end
+
+local from = ts - window
+local count = redis.call('ZCOUNT', KEYS[1], '(' .. from, ts)
+local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. from, ts, 'WITHSCORES', 'LIMIT', 0, 1)
+local base = -1
+if count >= tonumber(ARGV[5]) then
+  base = 0
+  local low, high = math.floor((from - baseline) / 3600), math.floor(from / 3600)
+  local hours = redis.call('HGETALL', KEYS[2])
+  for i = 1, #hours, 2 do
+    local h = tonumber(hours[i])
+    if h >= low and h < high then base = base + tonumber(hours[i + 1]) end
+  end
+end
+local observed = ts - tonumber(redis.call('GET', KEYS[3]) or ARGV[2])
+return {count, oldest[2] or '', base, tostring(observed), redis.call('HGETALL', KEYS[5])}
+""".replace("PRUNE", str(PRUNE_BATCH))
+
+# Keep a remembered account's state current (sign-up record and spam detector's flagged account).
+# KEYS: the hashes that may remember it. ARGV: field/value pairs.
+_UPDATE_STATE_SCRIPT = """
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, unpack(ARGV)) end
+end
+return 1
+"""
+
+
+def _flag(value: object) -> str | None:
+    return None if value is None else ("1" if value else "0")
+
+
+def state_fields(account: dict[str, Any]) -> dict[str, str]:
+    """The Admin::Account flags this detector keeps ("1"/"0"), leaving out those the payload lacks."""
+    flags = {name: _flag(account.get(name)) for name in STATE_FLAGS}
+    return {name: value for name, value in flags.items() if value is not None}
+
+
+def record_signup(ctx: Context, account: object) -> tuple[str, float, SignupStats, SurgeState | None] | None:
+    """Count one local sign-up; None for something that is not one (a remote account)."""
+    if not isinstance(account, dict):
+        raise ValueError("account event without an object")
+    account_id = str(account.get("id") or "")
+    created = parse_time(account.get("created_at"))
+    if not account_id or created is None:
+        raise ValueError("account without id or created_at")
+    if account.get("domain"):
+        return None  # account.created fires for local sign-ups only; anything else is not one
+    cfg = ctx.settings.signup_surge
+    fields = {
+        "username": str(account.get("username") or ""),
+        "created_at": repr(created),
+        "email_domain": str(account.get("email_domain") or ""),
+        "network": str(account.get("ip_prefix_hash") or ""),
+        "invite": str(account.get("invited_by_account_id") or ""),
+        "app": str(account.get("created_by_application_id") or ""),
+        **state_fields(account),
+    }
+    count, oldest, base, observed, state_raw = ctx.redis.register_script(_RECORD_SCRIPT)(
+        keys=[SIGNUPS, HOURS, FIRST_SEEN, SIGNUP_PREFIX + account_id, SURGES.key(BUCKET)],
+        args=[
+            account_id,
+            repr(created),
+            cfg.window_hours * HOUR,
+            cfg.baseline_days * DAY,
+            cfg.min_signups,
+            int(KEEP_SECONDS),
+            KEEP_CAP,
+            SIGNUP_PREFIX,
+            *[item for pair in fields.items() for item in pair],
+        ],
+    )
+    stats = SignupStats(
+        count=int(count),
+        first_in_window=float(oldest) if oldest else None,
+        baseline=int(base),
+        observed_for=float(observed),
+    )
+    return account_id, created, stats, SurgeState.from_redis(state_raw)
+
+
+def handle_signup(ctx: Context, event: dict[str, Any]) -> None:
+    """account.created."""
+    recorded = record_signup(ctx, event.get("object"))
+    if recorded is None:
+        return
+    account_id, created, stats, state = recorded
+    cfg = ctx.settings.signup_surge
+    decision = assess(stats, state, cfg, created)
+    rate = hourly_rate(stats, cfg, created)
+    if decision is not None:
+        made = SURGES.transition(ctx.redis, BUCKET, decision, account_id, created, stats.count, rate, state)
+        if made is not None:
+            alert_no, surge_id = made
+            _enqueue_alert(
+                ctx,
+                {
+                    "kind": decision.value,
+                    "surge_id": surge_id,
+                    "alert_no": alert_no,
+                    "at": created,
+                    "rate": round(rate, 1),
+                    "expected": round(expected_in_window(stats, cfg), 2),
+                    "baseline": stats.baseline,
+                    "baseline_days": round(baseline_span(stats, cfg) / DAY, 1),
+                    "previous_count": state.alerted_count if state else None,
+                    "previous_rate": round(state.alerted_rate, 1) if state else None,
+                },
+            )
+    elif state is not None and settling(state, created, cfg.escalation_cooldown_minutes):
+        SURGES.settle(ctx.redis, BUCKET, state, stats.count, rate)
+    if state is not None and is_surge(stats, cfg):
+        SURGES.touch(ctx.redis, BUCKET, created)  # still at surge level: not "back to normal" yet
+
+
+def handle_account_update(ctx: Context, event: dict[str, Any]) -> None:
+    """account.approved and account.updated: keep a remembered account's state current."""
+    account = event.get("object")
+    if not isinstance(account, dict) or not account.get("id"):
+        raise ValueError("account event without an account id")
+    if event.get("event") == "account.approved":
+        account = {**account, "approved": True, "confirmed": True}  # it fires when both are true
+    fields = state_fields(account)
+    if not fields:
+        return
+    account_id = str(account["id"])
+    ctx.redis.register_script(_UPDATE_STATE_SCRIPT)(
+        keys=[SIGNUP_PREFIX + account_id, SPAM_ACCOUNT_PREFIX + account_id],
+        args=[item for pair in fields.items() for item in pair],
+    )
+
+
+def close_quiet_surges(ctx: Context, now: float | None = None) -> int:
+    """End surges that have been below surge level for `quiet_hours` (event clock, or the sweep's)."""
+    clock = current_clock(ctx.redis) if now is None else max(now, current_clock(ctx.redis))
+    if not clock:
+        return 0
+    cfg = ctx.settings.signup_surge
+    closed = SURGES.close_quiet(ctx.redis, clock - cfg.quiet_hours * HOUR)
+    for _bucket, state in closed:
+        _enqueue_alert(
+            ctx,
+            {
+                "kind": "quiet",
+                "surge_id": state.surge_id,
+                "alert_no": state.alerts,
+                "at": clock,
+                "opened_at": state.opened_at,
+                "last_event_at": state.last_event_at,
+                "alerted_count": state.alerted_count,
+            },
+        )
+    return len(closed)
+
+
+def alert_key(payload: dict[str, Any]) -> str:
+    step = "quiet" if payload["kind"] == "quiet" else str(payload["alert_no"])
+    return f"signup-surge:{payload['surge_id']}:{step}"
+
+
+def _enqueue_alert(ctx: Context, payload: dict[str, Any]) -> None:
+    enqueue_alert(ctx.redis, ctx.settings.retry_delays, "handlers.accounts.send_alert", alert_key(payload), payload)
+    log.info("sign-up surge: %s alert queued", payload["kind"])
+
+
+def backfill_signups(ctx: Context, days: float) -> int:
+    """Record the last `days` of local sign-ups from the admin API, without alerting (a baseline)."""
+    client = ctx.mastodon.client
+    if client is None:
+        raise RuntimeError("backfill needs TOCSIN_MASTODON_URL")
+    key = pii_key(ctx.redis)
+    cutoff = time.time() - days * DAY
+    recorded = 0
+    for page in pages_by_max_id(client.admin_accounts_v2, origin="local", limit=ACCOUNTS_PAGE):
+        for account in page:
+            plain = reduce_admin_account(as_webhook_json(account), key)
+            created = parse_time(plain.get("created_at"))
+            if created is None or created < cutoff:
+                return recorded
+            if record_signup(ctx, plain) is not None:
+                recorded += 1
+    return recorded
+
+
+# --- Alert job: read the window, find clusters, render, post -------------------------------------
+
+
+def window_signups(ctx: Context, at: float) -> tuple[int, list[Signup]]:
+    """How many sign-ups the window holds, and the newest of them as remembered now (approved or
+    suspended since, as it happens)."""
+    window = ctx.settings.signup_surge.window_hours * HOUR
+    total = int(ctx.redis.zcount(SIGNUPS, f"({at - window}", at))
+    ids = [raw.decode() for raw in ctx.redis.zrevrangebyscore(SIGNUPS, at, f"({at - window}", 0, DETAIL_SCAN_CAP)]
+    pipe = ctx.redis.pipeline()
+    for account_id in ids:
+        pipe.hgetall(SIGNUP_PREFIX + account_id)
+    rows = pipe.execute()
+    return total, [Signup.from_redis(account_id, raw) for account_id, raw in zip(ids, rows, strict=True) if raw]
+
+
+def admin_links(instance_url: str) -> dict[str, str]:
+    return {
+        "account": f"{instance_url}/admin/accounts/",
+        "pending": f"{instance_url}/admin/accounts?origin=local&status=pending",
+        "registrations": f"{instance_url}/admin/settings/registrations",
+        "email_block": f"{instance_url}/admin/email_domain_blocks/new",
+        "ip_block": f"{instance_url}/admin/ip_blocks/new",
+        "invites": f"{instance_url}/admin/invites",
+    }
+
+
+def render_alert(
+    payload: dict[str, Any],
+    total: int,
+    signups: list[Signup],
+    cfg: SignupSurgeSettings,
+    instance_url: str,
+    template_dir: Any = None,
+) -> str:
+    """The DM text for one alert: pure, so tests render it from fixtures."""
+    clusters = find_clusters(signups, cfg.cluster_min)
+    return render_text(
+        template_dir,
+        "signup_quiet.txt.j2" if payload["kind"] == "quiet" else "signup_surge.txt.j2",
+        alert=payload,
+        count=total,
+        pending=sum(signup.pending for signup in signups),
+        suspended=sum(signup.suspended for signup in signups),
+        able_to_post=sum(signup.able_to_post for signup in signups),
+        clusters=clusters[:4],
+        largest=clusters[0] if clusters else None,
+        newest_shown=NEWEST_SHOWN,
+        cfg=cfg,
+        links=admin_links(instance_url),
+        hours=lambda seconds: round(seconds / HOUR, 1),
+    )
+
+
+def send_alert(payload: dict[str, Any]) -> list[str]:
+    """RQ job (urgent queue): gather what the DM needs and post it once."""
+    ctx = get_context()
+    total, signups = window_signups(ctx, float(payload["at"]))
+    text = render_alert(
+        payload,
+        total,
+        signups,
+        ctx.settings.signup_surge,
+        ctx.settings.mastodon_url or "https://your.instance",
+        ctx.settings.template_dir,
+    )
+    return ctx.outbox.to_moderators(alert_key(payload), text)
