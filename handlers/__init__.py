@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.context import Context
-from handlers import accounts, reports
+from handlers import accounts, reports, statuses
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,8 @@ HANDLERS: dict[str, Handler] = {
     "account.updated": accounts.handle_account_update,
     "report.created": reports.handle_report,
     "report.updated": reports.handle_report,
+    "status.created": statuses.handle_status,
+    "status.updated": statuses.handle_status,
 }
 
 
@@ -36,9 +38,11 @@ def after_batch(ctx: Context) -> None:
     """After each drained batch: checks that depend on the event clock, not on one event."""
     reports.close_quiet_surges(ctx)
     accounts.close_quiet_surges(ctx)
+    statuses.close_quiet_waves(ctx)
 
 
 def sweep(ctx: Context, now: float) -> None:
     """Periodic (bot/sweep.py): the same checks on the wall clock, for when no events arrive."""
     reports.close_quiet_surges(ctx, now)
     accounts.close_quiet_surges(ctx, now)
+    statuses.close_quiet_waves(ctx, now)

@@ -1,0 +1,627 @@
+"""Local spam waves (`status.created`, `status.updated`: local statuses only).
+
+Three signs, all about posts of young accounts (created less than `young_days` before the post):
+near-duplicates (the same text modulo mentions and whitespace, the same link, or the same image by its
+blurhash, from several accounts), posts that mention many accounts (the Feb 2024 fediverse spam), and
+an account posting far faster than this instance's active accounts do. Posts showing a sign are
+"flagged"; a wave opens when enough are flagged in the window and is one surge for the whole instance,
+so a wave showing all three signs is still one DM. Ordinary members' posts only feed the hourly
+activity counters that define "normal" posting speed.
+
+What a post looks like (`examine`, `fingerprints`) and whether the counts are a wave (`assess`) are
+pure functions; counting is one Lua call per young account's post. Every structure is bounded: keys
+expire with the window, near-duplicate sketches keep one hash field per distinct content until a second
+account posts it, and every set is capped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import urlsplit
+
+from bot.config import SpamWaveSettings
+from bot.context import Context, get_context
+from bot.events import current_clock, parse_time
+from bot.surges import (
+    HOUR,
+    TOUCH_LUA,
+    Decision,
+    SurgeBook,
+    SurgeState,
+    enqueue_alert,
+    escalates,
+    rate_per_hour,
+    settling,
+)
+from bot.templating import render_text
+from handlers.accounts import SIGNUP_PREFIX, SPAM_ACCOUNT_PREFIX, Signup, find_clusters
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0
+BUCKET = "local"
+
+FEATURE_INDEX = "tocsin:spam:features"  # sorted set: content fingerprint scored by its latest post
+FEATURE_FIRST = "tocsin:spam:first"  # hash: fingerprint -> "time|account" of its first young poster
+FEATURE_PREFIX = "tocsin:spam:feature:"  # + fingerprint: sorted set of accounts, once a second one posts it
+POSTS_PREFIX = "tocsin:spam:posts:"  # + account id: a young account's statuses of the last hour
+ACTIVITY_PREFIX = "tocsin:spam:activity:"  # + hour number: statuses posted by anyone that hour
+POSTERS_PREFIX = "tocsin:spam:posters:"  # + hour number: HyperLogLog of the accounts that posted
+FLAGGED = "tocsin:spam:flagged"  # sorted set: "id|username" scored by its latest flagged post
+FLAGGED_POSTS = "tocsin:spam:flagged-posts"  # sorted set: status id scored by its time
+SAMPLES = "tocsin:spam:samples"  # list (newest first) of flagged posts' JSON, for quoting
+# SPAM_ACCOUNT_PREFIX (handlers/accounts.py) + account id: hash of a flagged account (signs, state)
+SURGES = SurgeBook(prefix="tocsin:spam:surge:", open_key="tocsin:spam:surges:open")
+
+MIN_TEXT_CHARS = 20
+"""Shorter texts ("hello!", "good morning") are too common to call two of them duplicates."""
+MAX_LINKS = 3
+MAX_MEDIA = 4
+"""Fingerprints taken per post: enough for any real post, bounded for a hostile one."""
+FEATURE_CAP = 100_000
+"""Distinct fingerprints remembered (~100 bytes each in Redis), oldest forgotten first."""
+FEATURE_ACCOUNTS_CAP = 500
+"""Accounts remembered per shared fingerprint: a wave of 10,000 bots is no less a wave at 500."""
+FLAGGED_CAP = 5000
+"""Flagged accounts and posts remembered (each), oldest forgotten first."""
+SAMPLES_KEPT = 20
+SAMPLE_CHARS = 300
+PRUNE_BATCH = 100
+"""Old fingerprints forgotten per event: constant work per event, and faster than any flood."""
+POSTS_CAP = 1000
+"""A young account's posts of the last hour remembered: far above any flood threshold."""
+ACTIVITY_HOURS = 24
+"""Hours of everyone's posting that define how fast an active account normally posts."""
+ACCOUNTS_SHOWN = 10
+
+SIGNS = ("duplicate", "mentions", "fast")
+"""duplicate: same content from several young accounts; mentions: many mentions in one post;
+fast: far more posts an hour than active accounts make."""
+
+
+# --- Pure: what a post looks like ----------------------------------------------------------------
+
+
+class _ContentParser(HTMLParser):
+    """Visible text of a status's HTML without its mentions, and the links it carries."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text: list[str] = []
+        self.links: list[str] = []
+        self._skip_depth = 0  # inside a mention's <a>
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("br", "p"):
+            self.text.append(" ")
+        if tag != "a":
+            if self._skip_depth:
+                self._skip_depth += 1
+            return
+        classes = (dict(attrs).get("class") or "").split()
+        if self._skip_depth or ("mention" in classes and "hashtag" not in classes):
+            self._skip_depth += 1
+        elif "hashtag" not in classes and (href := dict(attrs).get("href")):
+            self.links.append(href)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._skip_depth:
+            self._skip_depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip_depth:
+            self.text.append(data)
+
+
+_PLAIN_MENTION = re.compile(r"(?<![\w/])@[\w.-]+(?:@[\w.-]+)?")
+
+
+def parse_content(html: str) -> tuple[str, list[str]]:
+    """(visible text without mentions, normalized; links other than mentions and hashtags)."""
+    parser = _ContentParser()
+    try:
+        parser.feed(html)
+        parser.close()
+    except (ValueError, AssertionError):  # malformed HTML: keep what was parsed
+        pass
+    text = _PLAIN_MENTION.sub(" ", "".join(parser.text))
+    return " ".join(text.lower().split()), parser.links
+
+
+def _digest(kind: str, value: str) -> str:
+    return kind + ":" + hashlib.blake2b(value.encode(), digest_size=8).hexdigest()
+
+
+def normalized_link(url: str) -> str | None:
+    """Host and path: spam varies query strings and fragments to look unique."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname.lower().removeprefix("www.")
+    return host + (parts.path.rstrip("/") or "")
+
+
+def fingerprints(status: dict[str, Any], own_host: str | None) -> list[str]:
+    """What makes two posts the same: their text, each link (not to this instance), each image."""
+    text, links = parse_content(str(status.get("content") or ""))
+    spoiler = " ".join(str(status.get("spoiler_text") or "").lower().split())
+    full_text = f"{spoiler} {text}".strip()
+    found = []
+    if len(full_text) >= MIN_TEXT_CHARS:
+        found.append(_digest("text", full_text))
+    card = status.get("card")
+    if isinstance(card, dict) and card.get("url"):
+        links.append(str(card["url"]))
+    seen_links: set[str] = set()
+    for url in links:
+        link = normalized_link(url)
+        if link and link.split("/", 1)[0] != own_host and link not in seen_links and len(seen_links) < MAX_LINKS:
+            seen_links.add(link)
+            found.append(_digest("link", link))
+    media = status.get("media_attachments")
+    for attachment in (media if isinstance(media, list) else [])[:MAX_MEDIA]:
+        if isinstance(attachment, dict) and attachment.get("blurhash"):
+            found.append(_digest("media", str(attachment["blurhash"])))
+    return list(dict.fromkeys(found))
+
+
+@dataclass(frozen=True)
+class PostFacts:
+    """What the detector needs of one status."""
+
+    status_id: str
+    account_id: str
+    username: str
+    at: float
+    young: bool
+    mentions: int
+    fingerprints: list[str]
+    sample: str  # visible text, for quoting (neutralized when rendered)
+
+
+def examine(
+    event: dict[str, Any], bot_account_id: str | None, own_host: str | None, cfg: SpamWaveSettings
+) -> PostFacts | None:
+    """The facts of a status event, or None for one the detector ignores: the bot's own statuses (its
+    DMs come back as status.created), boosts (no text of their own), posts without an author or a time."""
+    status = event.get("object")
+    if not isinstance(status, dict):
+        raise ValueError("status event without an object")
+    account = status.get("account")
+    if not isinstance(account, dict) or not account.get("id") or status.get("reblog"):
+        return None
+    account_id = str(account["id"])
+    at = parse_time(status.get("created_at"))
+    if account_id == bot_account_id or at is None or not status.get("id"):
+        return None
+    account_created = parse_time(account.get("created_at"))  # midnight of the sign-up day
+    young = account_created is not None and at - account_created < cfg.young_days * DAY
+    mentions = status.get("mentions")
+    mentioned = (
+        {str(item.get("acct") or item.get("id")) for item in mentions if isinstance(item, dict)}
+        if isinstance(mentions, list)
+        else set()
+    )
+    text, _links = parse_content(str(status.get("content") or ""))
+    return PostFacts(
+        status_id=str(status["id"]),
+        account_id=account_id,
+        username=str(account.get("username") or account.get("acct") or ""),
+        at=at,
+        young=young,
+        mentions=len(mentioned),
+        fingerprints=fingerprints(status, own_host) if young else [],
+        sample=text[:SAMPLE_CHARS],
+    )
+
+
+@dataclass(frozen=True)
+class WaveStats:
+    """The window's flagged posts at the time of one post."""
+
+    flagged_posts: int
+    flagged_accounts: int
+    first_flagged: float | None
+    signs: list[str]  # this post's signs
+
+
+def assess(stats: WaveStats, state: SurgeState | None, cfg: SpamWaveSettings, now: float) -> Decision | None:
+    """Open a wave once enough posts are flagged; escalate when flagged accounts and pace both doubled."""
+    if not stats.signs:
+        return None
+    if state is None:
+        return Decision.OPEN if stats.flagged_posts >= cfg.min_posts else None
+    rate = rate_per_hour(stats.flagged_posts, stats.first_flagged, now, span=cfg.window_hours * HOUR)
+    if escalates(state, stats.flagged_accounts, rate, now, cfg.escalation_factor, cfg.escalation_cooldown_minutes):
+        return Decision.ESCALATE
+    return None
+
+
+def fast_threshold(cfg: SpamWaveSettings, normal_per_hour: float) -> float:
+    """Posts an hour that count as flooding: the floor, or far above what active accounts post."""
+    return max(cfg.fast_posts_per_hour, cfg.fast_ratio * normal_per_hour)
+
+
+# --- Redis glue -----------------------------------------------------------------------------------
+
+# Everyone's posting speed, per hour: posts and (HyperLogLog) posters. KEYS: activity, posters.
+# ARGV: account, ttl, new status (1/0).
+_ACTIVITY_LUA = """
+local function note_activity(activity, posters, account, ttl, new)
+  if new == '1' then
+    redis.call('INCR', activity)
+    redis.call('EXPIRE', activity, ttl)
+  end
+  redis.call('PFADD', posters, account)
+  redis.call('EXPIRE', posters, ttl)
+end
+"""
+_ACTIVITY_SCRIPT = _ACTIVITY_LUA + "note_activity(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])"
+
+# One young account's post. Returns {flagged posts, flagged accounts, first flagged time, signs, surge}.
+# KEYS: feature index, feature first, this account's posts, flagged, flagged posts, samples, surge,
+#       open surges, activity, posters.
+# ARGV: 1 status id, 2 account id, 3 "id|username", 4 time, 5 window, 6 duplicate accounts,
+#       7 mass mention (1/0), 8 fast floor, 9 fast ratio, 10 hour number, 11 ttl, 12 sample json,
+#       13 feature prefix, 14 activity prefix, 15 posters prefix, 16 new status (1/0), 17.. fingerprints
+_RECORD_SCRIPT = """
+local status, account, member, ts = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local window, ttl = tonumber(ARGV[5]), tonumber(ARGV[11])
+local from = ts - window
+note_activity(KEYS[9], KEYS[10], account, ttl, ARGV[16])
+local signs = {}
+local flag_members = {}
+
+-- an account joins the flagged set; its hash keeps its signs (and, from account.updated, its state)
+local function flag(who, at, new_signs)
+  redis.call('ZADD', KEYS[4], 'GT', at, who)
+  local key = 'SPAM_PREFIX' .. string.sub(who, 1, string.find(who, '|', 1, true) - 1)
+  local known = redis.call('HGET', key, 'signs') or ''
+  for _, sign in ipairs(new_signs) do
+    if not string.find(',' .. known .. ',', ',' .. sign .. ',', 1, true) then
+      known = known == '' and sign or known .. ',' .. sign
+    end
+  end
+  redis.call('HSET', key, 'member', who, 'signs', known)
+  redis.call('EXPIRE', key, ttl)
+end
+
+-- fast: this account's posts in the last hour against everyone's normal speed
+redis.call('ZADD', KEYS[3], ts, status)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (ts - 3600))
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -POSTS_CAP - 1)
+redis.call('EXPIRE', KEYS[3], 7200)
+local in_hour = redis.call('ZCOUNT', KEYS[3], '(' .. (ts - 3600), ts)
+if in_hour >= tonumber(ARGV[8]) then
+  local ratios, hours = 0, 0
+  local now_hour = tonumber(ARGV[10])
+  for h = now_hour - HOURS, now_hour - 1 do
+    local posts = tonumber(redis.call('GET', ARGV[14] .. h) or '0')
+    if posts > 0 then
+      local posters = redis.call('PFCOUNT', ARGV[15] .. h)
+      if posters > 0 then ratios = ratios + posts / posters; hours = hours + 1 end
+    end
+  end
+  local normal = hours > 0 and ratios / hours or 0
+  if in_hour >= math.max(tonumber(ARGV[8]), tonumber(ARGV[9]) * normal) then signs[#signs + 1] = 'fast' end
+end
+
+if ARGV[7] == '1' then signs[#signs + 1] = 'mentions' end
+
+-- duplicate: a fingerprint's first young poster is one hash field; a set exists once a second one posts it
+local duplicate = false
+for i = 17, #ARGV do
+  local feature = ARGV[i]
+  local set = ARGV[13] .. feature
+  redis.call('ZADD', KEYS[1], 'GT', ts, feature)
+  local first = redis.call('HGET', KEYS[2], feature)
+  if not first then
+    redis.call('HSET', KEYS[2], feature, ts .. '|' .. member)
+  else
+    local bar = string.find(first, '|', 1, true)
+    local first_ts, first_member = tonumber(string.sub(first, 1, bar - 1)), string.sub(first, bar + 1)
+    if first_member ~= member or redis.call('EXISTS', set) == 1 then
+      redis.call('ZADD', set, 'NX', first_ts, first_member)
+      redis.call('ZADD', set, 'GT', ts, member)
+      redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. from)
+      redis.call('ZREMRANGEBYRANK', set, 0, -ACCOUNTS_CAP - 1)
+      redis.call('EXPIRE', set, math.ceil(window))
+      if redis.call('ZCARD', set) >= tonumber(ARGV[6]) then
+        duplicate = true
+        for _, other in ipairs(redis.call('ZRANGE', set, 0, -1, 'WITHSCORES')) do
+          flag_members[#flag_members + 1] = other
+        end
+      end
+    end
+  end
+end
+if duplicate then signs[#signs + 1] = 'duplicate' end
+
+-- forget old fingerprints, and the oldest beyond the cap
+local forget = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. from, 'LIMIT', 0, PRUNE)
+local over = redis.call('ZCARD', KEYS[1]) - #forget - FEATURE_CAP
+if over > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[1], #forget, #forget + math.min(over, PRUNE) - 1)) do
+    forget[#forget + 1] = old
+  end
+end
+for _, old in ipairs(forget) do
+  redis.call('ZREM', KEYS[1], old)
+  redis.call('HDEL', KEYS[2], old)
+  redis.call('DEL', ARGV[13] .. old)
+end
+
+if #signs > 0 then
+  flag(member, ts, signs)
+  for i = 1, #flag_members, 2 do flag(flag_members[i], tonumber(flag_members[i + 1]), {'duplicate'}) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (ts - ttl))
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -FLAGGED_CAP - 1)
+  redis.call('EXPIRE', KEYS[4], ttl)
+  redis.call('ZADD', KEYS[5], ts, status)
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (ts - ttl))
+  redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -FLAGGED_CAP - 1)
+  redis.call('EXPIRE', KEYS[5], ttl)
+  redis.call('LPUSH', KEYS[6], ARGV[12])
+  redis.call('LTRIM', KEYS[6], 0, SAMPLES - 1)
+  redis.call('EXPIRE', KEYS[6], ttl)
+  touch_surge(KEYS[7], KEYS[8], ts, 'local')
+end
+local posts = redis.call('ZCOUNT', KEYS[5], '(' .. from, ts)
+local accounts = redis.call('ZCOUNT', KEYS[4], '(' .. from, '+inf')
+local first_flagged = redis.call('ZRANGEBYSCORE', KEYS[5], '(' .. from, ts, 'WITHSCORES', 'LIMIT', 0, 1)
+return {posts, accounts, first_flagged[2] or '', table.concat(signs, ','), redis.call('HGETALL', KEYS[7])}
+"""
+_RECORD_SCRIPT = (
+    TOUCH_LUA
+    + _ACTIVITY_LUA
+    + _RECORD_SCRIPT.replace("ACCOUNTS_CAP", str(FEATURE_ACCOUNTS_CAP))
+    .replace("FEATURE_CAP", str(FEATURE_CAP))
+    .replace("FLAGGED_CAP", str(FLAGGED_CAP))
+    .replace("SAMPLES", str(SAMPLES_KEPT))
+    .replace("PRUNE", str(PRUNE_BATCH))
+    .replace("HOURS", str(ACTIVITY_HOURS))
+    .replace("POSTS_CAP", str(POSTS_CAP))
+    .replace("SPAM_PREFIX", SPAM_ACCOUNT_PREFIX)
+)
+
+
+def _own_host(ctx: Context) -> str | None:
+    url = ctx.settings.mastodon_url
+    return (urlsplit(url).hostname or "").removeprefix("www.") or None if url else None
+
+
+def handle_status(ctx: Context, event: dict[str, Any]) -> None:
+    """status.created and status.updated (an edit can add the link a spammer wanted)."""
+    cfg = ctx.settings.spam_wave
+    facts = examine(event, ctx.mastodon.bot_account_id_if_known(), _own_host(ctx), cfg)
+    if facts is None:
+        return
+    hour = int(facts.at // HOUR)
+    ttl = int(max(cfg.window_hours * HOUR, cfg.quiet_hours * HOUR) + DAY)
+    activity_ttl = int((ACTIVITY_HOURS + 2) * HOUR)
+    new = "1" if event.get("event") == "status.created" else "0"
+    if not facts.young:
+        ctx.redis.register_script(_ACTIVITY_SCRIPT)(
+            keys=[ACTIVITY_PREFIX + str(hour), POSTERS_PREFIX + str(hour)],
+            args=[facts.account_id, activity_ttl, new],
+        )
+        return
+    member = f"{facts.account_id}|{facts.username}"
+    sample = json.dumps({"account": member, "text": facts.sample, "at": facts.at})
+    posts, accounts, first, signs, state_raw = ctx.redis.register_script(_RECORD_SCRIPT)(
+        keys=[
+            FEATURE_INDEX,
+            FEATURE_FIRST,
+            POSTS_PREFIX + facts.account_id,
+            FLAGGED,
+            FLAGGED_POSTS,
+            SAMPLES,
+            SURGES.key(BUCKET),
+            SURGES.open_key,
+            ACTIVITY_PREFIX + str(hour),
+            POSTERS_PREFIX + str(hour),
+        ],
+        args=[
+            facts.status_id,
+            facts.account_id,
+            member,
+            repr(facts.at),
+            cfg.window_hours * HOUR,
+            cfg.duplicate_accounts,
+            "1" if facts.mentions >= cfg.mass_mentions else "0",
+            cfg.fast_posts_per_hour,
+            cfg.fast_ratio,
+            hour,
+            ttl,
+            sample,
+            FEATURE_PREFIX,
+            ACTIVITY_PREFIX,
+            POSTERS_PREFIX,
+            new,
+            *facts.fingerprints,
+        ],
+    )
+    stats = WaveStats(
+        flagged_posts=int(posts),
+        flagged_accounts=int(accounts),
+        first_flagged=float(first) if first else None,
+        signs=signs.decode().split(",") if signs else [],
+    )
+    state = SurgeState.from_redis(state_raw)
+    decision = assess(stats, state, cfg, facts.at)
+    rate = rate_per_hour(stats.flagged_posts, stats.first_flagged, facts.at, span=cfg.window_hours * HOUR)
+    if decision is not None:
+        made = SURGES.transition(
+            ctx.redis, BUCKET, decision, facts.status_id, facts.at, stats.flagged_accounts, rate, state
+        )
+        if made is not None:
+            alert_no, surge_id = made
+            _enqueue_alert(
+                ctx,
+                {
+                    "kind": decision.value,
+                    "surge_id": surge_id,
+                    "alert_no": alert_no,
+                    "at": facts.at,
+                    "rate": round(rate, 1),
+                    "previous_count": state.alerted_count if state else None,
+                    "previous_rate": round(state.alerted_rate, 1) if state else None,
+                },
+            )
+    elif state is not None and stats.signs and settling(state, facts.at, cfg.escalation_cooldown_minutes):
+        SURGES.settle(ctx.redis, BUCKET, state, stats.flagged_accounts, rate)
+
+
+def close_quiet_waves(ctx: Context, now: float | None = None) -> int:
+    """End waves without a flagged post for `quiet_hours` (event clock, or the sweep's)."""
+    clock = current_clock(ctx.redis) if now is None else max(now, current_clock(ctx.redis))
+    if not clock:
+        return 0
+    closed = SURGES.close_quiet(ctx.redis, clock - ctx.settings.spam_wave.quiet_hours * HOUR)
+    for _bucket, state in closed:
+        _enqueue_alert(
+            ctx,
+            {
+                "kind": "quiet",
+                "surge_id": state.surge_id,
+                "alert_no": state.alerts,
+                "at": clock,
+                "opened_at": state.opened_at,
+                "last_event_at": state.last_event_at,
+                "alerted_count": state.alerted_count,
+            },
+        )
+    return len(closed)
+
+
+def alert_key(payload: dict[str, Any]) -> str:
+    step = "quiet" if payload["kind"] == "quiet" else str(payload["alert_no"])
+    return f"spam-wave:{payload['surge_id']}:{step}"
+
+
+def _enqueue_alert(ctx: Context, payload: dict[str, Any]) -> None:
+    enqueue_alert(ctx.redis, ctx.settings.retry_delays, "handlers.statuses.send_alert", alert_key(payload), payload)
+    log.info("spam wave: %s alert queued", payload["kind"])
+
+
+# --- Alert job ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlaggedAccount:
+    id: str
+    username: str
+    signs: list[str]
+    suspended: bool
+    silenced: bool
+
+
+@dataclass(frozen=True)
+class WaveDetails:
+    posts: int
+    accounts: list[FlaggedAccount]  # most recently flagged first
+    samples: list[tuple[str, str]]  # (username, text), newest first, one per account
+    signs: Counter[str]  # accounts per sign
+    signups: list[Signup]  # what is remembered of the flagged accounts' sign-ups
+
+    @property
+    def active(self) -> list[FlaggedAccount]:
+        return [account for account in self.accounts if not account.suspended]
+
+    @property
+    def suspended(self) -> int:
+        return sum(account.suspended for account in self.accounts)
+
+
+def wave_details(ctx: Context, at: float) -> WaveDetails:
+    window = ctx.settings.spam_wave.window_hours * HOUR
+    posts = int(ctx.redis.zcount(FLAGGED_POSTS, f"({at - window}", at))
+    members = [raw.decode() for raw in ctx.redis.zrevrangebyscore(FLAGGED, "+inf", f"({at - window}", 0, FLAGGED_CAP)]
+    ids = [member.split("|", 1)[0] for member in members]
+    pipe = ctx.redis.pipeline()
+    for account_id in ids:
+        pipe.hgetall(SPAM_ACCOUNT_PREFIX + account_id)
+        pipe.hgetall(SIGNUP_PREFIX + account_id)
+    rows = pipe.execute()
+    accounts, signups = [], []
+    for member, account_id, spam_row, signup_row in zip(members, ids, rows[::2], rows[1::2], strict=True):
+        fields = {key.decode(): value.decode() for key, value in spam_row.items()}
+        signup = Signup.from_redis(account_id, signup_row) if signup_row else None
+        if signup is not None:
+            signups.append(signup)
+        accounts.append(
+            FlaggedAccount(
+                id=account_id,
+                username=member.split("|", 1)[1],
+                signs=[sign for sign in fields.get("signs", "duplicate").split(",") if sign],
+                suspended=fields.get("suspended") == "1" or bool(signup and signup.suspended),
+                silenced=fields.get("silenced") == "1",
+            )
+        )
+    samples: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for raw in ctx.redis.lrange(SAMPLES, 0, -1):
+        sample = json.loads(raw)
+        if sample["account"] not in seen and sample.get("text") and float(sample.get("at", 0)) > at - window:
+            seen.add(sample["account"])
+            samples.append((sample["account"].split("|", 1)[1], sample["text"]))
+    signs = Counter(sign for account in accounts for sign in account.signs)
+    return WaveDetails(posts=posts, accounts=accounts, samples=samples[:2], signs=signs, signups=signups)
+
+
+def admin_links(instance_url: str) -> dict[str, str]:
+    return {
+        "account": f"{instance_url}/admin/accounts/",
+        "registrations": f"{instance_url}/admin/settings/registrations",
+        "email_block": f"{instance_url}/admin/email_domain_blocks/new",
+        "invites": f"{instance_url}/admin/invites",
+    }
+
+
+def render_alert(
+    payload: dict[str, Any],
+    details: WaveDetails | None,
+    cfg: SpamWaveSettings,
+    instance_url: str,
+    template_dir: Any = None,
+) -> str:
+    """The DM text for one alert: pure, so tests render it from fixtures."""
+    paths = []
+    if details is not None and details.signups:
+        shared = max(2, (len(details.signups) + 1) // 2)  # a path at least half the known sign-ups share
+        paths = find_clusters(details.signups, shared)
+    return render_text(
+        template_dir,
+        "spam_quiet.txt.j2" if payload["kind"] == "quiet" else "spam_wave.txt.j2",
+        alert=payload,
+        details=details,
+        paths=paths[:3],
+        accounts_shown=ACCOUNTS_SHOWN,
+        cfg=cfg,
+        links=admin_links(instance_url),
+        hours=lambda seconds: round(seconds / HOUR, 1),
+    )
+
+
+def send_alert(payload: dict[str, Any]) -> list[str]:
+    """RQ job (urgent queue): gather what the DM needs and post it once."""
+    ctx = get_context()
+    details = None if payload["kind"] == "quiet" else wave_details(ctx, float(payload["at"]))
+    text = render_alert(
+        payload,
+        details,
+        ctx.settings.spam_wave,
+        ctx.settings.mastodon_url or "https://your.instance",
+        ctx.settings.template_dir,
+    )
+    return ctx.outbox.to_moderators(alert_key(payload), text)
