@@ -93,9 +93,9 @@ class SpamWaveSettings:
     """Sliding window (event time) for near-duplicates and mass-mention posts."""
     young_days: float = 7.0
     """Accounts created less than this many days before their post are "young"."""
-    duplicate_accounts: int = 3
+    duplicate_accounts: int = 5
     """Posts with the same text (modulo mentions and whitespace), link or image from this many young
-    accounts are a near-duplicate wave."""
+    accounts are a near-duplicate wave (fewer happens: new members sharing the day's news link)."""
     mass_mentions: int = 5
     """A young account's post that mentions at least this many accounts is mention spam (Feb 2024)."""
     fast_posts_per_hour: int = 20

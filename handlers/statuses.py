@@ -124,7 +124,7 @@ _PLAIN_MENTION = re.compile(r"(?<![\w/])@[\w.-]+(?:@[\w.-]+)?")
 
 
 def parse_content(html: str) -> tuple[str, list[str]]:
-    """(visible text without mentions, normalized; links other than mentions and hashtags)."""
+    """(visible text without mentions, whitespace collapsed; links other than mentions and hashtags)."""
     parser = _ContentParser()
     try:
         parser.feed(html)
@@ -132,7 +132,7 @@ def parse_content(html: str) -> tuple[str, list[str]]:
     except (ValueError, AssertionError):  # malformed HTML: keep what was parsed
         pass
     text = _PLAIN_MENTION.sub(" ", "".join(parser.text))
-    return " ".join(text.lower().split()), parser.links
+    return " ".join(text.split()), parser.links
 
 
 def _digest(kind: str, value: str) -> str:
@@ -154,8 +154,8 @@ def normalized_link(url: str) -> str | None:
 def fingerprints(status: dict[str, Any], own_host: str | None) -> list[str]:
     """What makes two posts the same: their text, each link (not to this instance), each image."""
     text, links = parse_content(str(status.get("content") or ""))
-    spoiler = " ".join(str(status.get("spoiler_text") or "").lower().split())
-    full_text = f"{spoiler} {text}".strip()
+    spoiler = " ".join(str(status.get("spoiler_text") or "").split())
+    full_text = f"{spoiler} {text}".strip().lower()
     found = []
     if len(full_text) >= MIN_TEXT_CHARS:
         found.append(_digest("text", full_text))
@@ -240,7 +240,8 @@ def assess(stats: WaveStats, state: SurgeState | None, cfg: SpamWaveSettings, no
     if not stats.signs:
         return None
     if state is None:
-        return Decision.OPEN if stats.flagged_posts >= cfg.min_posts else None
+        # Accounts flagged after the fact (their post became a duplicate later) had a post each too.
+        return Decision.OPEN if max(stats.flagged_posts, stats.flagged_accounts) >= cfg.min_posts else None
     rate = rate_per_hour(stats.flagged_posts, stats.first_flagged, now, span=cfg.window_hours * HOUR)
     if escalates(state, stats.flagged_accounts, rate, now, cfg.escalation_factor, cfg.escalation_cooldown_minutes):
         return Decision.ESCALATE
@@ -545,7 +546,8 @@ class WaveDetails:
 
 def wave_details(ctx: Context, at: float) -> WaveDetails:
     window = ctx.settings.spam_wave.window_hours * HOUR
-    posts = int(ctx.redis.zcount(FLAGGED_POSTS, f"({at - window}", at))
+    # Everything flagged since the wave's window began, up to now: the DM reports what is known when sent.
+    posts = int(ctx.redis.zcount(FLAGGED_POSTS, f"({at - window}", "+inf"))
     members = [raw.decode() for raw in ctx.redis.zrevrangebyscore(FLAGGED, "+inf", f"({at - window}", 0, FLAGGED_CAP)]
     ids = [member.split("|", 1)[0] for member in members]
     pipe = ctx.redis.pipeline()
@@ -572,11 +574,13 @@ def wave_details(ctx: Context, at: float) -> WaveDetails:
     seen: set[str] = set()
     for raw in ctx.redis.lrange(SAMPLES, 0, -1):
         sample = json.loads(raw)
-        if sample["account"] not in seen and sample.get("text") and float(sample.get("at", 0)) > at - window:
+        if sample["account"] not in seen and sample.get("text") and float(sample["at"]) > at - window:
             seen.add(sample["account"])
             samples.append((sample["account"].split("|", 1)[1], sample["text"]))
     signs = Counter(sign for account in accounts for sign in account.signs)
-    return WaveDetails(posts=posts, accounts=accounts, samples=samples[:2], signs=signs, signups=signups)
+    return WaveDetails(
+        posts=max(posts, len(accounts)), accounts=accounts, samples=samples[:2], signs=signs, signups=signups
+    )
 
 
 def admin_links(instance_url: str) -> dict[str, str]:

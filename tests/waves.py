@@ -147,3 +147,115 @@ def signup_burst(
         )
         for n in range(count)
     ]
+
+
+# --- Local statuses (status.created), ordinary and spam.
+
+_STATUS = fixture("status.created")
+ORDINARY_POSTS = [
+    "First tomatoes of the season! Thanks for the seeds",
+    "Anyone else watching the eclipse tonight? Clear skies here",
+    "New blog post about my trail run this morning",
+    "Reading a great book on the history of cartography",
+    "Coffee, rain, and a quiet Sunday. Perfect.",
+    "Our choir's concert is next Friday, tickets at the door",
+    "Finally fixed the bike. Took three evenings and one new chain",
+]
+
+
+def status_event(
+    status_id: int | str,
+    created_at: str,
+    account_id: str,
+    username: str,
+    account_created: str,
+    text: str,
+    mentions: list[str] | None = None,
+    blurhash: str | None = None,
+    link: str | None = None,
+    event: str = "status.created",
+) -> dict[str, Any]:
+    """A variant of the example status.created payload: `text` as HTML with its mentions and link."""
+    payload = copy.deepcopy(_STATUS)
+    payload["event"] = event
+    payload["created_at"] = created_at
+    obj = payload["object"]
+    mentioned = mentions or []
+    spans = " ".join(
+        f'<span class="h-card" translate="no"><a href="https://{acct.split("@")[1]}/@{acct.split("@")[0]}" '
+        f'class="u-url mention">@<span>{acct.split("@")[0]}</span></a></span>'
+        for acct in mentioned
+    )
+    anchor = f' <a href="{link}" rel="nofollow noopener" target="_blank">{link}</a>' if link else ""
+    obj.update(
+        id=str(status_id),
+        created_at=created_at,
+        content=f"<p>{spans} {text}{anchor}</p>",
+        uri=f"https://social.example.org/users/{username}/statuses/{status_id}",
+        url=f"https://social.example.org/@{username}/{status_id}",
+        mentions=[
+            {"id": str(1000 + n), "username": acct.split("@")[0], "url": "", "acct": acct}
+            for n, acct in enumerate(mentioned)
+        ],
+        tags=[],
+        card=None,
+        media_attachments=[],
+    )
+    if blurhash is not None:
+        media = copy.deepcopy(_STATUS["object"]["media_attachments"][0])
+        media["blurhash"] = blurhash
+        media["id"] = f"{status_id}1"
+        obj["media_attachments"] = [media]
+    obj["account"].update(id=account_id, username=username, acct=username, created_at=account_created)
+    return payload
+
+
+def day_of(moment: datetime) -> str:
+    """REST::Account's created_at: midnight of the sign-up day."""
+    return iso(moment.replace(hour=0, minute=0, second=0, microsecond=0))
+
+
+def ordinary_posting(start: datetime, hours: int, per_hour: int = 40, seed: int = 21) -> list[dict[str, Any]]:
+    """Established members posting, a few new members introducing themselves, shared news links."""
+    rng = random.Random(seed)
+    events = []
+    for n in range(hours * per_hour):
+        moment = start + timedelta(seconds=rng.uniform(0, hours * 3600))
+        young = rng.random() < 0.1
+        account = rng.randint(1, 40) if young else rng.randint(100, 600)
+        created = moment - timedelta(days=rng.uniform(0, 3) if young else rng.uniform(60, 900))
+        link = "https://news.example.com/2026/11/election-results" if rng.random() < 0.05 else None
+        mentions = [f"friend{rng.randint(1, 50)}@other.example.net" for _ in range(rng.randint(0, 3))]
+        events.append(
+            status_event(
+                5_000_000 + n,
+                iso(moment),
+                str(account),
+                f"member{account}",
+                day_of(created),
+                f"{rng.choice(ORDINARY_POSTS)} ({n})",
+                mentions=mentions,
+                link=link,
+            )
+        )
+    return sorted(events, key=lambda event: event["created_at"])
+
+
+def mention_spam(
+    start: datetime, posts: int, minutes: float, accounts: int = 10, mentions: int = 8, first_id: int = 7_000_000
+) -> list[dict[str, Any]]:
+    """The Feb 2024 pattern: fresh accounts, each post mentioning many people, one image."""
+    step = minutes * 60 / posts
+    return [
+        status_event(
+            first_id + n,
+            iso(start + timedelta(seconds=n * step)),
+            str(80000 + n % accounts),
+            f"spambot{n % accounts}",
+            day_of(start),
+            f"Look at this! #{n}",
+            mentions=[f"victim{n * mentions + k}@other.example.net" for k in range(mentions)],
+            blurhash="LEHV6nWB2yk8pyo0adR*.7kCMdnj",
+        )
+        for n in range(posts)
+    ]

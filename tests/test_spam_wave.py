@@ -1,0 +1,193 @@
+"""Local spam waves: what a post looks like (pure), then scenarios through Redis."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+
+from bot import defaults
+from bot.config import SpamWaveSettings
+from bot.context import Context
+from bot.events import current_clock
+from handlers import sweep
+from handlers.statuses import FEATURE_FIRST, FEATURE_INDEX, examine, fingerprints, parse_content
+from tests.conftest import alert_jobs, feed, fixture, run_jobs
+from tests.mastodon_double import MastodonDouble
+from tests.waves import day_of, iso, mention_spam, ordinary_posting, signup_event, status_event
+
+CFG = SpamWaveSettings()
+NOW = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
+HOST = "social.example.org"
+
+
+def test_content_without_mentions_and_its_links() -> None:
+    status = fixture("status.created")["object"]
+    text, links = parse_content(status["content"])
+    assert text == "First tomatoes of the season! Thanks for the seeds #gardening"
+    assert links == []  # the mention and the hashtag are not links of the post
+    html = '<p>Win <a href="https://Scam.example/x?ref=1">scam.example/x</a> now @bob@other.example.net</p>'
+    assert parse_content(html) == ("Win scam.example/x now", ["https://Scam.example/x?ref=1"])
+
+
+def test_same_text_modulo_mentions_and_whitespace_has_one_fingerprint() -> None:
+    one = status_event(
+        1, iso(NOW), "5", "a", day_of(NOW), "Free   crypto giveaway, claim yours", mentions=["x@a.example"]
+    )
+    two = status_event(
+        2, iso(NOW), "6", "b", day_of(NOW), "free crypto giveaway, CLAIM yours", mentions=["y@b.example"]
+    )
+    assert fingerprints(one["object"], HOST) == fingerprints(two["object"], HOST)
+    assert len(fingerprints(one["object"], HOST)) == 1
+
+
+def test_links_by_host_and_path_and_images_by_blurhash() -> None:
+    one = status_event(1, iso(NOW), "5", "a", day_of(NOW), "hi", link="https://www.scam.example/win?u=1", blurhash="L1")
+    two = status_event(2, iso(NOW), "6", "b", day_of(NOW), "yo", link="https://scam.example/win?u=2", blurhash="L1")
+    shared = set(fingerprints(one["object"], HOST)) & set(fingerprints(two["object"], HOST))
+    assert sorted(fingerprint.split(":")[0] for fingerprint in shared) == ["link", "media"]
+    own = status_event(3, iso(NOW), "7", "c", day_of(NOW), "hi", link=f"https://{HOST}/about")
+    assert [f.split(":")[0] for f in fingerprints(own["object"], HOST)] == ["text"]  # no link to this instance
+
+
+def test_examine_ignores_the_bot_itself_boosts_and_odd_shapes() -> None:
+    post = status_event(1, iso(NOW), "900", "tocsin", day_of(NOW - timedelta(days=400)), "a DM to moderators")
+    assert examine(post, "900", HOST, CFG) is None
+    boost = copy.deepcopy(post)
+    boost["object"]["account"]["id"] = "5"
+    boost["object"]["reblog"] = copy.deepcopy(post["object"])
+    assert examine(boost, "900", HOST, CFG) is None
+    no_account = {"event": "status.created", "object": {"id": "1", "created_at": iso(NOW), "account": None}}
+    assert examine(no_account, "900", HOST, CFG) is None
+    with pytest.raises(ValueError):
+        examine({"event": "status.created", "object": None}, "900", HOST, CFG)
+
+
+def test_young_is_measured_from_the_sign_up_day() -> None:
+    fresh = status_event(1, iso(NOW), "5", "a", day_of(NOW - timedelta(days=2)), "hello there everyone")
+    facts = examine(fresh, None, HOST, CFG)
+    assert facts is not None and facts.young and facts.fingerprints
+    old = status_event(2, iso(NOW), "6", "b", day_of(NOW - timedelta(days=30)), "hello there everyone")
+    facts = examine(old, None, HOST, CFG)
+    assert facts is not None and not facts.young and facts.fingerprints == []
+
+
+# --- scenarios through Redis
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_ordinary_posting_never_alerts(ctx: Context, connection: redis.Redis, seed: int) -> None:
+    feed(ctx, ordinary_posting(NOW - timedelta(hours=24), hours=24, seed=seed))
+    assert alert_jobs(connection) == []
+
+
+def test_mention_spam_wave_alerts_once_early(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
+    mastodon.max_characters = 3000
+    feed(ctx, ordinary_posting(NOW - timedelta(hours=24), hours=24))
+    feed(ctx, mention_spam(NOW, posts=60, minutes=30))
+    [alert] = alert_jobs(connection)
+    assert alert["kind"] == "open"
+    assert alert["at"] == datetime.fromisoformat(mention_spam(NOW, posts=60, minutes=30)[2]["created_at"]).timestamp()
+    run_jobs(connection)
+    [dm] = mastodon.direct_messages()
+    assert mastodon.recipients(dm) == ["mod_anna", "mod_ben"]
+    text = dm["text"]
+    assert "🔔 Local spam wave: 60 flagged posts from 10 young accounts in 6.0 h" in text
+    assert "- 10 accounts posting with 5+ mentions at once" in text
+    assert "- 10 accounts posting the same text, link or image" in text  # the same image
+    assert "Samples (mentions and links disabled):\n“Look at this! #59” (spambot9)\n" in text
+    assert f"spambot0 {mastodon.url}/admin/accounts/80000" in text
+    assert "Proposed: suspend these accounts" in text
+    assert "victim" not in text  # the mentioned accounts are neither named nor mentioned
+
+
+def test_escalation_counts_more_accounts_and_shows_suspensions(
+    ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
+) -> None:
+    mastodon.max_characters = 3000
+    feed(ctx, mention_spam(NOW, posts=3, minutes=3, accounts=3))
+    run_jobs(connection)
+    suspended = signup_event(80000, iso(NOW), "spambot0", "bot@spam.example", "192.0.2.9", event="account.updated")
+    suspended["object"]["suspended"] = True
+    feed(ctx, [suspended])
+    feed(ctx, mention_spam(NOW + timedelta(minutes=61), posts=80, minutes=20, accounts=40, first_id=7_100_000))
+    assert [alert["kind"] for alert in alert_jobs(connection)] == ["escalate"]
+    run_jobs(connection)
+    text = mastodon.direct_texts()[-1]
+    assert "🔔 Local spam wave escalating" in text
+    assert "Last alert: " in text
+    assert "1 of them suspended since." in text
+    assert f"{mastodon.url}/admin/accounts/80000\n" not in text  # suspended: no longer listed
+
+
+def test_near_duplicates_from_five_young_accounts(ctx: Context, connection: redis.Redis) -> None:
+    text = "Double your coins in 24 hours, guaranteed returns"
+    posts = [
+        status_event(100 + n, iso(NOW + timedelta(minutes=n)), str(60 + n), f"fresh{n}", day_of(NOW), text)
+        for n in range(5)
+    ]
+    feed(ctx, posts[:4])
+    assert alert_jobs(connection) == []
+    feed(ctx, posts[4:])
+    [alert] = alert_jobs(connection)
+    assert alert["kind"] == "open"
+
+
+def test_a_young_account_flooding_alerts(ctx: Context, connection: redis.Redis) -> None:
+    feed(ctx, ordinary_posting(NOW - timedelta(hours=24), hours=24))
+    flood = [
+        status_event(200 + n, iso(NOW + timedelta(minutes=2 * n)), "77", "floody", day_of(NOW), f"post number {n}")
+        for n in range(25)
+    ]
+    feed(ctx, flood[:19])
+    assert alert_jobs(connection) == []
+    feed(ctx, flood[19:])
+    [alert] = alert_jobs(connection)
+    assert alert["kind"] == "open"
+
+
+def test_the_bots_own_dms_never_count(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
+    own = [
+        status_event(
+            300 + n, iso(NOW), mastodon.bot_id, "tocsin", day_of(NOW), "Report surge", mentions=["mod_anna@" + HOST] * 8
+        )
+        for n in range(10)
+    ]
+    feed(ctx, own)
+    assert alert_jobs(connection) == []
+
+
+def test_quiet_after_a_day_without_flagged_posts(
+    ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
+) -> None:
+    feed(ctx, mention_spam(NOW, posts=10, minutes=10))
+    run_jobs(connection)
+    sweep(ctx, current_clock(connection) + 23 * 3600)
+    assert alert_jobs(connection) == []
+    sweep(ctx, current_clock(connection) + 24 * 3600)
+    [quiet] = alert_jobs(connection)
+    assert quiet["kind"] == "quiet"
+    run_jobs(connection)
+    assert mastodon.direct_texts()[-1].splitlines()[1] == "✅ Local spam wave over"
+
+
+def test_fingerprints_are_bounded(ctx: Context, connection: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("handlers.statuses._RECORD_SCRIPT", _capped_script(50))
+    posts = [
+        status_event(
+            400 + n, iso(NOW + timedelta(seconds=n)), str(n), f"u{n}", day_of(NOW), f"unique text number {n:04}"
+        )
+        for n in range(120)
+    ]
+    feed(ctx, posts)
+    assert connection.zcard(FEATURE_INDEX) == 50
+    assert connection.hlen(FEATURE_FIRST) == 50
+    assert connection.llen(defaults.FAILED_EVENTS) == 0
+
+
+def _capped_script(cap: int) -> str:
+    from handlers import statuses
+
+    return statuses._RECORD_SCRIPT.replace(f"- {statuses.FEATURE_CAP}\n", f"- {cap}\n")
