@@ -275,17 +275,22 @@ def resume() -> None:
 
 
 @main.command()
-@click.option("--days", type=float, default=None, help="How far back (default: the baseline window).")
+@click.option("--days", type=float, default=None, help="How far back (default: each detector's baseline window).")
 def backfill(days: float | None) -> None:
-    """Seed the report baseline from the admin reports API (no alerts are raised for history)."""
+    """Seed the report and sign-up baselines from the admin API (no alerts are raised for history)."""
+    from handlers.accounts import backfill_signups
     from handlers.reports import backfill_reports
 
     settings = _with_redis(_settings())
     if settings.access_token is None:
-        raise click.ClickException("backfill reads the admin API: set TOCSIN_ACCESS_TOKEN (scope admin:read:reports)")
+        raise click.ClickException(
+            "backfill reads the admin API: set TOCSIN_ACCESS_TOKEN (scopes admin:read:reports, admin:read:accounts)"
+        )
     ctx = Context(settings, redis_from_url(settings.redis_url or ""))
-    count = backfill_reports(ctx, days if days is not None else settings.report_baseline_days)
-    click.echo(f"{count} reports recorded")
+    reports = backfill_reports(ctx, days if days is not None else settings.report_baseline_days)
+    click.echo(f"{reports} reports recorded")
+    signups = backfill_signups(ctx, days if days is not None else settings.signup_baseline_days)
+    click.echo(f"{signups} sign-ups recorded")
 
 
 if __name__ == "__main__":

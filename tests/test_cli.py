@@ -19,7 +19,7 @@ from bot.events import drain_with
 from bot.outbox import Post
 from tests.conftest import report_event, run_jobs
 from tests.mastodon_double import MastodonDouble
-from tests.waves import burst, iso
+from tests.waves import burst, iso, signup_background
 
 
 @pytest.fixture
@@ -89,8 +89,11 @@ def test_backfill_command_seeds_the_baseline(
     for n in range(30):
         event = report_event(100 + n, iso(now - timedelta(days=n % 10, hours=1)), f"s{n % 3}.example", str(n))
         mastodon.reports.append(event["object"])
-    assert "30 reports recorded" in run(tocsin, "backfill").output
+    mastodon.accounts.extend(event["object"] for event in signup_background(now - timedelta(days=5), days=5))
+    output = run(tocsin, "backfill").output
+    assert "30 reports recorded" in output and "15 sign-ups recorded" in output
     assert connection.zcard("tocsin:reports:times:*") == 30
+    assert connection.zcard("tocsin:signups:times") == 15
     assert connection.llen("rq:queue:" + defaults.QUEUE_URGENT) == 0  # history raises no alert
 
 

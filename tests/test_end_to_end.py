@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +22,7 @@ import redis
 from bot.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import SECRET, sign
 from tests.mastodon_double import MastodonDouble
-from tests.waves import background, burst
+from tests.waves import background, burst, mention_spam, ordinary_posting, signup_background, signup_burst
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,14 +57,25 @@ class Stack:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.workers = workers
         self.cwd = tmp_path
+        self.log_file = tmp_path / f"stack-{self.port}.log"  # every process's log lines
 
     def start(self) -> Stack:
-        command = [sys.executable, "-m", "bot.cli"]
-        self.processes.append(subprocess.Popen([*command, "web"], env=self.env, cwd=self.cwd))
-        for _ in range(self.workers):
-            self.processes.append(subprocess.Popen([*command, "worker"], env=self.env, cwd=self.cwd))
+        for role in ["web"] + ["worker"] * self.workers:
+            self.start_process(role)
         wait_for(self._healthy, what="web process")
         return self
+
+    def start_process(self, role: str) -> None:
+        with self.log_file.open("ab") as log:
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bot.cli", role],
+                    env=self.env,
+                    cwd=self.cwd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
 
     def _healthy(self) -> bool:
         try:
@@ -207,3 +220,127 @@ def _get(url: str) -> int:
         return httpx2.get(url, timeout=1).status_code
     except httpx2.HTTPError:
         return 0
+
+
+def test_bot_signup_burst_through_real_processes_gives_one_dm_naming_the_mail_domain(
+    redis_url: str, mastodon: MastodonDouble, stack_factory: Callable[..., Stack]
+) -> None:
+    mastodon.max_characters = 2000
+    stack = stack_factory(redis_url, mastodon, workers=2)
+    ordinary = signup_background(NOW - timedelta(days=14), days=14)
+    bots = signup_burst(NOW, count=120, minutes=30)
+    with httpx2.Client(timeout=10) as client:
+        assert {stack.deliver(client, event) for event in ordinary + bots} == {202}
+    wait_for(lambda: len(mastodon.direct_threads()) >= 1, what="the sign-up surge DM")
+    connection = redis.Redis.from_url(redis_url)
+    wait_for(lambda: connection.xlen("tocsin:events") == 0, what="all events")
+    time.sleep(2)  # room for a wrong second DM to show up
+    [text] = mastodon.direct_texts()
+    assert "🔔 Sign-up surge: " in text
+    assert "- email domain spam.example: " in text
+    assert "Proposed: block the email domain spam.example" in text
+
+
+def test_mention_spam_through_real_processes_gives_one_dm(
+    redis_url: str, mastodon: MastodonDouble, stack_factory: Callable[..., Stack]
+) -> None:
+    mastodon.max_characters = 3000
+    stack = stack_factory(redis_url, mastodon, workers=2)
+    with httpx2.Client(timeout=10) as client:
+        assert {stack.deliver(client, event) for event in mention_spam(NOW, posts=40, minutes=20)} == {202}
+    wait_for(lambda: len(mastodon.direct_threads()) >= 1, what="the spam-wave DM")
+    time.sleep(2)
+    [text] = mastodon.direct_texts()
+    assert "🔔 Local spam wave: " in text and "spambot" in text
+    assert all(mastodon.recipients(status) == ["mod_anna", "mod_ben"] for status in mastodon.direct_messages())
+
+
+def test_ordinary_signups_and_posting_through_real_processes_give_no_dm(
+    redis_url: str, mastodon: MastodonDouble, stack_factory: Callable[..., Stack]
+) -> None:
+    stack = stack_factory(redis_url, mastodon)
+    events = signup_background(NOW - timedelta(days=14), days=14) + ordinary_posting(
+        NOW - timedelta(hours=12), hours=12
+    )
+    with httpx2.Client(timeout=10) as client:
+        assert {stack.deliver(client, event) for event in events} == {202}
+    connection = redis.Redis.from_url(redis_url)
+    wait_for(lambda: connection.xlen("tocsin:events") == 0 and _idle(connection), what="all events")
+    assert mastodon.statuses == []
+
+
+def _idle(connection: redis.Redis) -> bool:
+    return not connection.exists("tocsin:events:drain-scheduled")
+
+
+def test_no_email_or_ip_in_any_post_log_line_or_redis_value(
+    redis_url: str, mastodon: MastodonDouble, stack_factory: Callable[..., Stack]
+) -> None:
+    mastodon.max_characters = 3000
+    stack = stack_factory(redis_url, mastodon, workers=0)  # events wait in Redis as intake stored them
+    events = (
+        signup_background(NOW - timedelta(days=3), days=3)
+        + signup_burst(NOW, count=60, minutes=30)
+        + burst(NOW, "spam.example", reports=40, hours=1)
+        + mention_spam(NOW, posts=10, minutes=5)
+    )
+    emails, ips = set(), set()
+    for event in events:
+        for account in _admin_accounts(event):
+            emails.add(account["email"].encode())
+            ips.update(item["ip"].encode() for item in account.get("ips") or [])
+            ips.add(account["ip"].encode())
+    assert len(emails) > 60 and len(ips) > 30
+    with httpx2.Client(timeout=10) as client:
+        assert {stack.deliver(client, event) for event in events} == {202}
+    connection = redis.Redis.from_url(redis_url)
+    assert connection.xlen("tocsin:events") == len(events)
+    queued = b"\n".join(_redis_values(connection))
+    stack.start_process("worker")
+    wait_for(lambda: len(mastodon.direct_threads()) >= 3, what="the DMs")
+    wait_for(lambda: connection.xlen("tocsin:events") == 0 and _idle(connection), what="all events")
+    stack.stop()  # logs complete
+
+    posts = "\n".join(status["text"] for status in mastodon.statuses).encode()
+    logs = stack.log_file.read_bytes()
+    stored = queued + b"\n".join(_redis_values(connection))
+    for where, blob in {"posts": posts, "logs": logs, "redis": stored}.items():
+        leaked = [value for value in emails | ips if value in blob]
+        assert leaked == [], f"{where} holds {leaked[:3]}"
+    assert "Sign-up surge" in posts.decode() and "Report surge" in posts.decode()
+
+
+def _admin_accounts(event: dict[str, Any]) -> list[dict[str, Any]]:
+    obj = event["object"]
+    if event["event"].startswith("account."):
+        return [obj]
+    if event["event"].startswith("report."):
+        return [obj[name] for name in ("account", "target_account") if obj.get(name) and obj[name].get("email")]
+    return []
+
+
+def _redis_values(connection: redis.Redis) -> list[bytes]:
+    """Every key and value in Redis, decompressed where RQ compressed it (job data)."""
+    values: list[bytes] = []
+    for key in connection.scan_iter(count=1000):
+        values.append(key)
+        kind = connection.type(key)
+        if kind == b"string":
+            items = [connection.get(key) or b""]
+        elif kind == b"hash":
+            items = [part for pair in connection.hgetall(key).items() for part in pair]
+        elif kind == b"list":
+            items = connection.lrange(key, 0, -1)
+        elif kind == b"set":
+            items = list(connection.smembers(key))
+        elif kind == b"zset":
+            items = [member for member, _score in connection.zrange(key, 0, -1, withscores=True)]
+        elif kind == b"stream":
+            items = [part for _id, fields in connection.xrange(key) for pair in fields.items() for part in pair]
+        else:
+            items = []
+        for item in items:
+            values.append(item)
+            with contextlib.suppress(zlib.error):
+                values.append(zlib.decompress(item))
+    return values
