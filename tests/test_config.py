@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, load_settings
+from bot.config import ConfigError, Settings, load_settings
 
 
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **values: str) -> None:
@@ -61,3 +61,16 @@ def test_token_turns_dry_run_off_unless_forced(monkeypatch: pytest.MonkeyPatch, 
     assert not load_settings().is_dry_run
     monkeypatch.setenv("TOCSIN_DRY_RUN", "true")
     assert load_settings().is_dry_run
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [f"TOCSIN_{name.upper()}" for name in Settings.model_fields if f"`TOCSIN_{name.upper()}`" not in readme]
+    assert missing == []
+
+
+def test_detector_sections_are_read_from_their_prefixed_settings(tmp_path: Path) -> None:
+    settings = load_settings(_env_file=None, data_dir=tmp_path, signup_cluster_min=7, spam_mass_mentions=9)
+    assert settings.signup_surge.cluster_min == 7
+    assert settings.spam_wave.mass_mentions == 9
+    assert settings.report_surge.window_hours == 3.0
