@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from bot import defaults
+from bot.events import current_clock
 from bot.queue import enqueue_once
 
 HOUR = 3600.0
@@ -185,6 +186,26 @@ class SurgeBook:
     def touch(self, connection: redis.Redis, bucket: str, at: float) -> None:
         connection.register_script(_TOUCH_SCRIPT)(keys=[self.key(bucket), self.open_key], args=[repr(at), bucket])
 
+    def quiet_alerts(self, connection: redis.Redis, now: float | None, quiet_seconds: float) -> list[dict[str, Any]]:
+        """Close the surges quiet for `quiet_seconds` by the event clock (or by `now`, the sweep's wall
+        clock, when no events arrive); return the payloads of their "quiet again" alerts."""
+        clock = current_clock(connection) if now is None else max(now, current_clock(connection))
+        if not clock:
+            return []
+        return [
+            {
+                "kind": "quiet",
+                "bucket": bucket,
+                "surge_id": state.surge_id,
+                "alert_no": state.alerts,
+                "at": clock,
+                "opened_at": state.opened_at,
+                "last_event_at": state.last_event_at,
+                "alerted_count": state.alerted_count,
+            }
+            for bucket, state in self.close_quiet(connection, clock - quiet_seconds)
+        ]
+
     def close_quiet(self, connection: redis.Redis, cutoff: float) -> list[tuple[str, SurgeState]]:
         """Close (and return) the surges whose last event is at or before `cutoff`."""
         closed = connection.register_script(_CLOSE_SCRIPT)(keys=[self.open_key], args=[repr(cutoff), self.prefix])
@@ -194,6 +215,12 @@ class SurgeBook:
             if state is not None:
                 states.append((bucket.decode(), state))
         return states
+
+
+def alert_key(detector: str, payload: dict[str, Any]) -> str:
+    """The message key of one alert: one per surge and step (each escalation, the quiet one)."""
+    step = "quiet" if payload["kind"] == "quiet" else str(payload["alert_no"])
+    return f"{detector}:{payload['bucket']}:{payload['surge_id']}:{step}"
 
 
 def enqueue_alert(connection: redis.Redis, retry_delays: list[int], function: str, key: str, payload: Any) -> None:

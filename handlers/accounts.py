@@ -23,7 +23,7 @@ from typing import Any
 
 from bot.config import SignupSurgeSettings
 from bot.context import Context, get_context
-from bot.events import current_clock, parse_time
+from bot.events import parse_time
 from bot.mastodon import as_webhook_json, pages_by_max_id
 from bot.privacy import pii_key, reduce_admin_account
 from bot.surges import (
@@ -35,6 +35,9 @@ from bot.surges import (
     escalates,
     rate_per_hour,
     settling,
+)
+from bot.surges import (
+    alert_key as surge_alert_key,
 )
 from bot.templating import render_text
 
@@ -387,6 +390,7 @@ def handle_signup(ctx: Context, event: dict[str, Any]) -> None:
                 ctx,
                 {
                     "kind": decision.value,
+                    "bucket": BUCKET,
                     "surge_id": surge_id,
                     "alert_no": alert_no,
                     "at": created,
@@ -423,30 +427,14 @@ def handle_account_update(ctx: Context, event: dict[str, Any]) -> None:
 
 def close_quiet_surges(ctx: Context, now: float | None = None) -> int:
     """End surges that have been below surge level for `quiet_hours` (event clock, or the sweep's)."""
-    clock = current_clock(ctx.redis) if now is None else max(now, current_clock(ctx.redis))
-    if not clock:
-        return 0
-    cfg = ctx.settings.signup_surge
-    closed = SURGES.close_quiet(ctx.redis, clock - cfg.quiet_hours * HOUR)
-    for _bucket, state in closed:
-        _enqueue_alert(
-            ctx,
-            {
-                "kind": "quiet",
-                "surge_id": state.surge_id,
-                "alert_no": state.alerts,
-                "at": clock,
-                "opened_at": state.opened_at,
-                "last_event_at": state.last_event_at,
-                "alerted_count": state.alerted_count,
-            },
-        )
-    return len(closed)
+    payloads = SURGES.quiet_alerts(ctx.redis, now, ctx.settings.signup_surge.quiet_hours * HOUR)
+    for payload in payloads:
+        _enqueue_alert(ctx, payload)
+    return len(payloads)
 
 
 def alert_key(payload: dict[str, Any]) -> str:
-    step = "quiet" if payload["kind"] == "quiet" else str(payload["alert_no"])
-    return f"signup-surge:{payload['surge_id']}:{step}"
+    return surge_alert_key("signup-surge", payload)
 
 
 def _enqueue_alert(ctx: Context, payload: dict[str, Any]) -> None:

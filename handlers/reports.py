@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from bot.config import ReportSurgeSettings
 from bot.context import Context, get_context
-from bot.events import current_clock, parse_time
+from bot.events import parse_time
 from bot.mastodon import DomainBlock, Impact, as_webhook_json
 from bot.surges import (
     HOUR,
@@ -30,6 +30,9 @@ from bot.surges import (
     escalates,
     rate_per_hour,
     settling,
+)
+from bot.surges import (
+    alert_key as surge_alert_key,
 )
 from bot.templating import render_text
 
@@ -334,30 +337,14 @@ def _transition(
 
 def close_quiet_surges(ctx: Context, now: float | None = None) -> int:
     """Close surges with no report for `quiet_days` (event clock, or `now` from the sweep)."""
-    clock = current_clock(ctx.redis) if now is None else max(now, current_clock(ctx.redis))
-    if not clock:
-        return 0
-    closed = SURGES.close_quiet(ctx.redis, clock - ctx.settings.report_surge.quiet_days * DAY)
-    for bucket, state in closed:
-        _enqueue_alert(
-            ctx,
-            {
-                "kind": "quiet",
-                "bucket": bucket,
-                "surge_id": state.surge_id,
-                "alert_no": state.alerts,
-                "at": clock,
-                "opened_at": state.opened_at,
-                "last_report_at": state.last_event_at,
-                "alerted_count": state.alerted_count,
-            },
-        )
-    return len(closed)
+    payloads = SURGES.quiet_alerts(ctx.redis, now, ctx.settings.report_surge.quiet_days * DAY)
+    for payload in payloads:
+        _enqueue_alert(ctx, payload)
+    return len(payloads)
 
 
 def alert_key(payload: dict[str, Any]) -> str:
-    step = "quiet" if payload["kind"] == "quiet" else str(payload["alert_no"])
-    return f"report-surge:{payload['bucket']}:{payload['surge_id']}:{step}"
+    return surge_alert_key("report-surge", payload)
 
 
 def _enqueue_alert(ctx: Context, payload: dict[str, Any]) -> None:

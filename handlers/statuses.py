@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from bot.config import SpamWaveSettings
 from bot.context import Context, get_context
-from bot.events import current_clock, parse_time
+from bot.events import parse_time
 from bot.surges import (
     HOUR,
     TOUCH_LUA,
@@ -39,6 +39,9 @@ from bot.surges import (
     escalates,
     rate_per_hour,
     settling,
+)
+from bot.surges import (
+    alert_key as surge_alert_key,
 )
 from bot.templating import render_text
 from handlers.accounts import SIGNUP_PREFIX, SPAM_ACCOUNT_PREFIX, Signup, find_clusters
@@ -471,6 +474,7 @@ def handle_status(ctx: Context, event: dict[str, Any]) -> None:
                 ctx,
                 {
                     "kind": decision.value,
+                    "bucket": BUCKET,
                     "surge_id": surge_id,
                     "alert_no": alert_no,
                     "at": facts.at,
@@ -485,29 +489,14 @@ def handle_status(ctx: Context, event: dict[str, Any]) -> None:
 
 def close_quiet_waves(ctx: Context, now: float | None = None) -> int:
     """End waves without a flagged post for `quiet_hours` (event clock, or the sweep's)."""
-    clock = current_clock(ctx.redis) if now is None else max(now, current_clock(ctx.redis))
-    if not clock:
-        return 0
-    closed = SURGES.close_quiet(ctx.redis, clock - ctx.settings.spam_wave.quiet_hours * HOUR)
-    for _bucket, state in closed:
-        _enqueue_alert(
-            ctx,
-            {
-                "kind": "quiet",
-                "surge_id": state.surge_id,
-                "alert_no": state.alerts,
-                "at": clock,
-                "opened_at": state.opened_at,
-                "last_event_at": state.last_event_at,
-                "alerted_count": state.alerted_count,
-            },
-        )
-    return len(closed)
+    payloads = SURGES.quiet_alerts(ctx.redis, now, ctx.settings.spam_wave.quiet_hours * HOUR)
+    for payload in payloads:
+        _enqueue_alert(ctx, payload)
+    return len(payloads)
 
 
 def alert_key(payload: dict[str, Any]) -> str:
-    step = "quiet" if payload["kind"] == "quiet" else str(payload["alert_no"])
-    return f"spam-wave:{payload['surge_id']}:{step}"
+    return surge_alert_key("spam-wave", payload)
 
 
 def _enqueue_alert(ctx: Context, payload: dict[str, Any]) -> None:

@@ -102,7 +102,7 @@ def test_quiet_again_for_a_limited_server() -> None:
         "alert_no": 1,
         "at": 10 * 86400.0,
         "opened_at": 2 * 86400.0,
-        "last_report_at": 2.5 * 86400.0,
+        "last_event_at": 2.5 * 86400.0,
         "alerted_count": 150,
     }
     block = DomainBlock("spam.example", "silence", False, False, None)
@@ -142,6 +142,6 @@ def test_operator_template_directory_overrides_the_builtin_text(tmp_path: Path) 
     text = render_alert(OPEN, DETAILS, None, None, CFG, INSTANCE, False, tmp_path)
     assert text.strip() == "Surge at spam.example: 17 reports"
     # Templates the operator did not copy still come from templates/.
-    quiet_alert = {**OPEN, "kind": "quiet", "opened_at": 0, "last_report_at": 0, "alerted_count": 17}
+    quiet_alert = {**OPEN, "kind": "quiet", "opened_at": 0, "last_event_at": 0, "alerted_count": 17}
     quiet = render_alert(quiet_alert, None, None, None, CFG, INSTANCE, False, tmp_path)
     assert "Quiet again: spam.example" in quiet
