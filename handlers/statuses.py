@@ -157,6 +157,10 @@ def normalized_link(url: str) -> str | None:
 def fingerprints(status: dict[str, Any], own_host: str | None) -> list[str]:
     """What makes two posts the same: their text, each link (not to this instance), each image."""
     text, links = parse_content(str(status.get("content") or ""))
+    return _fingerprints(status, text, links, own_host)
+
+
+def _fingerprints(status: dict[str, Any], text: str, links: list[str], own_host: str | None) -> list[str]:
     spoiler = " ".join(str(status.get("spoiler_text") or "").split())
     full_text = f"{spoiler} {text}".strip().lower()
     found = []
@@ -164,7 +168,7 @@ def fingerprints(status: dict[str, Any], own_host: str | None) -> list[str]:
         found.append(_digest("text", full_text))
     card = status.get("card")
     if isinstance(card, dict) and card.get("url"):
-        links.append(str(card["url"]))
+        links = [*links, str(card["url"])]
     seen_links: set[str] = set()
     for url in links:
         link = normalized_link(url)
@@ -215,7 +219,8 @@ def examine(
         if isinstance(mentions, list)
         else set()
     )
-    text, _links = parse_content(str(status.get("content") or ""))
+    # Only young accounts' posts are looked into; the others just count towards normal posting speed.
+    text, links = parse_content(str(status.get("content") or "")) if young else ("", [])
     return PostFacts(
         status_id=str(status["id"]),
         account_id=account_id,
@@ -223,7 +228,7 @@ def examine(
         at=at,
         young=young,
         mentions=len(mentioned),
-        fingerprints=fingerprints(status, own_host) if young else [],
+        fingerprints=_fingerprints(status, text, links, own_host) if young else [],
         sample=text[:SAMPLE_CHARS],
     )
 
