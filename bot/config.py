@@ -141,6 +141,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     dedupe_days: float = Field(default=4.0, ge=3.0)  # Mastodon retries for ~2 days; keep keys longer
 
+    # Peer scan for unpatched software (handlers/scan.py).
+    advisory_dir: Path | None = None  # the operator's advisories (*.toml), next to the shipped ones
+    scan_interval_hours: float = Field(default=24.0, ge=0)  # 0: only on demand (`tocsin scan`)
+    scan_concurrency: int = Field(default=100, ge=1, le=1000)  # peers fetched at once
+    scan_timeout: float = Field(default=10.0, gt=0, le=120)  # seconds for one fetch, redirects included
+    scan_max_bytes: int = Field(default=256 * 1024, ge=4096)  # a NodeInfo document larger than this is hostile
+    scan_limit_above_follows: int = Field(default=10, ge=0)  # propose a limit, not a suspension, above this
+
     # Report-surge detector (see ReportSurgeSettings for what each means).
     report_window_hours: float = Field(default=ReportSurgeSettings.window_hours, gt=0)
     report_baseline_days: float = Field(default=ReportSurgeSettings.baseline_days, gt=0)

@@ -79,6 +79,8 @@ INSTANCE_CACHE_TTL = 24 * 3600
 """max_characters rarely changes; re-read it daily."""
 STAFF_CACHE_TTL = 3600
 """Moderators added in Mastodon receive alerts within the hour."""
+IMPACT_CACHE_TTL = 3600
+"""Follow counts move slowly; a scan of hundreds of servers should not ask twice within the hour."""
 DOMAIN_BLOCKS_CACHE_TTL = 60
 """Blocks change when moderators act on an alert; keep the view fresh."""
 DEFAULT_MAX_CHARACTERS = 500

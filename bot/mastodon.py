@@ -58,6 +58,9 @@ class DomainBlock:
     reject_media: bool
     reject_reports: bool
     created_at: str | None
+    id: str | None = None
+    private_comment: str | None = None
+    public_comment: str | None = None
 
 
 def make_client(settings: Settings) -> Mastodon | None:
@@ -157,6 +160,9 @@ class MastodonLink:
                         reject_media=bool(block.get("reject_media")),
                         reject_reports=bool(block.get("reject_reports")),
                         created_at=_iso(block.get("created_at")),
+                        id=str(block["id"]),
+                        private_comment=block.get("private_comment"),
+                        public_comment=block.get("public_comment"),
                     )
                 )
                 for block in blocks
@@ -182,8 +188,13 @@ class MastodonLink:
         return None
 
     def impact(self, domain: str) -> Impact | None:
+        """Follows both ways and accounts known, cached for an hour (scans ask for many servers)."""
         if not self.can_read_admin:
             return None
+        cached = self._cached(f"impact:{domain}", defaults.IMPACT_CACHE_TTL, lambda: self._read_impact(domain))
+        return Impact(**cached) if cached else None
+
+    def _read_impact(self, domain: str) -> dict[str, int] | None:
         end = datetime.now(UTC)  # `total` of instance_* measures is all-time whatever the range
         try:
             measures = self.client.admin_measures(  # type: ignore[union-attr]
@@ -199,10 +210,12 @@ class MastodonLink:
             log.warning("admin measures unavailable: %s", error.args[1] if len(error.args) > 1 else error)
             return None
         totals = {str(measure["key"]): int(measure.get("total") or 0) for measure in measures}
-        return Impact(
-            local_follows=totals.get("instance_follows", 0),
-            remote_followers=totals.get("instance_followers", 0),
-            known_accounts=totals.get("instance_accounts", 0),
+        return asdict(
+            Impact(
+                local_follows=totals.get("instance_follows", 0),
+                remote_followers=totals.get("instance_followers", 0),
+                known_accounts=totals.get("instance_accounts", 0),
+            )
         )
 
     def post_status(

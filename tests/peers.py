@@ -1,0 +1,197 @@
+"""A fleet of fake peers: one local HTTPS server answering for many host names, each with its behaviour.
+
+Certificates come from a throwaway CA (trustme) that the fetcher under test trusts; every host name
+resolves to this server (`resolver`), except names ending in `.internal`, which resolve to a private
+address, for the SSRF tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import trustme
+
+from bot.fetching import Address, FetchPolicy
+
+PRIVATE_SUFFIX = ".internal"
+PRIVATE_ADDRESS = "10.1.2.3"
+
+
+def nodeinfo(name: str, version: str, **extra: Any) -> dict[str, Any]:
+    """A NodeInfo 2.0 document."""
+    document: dict[str, Any] = {
+        "version": "2.0",
+        "software": {"name": name, "version": version},
+        "protocols": ["activitypub"],
+        "services": {"outbound": [], "inbound": []},
+        "usage": {"users": {"total": 10, "activeMonth": 5, "activeHalfyear": 8}, "localPosts": 100},
+        "openRegistrations": False,
+        "metadata": {},
+    }
+    document.update(extra)
+    return document
+
+
+@dataclass
+class Peer:
+    document: dict[str, Any] | None = None  # the NodeInfo document
+    discovery: Any = None  # /.well-known/nodeinfo; None: a 2.0 link to /nodeinfo/2.0
+    latency: float = 0.0
+    hang: bool = False  # accept, read the request, never answer
+    status: int = 200
+    content_type: str = "application/json; charset=utf-8"
+    body: bytes | None = None  # the NodeInfo document's raw bytes, instead of `document`
+    redirect: str | None = None  # answer the discovery request with 302 to this URL
+    slow_body: bool = False  # headers, then a byte a second, forever
+    huge: bool = False  # a chunked NodeInfo body that never ends
+    contact: dict[str, Any] | None = None  # /api/v2/instance contact
+
+
+@dataclass
+class PeerFleet:
+    names: list[str]
+    peers: dict[str, Peer] = field(default_factory=dict)
+    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)  # host, path, headers
+
+    def __post_init__(self) -> None:
+        self.ca = trustme.CA()
+        self._cert = self.ca.issue_cert(*self.names)
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._ready = threading.Event()
+        self.resolved: list[str] = []
+
+    # --- for the fetcher under test
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
+
+    async def resolver(self, host: str, port: int) -> list[Address]:
+        self.resolved.append(host)
+        if host.endswith(PRIVATE_SUFFIX):
+            return [(PRIVATE_ADDRESS, self.port)]
+        return [("127.0.0.1", self.port)]
+
+    def policy(self, **overrides: Any) -> FetchPolicy:
+        import ipaddress
+
+        values: dict[str, Any] = {
+            "user_agent": "Tocsin/0.1 (+https://social.example.org; test)",
+            "allowed_private": (ipaddress.ip_network("127.0.0.0/8"),),
+            "connect_timeout": 2.0,
+            "total_timeout": 3.0,
+            "max_bytes": 64 * 1024,
+        }
+        values.update(overrides)
+        return FetchPolicy(**values)
+
+    # --- server
+
+    def start(self) -> PeerFleet:
+        thread = threading.Thread(target=self._run, daemon=True)
+        thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._cert.configure_cert(context)
+
+        async def serve() -> None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=context, backlog=2048)
+            self.port = self._server.sockets[0].getsockname()[1]
+            self._ready.set()
+
+        self._loop.run_until_complete(serve())
+        self._loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            path = lines[0].split(" ")[1]
+            headers = {
+                name.strip().lower(): value.strip()
+                for name, _, value in (line.partition(":") for line in lines[1:])
+                if name
+            }
+            host = headers.get("host", "").split(":")[0]
+            self.requests.append((host, path, headers))
+            await self._answer(self.peers.get(host, Peer(status=404)), host, path, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, peer: Peer, host: str, path: str, writer: asyncio.StreamWriter) -> None:
+        if peer.hang:
+            await asyncio.sleep(3600)
+        if peer.latency:
+            await asyncio.sleep(peer.latency)
+        if path == "/.well-known/nodeinfo":
+            if peer.redirect:
+                return await _send(writer, 302, b"", "text/html", {"Location": peer.redirect})
+            discovery = peer.discovery
+            if discovery is None:
+                discovery = {
+                    "links": [
+                        {
+                            "rel": "http://nodeinfo.diaspora.software/ns/schema/2.0",
+                            "href": f"https://{host}/nodeinfo/2.0",
+                        }
+                    ]
+                }
+            return await _send(writer, 200, json.dumps(discovery).encode(), "application/json")
+        if path.startswith("/nodeinfo/") or path.startswith("/api/nodeinfo/"):
+            if peer.slow_body:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+                for _second in range(120):
+                    await asyncio.sleep(1)
+                    if writer.is_closing() or reader_gone(writer):
+                        return None
+                    writer.write(b" ")
+                    await writer.drain()
+                return None
+            if peer.huge:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+                chunk = b" " * 65536
+                for _chunk in range(2000):  # 128 MiB at most, if nobody hangs up
+                    if writer.is_closing() or reader_gone(writer):
+                        return None
+                    writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    await writer.drain()
+                return None
+            body = peer.body if peer.body is not None else json.dumps(peer.document).encode()
+            return await _send(writer, peer.status, body, peer.content_type)
+        if path == "/api/v2/instance" and peer.contact is not None:
+            return await _send(
+                writer, 200, json.dumps({"domain": host, "contact": peer.contact}).encode(), "application/json"
+            )
+        return await _send(writer, 404, b'{"error":"not found"}', "application/json")
+
+
+def reader_gone(writer: asyncio.StreamWriter) -> bool:
+    transport = writer.transport
+    return transport is None or transport.is_closing() or transport.get_extra_info("socket") is None
+
+
+async def _send(
+    writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
+) -> None:
+    headers = {"Content-Type": content_type, "Content-Length": str(len(body)), "Connection": "close", **(extra or {})}
+    head = f"HTTP/1.1 {status} X\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    writer.write(head.encode() + b"\r\n" + body)
+    await writer.drain()
