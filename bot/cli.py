@@ -293,5 +293,167 @@ def backfill(days: float | None) -> None:
     click.echo(f"{signups} sign-ups recorded")
 
 
+def _context() -> Context:
+    settings = _with_redis(_settings())
+    return Context(settings, redis_from_url(settings.redis_url or ""))
+
+
+@main.command()
+@click.option("--advisory", "advisory_ids", multiple=True, help="Only this advisory (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="The whole report as JSON, for machines.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the proposed blocks as Mastodon CSV.")
+@click.option("--fresh", is_flag=True, help="Read every peer again, ignoring cached NodeInfo.")
+@click.option("--dm", is_flag=True, help="Also DM the moderators the summary, as the daily scan does.")
+def scan(advisory_ids: tuple[str, ...], as_json: bool, csv_path: str | None, fresh: bool, dm: bool) -> None:
+    """Scan the peers' software for known advisories, size the impact, propose blocks."""
+    from handlers.scan import blocks_csv, peer_domains, run_scan, send_scan_messages
+
+    ctx = _context()
+    domains = peer_domains(ctx, ctx.mastodon.domain_blocks())
+    if as_json:
+        report = run_scan(ctx, advisory_ids, fresh=fresh, domains=domains)
+    else:
+        with click.progressbar(length=len(domains), label=f"Reading {len(domains)} peers", file=sys.stderr) as bar:
+            report = run_scan(ctx, advisory_ids, fresh=fresh, domains=domains, progress=lambda _result: bar.update(1))
+    proposals = [proposal for items in report.proposals.values() for proposal in items]
+    if csv_path:
+        with open(csv_path, "w", encoding="utf-8") as out:
+            out.write(blocks_csv(proposals))
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_scan(report)
+        if csv_path:
+            click.echo(f"\n{len(proposals)} proposed blocks written to {csv_path}: tocsin blocks apply {csv_path}")
+    if dm:
+        click.echo(f"{send_scan_messages(ctx, report)} message(s) to the moderators", err=True)
+
+
+def _print_scan(report: object) -> None:
+    from handlers.scan import ScanReport, impact_buckets
+
+    assert isinstance(report, ScanReport)
+    unreadable = sum(report.unreadable.values())
+    click.echo(f"{report.scanned} servers in {report.seconds:.1f} s; {unreadable} unreadable", nl=False)
+    click.echo(f" ({', '.join(f'{reason} {n}' for reason, n in report.unreadable.items())})" if unreadable else "")
+    click.echo("software: " + ", ".join(f"{name} {n}" for name, n in report.software))
+    for finding in report.findings:
+        advisory = finding.advisory
+        groups = ", ".join(f"{n} run {version}" for version, n in finding.version_groups())
+        click.echo(f"\n{advisory.id} ({advisory.severity}, {'/'.join(advisory.software)}): {advisory.summary}")
+        click.echo(
+            f"  {finding.total} servers: {len(finding.fixed)} fixed"
+            f"{', ' + groups if groups else ''} -> {len(finding.vulnerable)} vulnerable"
+        )
+        buckets = "; ".join(f"{n} with {label}" for label, n in impact_buckets(finding.vulnerable))
+        if buckets:
+            click.echo(f"  follows either way: {buckets}")
+        click.echo(f"  {'domain':<40} {'version':<24} {'follows':>8} {'followers':>9}  proposed")
+        proposals = {proposal.domain: proposal for proposal in report.proposals.get(advisory.id, [])}
+        for item in sorted(finding.vulnerable, key=lambda exposure: -(exposure.follows or 0)):
+            proposal = proposals.get(item.domain)
+            action = (proposal.severity + (f" ({proposal.reason})" if proposal.reason else "")) if proposal else "-"
+            if item.block is not None:
+                action = f"already {item.block.severity}" if proposal is None else action
+            follows = str(item.impact.local_follows) if item.impact else "?"
+            followers = str(item.impact.remote_followers) if item.impact else "?"
+            click.echo(f"  {item.domain:<40} {item.version.text[:24]:<24} {follows:>8} {followers:>9}  {action}")
+    for block, advisory, version in report.refederate:
+        fixed = f"{block.domain} now runs {version.text}, not affected by {advisory.id}"
+        click.echo(f"\n{fixed}: tocsin blocks lift {block.domain}")
+
+
+@main.group()
+def blocks() -> None:
+    """Apply proposed domain blocks, or lift Tocsin's."""
+
+
+@blocks.command("apply")
+@click.argument("csv_file", type=click.File("r", encoding="utf-8"))
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def blocks_apply(csv_file: object, yes: bool) -> None:
+    """Create the domain blocks of a CSV (Mastodon's format) through the admin API, tagged as Tocsin's."""
+    from mastodon import MastodonAPIError
+
+    from handlers.advisories import load_advisories
+    from handlers.scan import BLOCK_TAG, read_blocks_csv
+
+    ctx = _context()
+    client = ctx.mastodon.client
+    if client is None or ctx.settings.access_token is None:
+        raise click.ClickException("applying blocks needs TOCSIN_ACCESS_TOKEN with admin:write:domain_blocks")
+    rows = read_blocks_csv(csv_file.read())  # type: ignore[attr-defined]
+    known = {advisory.id for advisory in load_advisories(ctx.settings.advisory_dir)}
+    click.echo(f"{len(rows)} domain blocks:")
+    for row in rows:
+        click.echo(f"  {row.get('severity', 'silence'):<8} {row['domain']}  {row.get('public_comment', '')[:80]}")
+    if not yes:
+        click.confirm("Create these blocks on the instance?", abort=True)
+    created = 0
+    for row in rows:
+        comment = row.get("public_comment", "")
+        advisory = next((ident for ident in sorted(known) if ident in comment), None)
+        tag = BLOCK_TAG.format(id=advisory) if advisory else "[tocsin]"
+        try:
+            client.admin_create_domain_block(
+                row["domain"],
+                severity=row.get("severity") or "silence",
+                reject_media=row.get("reject_media") == "true",
+                reject_reports=row.get("reject_reports") == "true",
+                private_comment=f"{tag} proposed by a Tocsin scan",
+                public_comment=comment or None,
+                obfuscate=row.get("obfuscate") == "true",
+            )
+            created += 1
+        except MastodonAPIError as error:  # 422: already blocked
+            click.echo(f"  {row['domain']}: not created ({error.args[-1] if error.args else error})", err=True)
+    ctx.redis.delete(defaults.CACHE_PREFIX + "domain-blocks")
+    click.echo(f"{created} blocks created")
+
+
+@blocks.command("lift")
+@click.argument("domain")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def blocks_lift(domain: str, yes: bool) -> None:
+    """Lift the block of DOMAIN (refederate), if Tocsin applied it."""
+    from handlers.scan import tagged_advisory
+
+    ctx = _context()
+    block = next((block for block in ctx.mastodon.domain_blocks() if block.domain == domain.lower()), None)
+    if block is None or block.id is None:
+        raise click.ClickException(f"{domain} is not blocked")
+    if tagged_advisory(block) is None and "[tocsin]" not in (block.private_comment or ""):
+        raise click.ClickException(f"{domain}'s block was not made by Tocsin; lift it in the admin interface")
+    if not yes:
+        click.confirm(f"Lift the {block.severity} block of {domain}?", abort=True)
+    ctx.mastodon.client.admin_delete_domain_block(block.id)  # type: ignore[union-attr]
+    ctx.redis.delete(defaults.CACHE_PREFIX + "domain-blocks")
+    click.echo(f"{domain}: block lifted")
+
+
+@main.command()
+@click.argument("domain")
+@click.option("--send", is_flag=True, help="DM it to the server's contact account (after confirmation).")
+def outreach(domain: str, send: bool) -> None:
+    """The message for a vulnerable server's admins, with its public contact; --send DMs it."""
+    from handlers.scan import outreach_message
+
+    ctx = _context()
+    try:
+        message = outreach_message(ctx, domain.lower())
+    except LookupError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(message.text)
+    click.echo(
+        f"\ncontact: account {message.contact_acct or 'none public'}; email {message.contact_email or 'none public'}"
+    )
+    if send:
+        if message.contact_acct is None:
+            raise click.ClickException(f"{domain} publishes no contact account; write to its email instead")
+        click.confirm(f"Send this as a direct message to @{message.contact_acct}?", abort=True)
+        ids = ctx.outbox.send(message.post())
+        click.echo(f"sent ({len(ids)} part(s))")
+
+
 if __name__ == "__main__":
     main()

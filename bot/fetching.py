@@ -38,7 +38,6 @@ Resolver = Callable[[str, int], Awaitable[list[Address]]]
 """host, port -> addresses to try, in order."""
 
 
-
 class FetchError(Exception):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.context import Context
-from handlers import accounts, reports, statuses
+from handlers import accounts, reports, scan, statuses
 
 log = logging.getLogger(__name__)
 
@@ -46,3 +46,4 @@ def sweep(ctx: Context, now: float) -> None:
     reports.close_quiet_surges(ctx, now)
     accounts.close_quiet_surges(ctx, now)
     statuses.close_quiet_waves(ctx, now)
+    scan.schedule_scan(ctx, now)

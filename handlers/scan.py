@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from mastodon import MastodonNotFoundError
 
@@ -33,8 +34,9 @@ from bot.config import Settings
 from bot.context import Context, get_context
 from bot.fetching import Fetcher, FetchError, FetchPolicy
 from bot.mastodon import DomainBlock, Impact
+from bot.outbox import Post
 from bot.templating import render_text
-from handlers.advisories import Advisory, Version, load_advisories, parse_version
+from handlers.advisories import SEVERITIES, Advisory, Version, load_advisories, parse_version
 
 log = logging.getLogger(__name__)
 
@@ -474,6 +476,62 @@ def render_refederation(block: DomainBlock, advisory: Advisory, version: Version
         version=version,
         instance_url=instance_url,
     )
+
+
+@dataclass(frozen=True)
+class Outreach:
+    domain: str
+    advisory_id: str
+    text: str
+    contact_acct: str | None  # user@domain of the server's public contact account
+    contact_email: str | None
+
+    def post(self) -> Post:
+        assert self.contact_acct is not None
+        return Post(
+            key=f"outreach:{self.domain}:{self.advisory_id}",
+            text=self.text,
+            visibility="direct",
+            mentions=(self.contact_acct,),
+        )
+
+
+def outreach_message(ctx: Context, domain: str) -> Outreach:
+    """The message to a vulnerable server's admins and where to send it (its /api/v2/instance contact)."""
+    fetcher = make_fetcher(ctx.settings)
+    [result] = read_peers_cached(ctx, fetcher, [domain])
+    if result.software is None:
+        raise LookupError(f"{domain} could not be read ({result.error})")
+    version = parse_version(result.software.version)
+    advisories = load_advisories(ctx.settings.advisory_dir)
+    affecting = [a for a in advisories if version and a.concerns(result.software.name) and a.affects(version)]
+    if version is None or not affecting:
+        raise LookupError(
+            f"{domain} runs {result.software.name} {result.software.version}: no known advisory affects it"
+        )
+    advisory = max(affecting, key=lambda item: SEVERITIES.index(item.severity))
+    try:
+        info = asyncio.run(fetcher.get_json(f"https://{domain}/api/v2/instance"))
+    except FetchError:
+        info = {}
+    contact = info.get("contact") if isinstance(info, dict) and isinstance(info.get("contact"), dict) else {}
+    account = contact.get("account") if isinstance(contact.get("account"), dict) else {}
+    acct = str(account.get("acct") or account.get("username") or "").strip().lstrip("@") or None
+    if acct is not None and "@" not in acct:
+        acct = f"{acct}@{domain}"
+    instance_url = ctx.settings.mastodon_url or "https://your.instance"
+    text = render_text(
+        ctx.settings.template_dir,
+        "outreach.txt.j2",
+        domain=domain,
+        advisory=advisory,
+        version=version.text,
+        fix=advisory.fixed_in(version).text,
+        instance_name=urlsplit(instance_url).hostname or instance_url,
+        instance_url=instance_url,
+    )
+    email = str(contact.get("email") or "").strip() or None
+    return Outreach(domain, advisory.id, text, acct, email)
 
 
 def report_key(report: ScanReport) -> str | None:

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner, Result
 from rq import SimpleWorker
 from rq.scheduler import RQScheduler
 
 from bot import defaults
+from bot.cli import main
 from bot.config import Settings, load_settings
 from bot.context import Context, redis_from_url, set_context
 from bot.embedded_redis import EmbeddedRedis
@@ -158,3 +160,23 @@ def feed(ctx: Context, events: list[dict[str, Any]]) -> None:
 def alert_jobs(connection: redis.Redis) -> list[dict[str, Any]]:
     """The payloads of the alert jobs waiting on the urgent queue."""
     return [job.args[0] for job in queue(defaults.QUEUE_URGENT, connection).get_jobs()]
+
+
+@pytest.fixture
+def tocsin(
+    tmp_path: Path, redis_url: str, mastodon: MastodonDouble, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[CliRunner]:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in ("TOCSIN_DRY_RUN", "TOCSIN_MODERATORS", "TOCSIN_TEMPLATE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    env = {
+        "TOCSIN_REDIS_URL": redis_url,
+        "TOCSIN_MASTODON_URL": mastodon.url,
+        "TOCSIN_ACCESS_TOKEN": mastodon.token,
+        "TOCSIN_DATA_DIR": str(tmp_path / "data"),
+    }
+    yield CliRunner(env=env)
+
+
+def run(runner: CliRunner, *args: str) -> Result:
+    return runner.invoke(main, list(args), catch_exceptions=False)

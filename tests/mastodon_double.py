@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qs, parse_qsl
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -95,6 +95,8 @@ class MastodonDouble:
     domain_blocks: list[dict[str, Any]] = field(default_factory=list)
     reports: list[dict[str, Any]] = field(default_factory=list)
     accounts: list[dict[str, Any]] = field(default_factory=list)
+    peers: list[str] | None = field(default_factory=list)
+    """GET /api/v1/instance/peers (blocked domains left out, as Mastodon does); None: the API is disabled (404)."""
     """Admin::Account objects of other accounts (sign-ups), listed by GET /api/v2/admin/accounts."""
     statuses: list[dict[str, Any]] = field(default_factory=list)
     fail_next_posts: list[int] = field(default_factory=list)
@@ -137,7 +139,7 @@ class MastodonDouble:
 
     def add_block(self, domain: str, severity: str = "silence", **extra: Any) -> dict[str, Any]:
         block = {
-            "id": str(len(self.domain_blocks) + 1),
+            "id": str(max((int(block["id"]) for block in self.domain_blocks), default=0) + 1),
             "domain": domain,
             "digest": "0" * 64,
             "created_at": _now(),
@@ -263,6 +265,45 @@ class MastodonDouble:
             if denied := unauthorized(request):
                 return denied
             return paginated(request, double.domain_blocks)
+
+        @app.post("/api/v1/admin/domain_blocks")
+        async def create_domain_block(request: Request) -> JSONResponse:
+            if denied := unauthorized(request):
+                return denied
+            if "json" in request.headers.get("content-type", ""):
+                form = await request.json()
+            else:
+                form = {name: values[-1] for name, values in parse_qs((await request.body()).decode()).items()}
+            domain = str(form["domain"]).lower()
+            existing = next((block for block in double.domain_blocks if block["domain"] == domain), None)
+            if existing is not None:
+                return JSONResponse({"error": "Validation failed", "existing_domain_block": existing}, 422)
+            flags = {
+                name: str(form.get(name, "false")).lower() in ("true", "1")
+                for name in ("reject_media", "reject_reports", "obfuscate")
+            }
+            block = double.add_block(
+                domain,
+                severity=str(form.get("severity") or "silence"),
+                private_comment=form.get("private_comment"),
+                public_comment=form.get("public_comment"),
+                **flags,
+            )
+            return JSONResponse(block, headers=rate_headers())
+
+        @app.delete("/api/v1/admin/domain_blocks/{block_id}")
+        async def delete_domain_block(request: Request, block_id: str) -> JSONResponse:
+            if denied := unauthorized(request):
+                return denied
+            double.domain_blocks = [block for block in double.domain_blocks if block["id"] != block_id]
+            return JSONResponse({}, headers=rate_headers())
+
+        @app.get("/api/v1/instance/peers")
+        async def peers(request: Request) -> JSONResponse:
+            if double.peers is None:
+                return JSONResponse({"error": "Record not found"}, 404)
+            blocked = {block["domain"] for block in double.domain_blocks}
+            return JSONResponse([peer for peer in double.peers if peer not in blocked], headers=rate_headers())
 
         @app.post("/api/v1/admin/measures")
         async def measures(request: Request) -> JSONResponse:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -102,10 +103,21 @@ class PeerFleet:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._loop is None:
+            return
+
+        async def shut_down() -> None:
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shut_down(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
 
     def _run(self) -> None:
+        # Hostile peers keep writing to clients that hung up; asyncio warns of each such write.
+        logging.getLogger("asyncio").setLevel(logging.ERROR)
         self._loop = asyncio.new_event_loop()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._cert.configure_cert(context)

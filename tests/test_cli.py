@@ -4,42 +4,19 @@ real Redis and the Mastodon double."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 import redis
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from bot import defaults
 from bot.cli import main
 from bot.context import Context
 from bot.events import drain_with
 from bot.outbox import Post
-from tests.conftest import report_event, run_jobs
+from tests.conftest import report_event, run, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.waves import burst, iso, signup_background
-
-
-@pytest.fixture
-def tocsin(
-    tmp_path: Path, redis_url: str, mastodon: MastodonDouble, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[CliRunner]:
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    for name in ("TOCSIN_DRY_RUN", "TOCSIN_MODERATORS", "TOCSIN_TEMPLATE_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    env = {
-        "TOCSIN_REDIS_URL": redis_url,
-        "TOCSIN_MASTODON_URL": mastodon.url,
-        "TOCSIN_ACCESS_TOKEN": mastodon.token,
-        "TOCSIN_DATA_DIR": str(tmp_path / "data"),
-    }
-    yield CliRunner(env=env)
-
-
-def run(runner: CliRunner, *args: str) -> Result:
-    return runner.invoke(main, list(args), catch_exceptions=False)
 
 
 def test_doctor_names_what_is_wrong_and_what_is_fine(tocsin: CliRunner, connection: redis.Redis) -> None:

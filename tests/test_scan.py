@@ -1,0 +1,231 @@
+"""The brief's Pixelfed incident, replayed: a fleet of local HTTPS peers, the Mastodon double, real Redis.
+
+96 Pixelfed servers (33 on 0.12.5, pixelfed.social among them; 46 on 0.12.4; 17 older), a few Mastodon
+servers, and some that cannot be read. The scan must report 33 / 46 / 17 → 63 vulnerable, name
+pixelfed.social as fixed and large, propose blocks as Mastodon CSV, apply them tagged, and tell the
+moderators when a blocked server upgrades.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from bot.context import Context
+from bot.fetching import Fetcher
+from handlers.reports import ACTIVE_BUCKETS
+from handlers.scan import (
+    CSV_HEADER,
+    ScanReport,
+    blocks_csv,
+    outreach_message,
+    peer_domains,
+    read_blocks_csv,
+    run_scan,
+    schedule_scan,
+    send_scan_messages,
+)
+from tests.conftest import run
+from tests.mastodon_double import MastodonDouble
+from tests.peers import Peer, PeerFleet, nodeinfo
+
+FIXED = ["pixelfed.social"] + [f"pf-fixed-{n}.example" for n in range(32)]
+ON_0124 = [f"pf-0124-{n}.example" for n in range(46)]
+OLDER = [f"pf-old-{n}.example" for n in range(17)]
+MASTODON = {
+    "masto-current.example": "4.6.5",
+    "masto-glitch.example": "4.2.5+glitch",
+    "masto-old.example": "4.1.12",  # CVE-2024-23832 (critical)
+    "masto-quotes.example": "4.4.14",  # CVE-2026-33869 (moderate)
+}
+UNREADABLE = {
+    "down.example": Peer(hang=True),
+    "gone.example": Peer(status=410),
+    "html.example": Peer(body=b"<p>", content_type="text/html"),
+}
+NOT_IN_FLEET = ["nxdomain.example"]  # no certificate for it here: a TLS failure, like a broken peer
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[PeerFleet]:
+    names = FIXED + ON_0124 + OLDER + list(MASTODON) + list(UNREADABLE)
+    fleet = PeerFleet(names)
+    for domain in FIXED:
+        fleet.peers[domain] = Peer(nodeinfo("pixelfed", "0.12.5"))
+    for domain in ON_0124:
+        fleet.peers[domain] = Peer(nodeinfo("pixelfed", "0.12.4"))
+    for n, domain in enumerate(OLDER):
+        fleet.peers[domain] = Peer(nodeinfo("pixelfed", ["0.11.9", "0.11.4", "0.10.10"][n % 3]))
+    for domain, version in MASTODON.items():
+        fleet.peers[domain] = Peer(nodeinfo("mastodon", version))
+    fleet.peers.update(UNREADABLE)
+    fleet.peers["pf-old-0.example"].contact = {
+        "email": "admin@pf-old-0.example",
+        "account": {"id": "1", "username": "admin", "acct": "admin", "url": "https://pf-old-0.example/admin"},
+    }
+    fleet.start()
+    yield fleet
+    fleet.stop()
+
+
+@pytest.fixture
+def scanning(
+    ctx: Context, mastodon: MastodonDouble, fleet: PeerFleet, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[MastodonDouble]:
+    """The instance federates with the fleet; its peers resolve to the fleet (there is no real DNS here)."""
+    monkeypatch.setattr(
+        "handlers.scan.make_fetcher",
+        lambda settings: Fetcher(
+            fleet.policy(total_timeout=1.5), resolver=fleet.resolver, ssl_context=fleet.client_context()
+        ),
+    )
+    mastodon.peers = FIXED + ON_0124 + OLDER + list(MASTODON) + list(UNREADABLE) + NOT_IN_FLEET
+    mastodon.max_characters = 5000
+    for n, domain in enumerate(ON_0124 + OLDER):
+        mastodon.measures[domain] = (7, 3, 20) if n in (5, 30) else (n % 6, (n * 7) % 6, 10)  # two with 6-10
+    mastodon.measures["pixelfed.social"] = (1073, 864, 5200)
+    mastodon.measures["masto-old.example"] = (50, 40, 300)
+    mastodon.measures["masto-quotes.example"] = (30, 25, 200)
+    yield mastodon
+
+
+def finding(report: ScanReport, advisory_id: str) -> Any:
+    return next(item for item in report.findings if item.advisory.id == advisory_id)
+
+
+def test_the_pixelfed_breakdown_of_the_brief(ctx: Context, scanning: MastodonDouble) -> None:
+    report = run_scan(ctx)
+    pixelfed = finding(report, "CVE-2025-30741")
+    assert (pixelfed.total, len(pixelfed.fixed), len(pixelfed.vulnerable)) == (96, 33, 63)
+    assert pixelfed.version_groups() == [("0.12.4", 46), ("older versions", 17)]
+    assert report.scanned == 96 + 4 + 3 + 1
+    assert report.unreadable == {"timeout": 1, "gone": 1, "not-json": 1, "tls": 1}
+
+    send_scan_messages(ctx, report)
+    [text] = scanning.direct_texts()
+    assert (
+        "Of 96 pixelfed servers we federate with: 33 run 0.12.5 (fixed), 46 run 0.12.4, "
+        "17 run older versions → 63 vulnerable." in text
+    )
+    assert "Follows either way: 61 have ≤ 5; 2 have 6–10." in text
+    assert "Safe, and large: pixelfed.social runs 0.12.5 (1,073 local follows of them, 864 of locals)." in text
+    assert "CVE-2023-36460" not in text  # no server it affects: not in the DM
+    assert "Proposed: 63 to suspend, 0 to limit." in text
+    assert "pixelfed.social" not in {exposure.domain for exposure in pixelfed.vulnerable}
+    assert "pixelfed.social" not in {proposal.domain for proposal in report.proposals["CVE-2025-30741"]}
+
+
+def test_severity_is_capped_at_limit_for_many_follows_unless_critical(ctx: Context, scanning: MastodonDouble) -> None:
+    report = run_scan(ctx)
+    proposals = {proposal.domain: proposal for proposal in report.proposals["CVE-2026-33869"]}
+    assert proposals["masto-quotes.example"].severity == "silence"
+    assert "30 follows would be cut (more than 10)" in proposals["masto-quotes.example"].reason
+    critical = {proposal.domain: proposal for proposal in report.proposals["CVE-2024-23832"]}
+    assert list(critical) == ["masto-old.example"]  # 4.2.5+glitch is patched
+    assert critical["masto-old.example"].severity == "suspend"
+    assert "the advisory is critical" in critical["masto-old.example"].reason
+
+
+def test_csv_applied_with_tags_then_an_upgrade_is_noticed(
+    ctx: Context,
+    scanning: MastodonDouble,
+    fleet: PeerFleet,
+    tocsin: CliRunner,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    csv_path = tmp_path / "blocks.csv"
+    output = run(tocsin, "scan", "--advisory", "CVE-2025-30741", "--csv", str(csv_path)).output
+    assert "96 servers: 33 fixed, 46 run 0.12.4, 17 run older versions -> 63 vulnerable" in output
+    text = csv_path.read_text()
+    assert text.splitlines()[0] == ",".join(CSV_HEADER)
+    rows = read_blocks_csv(text)
+    assert len(rows) == 63 and {row["severity"] for row in rows} == {"suspend"}
+    assert "pf-old-3.example" in {row["domain"] for row in rows}
+
+    refused = tocsin.invoke(main_command(), ["blocks", "apply", str(csv_path)], input="n\n")
+    assert refused.exit_code != 0 and scanning.domain_blocks == []  # nothing without a moderator's yes
+    applied = tocsin.invoke(main_command(), ["blocks", "apply", str(csv_path)], input="y\n")
+    assert "63 blocks created" in applied.output
+    assert all(
+        block["private_comment"].startswith("[tocsin advisory CVE-2025-30741]") for block in scanning.domain_blocks
+    )
+
+    monkeypatch.setitem(fleet.peers, "pf-old-3.example", Peer(nodeinfo("pixelfed", "0.12.5")))  # upgraded
+    ctx.redis.delete("tocsin:cache:domain-blocks")
+    report = run_scan(ctx)  # the peers API now leaves the blocked out; Tocsin's own blocks are re-read
+    assert [(block.domain, version.text) for block, _advisory, version in report.refederate] == [
+        ("pf-old-3.example", "0.12.5")
+    ]
+    send_scan_messages(ctx, report)
+    send_scan_messages(ctx, report)  # the daily scan again: nothing new, nothing posted
+    texts = [text for text in scanning.direct_texts() if "eligible for refederation" in text]
+    assert len(texts) == 1
+    assert "pf-old-3.example now runs 0.12.5 — eligible for refederation." in texts[0]
+    assert "tocsin blocks lift pf-old-3.example" in texts[0]
+    lifted = run(tocsin, "blocks", "lift", "pf-old-3.example", "--yes").output
+    assert "block lifted" in lifted
+    assert "pf-old-3.example" not in {block["domain"] for block in scanning.domain_blocks}
+
+
+def test_json_output_for_machines(scanning: MastodonDouble, tocsin: CliRunner) -> None:
+    import json
+
+    data = json.loads(run(tocsin, "scan", "--json").output)
+    pixelfed = next(item for item in data["advisories"] if item["id"] == "CVE-2025-30741")
+    assert (pixelfed["running"], len(pixelfed["vulnerable"]), len(pixelfed["fixed"])) == (96, 63, 33)
+    assert pixelfed["impact"] == {"≤ 5": 61, "6–10": 2}
+
+
+def test_outreach_uses_the_public_contact_and_sends_only_when_confirmed(
+    ctx: Context, scanning: MastodonDouble, tocsin: CliRunner
+) -> None:
+    message = outreach_message(ctx, "pf-old-0.example")
+    assert message.contact_acct == "admin@pf-old-0.example"
+    assert message.contact_email == "admin@pf-old-0.example"
+    assert "running 0.11.9, which is affected by CVE-2025-30741" in message.text
+    assert "upgrade to 0.12.5 or later" in message.text
+    result = tocsin.invoke(main_command(), ["outreach", "pf-old-0.example", "--send"], input="y\n")
+    assert "sent (1 part(s))" in result.output
+    [dm] = scanning.direct_messages()
+    assert scanning.recipients(dm) == ["admin@pf-old-0.example"]
+
+
+def test_without_the_peers_api_the_seen_servers_and_blocks_are_scanned(
+    ctx: Context, scanning: MastodonDouble, connection: redis.Redis
+) -> None:
+    scanning.peers = None  # the admin disabled it: 404
+    connection.zadd(ACTIVE_BUCKETS, {"pf-0124-1.example": 1.0, "local": 2.0, "*": 3.0})
+    scanning.add_block("pf-0124-2.example", severity="silence")
+    assert peer_domains(ctx, ctx.mastodon.domain_blocks()) == ["pf-0124-1.example", "pf-0124-2.example"]
+
+
+def test_daily_scan_is_enqueued_once_per_interval(ctx: Context, scanning: MastodonDouble) -> None:
+    assert schedule_scan(ctx, 1_000_000.0)
+    assert not schedule_scan(ctx, 1_000_060.0)
+
+
+def test_csv_quotes_comments() -> None:
+    from handlers.scan import Proposal
+
+    text = blocks_csv([Proposal("a.example", "suspend", "", 'Runs "0.12.4", affected', "X")])
+    assert read_blocks_csv(text) == [
+        {
+            "domain": "a.example",
+            "severity": "suspend",
+            "reject_media": "false",
+            "reject_reports": "false",
+            "public_comment": 'Runs "0.12.4", affected',
+            "obfuscate": "false",
+        }
+    ]
+
+
+def main_command() -> Any:
+    from bot.cli import main
+
+    return main
