@@ -143,7 +143,13 @@ class PeerFleet:
             host = headers.get("host", "").split(":")[0]
             self.requests.append((host, path, headers))
             await self._answer(self.peers.get(host, Peer(status=404)), host, path, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, asyncio.LimitOverrunError):
+        except (
+            ConnectionError,
+            asyncio.IncompleteReadError,
+            ssl.SSLError,
+            asyncio.LimitOverrunError,
+            asyncio.CancelledError,
+        ):
             pass
         finally:
             writer.close()
