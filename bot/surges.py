@@ -180,6 +180,39 @@ class SurgeBook:
             return None
         return int(result[0]), result[1].decode()
 
+    def advance(
+        self,
+        connection: redis.Redis,
+        bucket: str,
+        decision: Decision | None,
+        trigger: str,
+        now: float,
+        count: int,
+        rate: float,
+        state: SurgeState | None,
+        cooldown_minutes: float,
+    ) -> dict[str, Any] | None:
+        """Make the detector's decision (or, without one, let the surge learn its pace during the
+        cooldown); return the alert payload's common part when this call made a transition."""
+        if decision is None:
+            if state is not None and settling(state, now, cooldown_minutes):
+                self.settle(connection, bucket, state, count, rate)
+            return None
+        made = self.transition(connection, bucket, decision, trigger, now, count, rate, state)
+        if made is None:
+            return None  # another worker made this transition first
+        alert_no, surge_id = made
+        return {
+            "kind": decision.value,
+            "bucket": bucket,
+            "surge_id": surge_id,
+            "alert_no": alert_no,
+            "at": now,
+            "rate": round(rate, 1),
+            "previous_count": state.alerted_count if state else None,
+            "previous_rate": round(state.alerted_rate, 1) if state else None,
+        }
+
     def settle(self, connection: redis.Redis, bucket: str, state: SurgeState, count: int, rate: float) -> None:
         connection.register_script(_SETTLE_SCRIPT)(keys=[self.key(bucket)], args=[state.alerts, count, repr(rate)])
 

@@ -34,7 +34,6 @@ from bot.surges import (
     enqueue_alert,
     escalates,
     rate_per_hour,
-    settling,
 )
 from bot.surges import (
     alert_key as surge_alert_key,
@@ -382,28 +381,16 @@ def handle_signup(ctx: Context, event: dict[str, Any]) -> None:
     cfg = ctx.settings.signup_surge
     decision = assess(stats, state, cfg, created)
     rate = hourly_rate(stats, cfg, created)
-    if decision is not None:
-        made = SURGES.transition(ctx.redis, BUCKET, decision, account_id, created, stats.count, rate, state)
-        if made is not None:
-            alert_no, surge_id = made
-            _enqueue_alert(
-                ctx,
-                {
-                    "kind": decision.value,
-                    "bucket": BUCKET,
-                    "surge_id": surge_id,
-                    "alert_no": alert_no,
-                    "at": created,
-                    "rate": round(rate, 1),
-                    "expected": round(expected_in_window(stats, cfg), 2),
-                    "baseline": stats.baseline,
-                    "baseline_days": round(baseline_span(stats, cfg) / DAY, 1),
-                    "previous_count": state.alerted_count if state else None,
-                    "previous_rate": round(state.alerted_rate, 1) if state else None,
-                },
-            )
-    elif state is not None and settling(state, created, cfg.escalation_cooldown_minutes):
-        SURGES.settle(ctx.redis, BUCKET, state, stats.count, rate)
+    payload = SURGES.advance(
+        ctx.redis, BUCKET, decision, account_id, created, stats.count, rate, state, cfg.escalation_cooldown_minutes
+    )
+    if payload is not None:
+        payload.update(
+            expected=round(expected_in_window(stats, cfg), 2),
+            baseline=stats.baseline,
+            baseline_days=round(baseline_span(stats, cfg) / DAY, 1),
+        )
+        _enqueue_alert(ctx, payload)
     if state is not None and is_surge(stats, cfg):
         SURGES.touch(ctx.redis, BUCKET, created)  # still at surge level: not "back to normal" yet
 

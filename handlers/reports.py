@@ -29,7 +29,6 @@ from bot.surges import (
     enqueue_alert,
     escalates,
     rate_per_hour,
-    settling,
 )
 from bot.surges import (
     alert_key as surge_alert_key,
@@ -216,10 +215,19 @@ def handle_report(ctx: Context, event: dict[str, Any]) -> None:
         stats = _stats(raw)
         state = SurgeState.from_redis(state_raw)
         decision = assess(bucket, stats, state, cfg, created)
-        if decision is not None:
-            _transition(ctx, bucket, decision, report_id, created, stats, state)
-        elif state is not None and settling(state, created, cfg.escalation_cooldown_minutes):
-            SURGES.settle(ctx.redis, bucket, state, stats.count, hourly_rate(stats, created))
+        rate = hourly_rate(stats, created)
+        payload = SURGES.advance(
+            ctx.redis, bucket, decision, report_id, created, stats.count, rate, state, cfg.escalation_cooldown_minutes
+        )
+        if payload is not None:
+            payload.update(
+                count=stats.count,
+                last_hour=stats.last_hour,
+                baseline=stats.baseline,
+                expected=round(expected_in_window(stats, cfg), 2),
+                baseline_days=round(baseline_span(stats, cfg) / DAY, 1),
+            )
+            _enqueue_alert(ctx, payload)
 
 
 def record_report(ctx: Context, report: object) -> tuple[str, float, list[tuple[str, list[Any], list[bytes]]]] | None:
@@ -298,41 +306,6 @@ def backfill_reports(ctx: Context, days: float) -> int:
             else:
                 page = client.fetch_next(page)
     return recorded
-
-
-def _transition(
-    ctx: Context,
-    bucket: str,
-    decision: Decision,
-    report_id: str,
-    now: float,
-    stats: WindowStats,
-    state: SurgeState | None,
-) -> None:
-    rate = hourly_rate(stats, now)
-    made = SURGES.transition(ctx.redis, bucket, decision, report_id, now, stats.count, rate, state)
-    if made is None:
-        return  # another worker made this transition first
-    alert_no, surge_id = made
-    cfg = ctx.settings.report_surge
-    _enqueue_alert(
-        ctx,
-        {
-            "kind": decision.value,
-            "bucket": bucket,
-            "surge_id": surge_id,
-            "alert_no": alert_no,
-            "at": now,
-            "count": stats.count,
-            "last_hour": stats.last_hour,
-            "rate": round(rate, 1),
-            "baseline": stats.baseline,
-            "expected": round(expected_in_window(stats, cfg), 2),
-            "baseline_days": round(baseline_span(stats, cfg) / DAY, 1),
-            "previous_count": state.alerted_count if state else None,
-            "previous_rate": round(state.alerted_rate, 1) if state else None,
-        },
-    )
 
 
 def close_quiet_surges(ctx: Context, now: float | None = None) -> int:

@@ -38,7 +38,6 @@ from bot.surges import (
     enqueue_alert,
     escalates,
     rate_per_hour,
-    settling,
 )
 from bot.surges import (
     alert_key as surge_alert_key,
@@ -469,27 +468,21 @@ def handle_status(ctx: Context, event: dict[str, Any]) -> None:
     state = SurgeState.from_redis(state_raw)
     decision = assess(stats, state, cfg, facts.at)
     rate = rate_per_hour(stats.flagged_posts, stats.first_flagged, facts.at, span=cfg.window_hours * HOUR)
-    if decision is not None:
-        made = SURGES.transition(
-            ctx.redis, BUCKET, decision, facts.status_id, facts.at, stats.flagged_accounts, rate, state
-        )
-        if made is not None:
-            alert_no, surge_id = made
-            _enqueue_alert(
-                ctx,
-                {
-                    "kind": decision.value,
-                    "bucket": BUCKET,
-                    "surge_id": surge_id,
-                    "alert_no": alert_no,
-                    "at": facts.at,
-                    "rate": round(rate, 1),
-                    "previous_count": state.alerted_count if state else None,
-                    "previous_rate": round(state.alerted_rate, 1) if state else None,
-                },
-            )
-    elif state is not None and stats.signs and settling(state, facts.at, cfg.escalation_cooldown_minutes):
-        SURGES.settle(ctx.redis, BUCKET, state, stats.flagged_accounts, rate)
+    if decision is None and not stats.signs:
+        return  # an unflagged post teaches the wave nothing about its pace
+    payload = SURGES.advance(
+        ctx.redis,
+        BUCKET,
+        decision,
+        facts.status_id,
+        facts.at,
+        stats.flagged_accounts,
+        rate,
+        state,
+        cfg.escalation_cooldown_minutes,
+    )
+    if payload is not None:
+        _enqueue_alert(ctx, payload)
 
 
 def close_quiet_waves(ctx: Context, now: float | None = None) -> int:
