@@ -29,7 +29,7 @@ from handlers.scan import (
     schedule_scan,
     send_scan_messages,
 )
-from tests.conftest import run
+from tests.conftest import run, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.peers import Peer, PeerFleet, nodeinfo
 
@@ -204,9 +204,18 @@ def test_without_the_peers_api_the_seen_servers_and_blocks_are_scanned(
     assert peer_domains(ctx, ctx.mastodon.domain_blocks()) == ["pf-0124-1.example", "pf-0124-2.example"]
 
 
-def test_daily_scan_is_enqueued_once_per_interval(ctx: Context, scanning: MastodonDouble) -> None:
+def test_daily_scan_runs_once_per_interval_on_a_worker_and_dms_only_news(
+    ctx: Context, scanning: MastodonDouble, connection: redis.Redis
+) -> None:
     assert schedule_scan(ctx, 1_000_000.0)
-    assert not schedule_scan(ctx, 1_000_060.0)
+    assert not schedule_scan(ctx, 1_000_060.0)  # another worker's sweep a minute later
+    run_jobs(connection)
+    [text] = scanning.direct_texts()
+    assert text.splitlines()[1].startswith("🛡 Peer scan: 104 servers read")
+    connection.delete("tocsin:scan:claimed")  # the next day
+    assert schedule_scan(ctx, 1_086_400.0)
+    run_jobs(connection)
+    assert len(scanning.direct_texts()) == 1  # the same proposals: no second DM
 
 
 def test_csv_quotes_comments() -> None:
