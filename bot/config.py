@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -140,6 +140,16 @@ class Settings(BaseSettings):
     retry_delays: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [10, 30, 60, 120, 300, 600, 1800])
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     dedupe_days: float = Field(default=4.0, ge=3.0)  # Mastodon retries for ~2 days; keep keys longer
+
+    # Domain actions → announcements and incident pages (handlers/domain_blocks.py, announcements.py).
+    domain_poll_seconds: float = Field(default=60.0, ge=0)  # how often blocks are polled; 0: never
+    announce_hold_minutes: float = Field(default=5.0, ge=0)  # moderators may cancel within this
+    announce_visibility: Literal["public", "unlisted", "private", "direct"] = "public"
+    announce_spoiler: str | None = None  # content warning of announcements; unset: none
+    correction_hours: float = Field(default=24.0, ge=0)  # a block lifted sooner is announced as a correction
+    instance_name: str | None = None  # unset: the instance's host name
+    rules_url: str | None = None  # linked from announcements and pages
+    contact: str | None = None  # shown on incident pages (an account or an address for questions)
 
     # Peer scan for unpatched software (handlers/scan.py).
     advisory_dir: Path | None = None  # the operator's advisories (*.toml), next to the shipped ones

@@ -151,7 +151,7 @@ class MastodonLink:
             return []
 
         def read() -> list[dict[str, Any]]:
-            blocks = self._all_domain_blocks()
+            blocks = self.all_domain_blocks()
             return [
                 asdict(
                     DomainBlock(
@@ -170,7 +170,7 @@ class MastodonLink:
 
         return [DomainBlock(**item) for item in self._cached("domain-blocks", defaults.DOMAIN_BLOCKS_CACHE_TTL, read)]
 
-    def _all_domain_blocks(self) -> list[Any]:
+    def all_domain_blocks(self) -> list[Any]:
         return [
             block
             for page in pages_by_max_id(self.client.admin_domain_blocks, limit=DOMAIN_BLOCKS_PAGE)

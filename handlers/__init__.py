@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.context import Context
-from handlers import accounts, reports, scan, statuses
+from handlers import accounts, announcements, domain_blocks, reports, scan, statuses
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,10 @@ HANDLERS: dict[str, Handler] = {
     "report.updated": reports.handle_report,
     "status.created": statuses.handle_status,
     "status.updated": statuses.handle_status,
+    # Not webhooks: made by the domain-block poller (handlers/domain_blocks.py) on the same stream.
+    "domain_block.created": domain_blocks.handle_block_change,
+    "domain_block.updated": domain_blocks.handle_block_change,
+    "domain_block.removed": domain_blocks.handle_block_change,
 }
 
 
@@ -47,3 +51,5 @@ def sweep(ctx: Context, now: float) -> None:
     accounts.close_quiet_surges(ctx, now)
     statuses.close_quiet_waves(ctx, now)
     scan.schedule_scan(ctx, now)
+    domain_blocks.schedule_poll(ctx, now)
+    announcements.resume_due(ctx, now)

@@ -1,0 +1,246 @@
+"""Public announcements of domain actions, posted by the instance's bot account.
+
+Each block change is held for TOCSIN_ANNOUNCE_HOLD_MINUTES (a moderator can cancel it, or mark a lift
+as a correction, with `tocsin announcements`); changes made while a batch is held join it, so blocks made
+within a few minutes of each other make one post. When the batch is due, a job renders one post per
+incident (a reply in that incident's thread when it has one) plus, for an incident the batch resolved,
+its own resolution post. Every post has a message key derived from the batch, so retries and restarts
+post it once. Private comments are never in a change; obfuscated domains are shown obfuscated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from bot import defaults
+from bot.context import Context, get_context
+from bot.outbox import Post
+from bot.queue import enqueue_once
+from bot.templating import render_text
+from handlers import incidents
+from handlers.incidents import BlockChange
+
+log = logging.getLogger(__name__)
+
+OPEN_BATCH = "tocsin:announce:open-batch"  # the batch new changes join; expires when it is due
+BATCH_PREFIX = "tocsin:announce:batch:"  # + id: list of held changes (JSON); + id + ":meta": hash
+PENDING = "tocsin:announce:pending"  # sorted set: batch id scored by when it is due
+SEEN_PREFIX = "tocsin:announce:seen:"  # + change id: a replayed event is held once
+KEEP_SECONDS = 30 * 86400
+
+# KEYS: open batch, pending, seen marker. ARGV: new batch id, due, hold seconds, change JSON, batch prefix.
+# Returns {batch id, 1 if this call opened it}; {'', 0} for a change already held.
+_HOLD_SCRIPT = """
+if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', KEEP) then return {'', 0} end
+local batch = redis.call('GET', KEYS[1])
+local opened = 0
+if not batch then
+  batch = ARGV[1]
+  redis.call('SET', KEYS[1], batch, 'EX', ARGV[3])
+  redis.call('ZADD', KEYS[2], ARGV[2], batch)
+  opened = 1
+end
+redis.call('RPUSH', ARGV[5] .. batch, ARGV[4])
+redis.call('EXPIRE', ARGV[5] .. batch, KEEP)
+return {batch, opened}
+""".replace("KEEP", str(KEEP_SECONDS))
+
+
+@dataclass
+class Held:
+    """One change waiting in a batch, with what its announcement needs."""
+
+    change: dict[str, Any]  # BlockChange as a dict
+    incident: str | None
+    resolved: bool
+    correction: bool
+    cancelled: bool = False
+
+    @property
+    def block(self) -> BlockChange:
+        return BlockChange(**self.change)
+
+
+def hold(ctx: Context, change: BlockChange, incident: str | None, resolved: bool, correction: bool) -> str | None:
+    """Hold a change for announcement; the batch id (None: not announced, or already held)."""
+    if change.severity == "noop" and change.kind != "removed" and change.previous_severity in (None, "noop"):
+        return None  # a "no-op" block changes nothing the public sees
+    hold_seconds = max(int(ctx.settings.announce_hold_minutes * 60), 1)
+    now = time.time()
+    item = Held(asdict(change), incident, resolved, correction)
+    batch, opened = ctx.redis.register_script(_HOLD_SCRIPT)(
+        keys=[OPEN_BATCH, PENDING, SEEN_PREFIX + change.change_id],
+        args=[uuid.uuid4().hex[:16], repr(now + hold_seconds), hold_seconds, json.dumps(asdict(item)), BATCH_PREFIX],
+    )
+    batch_id = batch.decode() if isinstance(batch, bytes) else str(batch)
+    if not batch_id:
+        return None
+    if opened:
+        enqueue_once(
+            ctx.redis,
+            defaults.QUEUE_URGENT,
+            "handlers.announcements.post_batch",
+            batch_id,
+            job_id=f"announce-{batch_id}",
+            retry_delays=ctx.settings.retry_delays,
+            delay_seconds=hold_seconds,
+        )
+    log.info("announcement of %s %s held in batch %s", change.kind, change.shown, batch_id)
+    return batch_id
+
+
+def held(connection: redis.Redis, batch_id: str) -> list[Held]:
+    return [Held(**json.loads(raw)) for raw in connection.lrange(BATCH_PREFIX + batch_id, 0, -1)]
+
+
+def pending(connection: redis.Redis) -> list[tuple[str, float, list[Held]]]:
+    """Batches not posted yet: (id, due, changes)."""
+    return [
+        (raw.decode(), due, held(connection, raw.decode()))
+        for raw, due in connection.zrange(PENDING, 0, -1, withscores=True)
+    ]
+
+
+def _rewrite(connection: redis.Redis, batch_id: str, domain: str | None, **updates: bool) -> int:
+    """Set flags on a pending batch's changes (all, or one domain's); how many changed."""
+    if connection.zscore(PENDING, batch_id) is None:
+        return 0
+    key = BATCH_PREFIX + batch_id
+    changed = 0
+    with connection.lock(incidents.LOCK + ":announce", timeout=10, blocking_timeout=10):
+        items = held(connection, batch_id)
+        for index, item in enumerate(items):
+            if domain is None or item.change["domain"] == domain:
+                for name, value in updates.items():
+                    setattr(item, name, value)
+                connection.lset(key, index, json.dumps(asdict(item)))
+                changed += 1
+    return changed
+
+
+def cancel(connection: redis.Redis, batch_id: str, domain: str | None = None) -> int:
+    return _rewrite(connection, batch_id, domain, cancelled=True)
+
+
+def mark_correction(connection: redis.Redis, batch_id: str, domain: str, correction: bool = True) -> int:
+    return _rewrite(connection, batch_id, domain, correction=correction)
+
+
+# --- Rendering (pure) ----------------------------------------------------------------------------
+
+
+def render_batch(
+    items: list[Held], incident: incidents.Incident | None, link: str, settings_view: dict[str, Any], template_dir: Any
+) -> str:
+    changes = [item.block for item in items]
+    groups: dict[str, list[str]] = {}
+    for change in changes:
+        if change.kind == "created":
+            groups.setdefault(incidents.ACTION_WORDS.get(change.severity, change.severity), []).append(change.shown)
+    return render_text(
+        template_dir,
+        "announce_blocks.txt.j2",
+        created=[(change, item) for change, item in zip(changes, items, strict=True) if change.kind == "created"],
+        updated=[(change, item) for change, item in zip(changes, items, strict=True) if change.kind == "updated"],
+        removed=[(change, item) for change, item in zip(changes, items, strict=True) if change.kind == "removed"],
+        created_groups=list(groups.items()),
+        incident=incident,
+        link=link,
+        words=incidents.ACTION_WORDS,
+        instance=settings_view,
+    )
+
+
+def render_resolution(incident: incidents.Incident, link: str, settings_view: dict[str, Any], template_dir: Any) -> str:
+    return render_text(template_dir, "announce_resolved.txt.j2", incident=incident, link=link, instance=settings_view)
+
+
+def settings_view(ctx: Context) -> dict[str, Any]:
+    from urllib.parse import urlsplit
+
+    url = ctx.settings.mastodon_url or ""
+    return {
+        "name": ctx.settings.instance_name or urlsplit(url).hostname or "this instance",
+        "rules_url": ctx.settings.rules_url,
+        "contact": ctx.settings.contact,
+    }
+
+
+def incident_url(ctx: Context, slug: str | None) -> str:
+    base = (ctx.settings.public_url or ctx.settings.mastodon_url or "").rstrip("/")
+    return f"{base}/incidents/{slug}" if slug else f"{base}/incidents"
+
+
+# --- The job -------------------------------------------------------------------------------------
+
+
+def post_batch(batch_id: str) -> int:
+    """RQ job (urgent queue, when the hold-off ends): one post per incident, replies in its thread."""
+    ctx = get_context()
+    connection = ctx.redis
+    items = [item for item in held(connection, batch_id) if not item.cancelled]
+    groups: dict[str | None, list[Held]] = {}
+    for item in items:
+        groups.setdefault(item.incident, []).append(item)
+    view = settings_view(ctx)
+    posted = 0
+    for slug, group in groups.items():
+        incident = incidents.load(connection, slug) if slug else None
+        link = incident_url(ctx, slug)
+        text = render_batch(group, incident, link, view, ctx.settings.template_dir)
+        ids = _post(ctx, f"announce:{batch_id}:{slug or 'none'}", text, incident)
+        posted += len(ids)
+        if slug and ids:
+            incidents.set_thread_last(connection, slug, ids[-1])
+            incident = incidents.load(connection, slug)
+        if incident is not None and any(item.resolved for item in group):
+            ids = _post(
+                ctx,
+                f"announce:{batch_id}:{slug}:resolved",
+                render_resolution(incident, link, view, ctx.settings.template_dir),
+                incident,
+            )
+            posted += len(ids)
+            if ids:
+                incidents.set_thread_last(connection, incident.slug, ids[-1])
+    connection.zrem(PENDING, batch_id)
+    return posted
+
+
+def _post(ctx: Context, key: str, text: str, incident: incidents.Incident | None) -> list[str]:
+    spoiler = ctx.settings.announce_spoiler or None
+    reply_to = incident.thread_last if incident is not None else None
+    if reply_to is not None and reply_to.startswith(("dry-run-", "paused-")):
+        reply_to = None  # a recorded (not posted) status cannot be replied to
+    return ctx.outbox.send(
+        Post(
+            key=key,
+            text=text,
+            visibility=ctx.settings.announce_visibility,
+            spoiler_text=spoiler,
+            in_reply_to_id=reply_to,
+        )
+    )
+
+
+def resume_due(ctx: Context, now: float | None = None) -> int:
+    """From the sweep: a batch whose job was lost (Redis restored without RQ's schedule) is posted late
+    rather than never."""
+    now = time.time() if now is None else now
+    started = 0
+    for raw in ctx.redis.zrangebyscore(PENDING, "-inf", now - 120):
+        started += enqueue_once(
+            ctx.redis,
+            defaults.QUEUE_URGENT,
+            "handlers.announcements.post_batch",
+            raw.decode(),
+            job_id=f"announce-{raw.decode()}",
+        )
+    return started

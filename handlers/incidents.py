@@ -1,0 +1,368 @@
+"""Incidents: the servers a moderation action concerns, why, and what happened when — for the public.
+
+An incident groups affected servers (each with its action and since when), a cause (spam wave,
+vulnerability, policy, correction), a public summary, a status (open → monitoring → resolved) and a
+dated timeline. Incidents follow the domain blocks (handlers/domain_blocks.py): a block Tocsin proposed
+(a report surge's server, a scan's advisory) opens one or joins the open one; a server limited while a
+spam-wave incident is open joins it; when every server of an incident has been lifted, it resolves.
+Moderators open incidents themselves with `tocsin incident open`.
+
+Nothing personal is stored here: domains (shown obfuscated where the block says so), actions, the
+block's public comment, times. Mutations take a short Redis lock: two workers handling blocks of one
+wave must not open two incidents.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+from bot.context import Context
+
+INCIDENTS = "tocsin:incidents"  # sorted set: slug scored by opened_at
+INCIDENT_PREFIX = "tocsin:incident:"  # + slug: hash; + slug + ":servers": hash domain -> JSON; ":timeline"
+BY_DOMAIN = "tocsin:incidents:by-domain"  # hash: domain -> slug of the open incident it belongs to
+LOCK = "tocsin:incidents:lock"
+LOCK_SECONDS = 30
+TIMELINE_CAP = 500
+CHART_MAX_HOURS = 14 * 24
+"""The reports-per-hour chart covers at most two weeks (336 bars)."""
+
+
+class Cause(StrEnum):
+    SPAM_WAVE = "spam wave"
+    VULNERABILITY = "vulnerability"
+    POLICY = "policy"
+    CORRECTION = "correction"
+
+
+class Status(StrEnum):
+    OPEN = "open"
+    MONITORING = "monitoring"
+    RESOLVED = "resolved"
+
+
+ACTION_WORDS = {"silence": "limited", "suspend": "suspended", "noop": "flagged"}
+
+
+def public_domain(domain: str, obfuscate: bool) -> str:
+    """The domain as Mastodon shows an obfuscated block publicly (DomainBlock#public_domain): the middle
+    characters, dots excepted, replaced by asterisks."""
+    if not obfuscate:
+        return domain
+    length = len(domain)
+    visible = length // 4
+    return "".join(
+        "*" if visible < index < length - visible and char != "." else char for index, char in enumerate(domain)
+    )
+
+
+@dataclass
+class Server:
+    domain: str  # kept for matching later changes; never shown when obfuscated
+    shown: str  # what the public sees
+    severity: str
+    since: float
+    lifted_at: float | None = None
+    reject_media: bool = False
+    reject_reports: bool = False
+
+    @property
+    def action(self) -> str:
+        return "lifted" if self.lifted_at is not None else ACTION_WORDS.get(self.severity, self.severity)
+
+
+@dataclass
+class Incident:
+    slug: str
+    title: str
+    cause: str
+    summary: str
+    status: str
+    opened_at: float
+    resolved_at: float | None = None
+    advisory: str | None = None
+    thread_last: str | None = None  # the last announcement posted in its thread
+    servers: list[Server] = field(default_factory=list)
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+
+    @property
+    def active(self) -> list[Server]:
+        return [server for server in self.servers if server.lifted_at is None]
+
+    def public_json(self, url: str) -> dict[str, Any]:
+        return {
+            "slug": self.slug,
+            "url": url,
+            "title": self.title,
+            "cause": self.cause,
+            "summary": self.summary,
+            "status": self.status,
+            "opened_at": iso(self.opened_at),
+            "resolved_at": iso(self.resolved_at) if self.resolved_at else None,
+            "servers": [
+                {
+                    "domain": server.shown,
+                    "action": server.action,
+                    "since": iso(server.since),
+                    "lifted_at": iso(server.lifted_at) if server.lifted_at else None,
+                }
+                for server in self.servers
+            ],
+            "timeline": [{"at": iso(at), "text": text} for at, text in self.timeline],
+        }
+
+
+def iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+_SLUG_WORD = re.compile(r"[^a-z0-9]+")
+
+
+def slug_for(cause: str, title: str, at: float) -> str:
+    words = _SLUG_WORD.sub("-", title.lower()).strip("-")[:40].strip("-") or _SLUG_WORD.sub("-", cause)
+    return f"{datetime.fromtimestamp(at, UTC):%Y-%m-%d}-{words}"
+
+
+# --- Storage --------------------------------------------------------------------------------------
+
+
+def _key(slug: str, part: str = "") -> str:
+    return INCIDENT_PREFIX + slug + (f":{part}" if part else "")
+
+
+def load(connection: redis.Redis, slug: str) -> Incident | None:
+    pipe = connection.pipeline()
+    pipe.hgetall(_key(slug))
+    pipe.hgetall(_key(slug, "servers"))
+    pipe.hgetall(_key(slug, "timeline"))
+    meta, servers, timeline = pipe.execute()
+    if not meta:
+        return None
+    fields = {key.decode(): value.decode() for key, value in meta.items()}
+    entries = sorted(json.loads(raw) for raw in timeline.values())
+    return Incident(
+        slug=slug,
+        title=fields["title"],
+        cause=fields["cause"],
+        summary=fields.get("summary", ""),
+        status=fields["status"],
+        opened_at=float(fields["opened_at"]),
+        resolved_at=float(fields["resolved_at"]) if fields.get("resolved_at") else None,
+        advisory=fields.get("advisory") or None,
+        thread_last=fields.get("thread_last") or None,
+        servers=sorted((Server(**json.loads(raw)) for raw in servers.values()), key=lambda item: item.since),
+        timeline=[(float(at), text) for at, text in entries],
+    )
+
+
+def list_incidents(connection: redis.Redis, limit: int = 200) -> list[Incident]:
+    """Open ones first, then newest first."""
+    slugs = [raw.decode() for raw in connection.zrevrange(INCIDENTS, 0, limit - 1)]
+    incidents = [incident for slug in slugs if (incident := load(connection, slug)) is not None]
+    return sorted(incidents, key=lambda item: (item.status == Status.RESOLVED, -item.opened_at))
+
+
+def add_timeline(connection: redis.Redis, slug: str, entry_id: str, at: float, text: str) -> None:
+    """One dated entry; the same entry id twice (a replayed event) is recorded once."""
+    connection.hsetnx(_key(slug, "timeline"), entry_id, json.dumps([at, text]))
+
+
+def _save_server(connection: redis.Redis, slug: str, server: Server) -> None:
+    connection.hset(_key(slug, "servers"), server.domain, json.dumps(asdict(server)))
+
+
+def open_incident(
+    connection: redis.Redis,
+    cause: str,
+    title: str,
+    summary: str,
+    at: float,
+    advisory: str | None = None,
+) -> str:
+    base = slug_for(cause, title, at)
+    for number in range(1, 1000):
+        slug = base if number == 1 else f"{base}-{number}"
+        if connection.hsetnx(_key(slug), "slug", slug):
+            break
+    connection.hset(
+        _key(slug),
+        mapping={
+            "title": title,
+            "cause": cause,
+            "summary": summary,
+            "status": Status.OPEN.value,
+            "opened_at": repr(at),
+            "advisory": advisory or "",
+        },
+    )
+    connection.zadd(INCIDENTS, {slug: at})
+    add_timeline(connection, slug, f"opened:{slug}", at, f"Incident opened: {title}.")
+    return slug
+
+
+def set_status(connection: redis.Redis, slug: str, status: Status, at: float, note: str | None = None) -> None:
+    connection.hset(_key(slug), "status", status.value)
+    if status == Status.RESOLVED:
+        connection.hset(_key(slug), "resolved_at", repr(at))
+        for domain, owner in connection.hgetall(BY_DOMAIN).items():
+            if owner.decode() == slug:
+                connection.hdel(BY_DOMAIN, domain)
+    text = note or f"Status: {status.value}."
+    add_timeline(connection, slug, f"status:{status.value}:{at}", at, text)
+
+
+def set_thread_last(connection: redis.Redis, slug: str, status_id: str) -> None:
+    connection.hset(_key(slug), "thread_last", status_id)
+
+
+def attach(connection: redis.Redis, slug: str, domain: str) -> None:
+    """A server belongs to this incident from now on (its block, when it comes, is recorded there)."""
+    connection.hset(BY_DOMAIN, domain, slug)
+
+
+# --- Following the blocks -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlockChange:
+    """A domain_block.* event's object, as incidents and announcements use it."""
+
+    change_id: str
+    kind: str  # created | updated | removed
+    domain: str
+    shown: str
+    severity: str
+    previous_severity: str | None
+    public_comment: str
+    advisory: str | None  # the advisory a Tocsin-applied block was tagged with
+    at: float
+    block_created_at: float | None
+
+
+def incident_for_new_block(ctx: Context, change: BlockChange) -> str | None:
+    """The open incident a new block belongs to, opening one when Tocsin had proposed the block."""
+    from handlers.advisories import load_advisories
+    from handlers.reports import SURGES as REPORT_SURGES
+
+    connection = ctx.redis
+    attached = connection.hget(BY_DOMAIN, change.domain)
+    if attached is not None:
+        return attached.decode()
+    open_ones = [incident for incident in list_incidents(connection) if incident.status != Status.RESOLVED]
+    if change.advisory:
+        found = next((item for item in open_ones if item.advisory == change.advisory), None)
+        if found is not None:
+            return found.slug
+        advisory = next((a for a in load_advisories(ctx.settings.advisory_dir) if a.id == change.advisory), None)
+        summary = change.public_comment or (advisory.summary if advisory else "")
+        software = "/".join(advisory.software).title() if advisory else "software"
+        title = f"Unpatched {software} servers ({change.advisory})"
+        return open_incident(connection, Cause.VULNERABILITY, title, summary, change.at, change.advisory)
+    spam = next((item for item in open_ones if item.cause == Cause.SPAM_WAVE), None)
+    if spam is not None:
+        return spam.slug
+    if REPORT_SURGES.state(connection, change.domain) is not None:
+        summary = change.public_comment or (
+            "Spam from these servers reached our members. We limited them until it stops."
+        )
+        return open_incident(connection, Cause.SPAM_WAVE, "Spam wave", summary, change.at)
+    return None
+
+
+def apply_change(ctx: Context, change: BlockChange, correction: bool = False) -> tuple[str | None, bool]:
+    """Record a block change in its incident; (incident slug or None, whether this resolved it)."""
+    connection = ctx.redis
+    with connection.lock(LOCK, timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS):
+        if change.kind == "created":
+            slug = incident_for_new_block(ctx, change)
+            if slug is None:
+                return None, False
+            attach(connection, slug, change.domain)
+            _save_server(connection, slug, Server(change.domain, change.shown, change.severity, change.at))
+            action = ACTION_WORDS.get(change.severity, change.severity)
+            add_timeline(connection, slug, change.change_id, change.at, f"{change.shown} {action}.")
+            return slug, False
+        owner = connection.hget(BY_DOMAIN, change.domain)
+        if owner is None:
+            return None, False
+        slug = owner.decode()
+        incident = load(connection, slug)
+        server = next((item for item in incident.servers if item.domain == change.domain), None) if incident else None
+        if incident is None or server is None:
+            return slug, False
+        if change.kind == "updated":
+            before = server.action
+            server.severity = change.severity
+            _save_server(connection, slug, server)
+            add_timeline(
+                connection, slug, change.change_id, change.at, f"{change.shown} {server.action} (was {before})."
+            )
+            return slug, False
+        server.lifted_at = change.at
+        _save_server(connection, slug, server)
+        connection.hdel(BY_DOMAIN, change.domain)
+        text = f"{change.shown}: lifted (it was a mistake)." if correction else f"{change.shown}: lifted."
+        add_timeline(connection, slug, change.change_id, change.at, text)
+        remaining = [item for item in incident.servers if item.lifted_at is None and item.domain != change.domain]
+        if not remaining and incident.status != Status.RESOLVED:
+            set_status(connection, slug, Status.RESOLVED, change.at, "All servers un-limited; incident resolved.")
+            return slug, True
+        return slug, False
+
+
+# --- The chart ------------------------------------------------------------------------------------
+
+
+def reports_per_hour(connection: redis.Redis, incident: Incident, now: float | None = None) -> list[tuple[float, int]]:
+    """Reports against the incident's servers, per hour, from a day before it opened to its end."""
+    from handlers.reports import TIMES_PREFIX
+
+    end = incident.resolved_at or (now if now is not None else time.time())
+    start = max(incident.opened_at - 86400, end - CHART_MAX_HOURS * 3600)
+    first_hour = int(start // 3600) * 3600
+    hours = [first_hour + 3600 * n for n in range(int((end - first_hour) // 3600) + 1)]
+    pipe = connection.pipeline()
+    for hour in hours:
+        for server in incident.servers:
+            pipe.zcount(TIMES_PREFIX + server.domain, hour, f"({hour + 3600}")
+    counts = pipe.execute()
+    per = max(len(incident.servers), 1)
+    return [(hour, sum(counts[i * per : (i + 1) * per])) for i, hour in enumerate(hours)] if incident.servers else []
+
+
+def svg_bars(series: list[tuple[float, int]], width: int = 600, height: int = 160) -> dict[str, Any]:
+    """Bar geometry for the server-rendered chart (the template draws it): pure, no JavaScript."""
+    peak = max((count for _hour, count in series), default=0)
+    if not series:
+        return {"bars": [], "peak": 0, "width": width, "height": height, "first": None, "last": None}
+    slot = width / len(series)
+    bars = [
+        {
+            "x": round(index * slot, 2),
+            "width": round(max(slot - 1, 0.5), 2),
+            "height": round((count / peak) * (height - 20), 2) if peak else 0,
+            "count": count,
+            "label": f"{datetime.fromtimestamp(hour, UTC):%Y-%m-%d %H:00} UTC: {count}",
+        }
+        for index, (hour, count) in enumerate(series)
+    ]
+    for bar in bars:
+        bar["y"] = round(height - 20 - bar["height"], 2)
+    return {
+        "bars": bars,
+        "peak": peak,
+        "width": width,
+        "height": height,
+        "first": f"{datetime.fromtimestamp(series[0][0], UTC):%Y-%m-%d %H:00}",
+        "last": f"{datetime.fromtimestamp(series[-1][0], UTC):%Y-%m-%d %H:00}",
+        "total": sum(count for _hour, count in series),
+    }
