@@ -16,10 +16,12 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
 from bot import defaults
+from bot.config import Settings
 from bot.context import Context, get_context
 from bot.outbox import Post
 from bot.queue import enqueue_once
@@ -162,14 +164,13 @@ def render_resolution(incident: incidents.Incident, link: str, settings_view: di
     return render_text(template_dir, "announce_resolved.txt.j2", incident=incident, link=link, instance=settings_view)
 
 
-def settings_view(ctx: Context) -> dict[str, Any]:
-    from urllib.parse import urlsplit
-
-    url = ctx.settings.mastodon_url or ""
+def settings_view(settings: Settings) -> dict[str, Any]:
+    """The instance as posts and pages name it (TOCSIN_INSTANCE_NAME, TOCSIN_RULES_URL, TOCSIN_CONTACT)."""
+    url = settings.mastodon_url or ""
     return {
-        "name": ctx.settings.instance_name or urlsplit(url).hostname or "this instance",
-        "rules_url": ctx.settings.rules_url,
-        "contact": ctx.settings.contact,
+        "name": settings.instance_name or urlsplit(url).hostname or "this instance",
+        "rules_url": settings.rules_url,
+        "contact": settings.contact,
     }
 
 
@@ -189,7 +190,7 @@ def post_batch(batch_id: str) -> int:
     groups: dict[str | None, list[Held]] = {}
     for item in items:
         groups.setdefault(item.incident, []).append(item)
-    view = settings_view(ctx)
+    view = settings_view(ctx.settings)
     posted = 0
     for slug, group in groups.items():
         incident = incidents.load(connection, slug) if slug else None
