@@ -55,6 +55,13 @@ return {batch, opened}
 """.replace("KEEP", str(KEEP_SECONDS))
 
 
+# KEYS: open batch. ARGV: batch id.
+_CLOSE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
 @dataclass
 class Held:
     """One change waiting in a batch, with what its announcement needs."""
@@ -186,6 +193,9 @@ def post_batch(batch_id: str) -> int:
     """RQ job (urgent queue, when the hold-off ends): one post per incident, replies in its thread."""
     ctx = get_context()
     connection = ctx.redis
+    # Close the batch first (atomically): a change held from now on opens the next batch instead of
+    # joining one whose items were already read.
+    connection.register_script(_CLOSE_SCRIPT)(keys=[OPEN_BATCH], args=[batch_id])
     items = [item for item in held(connection, batch_id) if not item.cancelled]
     groups: dict[str | None, list[Held]] = {}
     for item in items:

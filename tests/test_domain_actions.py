@@ -1,0 +1,299 @@
+"""Domain actions: the block poller, incidents following the blocks, announcements, incident pages."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from bot import defaults
+from bot.context import Context, set_context
+from bot.events import drain_with
+from bot.web import PAGE_CSP, create_app
+from handlers import announcements, incidents
+from handlers.announcements import Held, render_batch
+from handlers.domain_blocks import STATE, Change, diff_blocks, poll
+from handlers.incidents import BlockChange, public_domain
+from tests.conftest import feed, make_settings, run_until
+from tests.mastodon_double import MastodonDouble
+from tests.waves import burst
+
+PUBLIC = "https://tocsin.example.org"
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def actx(tmp_path: Path, redis_url: str, connection: redis.Redis, mastodon: MastodonDouble) -> Iterator[Context]:
+    """A context that announces at once (hold-off of a second) with public incident links."""
+    settings = make_settings(
+        tmp_path, redis_url, mastodon, announce_hold_minutes=0, public_url=PUBLIC, rules_url=f"{PUBLIC}/rules"
+    )
+    context = Context(settings, connection)
+    set_context(context)
+    yield context
+    set_context(None)
+
+
+def block(domain: str, severity: str = "silence", **extra: Any) -> dict[str, Any]:
+    return {"domain": domain, "severity": severity, "reject_media": False, "reject_reports": False,
+            "obfuscate": False, "public_comment": "", **extra}  # fmt: skip
+
+
+# --- pure
+
+
+def test_diff_finds_created_updated_and_removed() -> None:
+    old = {"a.example": block("a.example"), "b.example": block("b.example"), "c.example": block("c.example")}
+    new = {"a.example": block("a.example"), "b.example": block("b.example", "suspend"), "d.example": block("d.example")}
+    changes = diff_blocks(old, new)
+    assert [(change.kind, change.domain) for change in changes] == [
+        ("created", "d.example"),
+        ("updated", "b.example"),
+        ("removed", "c.example"),
+    ]
+    assert diff_blocks(new, new) == []
+    assert diff_blocks(old, {**old, "a.example": block("a.example", id="9")}) == []  # only public fields count
+
+
+@pytest.mark.parametrize(
+    ("domain", "shown"),
+    [("spam.example", "spam.****ple"), ("a.b", "a.*"), ("social.example.org", "socia*.*******.org")],
+)
+def test_obfuscated_domains_are_shown_as_mastodon_shows_them(domain: str, shown: str) -> None:
+    assert public_domain(domain, obfuscate=True) == shown
+    assert public_domain(domain, obfuscate=False) == domain
+
+
+def change(kind: str, domain: str, severity: str = "silence", **extra: Any) -> BlockChange:
+    values: dict[str, Any] = {
+        "change_id": f"{kind}-{domain}",
+        "kind": kind,
+        "domain": domain,
+        "shown": domain,
+        "severity": severity,
+        "previous_severity": None,
+        "public_comment": "",
+        "advisory": None,
+        "at": 0.0,
+        "block_created_at": None,
+    }
+    values.update(extra)
+    return BlockChange(**values)
+
+
+def held(item: BlockChange, correction: bool = False) -> Held:
+    from dataclasses import asdict
+
+    return Held(asdict(item), None, False, correction)
+
+
+VIEW = {"name": "Social Example", "rules_url": None, "contact": None}
+
+
+def test_announcement_of_new_blocks() -> None:
+    items = [
+        held(change("created", "spam1.example", public_comment="Crypto spam to our members")),
+        held(change("created", "spam2.example")),
+        held(change("created", "worse.example", "suspend")),
+    ]
+    assert render_batch(items, None, f"{PUBLIC}/incidents/x", VIEW, None) == (
+        "🛡 Social Example moderation: we have limited spam1.example, spam2.example; suspended worse.example.\n\n"
+        "Why: Crypto spam to our members\n\n"
+        f"Details: {PUBLIC}/incidents/x"
+    )
+
+
+def test_announcement_of_a_change_and_of_lifts() -> None:
+    items = [
+        held(change("updated", "spam1.example", "suspend", previous_severity="silence")),
+        held(change("removed", "spam2.example")),
+        held(change("removed", "oops.example"), correction=True),
+    ]
+    assert render_batch(items, None, f"{PUBLIC}/incidents/x", VIEW, None) == (
+        "Update: spam1.example is now suspended (was limited).\n"
+        "spam2.example is no longer limited.\n"
+        "Correction: oops.example was limited by mistake. That is undone; sorry for the trouble.\n\n"
+        f"Details: {PUBLIC}/incidents/x"
+    )
+
+
+HOSTILE_COMMENT = '<script>alert(1)</script> ask @victim@example.org or see https://evil.example/x "quoted"'
+
+
+def test_hostile_public_comment_is_neutralized_in_posts() -> None:
+    long_domain = "a" * 60 + "." + "b" * 60 + ".example"
+    items = [held(change("created", long_domain, public_comment=HOSTILE_COMMENT))]
+    text = render_batch(items, None, f"{PUBLIC}/incidents/x", VIEW, None)
+    assert "@victim" not in text and "@\u200bvictim@example.org" in text  # no mention
+    assert "https://evil" not in text and "https[:]//evil.example/x" in text  # no link
+    assert long_domain[:100] in text
+
+
+# --- the poller
+
+
+def test_first_poll_records_existing_blocks_without_announcing(actx: Context, mastodon: MastodonDouble) -> None:
+    mastodon.add_block("old.example")
+    assert poll(actx) == 0
+    assert actx.redis.xlen(defaults.EVENT_STREAM) == 0
+    assert actx.redis.hexists(STATE, "old.example")
+
+
+def test_changes_made_while_stopped_are_seen_once_across_pages(actx: Context, mastodon: MastodonDouble) -> None:
+    for n in range(250):  # more than one page (200)
+        mastodon.add_block(f"s{n}.example")
+    poll(actx)
+    # Tocsin is down; moderators act.
+    mastodon.domain_blocks = [item for item in mastodon.domain_blocks if item["domain"] != "s3.example"]
+    mastodon.domain_blocks[0]["severity"] = "suspend"
+    mastodon.add_block("new.example")
+    actx.redis.delete("tocsin:cache:domain-blocks")
+    # A restart: a fresh process, the same Redis.
+    fresh = Context(actx.settings, actx.redis)
+    assert poll(fresh) == 3
+    events = [json.loads(fields[b"event"]) for _id, fields in actx.redis.xrange(defaults.EVENT_STREAM)]
+    assert sorted((event["event"], event["object"]["domain"]) for event in events) == [
+        ("domain_block.created", "new.example"),
+        ("domain_block.removed", "s3.example"),
+        ("domain_block.updated", "s0.example"),
+    ]
+    assert all("private_comment" not in event["object"] for event in events)
+    assert poll(fresh) == 0  # nothing new: nothing twice
+
+
+def test_two_pollers_emit_a_change_once(actx: Context, mastodon: MastodonDouble) -> None:
+    poll(actx)
+    mastodon.add_block("new.example")
+    stale = {key.decode(): json.loads(value) for key, value in actx.redis.hgetall(STATE).items()}
+    assert poll(actx) == 1
+    # A second poller that read the state before the first one wrote it: its compare-and-set fails.
+    from handlers import domain_blocks
+
+    [late] = diff_blocks(stale, {"new.example": domain_blocks.public_fields(mastodon.domain_blocks[0])})
+    assert late == Change("created", "new.example", None, late.new)
+    emit = actx.redis.register_script(domain_blocks._EMIT_SCRIPT)
+    assert emit(keys=[STATE, defaults.EVENT_STREAM, defaults.DRAIN_FLAG], args=["new.example", "", "{}", "{}", 5]) == 0
+    assert actx.redis.xlen(defaults.EVENT_STREAM) == 1
+
+
+# --- end to end: blocks in the double → incident → announcements → pages
+
+
+def statuses_public(mastodon: MastodonDouble) -> list[dict[str, Any]]:
+    return [status for status in mastodon.statuses if status["visibility"] == "public"]
+
+
+def settle(ctx: Context) -> None:
+    """What the workers do: poll, drain the stream, run the announcement jobs when due."""
+    poll(ctx)
+    drain_with(ctx)
+    run_until(ctx.redis, lambda: ctx.redis.zcard(announcements.PENDING) == 0, timeout=20)
+
+
+def test_spam_wave_blocks_are_announced_together_followed_and_resolved_once(
+    actx: Context, mastodon: MastodonDouble
+) -> None:
+    poll(actx)  # Tocsin was running before the wave
+    feed(actx, burst(NOW, "spam1.example", reports=40, hours=1))  # a report surge is open for spam1.example
+    mastodon.add_block("spam1.example", public_comment="Crypto spam sent to our members")
+    mastodon.add_block("spam2.example", private_comment="second wave, ticket 42")
+    settle(actx)
+
+    [first] = statuses_public(mastodon)
+    [incident] = incidents.list_incidents(actx.redis)
+    assert incident.cause == "spam wave" and incident.status == "open"
+    assert first["text"] == (
+        "🛡 127.0.0.1 moderation: we have limited spam1.example, spam2.example.\n\n"
+        "Why: Crypto spam sent to our members\n\n"
+        f"Our rules: {PUBLIC}/rules\n\n"
+        f"Details: {PUBLIC}/incidents/{incident.slug}"
+    )
+    assert "ticket 42" not in first["text"]  # private comments are never published
+    assert {server.domain for server in incident.servers} == {"spam1.example", "spam2.example"}
+
+    mastodon.domain_blocks = [item for item in mastodon.domain_blocks if item["domain"] != "spam2.example"]
+    actx.redis.delete("tocsin:cache:domain-blocks")
+    settle(actx)
+    update = statuses_public(mastodon)[-1]
+    assert "spam2.example" in update["text"] and update["in_reply_to_id"] == first["id"]  # in the thread
+
+    mastodon.domain_blocks = []
+    settle(actx)
+    *_, lifted, resolved = statuses_public(mastodon)
+    assert "spam1.example" in lifted["text"]
+    assert resolved["text"].startswith("✅ Spam wave: all servers un-limited; incident resolved.")
+    assert resolved["in_reply_to_id"] == lifted["id"]
+    assert incidents.load(actx.redis, incident.slug).status == "resolved"  # type: ignore[union-attr]
+
+    settle(actx)
+    settle(Context(actx.settings, actx.redis))  # a restart: nothing posted twice
+    assert len(statuses_public(mastodon)) == 4
+
+
+def test_a_held_announcement_can_be_cancelled(actx: Context, mastodon: MastodonDouble) -> None:
+    settings = actx.settings.model_copy(update={"announce_hold_minutes": 10})
+    slow = Context(settings, actx.redis)
+    set_context(slow)
+    poll(slow)
+    mastodon.add_block("mistake.example")
+    poll(slow)
+    drain_with(slow)
+    [(batch_id, _due, items)] = announcements.pending(slow.redis)
+    assert [item.block.domain for item in items] == ["mistake.example"]
+    assert announcements.cancel(slow.redis, batch_id) == 1
+    announcements.post_batch(batch_id)
+    assert mastodon.statuses == []
+
+
+def test_unrelated_block_is_announced_without_an_incident(actx: Context, mastodon: MastodonDouble) -> None:
+    poll(actx)
+    mastodon.add_block("policy.example", "suspend", obfuscate=True, public_comment="Hate speech")
+    settle(actx)
+    [post] = statuses_public(mastodon)
+    assert "suspended poli**.****ple" in post["text"] and "policy.example" not in post["text"]
+    assert post["text"].endswith(f"Details: {PUBLIC}/incidents")
+    assert incidents.list_incidents(actx.redis) == []
+
+
+def test_incident_pages_json_and_feed(actx: Context, mastodon: MastodonDouble, tmp_path: Path) -> None:
+    poll(actx)
+    slug = incidents.open_incident(actx.redis, "policy", "Threads", HOSTILE_COMMENT, NOW.timestamp())
+    incidents.attach(actx.redis, slug, "threads.example")
+    mastodon.add_block("threads.example", "suspend", public_comment=HOSTILE_COMMENT)
+    long_domain = "x" * 120 + ".example"
+    incidents.attach(actx.redis, slug, long_domain)
+    mastodon.add_block(long_domain, "silence")
+    settle(actx)
+    with TestClient(create_app(actx.settings)) as client:
+        listing = client.get("/incidents")
+        assert listing.status_code == 200 and "Threads" in listing.text
+        assert listing.headers["content-security-policy"] == PAGE_CSP
+        page = client.get(f"/incidents/{slug}")
+        assert page.status_code == 200
+        html = page.text
+        assert "<script>" not in html and "&lt;script&gt;" in html  # escaped
+        assert "threads.example" in html and long_domain in html and "suspended" in html
+        assert re.search(r"<svg[^>]+role=\"img\"", html) is None or '<title id="chart-title">' in html
+        data = client.get(f"/incidents/{slug}.json").json()
+        assert {server["domain"] for server in data["servers"]} == {"threads.example", long_domain}
+        assert data["status"] == "open"
+        assert "private_comment" not in json.dumps(data)
+        feed_xml = client.get("/incidents.atom")
+        assert feed_xml.headers["content-type"].startswith("application/atom+xml")
+        root = ElementTree.fromstring(feed_xml.content)
+        namespace = "{http://www.w3.org/2005/Atom}"
+        assert root.tag == f"{namespace}feed"
+        assert root.find(f"{namespace}entry/{namespace}title").text.startswith("Threads")  # type: ignore[union-attr]
+        assert client.get("/incidents/nope").status_code == 404
+        assert client.get("/incidents/..%2Fetc").status_code == 404
+        assert client.get("/incidents.css").headers["content-type"].startswith("text/css")
+    [post] = statuses_public(mastodon)
+    assert "@victim" not in post["text"] and "<script>" in post["text"]  # a post is plain text: neutralized, not HTML
