@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -24,6 +24,9 @@ from bot.events import drain_with
 from bot.privacy import pii_key, reduce_event
 from bot.queue import SERIALIZER, queue
 from tests.mastodon_double import FIXTURES, MastodonDouble
+
+if TYPE_CHECKING:
+    from tests.stack import Stack
 
 SECRET = "test-webhook-secret-0123456789"
 
@@ -180,3 +183,19 @@ def tocsin(
 
 def run(runner: CliRunner, *args: str) -> Result:
     return runner.invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def stack_factory(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    from tests.stack import Stack
+
+    stacks: list[Stack] = []
+
+    def make(redis_url: str, mastodon: MastodonDouble | None, **kwargs: Any) -> Stack:
+        stack = Stack(tmp_path, redis_url, mastodon, **kwargs).start()
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()

@@ -1,0 +1,89 @@
+"""Real `tocsin web` and `tocsin worker` processes against a Redis URL, configured through the environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from bot.embedded_redis import free_port
+from tests.conftest import SECRET, sign
+from tests.mastodon_double import MastodonDouble
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+class Stack:
+    """One web process and N workers, configured through the environment like a deployment."""
+
+    def __init__(
+        self, tmp_path: Path, redis_url: str, mastodon: MastodonDouble | None, workers: int = 1, **extra_env: str
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")},
+            "TOCSIN_REDIS_URL": redis_url,
+            "TOCSIN_WEBHOOK_SECRET": SECRET,
+            "TOCSIN_DATA_DIR": str(tmp_path / "tocsin-data"),
+            "TOCSIN_PORT": str(self.port),
+            "TOCSIN_RETRY_DELAYS": "1,1,2,2",
+            **extra_env,
+        }
+        if mastodon is not None:
+            self.env.update(TOCSIN_MASTODON_URL=mastodon.url, TOCSIN_ACCESS_TOKEN=mastodon.token)
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.workers = workers
+        self.cwd = tmp_path
+        self.log_file = tmp_path / f"stack-{self.port}.log"  # every process's log lines
+
+    def start(self) -> Stack:
+        for role in ["web"] + ["worker"] * self.workers:
+            self.start_process(role)
+        wait_for(self._healthy, what="web process")
+        return self
+
+    def start_process(self, role: str) -> None:
+        with self.log_file.open("ab") as log:
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bot.cli", role],
+                    env=self.env,
+                    cwd=self.cwd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx2.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx2.HTTPError:
+            return False
+
+    def deliver(self, client: httpx2.Client, event: dict[str, Any]) -> int:
+        body = json.dumps(event, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json", "X-Hub-Signature": sign(body)}
+        return client.post(f"{self.url}/webhooks/mastodon", content=body, headers=headers).status_code
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            process.wait(15)  # a process that ignores SIGTERM fails the test here

@@ -1,0 +1,103 @@
+"""The incident page in a real headless Chromium (Debian's `chromium`), served by a real `tocsin web`.
+
+The page must show its servers and timeline, draw the chart, log nothing to the console (a CSP refusal
+or a script error would), and stay readable on a phone-sized window. A screenshot is kept as a test
+artifact in test-artifacts/.
+
+Chromium comes from Debian's package: when it is missing and the tests run as root (as CI does), this
+module installs it with apt-get, the project's own setup step for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.context import Context
+from handlers import incidents
+from tests.conftest import feed
+from tests.mastodon_double import MastodonDouble
+from tests.stack import Stack
+from tests.waves import burst
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("needs Debian's chromium package (apt-get install chromium), and we are not root to install it")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, timeout=900)
+    found = shutil.which("chromium")
+    assert found, "apt-get installed chromium, yet it is not on PATH"
+    return found
+
+
+def headless(binary: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            binary,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_incident_page_in_headless_chromium(
+    ctx: Context, redis_url: str, mastodon: MastodonDouble, stack_factory: Callable[..., Stack]
+) -> None:
+    binary = chromium()
+    feed(ctx, burst(NOW, "spam.example", reports=60, hours=4))  # reports for the chart
+    slug = incidents.open_incident(
+        ctx.redis, "spam wave", "Spam wave", "Crypto spam from two servers <b>not bold</b>", NOW.timestamp()
+    )
+    for offset, domain in enumerate(["spam.example", "spam2.example"]):
+        at = NOW.timestamp() + 3600 * (offset + 1)
+        server = incidents.Server(domain, incidents.public_domain(domain, offset == 1), "silence", at)
+        ctx.redis.hset(incidents._key(slug, "servers"), domain, json.dumps(asdict(server)))
+        incidents.add_timeline(ctx.redis, slug, f"t{offset}", at, f"{server.shown} limited.")
+    stack = stack_factory(redis_url, mastodon, workers=0, TOCSIN_INSTANCE_NAME="Social Example")
+    url = f"{stack.url}/incidents/{slug}"
+
+    dom = headless(binary, "--dump-dom", "--virtual-time-budget=3000", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    assert "<h1>Spam wave</h1>" in html
+    assert "spam.example" in html and "spam*.****ple" in html  # the second block is obfuscated
+    assert "spam.example limited." in html  # the timeline
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in html  # escaped, not rendered
+    assert len(re.findall(r"<rect class=\"bar\"", html)) >= 4  # the chart's bars, drawn server-side
+    assert 'role="img"' in html and '<title id="chart-title">' in html
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "incident-page.png"
+    shot.unlink(missing_ok=True)
+    screenshot = headless(binary, f"--screenshot={shot}", "--window-size=412,1400", "--hide-scrollbars", url)
+    assert screenshot.returncode == 0, screenshot.stderr[-2000:]
+    assert shot.exists() and shot.stat().st_size > 5000
+
+    console = [line for line in dom.stderr.splitlines() + screenshot.stderr.splitlines() if "CONSOLE" in line]
+    assert console == [], console  # no script errors, no Content-Security-Policy refusals
