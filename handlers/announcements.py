@@ -160,6 +160,9 @@ def render_batch(
         updated=[(change, item) for change, item in zip(changes, items, strict=True) if change.kind == "updated"],
         removed=[(change, item) for change, item in zip(changes, items, strict=True) if change.kind == "removed"],
         created_groups=list(groups.items()),
+        comment=next(
+            (change.public_comment for change in changes if change.kind == "created" and change.public_comment), ""
+        ),
         incident=incident,
         link=link,
         words=incidents.ACTION_WORDS,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -252,12 +252,16 @@ def incident_for_new_block(ctx: Context, change: BlockChange) -> str | None:
     """The open incident a new block belongs to, opening one when Tocsin had proposed the block."""
     from handlers.advisories import load_advisories
     from handlers.reports import SURGES as REPORT_SURGES
+    from handlers.scan import PROPOSED
 
     connection = ctx.redis
     attached = connection.hget(BY_DOMAIN, change.domain)
     if attached is not None:
         return attached.decode()
     open_ones = [incident for incident in list_incidents(connection) if incident.status != Status.RESOLVED]
+    proposed_for = connection.hget(PROPOSED, change.domain)
+    if change.advisory is None and proposed_for is not None:
+        change = replace(change, advisory=proposed_for.decode())  # the scan's proposal, applied by hand
     if change.advisory:
         found = next((item for item in open_ones if item.advisory == change.advisory), None)
         if found is not None:

@@ -55,6 +55,9 @@ LAST_SCAN = "tocsin:scan:last"  # epoch seconds of the last scheduled scan (for 
 SCAN_CLAIM = "tocsin:scan:claimed"  # set, with the interval as TTL, by the sweep that enqueues a scan
 SCAN_JOB_ID = "tocsin-scan"
 
+PROPOSED = "tocsin:scan:proposed"  # hash: domain -> advisory id it was last proposed for
+PROPOSED_TTL = 30 * 86400
+
 BLOCK_TAG = "[tocsin advisory {id}]"
 """Written at the start of the private comment of every block Tocsin applies for an advisory."""
 _BLOCK_TAG = re.compile(r"\[tocsin advisory ([^\]\s]+)\]")
@@ -546,10 +549,20 @@ def report_key(report: ScanReport) -> str | None:
     return "scan:" + hashlib.sha256("\n".join(proposed).encode()).hexdigest()[:24]
 
 
+def remember_proposals(ctx: Context, report: ScanReport) -> None:
+    """Which advisory each proposed domain was proposed for: a block made by hand (or by importing the
+    CSV) for such a domain still opens or joins that advisory's incident."""
+    proposed = {proposal.domain: advisory_id for advisory_id, items in report.proposals.items() for proposal in items}
+    if proposed:
+        ctx.redis.hset(PROPOSED, mapping=proposed)
+        ctx.redis.expire(PROPOSED, PROPOSED_TTL)
+
+
 def send_scan_messages(ctx: Context, report: ScanReport) -> int:
     """DM the moderators the report (if it proposes something new) and each refederation candidate."""
     instance_url = ctx.settings.mastodon_url or "https://your.instance"
     sent = 0
+    remember_proposals(ctx, report)
     key = report_key(report)
     if key is not None:
         text = render_report(report, instance_url, ctx.settings.scan_limit_above_follows, ctx.settings.template_dir)

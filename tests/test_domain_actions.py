@@ -218,6 +218,9 @@ def test_spam_wave_blocks_are_announced_together_followed_and_resolved_once(
     )
     assert "ticket 42" not in first["text"]  # private comments are never published
     assert {server.domain for server in incident.servers} == {"spam1.example", "spam2.example"}
+    with TestClient(create_app(actx.settings)) as client:
+        page = client.get(f"/incidents/{incident.slug}").text
+    assert "spam1.example" in page and "spam2.example" in page and "limited" in page
 
     mastodon.domain_blocks = [item for item in mastodon.domain_blocks if item["domain"] != "spam2.example"]
     actx.redis.delete("tocsin:cache:domain-blocks")
@@ -251,6 +254,23 @@ def test_a_held_announcement_can_be_cancelled(actx: Context, mastodon: MastodonD
     assert announcements.cancel(slow.redis, batch_id) == 1
     announcements.post_batch(batch_id)
     assert mastodon.statuses == []
+
+
+def test_a_block_made_by_hand_for_a_scan_proposal_opens_the_advisory_incident(
+    actx: Context, mastodon: MastodonDouble
+) -> None:
+    from handlers.scan import PROPOSED
+
+    poll(actx)
+    actx.redis.hset(PROPOSED, "old-pixelfed.example", "CVE-2025-30741")  # what a scan proposed
+    mastodon.add_block("old-pixelfed.example", "suspend")  # a moderator imported the CSV in the admin UI
+    settle(actx)
+    [incident] = incidents.list_incidents(actx.redis)
+    assert (incident.cause, incident.advisory) == ("vulnerability", "CVE-2025-30741")
+    assert incident.title == "Unpatched Pixelfed servers (CVE-2025-30741)"
+    [post] = statuses_public(mastodon)
+    assert "we have suspended old-pixelfed.example" in post["text"]
+    assert "Why: Pixelfed before 0.12.5" in post["text"]
 
 
 def test_unrelated_block_is_announced_without_an_incident(actx: Context, mastodon: MastodonDouble) -> None:
