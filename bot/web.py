@@ -94,7 +94,6 @@ def create_app(settings: Settings) -> IntakeApp:
 
 def add_incident_pages(app: FastAPI, settings: Settings) -> None:
     """/incidents, /incidents/<slug>, /incidents/<slug>.json, /incidents.atom: public, nothing personal."""
-    from handlers import incidents
     from handlers.announcements import settings_view
     from handlers.incidents import iso, list_incidents, load, reports_per_hour, svg_bars
 
@@ -148,7 +147,7 @@ def add_incident_pages(app: FastAPI, settings: Settings) -> None:
         if incident is None:
             return HTMLResponse("Not found", status_code=404, headers={"Content-Security-Policy": PAGE_CSP})
         series = await run_in_threadpool(reports_per_hour, sync(request), incident)
-        return page("incident.html.j2", incident=incident, chart=svg_bars(series), status=incidents.Status)
+        return page("incident.html.j2", incident=incident, chart=svg_bars(series))
 
 
 def _recent_workers(connection: redis.Redis) -> int:

@@ -26,7 +26,7 @@ import orjson
 from bot import defaults
 from bot.context import Context
 from bot.events import enqueue_drain, parse_time
-from handlers.incidents import BlockChange, apply_change, public_domain
+from handlers.incidents import BlockChange, apply_change, iso, public_domain
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,9 @@ return 1
 
 def public_fields(block: dict[str, Any]) -> dict[str, Any]:
     """What Tocsin keeps of an Admin::DomainBlock: the public fields, the id, and its own tag."""
-    from handlers.scan import _BLOCK_TAG
+    from handlers.scan import BLOCK_TAG_PATTERN
 
-    tag = _BLOCK_TAG.search(str(block.get("private_comment") or ""))
+    tag = BLOCK_TAG_PATTERN.search(str(block.get("private_comment") or ""))
     created = block.get("created_at")
     return {
         "id": str(block.get("id") or ""),
@@ -100,12 +100,6 @@ def change_event(change: Change, at: float) -> dict[str, Any]:
             "previous": change.old if change.kind == "updated" else None,
         },
     }
-
-
-def iso(moment: float) -> str:
-    from handlers.incidents import iso as incident_iso
-
-    return incident_iso(moment)
 
 
 # --- The poller ----------------------------------------------------------------------------------

@@ -176,7 +176,7 @@ def add_timeline(connection: redis.Redis, slug: str, entry_id: str, at: float, t
     connection.hsetnx(_key(slug, "timeline"), entry_id, json.dumps([at, text]))
 
 
-def _save_server(connection: redis.Redis, slug: str, server: Server) -> None:
+def save_server(connection: redis.Redis, slug: str, server: Server) -> None:
     connection.hset(_key(slug, "servers"), server.domain, json.dumps(asdict(server)))
 
 
@@ -291,7 +291,7 @@ def apply_change(ctx: Context, change: BlockChange, correction: bool = False) ->
             if slug is None:
                 return None, False
             attach(connection, slug, change.domain)
-            _save_server(connection, slug, Server(change.domain, change.shown, change.severity, change.at))
+            save_server(connection, slug, Server(change.domain, change.shown, change.severity, change.at))
             action = ACTION_WORDS.get(change.severity, change.severity)
             add_timeline(connection, slug, change.change_id, change.at, f"{change.shown} {action}.")
             return slug, False
@@ -306,13 +306,13 @@ def apply_change(ctx: Context, change: BlockChange, correction: bool = False) ->
         if change.kind == "updated":
             before = server.action
             server.severity = change.severity
-            _save_server(connection, slug, server)
+            save_server(connection, slug, server)
             add_timeline(
                 connection, slug, change.change_id, change.at, f"{change.shown} {server.action} (was {before})."
             )
             return slug, False
         server.lifted_at = change.at
-        _save_server(connection, slug, server)
+        save_server(connection, slug, server)
         connection.hdel(BY_DOMAIN, change.domain)
         text = f"{change.shown}: lifted (it was a mistake)." if correction else f"{change.shown}: lifted."
         add_timeline(connection, slug, change.change_id, change.at, text)

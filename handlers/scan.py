@@ -60,7 +60,7 @@ PROPOSED_TTL = 30 * 86400
 
 BLOCK_TAG = "[tocsin advisory {id}]"
 """Written at the start of the private comment of every block Tocsin applies for an advisory."""
-_BLOCK_TAG = re.compile(r"\[tocsin advisory ([^\]\s]+)\]")
+BLOCK_TAG_PATTERN = re.compile(r"\[tocsin advisory ([^\]\s]+)\]")
 
 CSV_HEADER = ["#domain", "#severity", "#reject_media", "#reject_reports", "#public_comment", "#obfuscate"]
 """Mastodon's domain-block import/export format (Administration → Federation → Import)."""
@@ -276,7 +276,7 @@ def read_blocks_csv(text: str) -> list[dict[str, str]]:
 
 def tagged_advisory(block: DomainBlock) -> str | None:
     """The advisory id of a block Tocsin applied (found by BLOCK_TAG in its private comment)."""
-    match = _BLOCK_TAG.search(block.private_comment or "")
+    match = BLOCK_TAG_PATTERN.search(block.private_comment or "")
     return match.group(1) if match else None
 
 

@@ -10,13 +10,11 @@ module installs it with apt-get, the project's own setup step for it.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -77,7 +75,7 @@ def test_incident_page_in_headless_chromium(
     for offset, domain in enumerate(["spam.example", "spam2.example"]):
         at = NOW.timestamp() + 3600 * (offset + 1)
         server = incidents.Server(domain, incidents.public_domain(domain, offset == 1), "silence", at)
-        ctx.redis.hset(incidents._key(slug, "servers"), domain, json.dumps(asdict(server)))
+        incidents.save_server(ctx.redis, slug, server)
         incidents.add_timeline(ctx.redis, slug, f"t{offset}", at, f"{server.shown} limited.")
     stack = stack_factory(redis_url, mastodon, workers=0, TOCSIN_INSTANCE_NAME="Social Example")
     url = f"{stack.url}/incidents/{slug}"
