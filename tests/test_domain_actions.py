@@ -317,3 +317,31 @@ def test_incident_pages_json_and_feed(actx: Context, mastodon: MastodonDouble, t
         assert client.get("/incidents.css").headers["content-type"].startswith("text/css")
     [post] = statuses_public(mastodon)
     assert "@victim" not in post["text"] and "<script>" in post["text"]  # a post is plain text: neutralized, not HTML
+
+
+def test_operators_override_page_and_post_templates(
+    tmp_path: Path, redis_url: str, connection: redis.Redis, mastodon: MastodonDouble
+) -> None:
+    overrides = tmp_path / "my-templates"
+    overrides.mkdir()
+    (overrides / "incidents.html.j2").write_text(
+        '{% extends "incidents_base.html.j2" %}{% block title %}Ours{% endblock %}'
+        "{% block main %}<p>Our own list of {{ incidents | length }} incidents.</p>{% endblock %}"
+    )
+    (overrides / "announce_blocks.txt.j2").write_text("Heads up from {{ instance.name }}: {{ link }}")
+    settings = make_settings(
+        tmp_path, redis_url, mastodon, template_dir=overrides, announce_hold_minutes=0, instance_name="Example Social"
+    )
+    ctx = Context(settings, connection)
+    set_context(ctx)
+    try:
+        with TestClient(create_app(settings)) as client:
+            assert "Our own list of 0 incidents." in client.get("/incidents").text
+        poll(ctx)
+        mastodon.add_block("any.example")
+        settle(ctx)
+        assert [status["text"] for status in statuses_public(mastodon)] == [
+            f"Heads up from Example Social: {mastodon.url}/incidents"
+        ]
+    finally:
+        set_context(None)
