@@ -215,9 +215,22 @@ def doctor() -> None:
                 moderators = link.moderators()
                 report(bool(moderators), f"alerts go to: {', '.join('@' + m for m in moderators) or 'nobody'}")
                 report(True, f"{len(link.domain_blocks())} domain blocks readable")
+                report(True, _watch_status(connection, settings))
         except Exception as error:  # doctor reports, it does not crash
             report(False, f"Mastodon: {type(error).__name__}: {error}")
     raise SystemExit(1 if problems else 0)
+
+
+def _watch_status(connection: redis.Redis, settings: Settings) -> str:
+    """When domain blocks were last polled and peers last scanned (the workers' periodic jobs)."""
+    from handlers.domain_blocks import LAST_POLL
+    from handlers.scan import LAST_SCAN
+
+    def ago(raw: bytes | None) -> str:
+        return "never" if raw is None else f"{(time.time() - float(raw)) / 60:.0f} min ago"
+
+    polled = ago(connection.get(LAST_POLL)) if settings.domain_poll_seconds else "off"
+    return f"domain blocks polled: {polled}; peers scanned: {ago(connection.get(LAST_SCAN))}"
 
 
 @main.command()

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 STATE = "tocsin:domain-blocks:state"  # hash: domain -> JSON of its block's public fields
 INITIALIZED = "tocsin:domain-blocks:initialized"  # set once the first poll recorded the state
 POLL_CLAIM = "tocsin:domain-blocks:poll-claimed"  # one poll per interval across workers
+LAST_POLL = "tocsin:domain-blocks:last-poll"  # epoch seconds of the last complete poll (`tocsin doctor`)
 
 WATCHED_FIELDS = ("severity", "reject_media", "reject_reports", "obfuscate", "public_comment")
 """A change in any of these is a domain_block.updated."""
@@ -117,6 +118,7 @@ def poll(ctx: Context, now: float | None = None) -> int:
         if blocks:
             pipe.hset(STATE, mapping={domain: json.dumps(block, sort_keys=True) for domain, block in blocks.items()})
         pipe.set(INITIALIZED, repr(now))
+        pipe.set(LAST_POLL, repr(now))
         pipe.execute()
         log.info("domain blocks: first poll, %d existing blocks recorded (not announced)", len(blocks))
         return 0
@@ -135,6 +137,7 @@ def poll(ctx: Context, now: float | None = None) -> int:
         drain_needed = drain_needed or result == 2
     if drain_needed:
         enqueue_drain(connection, ctx.settings.retry_delays)
+    connection.set(LAST_POLL, repr(now))
     if emitted:
         log.info("domain blocks: %d change(s) queued", emitted)
     return emitted

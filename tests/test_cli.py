@@ -26,6 +26,7 @@ def test_doctor_names_what_is_wrong_and_what_is_fine(tocsin: CliRunner, connecti
     assert "ok   Redis answers" in result.output
     assert "ok   mode: live" in result.output
     assert "ok   alerts go to: @mod_anna, @mod_ben" in result.output
+    assert "ok   domain blocks polled: never; peers scanned: never" in result.output
 
 
 def test_failed_lists_and_requeues_an_event_whose_handler_failed(
