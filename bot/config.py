@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     # Domain actions → announcements and incident pages (handlers/domain_blocks.py, announcements.py).
     domain_poll_seconds: float = Field(default=60.0, ge=0)  # how often blocks are polled; 0: never
     announce_hold_minutes: float = Field(default=5.0, ge=0)  # moderators may cancel within this
-    announce_visibility: Literal["public", "unlisted", "private", "direct"] = "public"
+    announce_visibility: Literal["public", "unlisted", "private"] = "public"
     announce_spoiler: str | None = None  # content warning of announcements; unset: none
     correction_hours: float = Field(default=24.0, ge=0)  # a block lifted sooner is announced as a correction
     instance_name: str | None = None  # unset: the instance's host name
