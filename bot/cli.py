@@ -378,7 +378,18 @@ def _print_scan(report: object) -> None:
 
 @main.group()
 def blocks() -> None:
-    """Apply proposed domain blocks, or lift Tocsin's."""
+    """Poll the domain blocks now; apply proposed blocks, or lift Tocsin's."""
+
+
+@blocks.command("poll")
+def blocks_poll() -> None:
+    """Read the domain blocks now and queue what changed since the last poll (workers do it every minute)."""
+    from handlers.domain_blocks import poll
+
+    ctx = _context()
+    if not ctx.mastodon.can_read_admin:
+        raise click.ClickException("polling domain blocks needs TOCSIN_ACCESS_TOKEN (admin:read:domain_blocks)")
+    click.echo(f"{poll(ctx)} change(s) queued")
 
 
 @blocks.command("apply")

@@ -259,3 +259,62 @@ def _redis_values(connection: redis.Redis) -> list[bytes]:
             with contextlib.suppress(zlib.error):
                 values.append(zlib.decompress(item))
     return values
+
+
+def test_domain_actions_through_real_processes_become_one_announcement_a_page_and_a_resolution(
+    redis_url: str, mastodon: MastodonDouble, stack_factory: Callable[..., Stack]
+) -> None:
+    stack = stack_factory(
+        redis_url,
+        mastodon,
+        TOCSIN_ANNOUNCE_HOLD_MINUTES="0",
+        TOCSIN_DOMAIN_POLL_SECONDS="0",  # polled by the command below instead of the minute sweep
+        TOCSIN_PUBLIC_URL="https://tocsin.example.org",
+    )
+    poll = [sys.executable, "-m", "bot.cli", "blocks", "poll"]
+    subprocess.run(poll, env=stack.env, cwd=stack.cwd, check=True, capture_output=True)  # records the start
+    slug = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "incident",
+            "open",
+            "--title",
+            "Threads",
+            "--summary",
+            "Policy change.",
+            "threads.example",
+            "instagram-threads.example",
+        ],
+        env=stack.env,
+        cwd=stack.cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()[-1]
+    mastodon.add_block("threads.example", "suspend", public_comment="Policy change: no data to Meta")
+    mastodon.add_block("instagram-threads.example", "suspend")
+    subprocess.run(poll, env=stack.env, cwd=stack.cwd, check=True, capture_output=True)
+
+    def public() -> list[dict[str, Any]]:
+        return [status for status in mastodon.statuses if status["visibility"] == "public"]
+
+    wait_for(lambda: len(public()) == 1, what="the batched announcement")
+    [post] = public()
+    assert "we have suspended instagram-threads.example, threads.example." in post["text"]
+    assert "Why: Policy change: no data to Meta" in post["text"]
+    assert f"https://tocsin.example.org/incidents/{slug}" in post["text"]
+    page = httpx2.get(f"{stack.url}/incidents/{slug}").text
+    assert "threads.example" in page and "instagram-threads.example" in page
+
+    mastodon.domain_blocks = []
+    subprocess.run(poll, env=stack.env, cwd=stack.cwd, check=True, capture_output=True)
+    wait_for(lambda: len(public()) == 3, what="the update and the resolution")
+    time.sleep(2)  # room for a wrong extra post
+    update, resolution = public()[1:]
+    assert "Correction: threads.example was suspended by mistake." in update["text"]  # lifted within a day
+    assert update["in_reply_to_id"] == post["id"]
+    assert resolution["text"].startswith("✅ Threads: all servers un-limited; incident resolved.")
+    assert len(public()) == 3
+    assert '"status":"resolved"' in httpx2.get(f"{stack.url}/incidents/{slug}.json").text.replace(" ", "")
