@@ -191,3 +191,20 @@ def _capped_script(cap: int) -> str:
     from handlers import statuses
 
     return statuses._RECORD_SCRIPT.replace(f"- {statuses.FEATURE_CAP}\n", f"- {cap}\n")
+
+
+def test_odd_and_old_shapes_never_fail_a_job(ctx: Context, connection: redis.Redis) -> None:
+    young = day_of(NOW)
+    minimal = {"event": "status.created", "created_at": iso(NOW), "object": {"id": "1", "created_at": iso(NOW),
+               "account": {"id": "5", "created_at": young}}}  # fmt: skip
+    nulls = status_event(2, iso(NOW), "6", "b", young, "hello there everyone, nice to be here")
+    for name in ("mentions", "media_attachments", "card", "content", "spoiler_text", "tags"):
+        nulls["object"][name] = None
+    odd = status_event(3, iso(NOW), "7", "c", young, "x")
+    odd["object"]["mentions"] = [None, "text", {"acct": None}]
+    odd["object"]["media_attachments"] = [{"blurhash": None}, "junk"]
+    odd["object"]["content"] = "<p><a href='javascript:alert(1)'>x</a><a class='u-url mention'><span"  # cut HTML
+    no_account_date = status_event(4, iso(NOW), "8", "d", young, "hello")
+    no_account_date["object"]["account"]["created_at"] = None
+    feed(ctx, [minimal, nulls, odd, no_account_date])
+    assert connection.llen(defaults.FAILED_EVENTS) == 0
