@@ -47,6 +47,9 @@ MIN_BASELINE_SPAN = DAY
 """A baseline observed for less than a day counts as a day's worth, so a new install's rates stay sane."""
 DETAIL_SCAN_CAP = 1000
 """An alert's categories, comments and top servers are read from at most this many of the window's reports."""
+REPORT_CAP = 200_000
+"""Reports remembered at most (~0.4 KB each): a busy instance's 28 days, while a flood of reports
+cannot grow memory without bound (the oldest are forgotten first, so the baseline then covers less)."""
 ACTIVE_BUCKET_CAP = 500
 """The largest server of a wave spread over many is looked for among at most this many recent servers."""
 
@@ -154,6 +157,17 @@ for _, key in ipairs({KEYS[1], KEYS[2]}) do
   track(key .. ':reporters', ARGV[9])
 end
 track(KEYS[7], ARGV[6])
+-- Beyond the cap (REPORT_CAP), forget the oldest (a few per event): memory stays bounded whatever
+-- the report rate. Each forgotten report leaves its bucket's times and its hash too.
+local over = redis.call('ZCARD', KEYS[2]) - REPORT_CAP
+if over > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, math.min(over, 10) - 1)) do
+    local bucket = redis.call('HGET', 'REPORT_PREFIX' .. old, 'bucket')
+    if bucket then redis.call('ZREM', 'TIMES_PREFIX' .. bucket, old) end
+    redis.call('ZREM', KEYS[2], old)
+    redis.call('DEL', 'REPORT_PREFIX' .. old)
+  end
+end
 local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 local observed = ts - tonumber(oldest[2])
 
@@ -185,8 +199,11 @@ for i, key in ipairs({KEYS[4], KEYS[5]}) do
 end
 return result
 """
-_RECORD_SCRIPT = (
-    (TOUCH_LUA + _RECORD_SCRIPT).replace("CAP", str(ACTIVE_BUCKET_CAP)).replace("TIMES_PREFIX", TIMES_PREFIX)
+_RECORD_SCRIPT = TOUCH_LUA + (
+    _RECORD_SCRIPT.replace("REPORT_CAP", str(REPORT_CAP))
+    .replace("REPORT_PREFIX", REPORT_PREFIX)
+    .replace("CAP", str(ACTIVE_BUCKET_CAP))
+    .replace("TIMES_PREFIX", TIMES_PREFIX)
 )
 
 

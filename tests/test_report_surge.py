@@ -301,3 +301,23 @@ def test_domain_block_of_a_server_on_a_later_page_is_found(
     block = ctx.mastodon.block_for("spam.example")
     assert block is not None and block.severity == "silence"
     assert len(ctx.mastodon.domain_blocks()) == 451
+
+
+def test_report_history_is_capped_oldest_first(
+    ctx: Context, connection: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handlers import reports
+
+    monkeypatch.setattr(
+        reports, "_RECORD_SCRIPT", reports._RECORD_SCRIPT.replace(f"- {reports.REPORT_CAP}\n", "- 50\n")
+    )
+    feed(ctx, background(NOW - timedelta(days=14), days=14, per_week=60))  # 120 reports
+    assert connection.zcard(reports.TIMES_PREFIX + reports.EVERYWHERE) == 50
+    kept = connection.zrange(reports.TIMES_PREFIX + reports.EVERYWHERE, 0, -1)
+    assert len(connection.keys(reports.REPORT_PREFIX + "*")) == 50
+    per_bucket = sum(
+        connection.zcard(key)
+        for key in connection.keys(reports.TIMES_PREFIX + "*")
+        if not key.endswith((b"*", b"accounts", b"reporters"))
+    )
+    assert per_bucket == 50 and all(connection.exists(reports.REPORT_PREFIX + report.decode()) for report in kept)
