@@ -8,6 +8,7 @@ step. Whether a step is due is decided by pure functions here and in the detecto
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -17,6 +18,8 @@ import redis
 from bot import defaults
 from bot.events import current_clock
 from bot.queue import enqueue_once
+
+log = logging.getLogger(__name__)
 
 HOUR = 3600.0
 MIN_RATE_SPAN = 900.0
@@ -149,10 +152,37 @@ return closed
 
 @dataclass(frozen=True)
 class SurgeBook:
-    """One detector's surges: `prefix` + bucket is a surge's hash, `open_key` the set of open ones."""
+    """One detector's surges: `prefix` + bucket is a surge's hash, `open_key` the set of open ones,
+    `detector` names its alerts' message keys and `alert_job` is the RQ job that sends one."""
 
     prefix: str
     open_key: str
+    detector: str
+    alert_job: str
+
+    def alert_key(self, payload: dict[str, Any]) -> str:
+        """The message key of one alert: one per surge and step (each escalation, the quiet one)."""
+        step = "quiet" if payload["kind"] == "quiet" else str(payload["alert_no"])
+        return f"{self.detector}:{payload['bucket']}:{payload['surge_id']}:{step}"
+
+    def enqueue_alert(self, connection: redis.Redis, retry_delays: list[int], payload: dict[str, Any]) -> None:
+        """Queue the alert job, unless it is queued already: the job id is derived from the message key,
+        so a decision repeated by a replayed event costs nothing."""
+        key = self.alert_key(payload)
+        job_id = "alert-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+        enqueue_once(
+            connection, defaults.QUEUE_URGENT, self.alert_job, payload, job_id=job_id, retry_delays=retry_delays
+        )
+        log.info("%s %s: %s alert queued", self.detector, payload["bucket"], payload["kind"])
+
+    def alert_quiet(
+        self, connection: redis.Redis, now: float | None, quiet_seconds: float, retry_delays: list[int]
+    ) -> int:
+        """Close the surges quiet for `quiet_seconds` and queue their "quiet again" alerts."""
+        payloads = self.quiet_alerts(connection, now, quiet_seconds)
+        for payload in payloads:
+            self.enqueue_alert(connection, retry_delays, payload)
+        return len(payloads)
 
     def key(self, bucket: str) -> str:
         return self.prefix + bucket
@@ -248,16 +278,3 @@ class SurgeBook:
             if state is not None:
                 states.append((bucket.decode(), state))
         return states
-
-
-def alert_key(detector: str, payload: dict[str, Any]) -> str:
-    """The message key of one alert: one per surge and step (each escalation, the quiet one)."""
-    step = "quiet" if payload["kind"] == "quiet" else str(payload["alert_no"])
-    return f"{detector}:{payload['bucket']}:{payload['surge_id']}:{step}"
-
-
-def enqueue_alert(connection: redis.Redis, retry_delays: list[int], function: str, key: str, payload: Any) -> None:
-    """Queue the job that sends the alert with this message key, unless it is queued already (the job id
-    is derived from the key, so a decision repeated by a replayed event costs nothing)."""
-    job_id = "alert-" + hashlib.sha256(key.encode()).hexdigest()[:32]
-    enqueue_once(connection, defaults.QUEUE_URGENT, function, payload, job_id=job_id, retry_delays=retry_delays)

@@ -31,12 +31,8 @@ from bot.surges import (
     Decision,
     SurgeBook,
     SurgeState,
-    enqueue_alert,
     escalates,
     rate_per_hour,
-)
-from bot.surges import (
-    alert_key as surge_alert_key,
 )
 from bot.templating import render_text
 
@@ -50,7 +46,12 @@ SIGNUPS = "tocsin:signups:times"  # sorted set: account id scored by created_at
 SIGNUP_PREFIX = "tocsin:signup:"  # + account id: hash of what the detector keeps of a sign-up
 HOURS = "tocsin:signups:hours"  # hash: hour number (epoch // 3600) -> sign-ups in that hour
 FIRST_SEEN = "tocsin:signups:first"  # time of the earliest sign-up counted (how long we have observed)
-SURGES = SurgeBook(prefix="tocsin:signups:surge:", open_key="tocsin:signups:surges:open")
+SURGES = SurgeBook(
+    prefix="tocsin:signups:surge:",
+    open_key="tocsin:signups:surges:open",
+    detector="signup-surge",
+    alert_job="handlers.accounts.send_alert",
+)
 SPAM_ACCOUNT_PREFIX = "tocsin:spam:account:"  # handlers/statuses.py's flagged accounts, kept current here too
 
 KEEP_SECONDS = 7 * DAY
@@ -414,19 +415,15 @@ def handle_account_update(ctx: Context, event: dict[str, Any]) -> None:
 
 def close_quiet_surges(ctx: Context, now: float | None = None) -> int:
     """End surges that have been below surge level for `quiet_hours` (event clock, or the sweep's)."""
-    payloads = SURGES.quiet_alerts(ctx.redis, now, ctx.settings.signup_surge.quiet_hours * HOUR)
-    for payload in payloads:
-        _enqueue_alert(ctx, payload)
-    return len(payloads)
+    return SURGES.alert_quiet(ctx.redis, now, ctx.settings.signup_surge.quiet_hours * HOUR, ctx.settings.retry_delays)
 
 
 def alert_key(payload: dict[str, Any]) -> str:
-    return surge_alert_key("signup-surge", payload)
+    return SURGES.alert_key(payload)
 
 
 def _enqueue_alert(ctx: Context, payload: dict[str, Any]) -> None:
-    enqueue_alert(ctx.redis, ctx.settings.retry_delays, "handlers.accounts.send_alert", alert_key(payload), payload)
-    log.info("sign-up surge: %s alert queued", payload["kind"])
+    SURGES.enqueue_alert(ctx.redis, ctx.settings.retry_delays, payload)
 
 
 def backfill_signups(ctx: Context, days: float) -> int:

@@ -26,12 +26,8 @@ from bot.surges import (
     Decision,
     SurgeBook,
     SurgeState,
-    enqueue_alert,
     escalates,
     rate_per_hour,
-)
-from bot.surges import (
-    alert_key as surge_alert_key,
 )
 from bot.templating import render_text
 
@@ -57,7 +53,12 @@ TIMES_PREFIX = "tocsin:reports:times:"  # + bucket: sorted set, report id scored
 # TIMES_PREFIX + bucket + ":accounts" / ":reporters": sorted sets, id scored by its latest report
 ACTIVE_BUCKETS = "tocsin:reports:buckets"  # sorted set, bucket scored by its latest report
 REPORT_PREFIX = "tocsin:report:"  # + report id: hash of what the detector keeps of a report
-SURGES = SurgeBook(prefix="tocsin:surge:", open_key="tocsin:surges:open")
+SURGES = SurgeBook(
+    prefix="tocsin:surge:",
+    open_key="tocsin:surges:open",
+    detector="report-surge",
+    alert_job="handlers.reports.send_alert",
+)
 
 COMMENT_KEEP = 500
 """Characters of a report comment kept for quoting in alerts (quoted ones are cut shorter)."""
@@ -327,19 +328,15 @@ def backfill_reports(ctx: Context, days: float) -> int:
 
 def close_quiet_surges(ctx: Context, now: float | None = None) -> int:
     """Close surges with no report for `quiet_days` (event clock, or `now` from the sweep)."""
-    payloads = SURGES.quiet_alerts(ctx.redis, now, ctx.settings.report_surge.quiet_days * DAY)
-    for payload in payloads:
-        _enqueue_alert(ctx, payload)
-    return len(payloads)
+    return SURGES.alert_quiet(ctx.redis, now, ctx.settings.report_surge.quiet_days * DAY, ctx.settings.retry_delays)
 
 
 def alert_key(payload: dict[str, Any]) -> str:
-    return surge_alert_key("report-surge", payload)
+    return SURGES.alert_key(payload)
 
 
 def _enqueue_alert(ctx: Context, payload: dict[str, Any]) -> None:
-    enqueue_alert(ctx.redis, ctx.settings.retry_delays, "handlers.reports.send_alert", alert_key(payload), payload)
-    log.info("report surge %s: %s alert queued", payload["bucket"], payload["kind"])
+    SURGES.enqueue_alert(ctx.redis, ctx.settings.retry_delays, payload)
 
 
 # --- Alert job: look up, render, post ------------------------------------------------------------

@@ -35,12 +35,8 @@ from bot.surges import (
     Decision,
     SurgeBook,
     SurgeState,
-    enqueue_alert,
     escalates,
     rate_per_hour,
-)
-from bot.surges import (
-    alert_key as surge_alert_key,
 )
 from bot.templating import render_text
 from handlers.accounts import SIGNUP_PREFIX, SPAM_ACCOUNT_PREFIX, Signup, find_clusters
@@ -60,7 +56,12 @@ FLAGGED = "tocsin:spam:flagged"  # sorted set: "id|username" scored by its lates
 FLAGGED_POSTS = "tocsin:spam:flagged-posts"  # sorted set: status id scored by its time
 SAMPLES = "tocsin:spam:samples"  # list (newest first) of flagged posts' JSON, for quoting
 # SPAM_ACCOUNT_PREFIX (handlers/accounts.py) + account id: hash of a flagged account (signs, state)
-SURGES = SurgeBook(prefix="tocsin:spam:surge:", open_key="tocsin:spam:surges:open")
+SURGES = SurgeBook(
+    prefix="tocsin:spam:surge:",
+    open_key="tocsin:spam:surges:open",
+    detector="spam-wave",
+    alert_job="handlers.statuses.send_alert",
+)
 
 MIN_TEXT_CHARS = 20
 """Shorter texts ("hello!", "good morning") are too common to call two of them duplicates."""
@@ -487,19 +488,15 @@ def handle_status(ctx: Context, event: dict[str, Any]) -> None:
 
 def close_quiet_waves(ctx: Context, now: float | None = None) -> int:
     """End waves without a flagged post for `quiet_hours` (event clock, or the sweep's)."""
-    payloads = SURGES.quiet_alerts(ctx.redis, now, ctx.settings.spam_wave.quiet_hours * HOUR)
-    for payload in payloads:
-        _enqueue_alert(ctx, payload)
-    return len(payloads)
+    return SURGES.alert_quiet(ctx.redis, now, ctx.settings.spam_wave.quiet_hours * HOUR, ctx.settings.retry_delays)
 
 
 def alert_key(payload: dict[str, Any]) -> str:
-    return surge_alert_key("spam-wave", payload)
+    return SURGES.alert_key(payload)
 
 
 def _enqueue_alert(ctx: Context, payload: dict[str, Any]) -> None:
-    enqueue_alert(ctx.redis, ctx.settings.retry_delays, "handlers.statuses.send_alert", alert_key(payload), payload)
-    log.info("spam wave: %s alert queued", payload["kind"])
+    SURGES.enqueue_alert(ctx.redis, ctx.settings.retry_delays, payload)
 
 
 # --- Alert job ------------------------------------------------------------------------------------
