@@ -57,6 +57,11 @@ def create_app(settings: Settings) -> IntakeApp:
     # Mastodon's payloads are a few KB; a report with many statuses stays far below the 1 MiB default.
     intake = IntakeApp(app, settings.max_body_bytes)
 
+    @app.exception_handler(redis.RedisError)
+    async def redis_unavailable(_request: Request, error: redis.RedisError) -> JSONResponse:
+        # Pages and checks read Redis; without it they are unavailable for now, not broken.
+        return JSONResponse({"error": "storage unavailable", "retry": True}, status_code=503)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}

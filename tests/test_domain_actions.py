@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from bot import defaults
@@ -22,7 +23,7 @@ from handlers import announcements, incidents
 from handlers.announcements import Held, render_batch
 from handlers.domain_blocks import STATE, Change, diff_blocks, poll
 from handlers.incidents import BlockChange, public_domain
-from tests.conftest import feed, make_settings, run_until
+from tests.conftest import feed, make_settings, run, run_until
 from tests.mastodon_double import MastodonDouble
 from tests.waves import burst
 
@@ -345,3 +346,41 @@ def test_operators_override_page_and_post_templates(
         ]
     finally:
         set_context(None)
+
+
+def test_operator_commands_for_incidents_and_held_announcements(
+    tocsin: CliRunner, connection: redis.Redis, mastodon: MastodonDouble, tmp_path: Path, redis_url: str
+) -> None:
+    slug = run(tocsin, "incident", "open", "--title", "Threads", "--summary", "Policy.", "threads.example").output
+    slug = slug.split()[-1]
+    assert run(tocsin, "blocks", "poll").output.strip() == "0 change(s) queued"  # the first poll records
+    mastodon.add_block("threads.example", "suspend")
+    assert run(tocsin, "blocks", "poll").output.strip() == "1 change(s) queued"
+    drain_with(Context(make_settings(tmp_path, redis_url, mastodon, announce_hold_minutes=10), connection))
+    listing = run(tocsin, "announcements").output
+    batch_id = listing.split()[1].rstrip(",")
+    assert "created  threads.example (suspend)" in listing
+    assert "1 change(s) will not be announced" in run(tocsin, "announcements", "cancel", batch_id).output
+    assert "[cancelled]" in run(tocsin, "announcements").output
+    assert f"{slug}  open" in run(tocsin, "incident", "list").output
+    assert "threads.example (suspended)" in run(tocsin, "incident", "list").output
+    run(tocsin, "incident", "status", slug, "monitoring", "--note", "Watching their policy.")
+    incident = incidents.load(connection, slug)
+    assert incident is not None and incident.status == "monitoring"
+    assert incident.timeline[-1][1] == "Watching their policy."
+    assert tocsin.invoke(main_command(), ["incident", "status", "nope", "resolved"]).exit_code != 0
+
+
+def main_command() -> Any:
+    from bot.cli import main
+
+    return main
+
+
+def test_pages_answer_503_while_redis_is_unreachable(tmp_path: Path) -> None:
+    from bot.embedded_redis import free_port
+
+    settings = make_settings(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/incidents").status_code == 503
+        assert client.get("/incidents/2026-11-22-spam-wave.json").status_code == 503
