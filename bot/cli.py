@@ -354,23 +354,31 @@ def _print_scan(report: object) -> None:
         advisory = finding.advisory
         groups = ", ".join(f"{n} run {version}" for version, n in finding.version_groups())
         click.echo(f"\n{advisory.id} ({advisory.severity}, {'/'.join(advisory.software)}): {advisory.summary}")
+        exploited = "; exploited" if advisory.exploited else ""
+        click.echo(f"  exposes: {advisory.exposure_words}{exploited}")
+        uncertain = f", {len(finding.uncertain)} uncertain" if finding.uncertain else ""
         click.echo(
             f"  {finding.total} servers: {len(finding.fixed)} fixed"
-            f"{', ' + groups if groups else ''} -> {len(finding.vulnerable)} vulnerable"
+            f"{', ' + groups if groups else ''}{uncertain} -> {len(finding.vulnerable)} vulnerable"
         )
         buckets = "; ".join(f"{n} with {label}" for label, n in impact_buckets(finding.vulnerable))
         if buckets:
             click.echo(f"  follows either way: {buckets}")
-        click.echo(f"  {'domain':<40} {'version':<24} {'follows':>8} {'followers':>9}  proposed")
+        click.echo(f"  {'domain':<40} {'version':<32} {'follows':>8} {'followers':>9}  proposed")
         proposals = {proposal.domain: proposal for proposal in report.proposals.get(advisory.id, [])}
-        for item in sorted(finding.vulnerable, key=lambda exposure: -(exposure.follows or 0)):
+        outreach = {item.domain for item in finding.outreach}
+        listed = [(item, "") for item in finding.vulnerable] + [(item, "uncertain") for item in finding.uncertain]
+        for item, note in sorted(listed, key=lambda pair: -(pair[0].follows or 0)):
             proposal = proposals.get(item.domain)
             action = (proposal.severity + (f" ({proposal.reason})" if proposal.reason else "")) if proposal else "-"
             if item.block is not None:
                 action = f"already {item.block.severity}" if proposal is None else action
+            if item.domain in outreach:
+                action = f"tell their admins: tocsin outreach {item.domain}"
+            action = note or action
             follows = str(item.impact.local_follows) if item.impact else "?"
             followers = str(item.impact.remote_followers) if item.impact else "?"
-            click.echo(f"  {item.domain:<40} {item.version.text[:24]:<24} {follows:>8} {followers:>9}  {action}")
+            click.echo(f"  {item.domain:<40} {item.shown[:32]:<32} {follows:>8} {followers:>9}  {action}")
     for block, advisory, version in report.refederate:
         fixed = f"{block.domain} now runs {version.text}, not affected by {advisory.id}"
         click.echo(f"\n{fixed}: tocsin blocks lift {block.domain}")

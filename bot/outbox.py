@@ -11,11 +11,13 @@ outbox log and nothing is sent.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -47,31 +49,74 @@ def status_length(text: str, spoiler_text: str | None = None) -> int:
     return int(Mastodon.get_status_length(text, spoiler_text or ""))
 
 
+_WHITESPACE = re.compile(r"\s+")
+PARAGRAPH, LINE, WORD, INSIDE = 0, 1, 2, 3
+"""Kinds of break, best first; a part ending at a worse one costs more (see _chunks)."""
+
+
 def _chunks(text: str, limit: int, spoiler_text: str | None) -> list[str]:
-    """Pieces of `text` no longer than `limit`, broken at paragraphs, then lines, then words."""
-    pieces: list[str] = []
-    for separator in ("\n\n", "\n", " "):
-        pieces = text.split(separator)
-        if all(status_length(piece, spoiler_text) <= limit for piece in pieces):
-            break
-    else:  # a single word longer than a status: cut it
-        pieces = [text[i : i + limit] for i in range(0, len(text), limit)]
-        separator = ""
+    """Pieces of `text` no longer than `limit`: as few as possible, and among those the ones that end at
+    the best breaks — paragraph, then line (commands sit on lines of their own, so they stay whole). A
+    line is broken between words only when it does not fit a status by itself, and a word inside only
+    when it alone is longer than a status."""
+
+    def fits(start: int, stop: int) -> bool:
+        return status_length(text[start:stop], spoiler_text) <= limit
+
+    text = text.strip()
+    if fits(0, len(text)):
+        return [text] if text else []
+    # Break points: (where the piece before it ends, where the next one starts, kind).
+    lines: list[tuple[int, int, int]] = [(0, 0, PARAGRAPH)]
+    words: list[tuple[int, int, int]] = []
+    for match in _WHITESPACE.finditer(text):
+        newlines = match.group().count("\n")
+        kind = PARAGRAPH if newlines >= 2 else LINE if newlines else WORD
+        (words if kind == WORD else lines).append((match.start(), match.end(), kind))
+    lines.append((len(text), len(text), PARAGRAPH))
+    points: list[tuple[int, int, int]] = []
+    for (end, start, kind), (stop, _next, _kind) in itertools.pairwise(lines):
+        points.append((end, start, kind))
+        if not fits(start, stop):  # a line too long for one status: its word breaks may serve
+            points.extend(_inside(fits, [point for point in words if start < point[0] < stop], start, stop))
+    points.append(lines[-1])
+    # Fewest parts, then the least costly breaks: best[k] = (parts, cost, previous point) up to point k.
+    best: list[tuple[int, int, int]] = [(0, 0, -1)]
+    for k in range(1, len(points)):
+        candidates = []
+        for j in range(k - 1, -1, -1):
+            if not fits(points[j][1], points[k][0]):
+                break
+            parts, cost, _previous = best[j]
+            candidates.append((parts + 1, cost + (points[k][2] if k < len(points) - 1 else 0), j))
+        best.append(min(candidates) if candidates else (len(text), len(text), k - 1))
     chunks: list[str] = []
-    current = ""
-    for piece in pieces:
-        candidate = f"{current}{separator}{piece}" if current else piece
-        if status_length(candidate, spoiler_text) <= limit:
-            current = candidate
-            continue
-        if current:
-            chunks.append(current)
-        current = piece if status_length(piece, spoiler_text) <= limit else ""
-        if not current:
-            chunks.extend(_chunks(piece, limit, spoiler_text))
-    if current:
-        chunks.append(current)
-    return chunks
+    k = len(points) - 1
+    while k > 0:
+        j = best[k][2]
+        chunks.append(text[points[j][1] : points[k][0]].strip())
+        k = j
+    return [chunk for chunk in reversed(chunks) if chunk]
+
+
+def _inside(
+    fits: Callable[[int, int], bool], words: list[tuple[int, int, int]], start: int, stop: int
+) -> list[tuple[int, int, int]]:
+    """A long line's word breaks, plus cuts inside any word longer than a status by itself."""
+    points: list[tuple[int, int, int]] = []
+    position = start
+    for end, begin in [*((end, begin) for end, begin, _kind in words), (stop, stop)]:
+        while not fits(position, end):  # an overlong word: cut where the longest piece that fits ends
+            low, high = position + 1, end
+            while low < high:
+                middle = (low + high + 1) // 2
+                low, high = (middle, high) if fits(position, middle) else (low, middle - 1)
+            points.append((low, low, INSIDE))
+            position = low
+        if end < stop:
+            points.append((end, begin, WORD))
+        position = begin
+    return points
 
 
 def split_post(text: str, mentions: tuple[str, ...], max_characters: int, spoiler_text: str | None = None) -> list[str]:

@@ -23,7 +23,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,7 +36,17 @@ from bot.fetching import Fetcher, FetchError, FetchPolicy
 from bot.mastodon import DomainBlock, Impact
 from bot.outbox import Post
 from bot.templating import render_text
-from handlers.advisories import SEVERITIES, Advisory, Version, load_advisories, parse_version
+from handlers.advisories import (
+    SEVERITIES,
+    Advisory,
+    Fork,
+    Running,
+    Verdict,
+    Version,
+    load_advisories,
+    load_forks,
+    read_running,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +92,8 @@ class PeerSoftware:
 def nodeinfo_link(discovery: Any) -> str | None:
     """The NodeInfo document's URL from `/.well-known/nodeinfo`: schema 2.1 if offered, else 2.0."""
     links = discovery.get("links") if isinstance(discovery, dict) else None
+    if isinstance(links, dict):
+        links = [links]  # one link as an object, not a list (micro.blog serves this)
     by_schema: dict[str, str] = {}
     for link in links if isinstance(links, list) else []:
         if isinstance(link, dict) and isinstance(link.get("href"), str):
@@ -159,6 +171,7 @@ class Exposure:
 
     domain: str
     version: Version
+    shown: str  # the version as moderators read it: "4.6.5", "Hometown 1.0.7 (Mastodon 3.5.5)"
     impact: Impact | None = None
     block: DomainBlock | None = None
 
@@ -173,11 +186,24 @@ class Finding:
     advisory: Advisory
     vulnerable: list[Exposure] = field(default_factory=list)
     fixed: list[Exposure] = field(default_factory=list)
+    uncertain: list[Exposure] = field(default_factory=list)  # pre-releases that may predate the fix
     unparsable: list[str] = field(default_factory=list)  # running it, with a version we cannot read
 
     @property
     def total(self) -> int:
-        return len(self.vulnerable) + len(self.fixed) + len(self.unparsable)
+        return len(self.vulnerable) + len(self.fixed) + len(self.uncertain) + len(self.unparsable)
+
+    @property
+    def outreach(self) -> list[Exposure]:
+        """Vulnerable servers whose admins should hear of it, though blocking them protects no one of ours
+        (the advisory exposes nothing of this instance): largest first."""
+        if self.advisory.exposes_members:
+            return []
+        return sorted(self.vulnerable, key=lambda item: (-(item.follows or 0), item.domain))
+
+    def largest(self) -> Exposure | None:
+        """The vulnerable server with the most follows either way."""
+        return min(self.vulnerable, key=lambda item: (-(item.follows or 0), item.domain), default=None)
 
     def version_groups(self) -> list[tuple[str, int]]:
         """Vulnerable versions as the brief's report counts them: each version on a branch that has a fix,
@@ -187,28 +213,33 @@ class Finding:
         fixed_branches = {fix.branch for fix in self.advisory.fixed}
         for exposure in self.vulnerable:
             if exposure.version.branch in fixed_branches:
-                on_fixed_branch[exposure.version.text] += 1
+                on_fixed_branch[exposure.shown] += 1
             else:
                 older += 1
         groups = sorted(on_fixed_branch.items(), key=lambda item: (-item[1], item[0]))
         return groups + ([("older versions", older)] if older else [])
 
     def fixed_versions(self) -> list[tuple[str, int]]:
-        return Counter(exposure.version.text for exposure in self.fixed).most_common()
+        return Counter(exposure.shown for exposure in self.fixed).most_common()
 
 
-def find(advisory: Advisory, results: Iterable[PeerResult]) -> Finding:
+def running(result: PeerResult, forks: dict[str, Fork]) -> Running | None:
+    if result.software is None:
+        return None
+    return read_running(result.software.name, result.software.version, forks)
+
+
+def find(advisory: Advisory, results: Iterable[PeerResult], forks: dict[str, Fork]) -> Finding:
     finding = Finding(advisory)
+    lists = {Verdict.AFFECTED: finding.vulnerable, Verdict.FIXED: finding.fixed, Verdict.UNCERTAIN: finding.uncertain}
     for result in results:
-        if result.software is None or not advisory.concerns(result.software.name):
+        peer = running(result, forks)
+        if peer is None or not advisory.concerns(peer.software):
             continue
-        version = parse_version(result.software.version)
-        if version is None:
+        if peer.version is None:
             finding.unparsable.append(result.domain)
-        elif advisory.affects(version):
-            finding.vulnerable.append(Exposure(result.domain, version))
         else:
-            finding.fixed.append(Exposure(result.domain, version))
+            lists[advisory.assess(peer.version)].append(Exposure(result.domain, peer.version, peer.shown))
     return finding
 
 
@@ -235,14 +266,18 @@ class Proposal:
 
 def propose(finding: Finding, limit_above_follows: int) -> list[Proposal]:
     """Suspend the vulnerable servers not already suspended; limit instead where more than
-    `limit_above_follows` follows would be cut, unless the advisory is critical."""
-    proposals = []
+    `limit_above_follows` follows would be cut, unless the advisory is critical. Nothing at all when the
+    advisory exposes nothing of this instance: a block would cut our members off and protect no one
+    (those servers' admins are told instead, see Finding.outreach)."""
+    proposals: list[Proposal] = []
     advisory = finding.advisory
+    if not advisory.exposes_members:
+        return proposals
     for exposure in sorted(finding.vulnerable, key=lambda item: (-(item.follows or 0), item.domain)):
         if exposure.block is not None and exposure.block.severity == "suspend":
             continue
         fix = advisory.fixed_in(exposure.version)
-        comment = f"Runs {exposure.version.text}, affected by {advisory.id} (fixed in {fix}). Upgrade, then ask us."
+        comment = f"Runs {exposure.shown}, affected by {advisory.id} (fixed in {fix}). Upgrade, then ask us."
         follows = exposure.follows
         many = follows is not None and follows > limit_above_follows
         severity = "silence" if many and advisory.severity != "critical" else "suspend"
@@ -281,18 +316,21 @@ def tagged_advisory(block: DomainBlock) -> str | None:
 
 
 def refederation_candidates(
-    blocks: Iterable[DomainBlock], results: dict[str, PeerResult], advisories: dict[str, Advisory]
+    blocks: Iterable[DomainBlock],
+    results: dict[str, PeerResult],
+    advisories: dict[str, Advisory],
+    forks: dict[str, Fork],
 ) -> list[tuple[DomainBlock, Advisory, Version]]:
-    """Blocks applied for an advisory whose server now runs a version the advisory does not affect."""
+    """Blocks applied for an advisory whose server now runs a version the advisory surely does not affect."""
     candidates = []
     for block in blocks:
         advisory = advisories.get(tagged_advisory(block) or "")
         result = results.get(block.domain)
-        if advisory is None or result is None or result.software is None:
+        peer = running(result, forks) if result is not None else None
+        if advisory is None or peer is None or peer.version is None or not advisory.concerns(peer.software):
             continue
-        version = parse_version(result.software.version)
-        if advisory.concerns(result.software.name) and version is not None and not advisory.affects(version):
-            candidates.append((block, advisory, version))
+        if advisory.assess(peer.version) is Verdict.FIXED:
+            candidates.append((block, advisory, peer.version))
     return candidates
 
 
@@ -313,7 +351,7 @@ class ScanReport:
         def exposure(item: Exposure) -> dict[str, Any]:
             return {
                 "domain": item.domain,
-                "version": item.version.text,
+                "version": item.shown,
                 "local_follows": item.impact.local_follows if item.impact else None,
                 "remote_followers": item.impact.remote_followers if item.impact else None,
                 "blocked": item.block.severity if item.block else None,
@@ -329,10 +367,14 @@ class ScanReport:
                     "id": finding.advisory.id,
                     "software": list(finding.advisory.software),
                     "severity": finding.advisory.severity,
+                    "exposes": list(finding.advisory.exposes),
+                    "exploited": finding.advisory.exploited,
                     "running": finding.total,
                     "vulnerable": [exposure(item) for item in finding.vulnerable],
                     "fixed": [exposure(item) for item in finding.fixed],
+                    "uncertain": [exposure(item) for item in finding.uncertain],
                     "unparsable": finding.unparsable,
+                    "outreach": [item.domain for item in finding.outreach],
                     "impact": dict(impact_buckets(finding.vulnerable)),
                     "proposals": [asdict(proposal) for proposal in self.proposals.get(finding.advisory.id, [])],
                 }
@@ -413,6 +455,7 @@ def run_scan(
 ) -> ScanReport:
     started = time.monotonic()
     advisories = load_advisories(ctx.settings.advisory_dir)
+    forks = load_forks(ctx.settings.advisory_dir)
     wanted = set(advisory_ids)
     if wanted:
         advisories = [advisory for advisory in advisories if advisory.id in wanted]
@@ -424,11 +467,12 @@ def run_scan(
     findings = []
     proposals: dict[str, list[Proposal]] = {}
     for advisory in advisories:
-        finding = find(advisory, results)
+        finding = find(advisory, results, forks)
         if finding.total == 0:
             continue
         finding.vulnerable = [_with_impact(ctx, exposure) for exposure in finding.vulnerable]
         finding.fixed = [_with_impact(ctx, exposure) for exposure in finding.fixed]
+        finding.uncertain = [_with_impact(ctx, exposure) for exposure in finding.uncertain]
         findings.append(finding)
         proposals[advisory.id] = propose(finding, ctx.settings.scan_limit_above_follows)
     unreadable = Counter(result.error for result in results if result.error)
@@ -439,22 +483,23 @@ def run_scan(
         software=software.most_common(8),
         findings=findings,
         proposals=proposals,
-        refederate=refederation_candidates(blocks, by_domain, {advisory.id: advisory for advisory in advisories}),
+        refederate=refederation_candidates(
+            blocks, by_domain, {advisory.id: advisory for advisory in advisories}, forks
+        ),
         seconds=time.monotonic() - started,
     )
 
 
 def _with_impact(ctx: Context, exposure: Exposure) -> Exposure:
-    return Exposure(
-        exposure.domain, exposure.version, ctx.mastodon.impact(exposure.domain), ctx.mastodon.block_for(exposure.domain)
-    )
+    return replace(exposure, impact=ctx.mastodon.impact(exposure.domain), block=ctx.mastodon.block_for(exposure.domain))
 
 
 # --- Messages ------------------------------------------------------------------------------------
 
 
 def render_report(report: ScanReport, instance_url: str, limit_above_follows: int, template_dir: Any = None) -> str:
-    """The moderators' DM (thread) for a scan: pure, so tests render it from a report."""
+    """The moderators' DM for a scan: a summary (the tables stay in `tocsin scan`); pure, so tests render
+    it from a report."""
     return render_text(
         template_dir,
         "scan_report.txt.j2",
@@ -462,17 +507,14 @@ def render_report(report: ScanReport, instance_url: str, limit_above_follows: in
         buckets=impact_buckets,
         instance_url=instance_url,
         limit_above_follows=limit_above_follows,
-        most_followed=lambda finding: sorted(finding.vulnerable, key=lambda item: -(item.follows or 0))[:3],
-        largest_fixed=lambda finding: sorted(
-            (item for item in finding.fixed if (item.follows or 0) > limit_above_follows),
-            key=lambda item: -(item.follows or 0),
-        )[:3],
     )
 
 
-def render_refederation(block: DomainBlock, advisory: Advisory, version: Version, instance_url: str) -> str:
+def render_refederation(
+    block: DomainBlock, advisory: Advisory, version: Version, instance_url: str, template_dir: Any = None
+) -> str:
     return render_text(
-        None,
+        template_dir,
         "refederation.txt.j2",
         block=block,
         advisory=advisory,
@@ -505,9 +547,10 @@ def outreach_message(ctx: Context, domain: str) -> Outreach:
     [result] = read_peers_cached(ctx, fetcher, [domain])
     if result.software is None:
         raise LookupError(f"{domain} could not be read ({result.error})")
-    version = parse_version(result.software.version)
+    peer = read_running(result.software.name, result.software.version, load_forks(ctx.settings.advisory_dir))
+    version = peer.version
     advisories = load_advisories(ctx.settings.advisory_dir)
-    affecting = [a for a in advisories if version and a.concerns(result.software.name) and a.affects(version)]
+    affecting = [a for a in advisories if version and a.concerns(peer.software) and a.affects(version)]
     if version is None or not affecting:
         raise LookupError(
             f"{domain} runs {result.software.name} {result.software.version}: no known advisory affects it"
@@ -528,7 +571,7 @@ def outreach_message(ctx: Context, domain: str) -> Outreach:
         "outreach.txt.j2",
         domain=domain,
         advisory=advisory,
-        version=version.text,
+        version=peer.shown,
         fix=advisory.fixed_in(version).text,
         instance_name=urlsplit(instance_url).hostname or instance_url,
         instance_url=instance_url,
@@ -538,11 +581,14 @@ def outreach_message(ctx: Context, domain: str) -> Outreach:
 
 
 def report_key(report: ScanReport) -> str | None:
-    """One DM per distinct set of proposals: a daily scan that finds nothing new stays silent."""
+    """One DM per distinct set of proposals and outreach: a daily scan that finds nothing new stays silent."""
     proposed = sorted(
-        f"{proposal.advisory_id}:{proposal.domain}:{proposal.severity}"
-        for proposals in report.proposals.values()
-        for proposal in proposals
+        [
+            f"{proposal.advisory_id}:{proposal.domain}:{proposal.severity}"
+            for proposals in report.proposals.values()
+            for proposal in proposals
+        ]
+        + [f"{finding.advisory.id}:{item.domain}:tell" for finding in report.findings for item in finding.outreach]
     )
     if not proposed:
         return None
@@ -569,7 +615,7 @@ def send_scan_messages(ctx: Context, report: ScanReport) -> int:
         ctx.outbox.to_moderators(key, text)
         sent += 1
     for block, advisory, version in report.refederate:
-        text = render_refederation(block, advisory, version, instance_url)
+        text = render_refederation(block, advisory, version, instance_url, ctx.settings.template_dir)
         ctx.outbox.to_moderators(f"refederate:{block.domain}:{advisory.id}:{version.text}", text)
         sent += 1
     return sent

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot import defaults
 from bot.context import Context, set_context
@@ -28,6 +30,54 @@ def test_long_message_is_split_at_paragraphs_and_every_part_fits_and_is_addresse
         assert status_length(part) <= 500
     joined = " ".join(part.split("\n", 1)[1].rsplit(" (", 1)[0] for part in parts)
     assert joined.split() == "\n\n".join(paragraphs).split()
+
+
+def test_a_thread_never_breaks_inside_a_word_or_a_command_line() -> None:
+    text = "Intro line.\n\n" + "\n".join(
+        f"Review and apply: tocsin scan --advisory CVE-2023-{n:05d} --csv b.csv" for n in range(20)
+    )
+    parts = split_post(text, ("mod_anna",), 500)
+    bodies = [part.split("\n", 1)[1].rsplit(" (", 1)[0] for part in parts]
+    for body in bodies:
+        assert all(line.startswith(("Intro", "Review and apply: tocsin")) for line in body.splitlines() if line)
+        assert body.endswith(("Intro line.", "b.csv"))
+
+
+words = st.text(alphabet="abcdefghijklmnopqrstuvwxyzé🛡→", min_size=1, max_size=30) | st.sampled_from(
+    ["tocsin", "scan", "--advisory", "CVE-2025-30741", "https://example.org/a/very/long/path/indeed", "x" * 600]
+)
+separators = st.sampled_from([" ", " ", " ", "\n", "\n\n"])
+
+
+@given(
+    st.lists(st.tuples(words, separators), min_size=1, max_size=400),
+    st.sampled_from([(), ("mod_anna",), ("mod_anna", "mod_ben@mods.example")]),
+    st.sampled_from([300, 500, 1000]),
+)
+@settings(max_examples=150, deadline=None)
+def test_split_property_parts_fit_end_at_a_break_and_rejoin(
+    pieces: list[tuple[str, str]], mentions: tuple[str, ...], max_characters: int
+) -> None:
+    text = "".join(word + separator for word, separator in pieces).strip()
+    parts = split_post(text, mentions, max_characters)
+    prefix = " ".join(f"@{acct}" for acct in mentions) + ("\n" if mentions else "")
+    room = max_characters - status_length(prefix) - 8
+    position = 0
+    for number, part in enumerate(parts, start=1):
+        assert status_length(part) <= max_characters
+        assert part.startswith(prefix)
+        body = part[len(prefix) :]
+        if len(parts) > 1:
+            assert body.endswith(f" ({number}/{len(parts)})")
+            body = body.rsplit(" (", 1)[0]
+        found = text.index(body, position)
+        assert text[position:found].isspace() or found == position  # the parts rejoin to the text
+        position = found + len(body)
+        if position < len(text) and not text[position].isspace():  # ends inside a word: only an overlong one
+            start = max(text.rfind(" ", 0, position), text.rfind("\n", 0, position)) + 1
+            end = min((i for i in (text.find(" ", position), text.find("\n", position)) if i >= 0), default=len(text))
+            assert status_length(text[start:end]) > room
+    assert position == len(text)
 
 
 def test_a_single_overlong_word_is_cut() -> None:

@@ -47,13 +47,34 @@ UNREADABLE = {
     "gone.example": Peer(status=410),
     "html.example": Peer(body=b"<p>", content_type="text/html"),
 }
-NOT_IN_FLEET = ["nxdomain.example"]  # no certificate for it here: a TLS failure, like a broken peer
+NOT_IN_FLEET = ["nxdomain.example"]
+# Large, well-followed Mastodon servers (and forks) on versions that only advisories exposing nothing
+# of ours affect (quotes on 4.4/4.5): blocking them would hurt this instance and protect no one.
+LARGE = {
+    **{f"big-{n}.example": ["4.4.14", "4.5.7", "4.4.10+glitch", "4.5.2"][n % 4] for n in range(24)},
+    "town.example": ("hometown", "4.4.9+hometown-1.1.3"),
+    "chuckya.example": ("chuckya", "4.5.2+glitch+chuckya"),
+    "nightly.example": "4.6.0-nightly.2025-07-17",  # a newer branch's nightly: uncertain (no publication date)
+    "hash.example": "582a1b3",  # a bare git hash: unreadable, never 582.0.0
+    "current.example": "4.6.5",
+    "oldtown.example": ("hometown", "1.0.7+3.5.5"),  # Hometown's old format: Mastodon 3.5.5, takeover advisory
+}  # no certificate for it here: a TLS failure, like a broken peer
 
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[PeerFleet]:
-    names = FIXED + ON_0124 + OLDER + list(MASTODON) + list(UNREADABLE)
+    names = FIXED + ON_0124 + OLDER + list(MASTODON) + list(UNREADABLE) + list(LARGE)
     fleet = PeerFleet(names)
+    for domain, software in LARGE.items():
+        name, version = software if isinstance(software, tuple) else ("mastodon", software)
+        fleet.peers[domain] = Peer(nodeinfo(name, version))
+    # micro.blog-style discovery: `links` is one object, not a list
+    fleet.peers["current.example"].discovery = {
+        "links": {
+            "rel": "http://nodeinfo.diaspora.software/ns/schema/2.0",
+            "href": "https://current.example/nodeinfo/2.0",
+        }
+    }
     for domain in FIXED:
         fleet.peers[domain] = Peer(nodeinfo("pixelfed", "0.12.5"))
     for domain in ON_0124:
@@ -108,26 +129,69 @@ def test_the_pixelfed_breakdown_of_the_brief(ctx: Context, scanning: MastodonDou
     send_scan_messages(ctx, report)
     [text] = scanning.direct_texts()
     assert (
-        "Of 96 pixelfed servers we federate with: 33 run 0.12.5 (fixed), 46 run 0.12.4, "
-        "17 run older versions → 63 vulnerable." in text
+        "CVE-2025-30741 (high) exposes our members' followers-only posts. Vulnerable: 63 of 96 Pixelfed "
+        "servers. Largest: pf-0124-30.example (we follow 7 there, 3 follow us)." in text
     )
-    assert "Follows either way: 61 have ≤ 5; 2 have 6–10." in text
-    assert "Safe, and large: pixelfed.social runs 0.12.5 (1,073 local follows of them, 864 of locals)." in text
     assert "CVE-2023-36460" not in text  # no server it affects: not in the DM
-    assert "Proposed: 63 to suspend, 0 to limit." in text
+    assert "Proposed: suspend 63. Review: tocsin scan --advisory CVE-2025-30741" in text
+    # A moderate advisory that harms only the vulnerable server: no block, its admins are told.
+    assert "tell their admins (tocsin outreach DOMAIN): CVE-2026-33869 (moderate) 1 Mastodon server (masto-q" in text
+    assert len(scanning.direct_threads()[0]) == 1  # the brief's fleet: one status (at 5,000 characters)
     assert "pixelfed.social" not in {exposure.domain for exposure in pixelfed.vulnerable}
     assert "pixelfed.social" not in {proposal.domain for proposal in report.proposals["CVE-2025-30741"]}
 
 
 def test_severity_is_capped_at_limit_for_many_follows_unless_critical(ctx: Context, scanning: MastodonDouble) -> None:
+    scanning.measures["pf-0124-7.example"] = (30, 25, 200)
     report = run_scan(ctx)
-    proposals = {proposal.domain: proposal for proposal in report.proposals["CVE-2026-33869"]}
-    assert proposals["masto-quotes.example"].severity == "silence"
-    assert "30 follows would be cut (more than 10)" in proposals["masto-quotes.example"].reason
+    proposals = {proposal.domain: proposal for proposal in report.proposals["CVE-2025-30741"]}
+    assert proposals["pf-0124-7.example"].severity == "silence"
+    assert "30 follows would be cut (more than 10)" in proposals["pf-0124-7.example"].reason
+    assert report.proposals["CVE-2026-33869"] == []  # it exposes nothing of ours
     critical = {proposal.domain: proposal for proposal in report.proposals["CVE-2024-23832"]}
     assert list(critical) == ["masto-old.example"]  # 4.2.5+glitch is patched
     assert critical["masto-old.example"].severity == "suspend"
     assert "the advisory is critical" in critical["masto-old.example"].reason
+
+
+def test_large_servers_harmed_only_themselves_are_told_not_blocked_and_the_dm_fits_two_posts(
+    ctx: Context, scanning: MastodonDouble
+) -> None:
+    scanning.peers = [*scanning.peers, *LARGE]
+    scanning.max_characters = 500
+    for n, domain in enumerate(LARGE):
+        scanning.measures[domain] = (2000 + 300 * n, 1500 + 200 * n, 90000)
+    report = run_scan(ctx)
+    proposed = {proposal.domain for proposals in report.proposals.values() for proposal in proposals}
+    assert proposed & set(LARGE) == {"oldtown.example"}  # only the one whose advisory exposes our members
+    quotes = finding(report, "CVE-2026-33869")
+    told = [item.domain for item in quotes.outreach]
+    assert len(told) == 1 + 24 + 2  # masto-quotes, the 24 big ones, town, chuckya
+    assert told[0] == "chuckya.example"  # the most followed first
+    assert [item.domain for item in quotes.uncertain] == ["nightly.example"]
+    assert "hash.example" in quotes.unparsable and "hash.example" not in {i.domain for i in quotes.fixed}
+    assert "current.example" in {item.domain for item in quotes.fixed}  # discovery links as one object
+    takeover = finding(report, "CVE-2024-23832")
+    assert [item.shown for item in takeover.vulnerable if item.domain == "oldtown.example"] == [
+        "Hometown 1.0.7 (Mastodon 3.5.5)"
+    ]
+    assert "Hometown 1.1.3 (Mastodon 4.4.9)" in {item.shown for item in quotes.vulnerable}
+
+    send_scan_messages(ctx, report)
+    [thread] = scanning.direct_threads()
+    assert len(thread) <= 2
+    text = "\n".join(status["text"] for status in thread)
+    assert (
+        "Harm to those servers only, so no block; tell their admins (tocsin outreach DOMAIN): CVE-2023-36460 "
+        "(critical) 1 Mastodon server (oldtown.example); CVE-2026-33869 (moderate) 27 Mastodon servers, "
+        "1 uncertain (largest chuckya.example)." in text
+    )
+    assert "Largest: oldtown.example (we follow 10,700 there, 7,300 follow us).\nProposed: suspend 2." in text
+    for status in thread:  # each part ends at a line or between words, and reads on its own
+        body = status["text"].rsplit(" (", 1)[0] if len(thread) > 1 else status["text"]
+        assert not body[-1].isspace()
+        last_line = body.splitlines()[-1]
+        assert last_line.endswith((".", ")", ":")) or "Review: tocsin scan --advisory" in last_line
 
 
 def test_csv_applied_with_tags_then_an_upgrade_is_noticed(
