@@ -146,7 +146,6 @@ class Settings(BaseSettings):
     announce_hold_minutes: float = Field(default=5.0, ge=0)  # moderators may cancel within this
     announce_visibility: Literal["public", "unlisted", "private"] = "public"
     announce_spoiler: str | None = None  # content warning of announcements; unset: none
-    correction_hours: float = Field(default=24.0, ge=0)  # a block lifted sooner is announced as a correction
     instance_name: str | None = None  # unset: the instance's host name
     rules_url: str | None = None  # linked from announcements and pages
     contact: str | None = None  # shown on incident pages (an account or an address for questions)

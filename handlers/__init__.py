@@ -25,10 +25,12 @@ HANDLERS: dict[str, Handler] = {
     "report.updated": reports.handle_report,
     "status.created": statuses.handle_status,
     "status.updated": statuses.handle_status,
-    # Not webhooks: made by the domain-block poller (handlers/domain_blocks.py) on the same stream.
-    "domain_block.created": domain_blocks.handle_block_change,
-    "domain_block.updated": domain_blocks.handle_block_change,
-    "domain_block.removed": domain_blocks.handle_block_change,
+    # Not webhooks: made by the domain-block poller (handlers/domain_blocks.py) on the same stream; the
+    # single-change names are what earlier versions queued.
+    domain_blocks.EVENT: domain_blocks.handle_block_changes,
+    "domain_block.created": domain_blocks.handle_block_changes,
+    "domain_block.updated": domain_blocks.handle_block_changes,
+    "domain_block.removed": domain_blocks.handle_block_changes,
 }
 
 

@@ -1,8 +1,9 @@
 """Public announcements of domain actions, posted by the instance's bot account.
 
-Each block change is held for TOCSIN_ANNOUNCE_HOLD_MINUTES (a moderator can cancel it, or mark a lift
-as a correction, with `tocsin announcements`); changes made while a batch is held join it, so blocks made
-within a few minutes of each other make one post. When the batch is due, a job renders one post per
+The changes one poll saw are held together for TOCSIN_ANNOUNCE_HOLD_MINUTES (a moderator can cancel
+them, or mark a lift as a correction, with `tocsin announcements`); changes made while a batch is held
+join it, so blocks made within a few minutes of each other make one post. A lift is announced neutrally
+unless a moderator marked it a correction. When the batch is due, a job renders one post per
 incident (a reply in that incident's thread when it has one) plus, for an incident the batch resolved,
 its own resolution post. Every post has a message key derived from the batch, so retries and restarts
 post it once. Private comments are never in a change; obfuscated domains are shown obfuscated.
@@ -37,10 +38,16 @@ PENDING = "tocsin:announce:pending"  # sorted set: batch id scored by when it is
 SEEN_PREFIX = "tocsin:announce:seen:"  # + change id: a replayed event is held once
 KEEP_SECONDS = 30 * 86400
 
-# KEYS: open batch, pending, seen marker. ARGV: new batch id, due, hold seconds, change JSON, batch prefix.
-# Returns {batch id, 1 if this call opened it}; {'', 0} for a change already held.
+# KEYS: open batch, pending, then one seen marker per change. ARGV: new batch id, due, hold seconds, batch
+# prefix, keep seconds, then one held JSON per change. All the changes join one batch (one moderator action,
+# one announcement); a change already held (a replayed event) is skipped.
+# Returns {batch id, 1 if this call opened it}; {'', 0} when every change was held already.
 _HOLD_SCRIPT = """
-if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', KEEP) then return {'', 0} end
+local fresh = {}
+for i = 3, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[5]) then table.insert(fresh, ARGV[i + 3]) end
+end
+if #fresh == 0 then return {'', 0} end
 local batch = redis.call('GET', KEYS[1])
 local opened = 0
 if not batch then
@@ -49,10 +56,10 @@ if not batch then
   redis.call('ZADD', KEYS[2], ARGV[2], batch)
   opened = 1
 end
-redis.call('RPUSH', ARGV[5] .. batch, ARGV[4])
-redis.call('EXPIRE', ARGV[5] .. batch, KEEP)
+redis.call('RPUSH', ARGV[4] .. batch, unpack(fresh))
+redis.call('EXPIRE', ARGV[4] .. batch, ARGV[5])
 return {batch, opened}
-""".replace("KEEP", str(KEEP_SECONDS))
+"""
 
 
 # KEYS: open batch. ARGV: batch id.
@@ -77,16 +84,28 @@ class Held:
         return BlockChange(**self.change)
 
 
-def hold(ctx: Context, change: BlockChange, incident: str | None, resolved: bool, correction: bool) -> str | None:
-    """Hold a change for announcement; the batch id (None: not announced, or already held)."""
-    if change.severity == "noop" and change.kind != "removed" and change.previous_severity in (None, "noop"):
-        return None  # a "no-op" block changes nothing the public sees
+def hold(ctx: Context, applied: list[incidents.Applied]) -> str | None:
+    """Hold the changes of one poll for announcement, in one batch; the batch id (None: nothing to
+    announce, or all held already)."""
+    items = [
+        Held(asdict(item.change), item.incident, item.resolved, item.change.correction)
+        for item in applied
+        if announced(item.change)
+    ]
+    if not items:
+        return None
     hold_seconds = max(int(ctx.settings.announce_hold_minutes * 60), 1)
     now = time.time()
-    item = Held(asdict(change), incident, resolved, correction)
     batch, opened = ctx.redis.register_script(_HOLD_SCRIPT)(
-        keys=[OPEN_BATCH, PENDING, SEEN_PREFIX + change.change_id],
-        args=[uuid.uuid4().hex[:16], repr(now + hold_seconds), hold_seconds, json.dumps(asdict(item)), BATCH_PREFIX],
+        keys=[OPEN_BATCH, PENDING, *(SEEN_PREFIX + item.change["change_id"] for item in items)],
+        args=[
+            uuid.uuid4().hex[:16],
+            repr(now + hold_seconds),
+            hold_seconds,
+            BATCH_PREFIX,
+            KEEP_SECONDS,
+            *(json.dumps(asdict(item)) for item in items),
+        ],
     )
     batch_id = batch.decode() if isinstance(batch, bytes) else str(batch)
     if not batch_id:
@@ -101,8 +120,13 @@ def hold(ctx: Context, change: BlockChange, incident: str | None, resolved: bool
             retry_delays=ctx.settings.retry_delays,
             delay_seconds=hold_seconds,
         )
-    log.info("announcement of %s %s held in batch %s", change.kind, change.shown, batch_id)
+    log.info("announcement of %d change(s) held in batch %s", len(items), batch_id)
     return batch_id
+
+
+def announced(change: BlockChange) -> bool:
+    """A "no-op" block changes nothing the public sees: not announced."""
+    return not (change.severity == "noop" and change.kind != "removed" and change.previous_severity in (None, "noop"))
 
 
 def held(connection: redis.Redis, batch_id: str) -> list[Held]:
@@ -139,7 +163,12 @@ def cancel(connection: redis.Redis, batch_id: str, domain: str | None = None) ->
 
 
 def mark_correction(connection: redis.Redis, batch_id: str, domain: str, correction: bool = True) -> int:
-    return _rewrite(connection, batch_id, domain, correction=correction)
+    """Word a held lift as the correction of a mistake (or not), in the post and the incident's timeline."""
+    changed = _rewrite(connection, batch_id, domain, correction=correction)
+    for item in held(connection, batch_id):
+        if item.change["domain"] == domain and item.incident and item.block.kind == "removed":
+            incidents.reword_lift(connection, item.incident, item.block, correction)
+    return changed
 
 
 # --- Rendering (pure) ----------------------------------------------------------------------------

@@ -1,21 +1,23 @@
 """Domain blocks as events: Mastodon sends no webhook when a moderator limits, suspends or lifts a
-server, so Tocsin polls GET /api/v1/admin/domain_blocks (every page) and turns what changed into
-`domain_block.created` / `.updated` / `.removed` events on the same stream as webhook events.
+server, so Tocsin polls GET /api/v1/admin/domain_blocks (every page) and turns what changed into one
+`domain_block.changes` event per poll on the same stream as webhook events: blocks a moderator made
+together are seen, assigned to incidents and announced together, whatever order the API lists them in.
 
-The last seen state is a Redis hash (domain → the block's public fields). Each change is applied to it
-and appended to the stream in one Lua call that first checks the stored entry is still the one the
-diff started from, so a restart neither misses a change made while Tocsin was down (the next poll sees
-it) nor announces one twice (the state already has it), and two pollers cannot both emit it. The very
-first poll only records the state: existing blocks are history, not news.
+The last seen state is a Redis hash (domain → the block's public fields). A poll's changes are applied
+to it and appended to the stream in one Lua call that first checks every stored entry is still the one
+the diff started from, so a restart neither misses a change made while Tocsin was down (the next poll
+sees it) nor announces one twice (the state already has it), and two pollers cannot both emit it. The
+very first poll only records the state: existing blocks are history, not news.
 
-Private comments never leave this module; only the tag Tocsin writes into its own blocks' private
-comment (the advisory id) is kept.
+Private comments never leave this module; only the markers a moderator or Tocsin writes there are kept:
+Tocsin's advisory tag, and CORRECTION_MARK (this block was a mistake: word its lift as a correction).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ import orjson
 from bot import defaults
 from bot.context import Context
 from bot.events import enqueue_drain, parse_time
-from handlers.incidents import BlockChange, apply_change, iso, public_domain
+from handlers.incidents import BlockChange, apply_changes, iso, public_domain
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +38,30 @@ POLL_CLAIM = "tocsin:domain-blocks:poll-claimed"  # one poll per interval across
 LAST_POLL = "tocsin:domain-blocks:last-poll"  # epoch seconds of the last complete poll (`tocsin doctor`)
 
 WATCHED_FIELDS = ("severity", "reject_media", "reject_reports", "obfuscate", "public_comment")
-"""A change in any of these is a domain_block.updated."""
+"""A change in any of these is announced."""
+MARKER_FIELDS = ("tag", "correction")
+"""A change in these (written into the private comment) is recorded, not announced."""
 
-# KEYS: state, stream, drain flag. ARGV: domain, expected old JSON ('' for none), new JSON ('' to remove),
-# event JSON, drain flag ttl. Returns 0 (state moved on: someone else emitted it), 1, or 2 (drain needed).
+CORRECTION_MARK = re.compile(r"\[tocsin correction\]", re.IGNORECASE)
+"""Written by a moderator into a block's private comment before lifting it: the lift is announced as the
+correction of a mistake (otherwise lifts are announced neutrally)."""
+
+EVENT = "domain_block.changes"
+
+# KEYS: state, stream, drain flag. ARGV: event JSON ('' to record the state only), drain flag ttl, then
+# (domain, expected old JSON or '', new JSON or '' to remove) for every changed domain.
+# Returns 0 (the state moved on: another poller got there first; nothing written), 1, or 2 (drain needed).
 _EMIT_SCRIPT = """
-local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
-if current ~= ARGV[2] then return 0 end
-if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
-redis.call('XADD', KEYS[2], '*', 'event', ARGV[4])
-if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[5]) then return 2 end
+for i = 3, #ARGV, 3 do
+  if (redis.call('HGET', KEYS[1], ARGV[i]) or '') ~= ARGV[i + 1] then return 0 end
+end
+for i = 3, #ARGV, 3 do
+  if ARGV[i + 2] == '' then redis.call('HDEL', KEYS[1], ARGV[i])
+  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2]) end
+end
+if ARGV[1] == '' then return 1 end
+redis.call('XADD', KEYS[2], '*', 'event', ARGV[1])
+if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then return 2 end
 return 1
 """
 
@@ -57,7 +73,8 @@ def public_fields(block: dict[str, Any]) -> dict[str, Any]:
     """What Tocsin keeps of an Admin::DomainBlock: the public fields, the id, and its own tag."""
     from handlers.scan import BLOCK_TAG_PATTERN
 
-    tag = BLOCK_TAG_PATTERN.search(str(block.get("private_comment") or ""))
+    private = str(block.get("private_comment") or "")
+    tag = BLOCK_TAG_PATTERN.search(private)
     created = block.get("created_at")
     return {
         "id": str(block.get("id") or ""),
@@ -69,12 +86,13 @@ def public_fields(block: dict[str, Any]) -> dict[str, Any]:
         "public_comment": str(block.get("public_comment") or ""),
         "created_at": created if isinstance(created, str) else (created.isoformat() if created else None),
         "tag": tag.group(1) if tag else None,
+        "correction": bool(CORRECTION_MARK.search(private)),
     }
 
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # created | updated | removed
+    kind: str  # created | updated | removed | recorded (a marker changed: kept, not announced)
     domain: str
     old: dict[str, Any] | None
     new: dict[str, Any] | None
@@ -85,22 +103,28 @@ def diff_blocks(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) 
     for domain in sorted(new.keys() & old.keys()):
         if any(old[domain].get(name) != new[domain].get(name) for name in WATCHED_FIELDS):
             changes.append(Change("updated", domain, old[domain], new[domain]))
+        elif any(old[domain].get(name) != new[domain].get(name) for name in MARKER_FIELDS):
+            changes.append(Change("recorded", domain, old[domain], new[domain]))
     changes.extend(Change("removed", domain, old[domain], None) for domain in sorted(old.keys() - new.keys()))
     return changes
 
 
-def change_event(change: Change, at: float) -> dict[str, Any]:
-    """The event put on the stream, shaped like a webhook: {event, created_at, object}."""
-    current = change.new or change.old or {}
-    return {
-        "event": f"domain_block.{change.kind}",
-        "created_at": iso(at),
-        "object": {
-            **current,
+def changes_event(changes: list[Change], at: float) -> dict[str, Any] | None:
+    """The poll's event on the stream, shaped like a webhook: {event, created_at, object: {changes}};
+    None when nothing is to be announced."""
+    announced = [
+        {
+            **(change.new or change.old or {}),
+            "kind": change.kind,
             "change_id": uuid.uuid4().hex,
             "previous": change.old if change.kind == "updated" else None,
-        },
-    }
+        }
+        for change in changes
+        if change.kind != "recorded"
+    ]
+    if not announced:
+        return None
+    return {"event": EVENT, "created_at": iso(at), "object": {"changes": announced}}
 
 
 # --- The poller ----------------------------------------------------------------------------------
@@ -122,21 +146,25 @@ def poll(ctx: Context, now: float | None = None) -> int:
         pipe.execute()
         log.info("domain blocks: first poll, %d existing blocks recorded (not announced)", len(blocks))
         return 0
-    emit = connection.register_script(_EMIT_SCRIPT)
+    changes = diff_blocks(stored, blocks)
     emitted = 0
-    drain_needed = False
-    for change in diff_blocks(stored, blocks):
-        old = json.dumps(change.old, sort_keys=True) if change.old is not None else ""
-        new = json.dumps(change.new, sort_keys=True) if change.new is not None else ""
-        event = orjson.dumps(change_event(change, now))
-        result = emit(
+    if changes:
+        event = changes_event(changes, now)
+        states: list[str] = []
+        for change in changes:
+            states += [
+                change.domain,
+                json.dumps(change.old, sort_keys=True) if change.old is not None else "",
+                json.dumps(change.new, sort_keys=True) if change.new is not None else "",
+            ]
+        result = connection.register_script(_EMIT_SCRIPT)(
             keys=[STATE, defaults.EVENT_STREAM, defaults.DRAIN_FLAG],
-            args=[change.domain, old, new, event, defaults.DRAIN_FLAG_TTL],
+            args=[orjson.dumps(event) if event else "", defaults.DRAIN_FLAG_TTL, *states],
         )
-        emitted += 1 if result else 0
-        drain_needed = drain_needed or result == 2
-    if drain_needed:
-        enqueue_drain(connection, ctx.settings.retry_delays)
+        if result and event:
+            emitted = len(event["object"]["changes"])
+        if result == 2:
+            enqueue_drain(connection, ctx.settings.retry_delays)
     connection.set(LAST_POLL, repr(now))
     if emitted:
         log.info("domain blocks: %d change(s) queued", emitted)
@@ -157,36 +185,47 @@ def schedule_poll(ctx: Context, now: float) -> bool:
 # --- The handler ---------------------------------------------------------------------------------
 
 
-def block_change(event: dict[str, Any]) -> BlockChange:
-    block = event.get("object")
+def block_changes(event: dict[str, Any]) -> list[BlockChange]:
+    """The changes of a `domain_block.changes` event (or of a single-change `domain_block.created` /
+    `.updated` / `.removed` event, as earlier versions queued them)."""
+    payload = event.get("object")
+    name = str(event.get("event", ""))
+    if not isinstance(payload, dict):
+        raise ValueError("domain_block event without an object")
+    if name == EVENT:
+        items = payload.get("changes")
+        if not isinstance(items, list):
+            raise ValueError("domain_block.changes without a list of changes")
+    else:
+        items = [{**payload, "kind": name.removeprefix("domain_block.")}]
+    at = parse_time(event.get("created_at")) or time.time()
+    return [_block_change(item, at) for item in items]
+
+
+def _block_change(block: Any, at: float) -> BlockChange:
     if not isinstance(block, dict) or not block.get("domain") or not block.get("change_id"):
-        raise ValueError("domain_block event without a block")
-    kind = str(event.get("event", "")).removeprefix("domain_block.")
+        raise ValueError("domain_block change without a block")
     previous = block.get("previous") if isinstance(block.get("previous"), dict) else None
     domain = str(block["domain"])
     return BlockChange(
         change_id=str(block["change_id"]),
-        kind=kind,
+        kind=str(block.get("kind")),
         domain=domain,
         shown=public_domain(domain, bool(block.get("obfuscate"))),
         severity=str(block.get("severity") or "silence"),
         previous_severity=str(previous["severity"]) if previous else None,
         public_comment=str(block.get("public_comment") or ""),
         advisory=block.get("tag") or None,
-        at=parse_time(event.get("created_at")) or time.time(),
+        at=at,
         block_created_at=parse_time(block.get("created_at")),
+        correction=bool(block.get("correction")),
     )
 
 
-def handle_block_change(ctx: Context, event: dict[str, Any]) -> None:
-    """domain_block.created / .updated / .removed: the incident follows, an announcement is held."""
+def handle_block_changes(ctx: Context, event: dict[str, Any]) -> None:
+    """domain_block.changes: the incidents follow (the poll's blocks assigned together), then the
+    announcement of all of them is held as one."""
     from handlers.announcements import hold
 
-    change = block_change(event)
-    correction = (
-        change.kind == "removed"
-        and change.block_created_at is not None
-        and change.at - change.block_created_at < ctx.settings.correction_hours * 3600
-    )
-    slug, resolved = apply_change(ctx, change, correction)
-    hold(ctx, change, slug, resolved, correction)
+    applied = apply_changes(ctx, block_changes(event))
+    hold(ctx, applied)

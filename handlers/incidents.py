@@ -73,6 +73,7 @@ class Server:
     lifted_at: float | None = None
     reject_media: bool = False
     reject_reports: bool = False
+    comment: str = ""  # the block's public comment: a later block with the same one joins this incident
 
     @property
     def action(self) -> str:
@@ -246,6 +247,16 @@ class BlockChange:
     advisory: str | None  # the advisory a Tocsin-applied block was tagged with
     at: float
     block_created_at: float | None
+    correction: bool = False  # a moderator marked the block a mistake: its lift is a correction
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A block change as recorded: the incident it belongs to (if any), and whether it resolved it."""
+
+    change: BlockChange
+    incident: str | None
+    resolved: bool
 
 
 def incident_for_new_block(ctx: Context, change: BlockChange) -> str | None:
@@ -274,6 +285,12 @@ def incident_for_new_block(ctx: Context, change: BlockChange) -> str | None:
     spam = next((item for item in open_ones if item.cause == Cause.SPAM_WAVE), None)
     if spam is not None:
         return spam.slug
+    if change.public_comment:  # the same public reason as blocks of an open incident: the same action
+        shared = next(
+            (item for item in open_ones if any(s.comment == change.public_comment for s in item.active)), None
+        )
+        if shared is not None:
+            return shared.slug
     if REPORT_SURGES.state(connection, change.domain) is not None:
         summary = change.public_comment or (
             "Spam from these servers reached our members. We limited them until it stops."
@@ -282,45 +299,81 @@ def incident_for_new_block(ctx: Context, change: BlockChange) -> str | None:
     return None
 
 
-def apply_change(ctx: Context, change: BlockChange, correction: bool = False) -> tuple[str | None, bool]:
-    """Record a block change in its incident; (incident slug or None, whether this resolved it)."""
-    connection = ctx.redis
-    with connection.lock(LOCK, timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS):
-        if change.kind == "created":
-            slug = incident_for_new_block(ctx, change)
-            if slug is None:
-                return None, False
-            attach(connection, slug, change.domain)
-            save_server(connection, slug, Server(change.domain, change.shown, change.severity, change.at))
-            action = ACTION_WORDS.get(change.severity, change.severity)
-            add_timeline(connection, slug, change.change_id, change.at, f"{change.shown} {action}.")
-            return slug, False
-        owner = connection.hget(BY_DOMAIN, change.domain)
-        if owner is None:
-            return None, False
-        slug = owner.decode()
-        incident = load(connection, slug)
-        server = next((item for item in incident.servers if item.domain == change.domain), None) if incident else None
-        if incident is None or server is None:
-            return slug, False
-        if change.kind == "updated":
-            before = server.action
-            server.severity = change.severity
-            save_server(connection, slug, server)
-            add_timeline(
-                connection, slug, change.change_id, change.at, f"{change.shown} {server.action} (was {before})."
-            )
-            return slug, False
-        server.lifted_at = change.at
-        save_server(connection, slug, server)
-        connection.hdel(BY_DOMAIN, change.domain)
-        text = f"{change.shown}: lifted (it was a mistake)." if correction else f"{change.shown}: lifted."
-        add_timeline(connection, slug, change.change_id, change.at, text)
-        remaining = [item for item in incident.servers if item.lifted_at is None and item.domain != change.domain]
-        if not remaining and incident.status != Status.RESOLVED:
-            set_status(connection, slug, Status.RESOLVED, change.at, "All servers un-limited; incident resolved.")
-            return slug, True
+def apply_changes(ctx: Context, changes: list[BlockChange]) -> list[Applied]:
+    """Record the block changes one poll saw in their incidents, as one moderator action: a new block
+    that belongs to no incident by itself joins the incident of a block made with it under the same public
+    comment, whatever order they came in."""
+    applied: dict[str, Applied] = {}
+    with ctx.redis.lock(LOCK, timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS):
+        alone = []
+        for change in changes:
+            if change.kind == "created":
+                slug = incident_for_new_block(ctx, change)
+                if slug is None:
+                    alone.append(change)
+                    continue
+                applied[change.change_id] = Applied(change, *_record_new(ctx.redis, slug, change))
+            else:
+                applied[change.change_id] = Applied(change, *_record_change(ctx.redis, change))
+        by_comment = {
+            item.change.public_comment: item.incident
+            for item in applied.values()
+            if item.change.kind == "created" and item.incident and item.change.public_comment
+        }
+        for change in alone:  # a second look, now that the others have their incidents
+            slug = by_comment.get(change.public_comment) if change.public_comment else None
+            slug = slug or incident_for_new_block(ctx, change)
+            result = _record_new(ctx.redis, slug, change) if slug else (None, False)
+            applied[change.change_id] = Applied(change, *result)
+    return [applied[change.change_id] for change in changes]
+
+
+def _record_new(connection: redis.Redis, slug: str, change: BlockChange) -> tuple[str, bool]:
+    attach(connection, slug, change.domain)
+    server = Server(change.domain, change.shown, change.severity, change.at, comment=change.public_comment)
+    save_server(connection, slug, server)
+    action = ACTION_WORDS.get(change.severity, change.severity)
+    add_timeline(connection, slug, change.change_id, change.at, f"{change.shown} {action}.")
+    return slug, False
+
+
+def _record_change(connection: redis.Redis, change: BlockChange) -> tuple[str | None, bool]:
+    """An updated or lifted block, in the incident its server belongs to; (slug, whether it resolved it)."""
+    owner = connection.hget(BY_DOMAIN, change.domain)
+    if owner is None:
+        return None, False
+    slug = owner.decode()
+    incident = load(connection, slug)
+    server = next((item for item in incident.servers if item.domain == change.domain), None) if incident else None
+    if incident is None or server is None:
         return slug, False
+    if change.kind == "updated":
+        before = server.action
+        server.severity = change.severity
+        server.comment = change.public_comment
+        save_server(connection, slug, server)
+        add_timeline(connection, slug, change.change_id, change.at, f"{change.shown} {server.action} (was {before}).")
+        return slug, False
+    server.lifted_at = change.at
+    save_server(connection, slug, server)
+    connection.hdel(BY_DOMAIN, change.domain)
+    add_timeline(connection, slug, change.change_id, change.at, lift_text(change.shown, change.correction))
+    remaining = [item for item in incident.servers if item.lifted_at is None and item.domain != change.domain]
+    if not remaining and incident.status != Status.RESOLVED:
+        set_status(connection, slug, Status.RESOLVED, change.at, "All servers un-limited; incident resolved.")
+        return slug, True
+    return slug, False
+
+
+def lift_text(shown: str, correction: bool) -> str:
+    return f"{shown}: lifted (it was a mistake)." if correction else f"{shown}: lifted."
+
+
+def reword_lift(connection: redis.Redis, slug: str, change: BlockChange, correction: bool) -> None:
+    """A moderator said (or unsaid) during the hold-off that a lift corrects a mistake: the timeline says so."""
+    connection.hset(
+        _key(slug, "timeline"), change.change_id, json.dumps([change.at, lift_text(change.shown, correction)])
+    )
 
 
 # --- The chart ------------------------------------------------------------------------------------

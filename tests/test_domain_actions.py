@@ -160,13 +160,14 @@ def test_changes_made_while_stopped_are_seen_once_across_pages(actx: Context, ma
     # A restart: a fresh process, the same Redis.
     fresh = Context(actx.settings, actx.redis)
     assert poll(fresh) == 3
-    events = [json.loads(fields[b"event"]) for _id, fields in actx.redis.xrange(defaults.EVENT_STREAM)]
-    assert sorted((event["event"], event["object"]["domain"]) for event in events) == [
-        ("domain_block.created", "new.example"),
-        ("domain_block.removed", "s3.example"),
-        ("domain_block.updated", "s0.example"),
+    [event] = [json.loads(fields[b"event"]) for _id, fields in actx.redis.xrange(defaults.EVENT_STREAM)]
+    assert event["event"] == "domain_block.changes"  # one poll, one event: one moderator action
+    assert sorted((change["kind"], change["domain"]) for change in event["object"]["changes"]) == [
+        ("created", "new.example"),
+        ("removed", "s3.example"),
+        ("updated", "s0.example"),
     ]
-    assert all("private_comment" not in event["object"] for event in events)
+    assert all("private_comment" not in change for change in event["object"]["changes"])
     assert poll(fresh) == 0  # nothing new: nothing twice
 
 
@@ -181,8 +182,10 @@ def test_two_pollers_emit_a_change_once(actx: Context, mastodon: MastodonDouble)
     [late] = diff_blocks(stale, {"new.example": domain_blocks.public_fields(mastodon.domain_blocks[0])})
     assert late == Change("created", "new.example", None, late.new)
     emit = actx.redis.register_script(domain_blocks._EMIT_SCRIPT)
-    assert emit(keys=[STATE, defaults.EVENT_STREAM, defaults.DRAIN_FLAG], args=["new.example", "", "{}", "{}", 5]) == 0
+    keys = [STATE, defaults.EVENT_STREAM, defaults.DRAIN_FLAG]
+    assert emit(keys=keys, args=["{}", 5, "new.example", "", "{}", "other.example", "", "{}"]) == 0
     assert actx.redis.xlen(defaults.EVENT_STREAM) == 1
+    assert not actx.redis.hexists(STATE, "other.example")  # all or nothing
 
 
 # --- end to end: blocks in the double → incident → announcements → pages
@@ -240,6 +243,86 @@ def test_spam_wave_blocks_are_announced_together_followed_and_resolved_once(
     settle(actx)
     settle(Context(actx.settings, actx.redis))  # a restart: nothing posted twice
     assert len(statuses_public(mastodon)) == 4
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 0, 2), (2, 0, 1)])
+def test_blocks_made_together_are_one_announcement_whatever_order_they_are_listed_in(
+    actx: Context, mastodon: MastodonDouble, order: tuple[int, int, int]
+) -> None:
+    """Only the middle one has a report surge; the others share its public comment. Each order of the
+    API's listing gives one incident with all three and one top-level post linking it."""
+    poll(actx)
+    feed(actx, burst(NOW, "mmm-spam.example", reports=40, hours=1))
+    domains = ["aaa-spam.example", "mmm-spam.example", "zzz-spam.example"]
+    for index in order:
+        mastodon.add_block(domains[index], public_comment="Crypto spam wave")
+    settle(actx)
+    [post] = statuses_public(mastodon)
+    [incident] = incidents.list_incidents(actx.redis)
+    assert {server.domain for server in incident.servers} == set(domains)
+    assert "we have limited aaa-spam.example, mmm-spam.example, zzz-spam.example." in post["text"]
+    assert post["text"].endswith(f"Details: {PUBLIC}/incidents/{incident.slug}")
+
+    mastodon.domain_blocks = [item for item in mastodon.domain_blocks if item["domain"] == "mmm-spam.example"]
+    settle(actx)  # the wave passed for two of them: lifted, neutrally, in the incident's thread
+    lifted = statuses_public(mastodon)[-1]
+    assert lifted["in_reply_to_id"] == post["id"]
+    assert lifted["text"].startswith("Update: aaa-spam.example is no longer limited.\nzzz-spam.example is no longer")
+    assert "mistake" not in lifted["text"] and "sorry" not in lifted["text"]
+
+
+def test_a_later_block_with_the_same_public_comment_joins_the_open_incident(
+    actx: Context, mastodon: MastodonDouble
+) -> None:
+    poll(actx)
+    feed(actx, burst(NOW, "first.example", reports=40, hours=1))
+    mastodon.add_block("first.example", public_comment="Crypto spam wave")
+    settle(actx)
+    actx.redis.delete(incidents.BY_DOMAIN)  # nothing else links the next one to it
+    mastodon.add_block("second.example", public_comment="Crypto spam wave")
+    settle(actx)
+    [incident] = incidents.list_incidents(actx.redis)
+    assert {server.domain for server in incident.servers} == {"first.example", "second.example"}
+
+
+def test_a_lift_is_a_correction_only_when_a_moderator_says_so(actx: Context, mastodon: MastodonDouble) -> None:
+    poll(actx)
+    mastodon.add_block("ordinary.example", "suspend", public_comment="Harassment")
+    mastodon.add_block("oops.example", "suspend", public_comment="Harassment")
+    settle(actx)
+    # A moderator marks one block as a mistake (in its private comment), then lifts both.
+    next(item for item in mastodon.domain_blocks if item["domain"] == "oops.example")["private_comment"] = (
+        "wrong server [tocsin correction]"
+    )
+    assert poll(actx) == 0  # the marker is recorded, not announced
+    mastodon.domain_blocks = []
+    settle(actx)
+    lifts = statuses_public(mastodon)[-1]["text"]
+    assert "ordinary.example is no longer suspended." in lifts
+    assert "Correction: oops.example was suspended by mistake. That is undone; sorry for the trouble." in lifts
+    assert "wrong server" not in lifts  # the private comment itself is never published
+
+
+def test_a_correction_said_during_the_hold_rewords_post_and_timeline(actx: Context, mastodon: MastodonDouble) -> None:
+    slug = incidents.open_incident(actx.redis, "policy", "Threads", "Policy.", NOW.timestamp())
+    incidents.attach(actx.redis, slug, "threads.example")
+    poll(actx)
+    mastodon.add_block("threads.example", "suspend")
+    settle(actx)
+    settings = actx.settings.model_copy(update={"announce_hold_minutes": 10})
+    slow = Context(settings, actx.redis)
+    set_context(slow)
+    mastodon.domain_blocks = []
+    poll(slow)
+    drain_with(slow)
+    [(batch_id, _due, _items)] = announcements.pending(slow.redis)
+    incident = incidents.load(slow.redis, slug)
+    assert incident is not None and incident.timeline[-1][1] == "threads.example: lifted."
+    assert announcements.mark_correction(slow.redis, batch_id, "threads.example") == 1
+    announcements.post_batch(batch_id)
+    assert "Correction: threads.example was suspended by mistake." in statuses_public(mastodon)[1]["text"]
+    texts = [text for _at, text in incidents.load(slow.redis, slug).timeline]  # type: ignore[union-attr]
+    assert "threads.example: lifted (it was a mistake)." in texts
 
 
 def test_a_held_announcement_can_be_cancelled(actx: Context, mastodon: MastodonDouble) -> None:

@@ -308,12 +308,16 @@ def test_domain_actions_through_real_processes_become_one_announcement_a_page_an
     page = httpx2.get(f"{stack.url}/incidents/{slug}").text
     assert "threads.example" in page and "instagram-threads.example" in page
 
+    # A moderator marks threads.example's block a mistake (in its private comment), then lifts both.
+    mastodon.domain_blocks[0]["private_comment"] = "[tocsin correction] wrong domain"
+    subprocess.run(poll, env=stack.env, cwd=stack.cwd, check=True, capture_output=True)
     mastodon.domain_blocks = []
     subprocess.run(poll, env=stack.env, cwd=stack.cwd, check=True, capture_output=True)
     wait_for(lambda: len(public()) == 3, what="the update and the resolution")
     time.sleep(2)  # room for a wrong extra post
     update, resolution = public()[1:]
-    assert "Correction: threads.example was suspended by mistake." in update["text"]  # lifted within a day
+    assert "Correction: threads.example was suspended by mistake." in update["text"]  # the moderator's marker
+    assert "instagram-threads.example is no longer suspended." in update["text"]  # no marker: neutral
     assert update["in_reply_to_id"] == post["id"]
     assert resolution["text"].startswith("✅ Threads: all servers un-limited; incident resolved.")
     assert len(public()) == 3
