@@ -379,8 +379,8 @@ def _print_scan(report: object) -> None:
             follows = str(item.impact.local_follows) if item.impact else "?"
             followers = str(item.impact.remote_followers) if item.impact else "?"
             click.echo(f"  {item.domain:<40} {item.shown[:32]:<32} {follows:>8} {followers:>9}  {action}")
-    for block, advisory, version in report.refederate:
-        fixed = f"{block.domain} now runs {version.text}, not affected by {advisory.id}"
+    for block, advisory, peer in report.refederate:
+        fixed = f"{block.domain} now runs {peer.shown}, not affected by {advisory.id}"
         click.echo(f"\n{fixed}: tocsin blocks lift {block.domain}")
 
 

@@ -320,7 +320,7 @@ def refederation_candidates(
     results: dict[str, PeerResult],
     advisories: dict[str, Advisory],
     forks: dict[str, Fork],
-) -> list[tuple[DomainBlock, Advisory, Version]]:
+) -> list[tuple[DomainBlock, Advisory, Running]]:
     """Blocks applied for an advisory whose server now runs a version the advisory surely does not affect."""
     candidates = []
     for block in blocks:
@@ -330,7 +330,7 @@ def refederation_candidates(
         if advisory is None or peer is None or peer.version is None or not advisory.concerns(peer.software):
             continue
         if advisory.assess(peer.version) is Verdict.FIXED:
-            candidates.append((block, advisory, peer.version))
+            candidates.append((block, advisory, peer))
     return candidates
 
 
@@ -344,7 +344,7 @@ class ScanReport:
     software: list[tuple[str, int]]  # most common software names
     findings: list[Finding]
     proposals: dict[str, list[Proposal]]  # advisory id -> proposals
-    refederate: list[tuple[DomainBlock, Advisory, Version]]
+    refederate: list[tuple[DomainBlock, Advisory, Running]]
     seconds: float
 
     def to_json(self) -> dict[str, Any]:
@@ -381,8 +381,8 @@ class ScanReport:
                 for finding in self.findings
             ],
             "refederate": [
-                {"domain": block.domain, "advisory": advisory.id, "version": version.text}
-                for block, advisory, version in self.refederate
+                {"domain": block.domain, "advisory": advisory.id, "version": peer.shown}
+                for block, advisory, peer in self.refederate
             ],
         }
 
@@ -511,14 +511,14 @@ def render_report(report: ScanReport, instance_url: str, limit_above_follows: in
 
 
 def render_refederation(
-    block: DomainBlock, advisory: Advisory, version: Version, instance_url: str, template_dir: Any = None
+    block: DomainBlock, advisory: Advisory, peer: Running, instance_url: str, template_dir: Any = None
 ) -> str:
     return render_text(
         template_dir,
         "refederation.txt.j2",
         block=block,
         advisory=advisory,
-        version=version,
+        version=peer.shown,
         instance_url=instance_url,
     )
 
@@ -614,9 +614,9 @@ def send_scan_messages(ctx: Context, report: ScanReport) -> int:
         text = render_report(report, instance_url, ctx.settings.scan_limit_above_follows, ctx.settings.template_dir)
         ctx.outbox.to_moderators(key, text)
         sent += 1
-    for block, advisory, version in report.refederate:
-        text = render_refederation(block, advisory, version, instance_url, ctx.settings.template_dir)
-        ctx.outbox.to_moderators(f"refederate:{block.domain}:{advisory.id}:{version.text}", text)
+    for block, advisory, peer in report.refederate:
+        text = render_refederation(block, advisory, peer, instance_url, ctx.settings.template_dir)
+        ctx.outbox.to_moderators(f"refederate:{block.domain}:{advisory.id}:{peer.shown}", text)
         sent += 1
     return sent
 

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from bot.context import Context
 from bot.fetching import Fetcher
+from bot.outbox import split_post
 from handlers.reports import ACTIVE_BUCKETS
 from handlers.scan import (
     CSV_HEADER,
@@ -25,6 +26,7 @@ from handlers.scan import (
     outreach_message,
     peer_domains,
     read_blocks_csv,
+    render_report,
     run_scan,
     schedule_scan,
     send_scan_messages,
@@ -130,13 +132,15 @@ def test_the_pixelfed_breakdown_of_the_brief(ctx: Context, scanning: MastodonDou
     [text] = scanning.direct_texts()
     assert (
         "CVE-2025-30741 (high) exposes our members' followers-only posts. Vulnerable: 63 of 96 Pixelfed "
-        "servers. Largest: pf-0124-30.example (we follow 7 there, 3 follow us)." in text
+        "servers. Largest: pf-0124-30.example (0.12.4; we follow 7 there, 3 follow us)." in text
     )
     assert "CVE-2023-36460" not in text  # no server it affects: not in the DM
     assert "Proposed: suspend 63. Review: tocsin scan --advisory CVE-2025-30741" in text
     # A moderate advisory that harms only the vulnerable server: no block, its admins are told.
     assert "tell their admins (tocsin outreach DOMAIN): CVE-2026-33869 (moderate) 1 Mastodon server (masto-q" in text
     assert len(scanning.direct_threads()[0]) == 1  # the brief's fleet: one status (at 5,000 characters)
+    mods = tuple(ctx.mastodon.moderators())
+    assert len(split_post(render_report(report, "https://x.example", 10), mods, 500)) <= 2  # at vanilla's 500
     assert "pixelfed.social" not in {exposure.domain for exposure in pixelfed.vulnerable}
     assert "pixelfed.social" not in {proposal.domain for proposal in report.proposals["CVE-2025-30741"]}
 
@@ -182,11 +186,11 @@ def test_large_servers_harmed_only_themselves_are_told_not_blocked_and_the_dm_fi
     assert len(thread) <= 2
     text = "\n".join(status["text"] for status in thread)
     assert (
-        "Harm to those servers only, so no block; tell their admins (tocsin outreach DOMAIN): CVE-2023-36460 "
+        "Harm to their servers only, no block; tell their admins (tocsin outreach DOMAIN): CVE-2023-36460 "
         "(critical) 1 Mastodon server (oldtown.example); CVE-2026-33869 (moderate) 27 Mastodon servers, "
         "1 uncertain (largest chuckya.example)." in text
     )
-    assert "Largest: oldtown.example (we follow 10,700 there, 7,300 follow us).\nProposed: suspend 2." in text
+    assert "Largest: oldtown.example (Hometown 1.0.7 (Mastodon 3.5.5); we follow 10,700 there, 7,300 " in text
     for status in thread:  # each part ends at a line or between words, and reads on its own
         body = status["text"].rsplit(" (", 1)[0] if len(thread) > 1 else status["text"]
         assert not body[-1].isspace()
@@ -222,7 +226,7 @@ def test_csv_applied_with_tags_then_an_upgrade_is_noticed(
     monkeypatch.setitem(fleet.peers, "pf-old-3.example", Peer(nodeinfo("pixelfed", "0.12.5")))  # upgraded
     ctx.redis.delete("tocsin:cache:domain-blocks")
     report = run_scan(ctx)  # the peers API now leaves the blocked out; Tocsin's own blocks are re-read
-    assert [(block.domain, version.text) for block, _advisory, version in report.refederate] == [
+    assert [(block.domain, peer.shown) for block, _advisory, peer in report.refederate] == [
         ("pf-old-3.example", "0.12.5")
     ]
     send_scan_messages(ctx, report)
