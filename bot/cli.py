@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import click
@@ -24,6 +25,7 @@ from bot.embedded_redis import EmbeddedRedis, running_embedded_url
 from bot.events import backlog, retry_failed
 from bot.outbox import read_log
 from bot.queue import SERIALIZER
+from bot.supervise import STATUS_FILE, Child, CrashLoop, Supervisor, describe, read_status, tail_file
 
 log = logging.getLogger("tocsin")
 
@@ -80,7 +82,7 @@ def serve(workers: int | None) -> None:
     embedded: EmbeddedRedis | None = None
     redis_url = settings.redis_url
     if redis_url is None:
-        embedded = EmbeddedRedis(settings.data_dir / "redis").start()
+        embedded = EmbeddedRedis(settings.data_dir / "redis")
         redis_url = embedded.url
         log.info("embedded redis-server on %s, data in %s", redis_url, embedded.directory)
     secret = _webhook_secret(settings)
@@ -88,9 +90,20 @@ def serve(workers: int | None) -> None:
     base = settings.public_url or f"http://{settings.host}:{settings.port}"
     mode = f"dry-run (see `tocsin outbox` or {base}/outbox)" if settings.is_dry_run else "live"
     click.echo(f"\nWebhook URL: {base}/webhooks/mastodon\nSecret:      {secret}\nMode:        {mode}\n", err=True)
-    children = [subprocess.Popen([sys.executable, "-m", "bot.cli", "web"], env=env, **child_options())]
-    for _ in range(workers or settings.workers):
-        children.append(subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env, **child_options()))
+
+    def process(role: str) -> Callable[[], subprocess.Popen[bytes]]:
+        command = [sys.executable, "-m", "bot.cli", role]
+        return lambda: subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **child_options()
+        )
+
+    children: list[Child] = []
+    if embedded is not None:
+        server = embedded
+        children.append(Child("redis", lambda: server.start().running, lambda: tail_file(server.log_path)))
+    children.append(Child("web", process("web")))
+    children += [Child(f"worker-{n}", process("worker")) for n in range(1, (workers or settings.workers) + 1)]
+    supervisor = Supervisor(children, settings.data_dir / STATUS_FILE)
 
     stopping = False
 
@@ -101,22 +114,16 @@ def serve(workers: int | None) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        while not stopping and all(child.poll() is None for child in children):
+        supervisor.start_all()  # in order: the embedded Redis answers before web and workers start
+        while not stopping:
+            supervisor.step()
             time.sleep(0.2)
+    except CrashLoop as error:
+        raise click.ClickException(str(error)) from None
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        supervisor.stop_all()
         if embedded is not None:
             embedded.stop()
-    failed = [child.returncode for child in children if child.returncode not in (0, -signal.SIGTERM, None)]
-    if failed and not stopping:
-        raise click.ClickException(f"a Tocsin process exited with {failed[0]}")
 
 
 @main.command()
@@ -172,8 +179,6 @@ def doctor() -> None:
     """Check configuration, Redis, workers, queues, failed jobs and the Mastodon connection."""
     from bot.mastodon import MastodonLink, make_client
 
-    settings = _with_redis(_settings())
-    connection = redis_from_url(settings.redis_url or "")
     problems = 0
 
     def report(ok: bool, text: str) -> None:
@@ -181,6 +186,14 @@ def doctor() -> None:
         problems += 0 if ok else 1
         click.echo(f"{'ok ' if ok else 'BAD'}  {text}")
 
+    settings = _settings()
+    for name, line in describe(read_status(settings.data_dir)).items():  # `tocsin serve`'s children
+        report(not line.startswith("DOWN"), f"serve: {name} {line}")
+    if not settings.redis_url and running_embedded_url(settings.data_dir / "redis") is None:
+        report(False, f"Redis: TOCSIN_REDIS_URL is not set and no embedded Redis answers under {settings.data_dir}")
+        raise SystemExit(1)
+    settings = _with_redis(settings)
+    connection = redis_from_url(settings.redis_url or "")
     try:
         connection.ping()
         report(True, "Redis answers")

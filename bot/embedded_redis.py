@@ -48,6 +48,15 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "redis.log"
+
+    @property
+    def running(self) -> subprocess.Popen[bytes]:
+        assert self.process is not None, "start() first"
+        return self.process
+
     def start(self) -> EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
@@ -59,7 +68,7 @@ class EmbeddedRedis:
             "--save", "",
             "--appendonly", "yes" if self.persistent else "no",
             "--appendfsync", "everysec",
-            "--logfile", str(self.directory / "redis.log"),
+            "--logfile", str(self.log_path),
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, **child_options())
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
@@ -67,9 +76,7 @@ class EmbeddedRedis:
         try:
             while True:
                 if self.process.poll() is not None:
-                    raise RuntimeError(
-                        f"redis-server exited with {self.process.returncode}; see {self.directory / 'redis.log'}"
-                    )
+                    raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {self.log_path}")
                 try:
                     client.ping()
                     break

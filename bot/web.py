@@ -20,6 +20,7 @@ from bot.config import Settings
 from bot.context import redis_from_url
 from bot.intake import IntakeApp, IntakeState
 from bot.outbox import read_log
+from bot.supervise import describe, read_status
 from bot.templating import render_page
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; form-action 'none'"
@@ -68,14 +69,18 @@ def create_app(settings: Settings) -> IntakeApp:
 
     @app.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
+        # Under `tocsin serve`: its children, which is down and since when, restarts.
+        children = describe(read_status(settings.data_dir))
+        supervised = {"children": children} if children else {}
+        down = any(line.startswith("DOWN") for line in children.values())
         sync: redis.Redis = request.app.state.intake.sync
         try:
             workers = await run_in_threadpool(_recent_workers, sync)
         except redis.RedisError:
-            return JSONResponse({"status": "unready", "redis": "unreachable"}, status_code=503)
-        if workers == 0:
-            return JSONResponse({"status": "unready", "redis": "ok", "workers": 0}, status_code=503)
-        return JSONResponse({"status": "ready", "redis": "ok", "workers": workers})
+            return JSONResponse({"status": "unready", "redis": "unreachable", **supervised}, status_code=503)
+        if workers == 0 or down:
+            return JSONResponse({"status": "unready", "redis": "ok", "workers": workers, **supervised}, status_code=503)
+        return JSONResponse({"status": "ready", "redis": "ok", "workers": workers, **supervised})
 
     @app.get("/outbox", response_class=HTMLResponse)
     async def outbox(request: Request) -> HTMLResponse:
