@@ -29,7 +29,7 @@ from multiprocessing.connection import Connection
 
 from bot.config import load_settings
 from bot.fetching import Fetcher, FetchPolicy
-from handlers.advisories import load_advisories
+from handlers.advisories import load_advisories, load_forks
 from handlers.scan import find, read_peers
 
 
@@ -99,7 +99,7 @@ def main() -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     advisory = next(item for item in load_advisories() if item.id == "CVE-2025-30741")
-    finding = find(advisory, results)
+    finding = find(advisory, results, load_forks())
     errors = Counter(result.error for result in results if result.error)
     hanging = sum(1 for n in range(args.peers) if args.hanging and n % round(1 / args.hanging) == 0)
     readable = args.peers - hanging
