@@ -59,12 +59,15 @@ def _chunks(text: str, limit: int, spoiler_text: str | None) -> list[str]:
     the best breaks — paragraph, then line (commands sit on lines of their own, so they stay whole). A
     line is broken between words only when it does not fit a status by itself, and a word inside only
     when it alone is longer than a status."""
+    text = text.strip()
+    lengths: dict[int, int] = {}  # status length of text[:position], at the break positions
 
     def fits(start: int, stop: int) -> bool:
+        if start in lengths and stop in lengths:  # lengths add up across whitespace (URLs, mentions and
+            return lengths[stop] - lengths[start] <= limit  # graphemes never span it)
         return status_length(text[start:stop], spoiler_text) <= limit
 
-    text = text.strip()
-    if fits(0, len(text)):
+    if status_length(text, spoiler_text) <= limit:
         return [text] if text else []
     # Break points: (where the piece before it ends, where the next one starts, kind).
     lines: list[tuple[int, int, int]] = [(0, 0, PARAGRAPH)]
@@ -74,12 +77,14 @@ def _chunks(text: str, limit: int, spoiler_text: str | None) -> list[str]:
         kind = PARAGRAPH if newlines >= 2 else LINE if newlines else WORD
         (words if kind == WORD else lines).append((match.start(), match.end(), kind))
     lines.append((len(text), len(text), PARAGRAPH))
+    _measure(text, spoiler_text, lines, lengths)
     points: list[tuple[int, int, int]] = []
     for (end, start, kind), (stop, _next, _kind) in itertools.pairwise(lines):
         points.append((end, start, kind))
         if not fits(start, stop):  # a line too long for one status: its word breaks may serve
             points.extend(_inside(fits, [point for point in words if start < point[0] < stop], start, stop))
     points.append(lines[-1])
+    _measure(text, spoiler_text, [point for point in points if point[2] != INSIDE], lengths)  # exact inside words
     # Fewest parts, then the least costly breaks: best[k] = (parts, cost, previous point) up to point k.
     best: list[tuple[int, int, int]] = [(0, 0, -1)]
     for k in range(1, len(points)):
@@ -97,6 +102,17 @@ def _chunks(text: str, limit: int, spoiler_text: str | None) -> list[str]:
         chunks.append(text[points[j][1] : points[k][0]].strip())
         k = j
     return [chunk for chunk in reversed(chunks) if chunk]
+
+
+def _measure(text: str, spoiler_text: str | None, points: list[tuple[int, int, int]], lengths: dict[int, int]) -> None:
+    """Status lengths of text[:position] at every break point's two positions, by adding up the pieces
+    between them (one status_length call per piece instead of one per candidate part)."""
+    positions = sorted({position for end, start, _kind in points for position in (end, start)} | {0})
+    total = 0
+    lengths[0] = 0
+    for before, after in itertools.pairwise(positions):
+        total += status_length(text[before:after], spoiler_text) if after > before else 0
+        lengths[after] = total
 
 
 def _inside(
