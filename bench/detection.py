@@ -82,11 +82,11 @@ def traffic(count: int, seed: int = 7) -> list[dict[str, Any]]:
 
 def handle_one(raw: bytes) -> None:
     """The baselines' job: one event through the same handler a drain runs."""
-    from handlers import dispatch
+    from bot.families import registry
 
     ctx = get_context()
     event = orjson.loads(raw)
-    dispatch(ctx, event)
+    registry().dispatch(ctx, event)
     advance_clock(ctx.redis, parse_time(event.get("created_at")) or 0.0)
 
 

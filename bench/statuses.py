@@ -264,7 +264,9 @@ def memory_events(count: int, seed: int = 9) -> Any:
 
 
 def run_memory(count: int) -> None:
-    from handlers import after_batch, dispatch
+    from bot.families import registry
+
+    families = registry()
 
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis", persistent=False) as server:
         connection = redis.Redis.from_url(server.url)
@@ -275,9 +277,9 @@ def run_memory(count: int) -> None:
         started = time.perf_counter()
         step = max(count // 10, 1)
         for n, event in enumerate(memory_events(count), start=1):
-            dispatch(ctx, reduce_event(event, b"k"))
+            families.dispatch(ctx, reduce_event(event, b"k"))
             if n % 1000 == 0:
-                after_batch(ctx)
+                families.after_batch(ctx)
             if n % step == 0:
                 used = int(connection.info("memory")["used_memory"])
                 print(

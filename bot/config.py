@@ -243,6 +243,11 @@ class Settings(BaseSettings):
     def is_dry_run(self) -> bool:
         return self.access_token is None if self.dry_run is None else self.dry_run
 
+    @property
+    def instance_url(self) -> str:
+        """The instance as DMs link it (admin pages); a placeholder when none is configured (dry runs)."""
+        return (self.mastodon_url or "https://your.instance").rstrip("/")
+
     def _section(self, kind: type[Section], prefix: str) -> Section:
         """A detector's settings block from the fields named `prefix` + the block's field names."""
         return kind(**{field.name: getattr(self, prefix + field.name) for field in fields(kind)})

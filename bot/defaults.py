@@ -5,20 +5,6 @@ All Tocsin keys start with `tocsin:` so one Redis can be shared with RQ (whose k
 
 from __future__ import annotations
 
-KNOWN_EVENTS = frozenset(
-    {
-        "account.approved",
-        "account.created",
-        "account.updated",
-        "report.created",
-        "report.updated",
-        "status.created",
-        "status.updated",
-    }
-)
-"""Every event Mastodon's admin webhooks can send (app/models/webhook.rb, unchanged through 4.7).
-Anything else is acknowledged and counted, never queued."""
-
 SIGNATURE_PREFIX = "sha256="
 """Mastodon signs with `X-Hub-Signature: sha256=<lowercase hex HMAC-SHA256(secret, raw body)>`."""
 
@@ -48,7 +34,7 @@ CLAIM_IDLE_MS = 60_000
 """Entries delivered to a consumer that has not acknowledged them for this long are reclaimed
 (the worker died mid-batch)."""
 FAILED_EVENTS = "tocsin:events:failed"
-"""Events whose handler raised a non-transient error, kept for `tocsin doctor` / `tocsin events retry`."""
+"""Events whose handler raised a non-transient error, kept for `tocsin doctor` / `tocsin failed --requeue`."""
 FAILED_EVENTS_CAP = 1000
 
 DEDUPE_PREFIX = "tocsin:seen:"
@@ -71,6 +57,8 @@ OUTBOX_LOG = "tocsin:outbox:log"
 """Newest-first list of everything posted (or recorded, in dry-run), for `tocsin outbox` and /outbox."""
 OUTBOX_LOG_CAP = 2000
 PAUSED = "tocsin:paused"
+OUTBOX_HELD = "tocsin:outbox:held"
+"""Hash: message key -> the post (JSON), held by the panic stop until `tocsin resume`."""
 """Panic stop: while set, the outbox records instead of sending (`tocsin pause` / `tocsin resume`)."""
 
 # --- Mastodon look-ups cached in Redis (shared by all workers).

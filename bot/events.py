@@ -24,6 +24,7 @@ import redis
 
 from bot import defaults
 from bot.context import Context, get_context
+from bot.families import registry
 from bot.queue import enqueue_once
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def enqueue_drain(connection: redis.Redis, retry_delays: list[int]) -> None:
     enqueue_once(
         connection,
         defaults.QUEUE_EVENTS,
-        "bot.events.drain",
+        drain,
         job_id=f"drain-{uuid.uuid4().hex}",
         retry_delays=retry_delays,
     )
@@ -95,8 +96,6 @@ def drain() -> dict[str, int]:
 
 
 def drain_with(ctx: Context) -> dict[str, int]:
-    from handlers import after_batch  # handlers import bot; import late to keep bot importable alone
-
     connection = ctx.redis
     ensure_group(connection)
     # Stable across this worker's jobs and restarts (its own pending entries are resumed first), and
@@ -139,7 +138,7 @@ def drain_with(ctx: Context) -> dict[str, int]:
             connection.set(defaults.DRAIN_FLAG, "1", ex=defaults.DRAIN_FLAG_TTL)
         _process(ctx, entries, counts)
         connection.expire(defaults.DRAIN_FLAG, defaults.DRAIN_FLAG_TTL)
-        after_batch(ctx)
+        registry().after_batch(ctx)
     return counts
 
 
@@ -152,8 +151,7 @@ def _read(connection: redis.Redis, consumer: str, pending: bool = False) -> list
 
 
 def _process(ctx: Context, entries: list[tuple[bytes, dict[bytes, bytes]]], counts: dict[str, int]) -> None:
-    from handlers import dispatch
-
+    families = registry()
     latest = 0.0
     done: list[bytes] = []
     for entry_id, fields in entries:
@@ -164,7 +162,7 @@ def _process(ctx: Context, entries: list[tuple[bytes, dict[bytes, bytes]]], coun
         try:
             event = orjson.loads(raw)
             latest = max(latest, parse_time(event.get("created_at")) or 0.0)
-            dispatch(ctx, event)
+            families.dispatch(ctx, event)
             counts["processed"] += 1
         except redis.RedisError:
             raise  # Redis trouble: fail the job, RQ retries, the entries stay pending
@@ -195,7 +193,7 @@ def record_failed(connection: redis.Redis, raw: bytes, error: Exception) -> None
 
 
 def retry_failed(connection: redis.Redis, retry_delays: list[int]) -> int:
-    """Put failed events back on the stream (`tocsin events retry`), e.g. after a handler fix."""
+    """Put failed events back on the stream (`tocsin failed --requeue`), e.g. after a handler fix."""
     moved = 0
     while (raw := connection.rpop(defaults.FAILED_EVENTS)) is not None:
         event = json.loads(raw)["event"]

@@ -96,6 +96,7 @@ class AppendBatcher:
 @dataclass
 class IntakeState:
     secret: bytes
+    known_events: frozenset[str]  # the webhook events some family handles; others are acknowledged, counted
     dedupe_seconds: int
     retry_delays: list[int]
     aio: aioredis.Redis
@@ -153,7 +154,7 @@ async def accept(state: IntakeState, body: bytes, signature: str | None) -> tupl
         return 400, {"status": "rejected", "detail": event}
     name = event["event"]
     try:
-        if name not in defaults.KNOWN_EVENTS:
+        if name not in state.known_events:
             await state.aio.hincrby(defaults.IGNORED_EVENTS, name[:64], 1)
             return 200, {"status": "ignored", "detail": "unknown event"}
         reduced = reduce_event(event, await state.key_for_pii())

@@ -218,6 +218,25 @@ class MastodonLink:
             )
         )
 
+    def create_domain_block(self, domain: str, *, private_comment: str, **fields: Any) -> None:
+        """An admin write: a new domain block (422 if the domain is blocked already); the cached list is
+        dropped so the next read sees it."""
+        if self.client is None or self.settings.access_token is None:
+            raise RuntimeError("blocking needs TOCSIN_ACCESS_TOKEN with admin:write:domain_blocks")
+        try:
+            self.client.admin_create_domain_block(domain, private_comment=private_comment, **fields)
+        finally:
+            self.redis.delete(defaults.CACHE_PREFIX + "domain-blocks")
+
+    def delete_domain_block(self, block_id: str) -> None:
+        """An admin write: lift a domain block; the cached list is dropped."""
+        if self.client is None or self.settings.access_token is None:
+            raise RuntimeError("lifting needs TOCSIN_ACCESS_TOKEN with admin:write:domain_blocks")
+        try:
+            self.client.admin_delete_domain_block(block_id)
+        finally:
+            self.redis.delete(defaults.CACHE_PREFIX + "domain-blocks")
+
     def post_status(
         self,
         text: str,

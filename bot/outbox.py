@@ -5,12 +5,14 @@ Each logical message has a stable key. Each part `i` of it is posted with the Ma
 answer and our bookkeeping), and its status id is stored in Redis before the next part is posted, so a
 retried job resumes a half-posted thread instead of starting it again.
 
-In dry-run (no token, or TOCSIN_DRY_RUN) and while paused (`tocsin pause`), posts are recorded in the
-outbox log and nothing is sent.
+In dry-run (no token, or TOCSIN_DRY_RUN) posts are recorded in the outbox log and nothing is sent.
+While paused (`tocsin pause`, the panic stop) a post is recorded and held back whole: `tocsin resume`
+releases the held posts (each still exactly once, by its key), `tocsin resume --drop` discards them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -18,7 +20,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import redis
 from mastodon import Mastodon
@@ -160,8 +162,11 @@ class Outbox:
         self.link = link
 
     def send(self, post: Post) -> list[str]:
-        """Post (or record) every part of `post` not posted yet; return all parts' status ids."""
+        """Post (or record) every part of `post` not posted yet; return all parts' status ids (none while
+        paused: the post is held until `tocsin resume`)."""
         key = _KEY_CHARS.sub("_", post.key)
+        if not self.settings.is_dry_run and self.redis.exists(defaults.PAUSED):
+            return self._hold(key, post)
         sent_key = defaults.OUTBOX_SENT_PREFIX + key
         posted: dict[bytes, bytes] = self.redis.hgetall(sent_key)  # type: ignore[assignment]
         parts = split_post(post.text, post.mentions, self.link.max_characters(), post.spoiler_text)
@@ -218,11 +223,61 @@ class Outbox:
         return self.send(Post(key=key, text=text, visibility="direct", mentions=tuple(self.link.moderators())))
 
     def _mode(self) -> str:
-        if self.settings.is_dry_run:
-            return "dry-run"
-        if self.redis.exists(defaults.PAUSED):
-            return "paused"
-        return "sent"
+        return "dry-run" if self.settings.is_dry_run else "sent"
+
+    def _hold(self, key: str, post: Post) -> list[str]:
+        """The panic stop: keep the whole post for `tocsin resume`, and show it in the outbox log."""
+        if self.redis.hsetnx(defaults.OUTBOX_HELD, key, json.dumps(asdict(post))):
+            mentions = " ".join(f"@{acct}" for acct in post.mentions)
+            text = f"{mentions}\n{post.text}" if mentions else post.text
+            entry = {"key": key, "part": 1, "of": 1, "visibility": post.visibility, "text": text}
+            pipe = self.redis.pipeline()
+            pipe.lpush(
+                defaults.OUTBOX_LOG, json.dumps({**entry, "mode": "paused", "status_id": None, "at": time.time()})
+            )
+            pipe.ltrim(defaults.OUTBOX_LOG, 0, defaults.OUTBOX_LOG_CAP - 1)
+            pipe.execute()
+            log.info("outbox %s held: paused", key)
+        return []
+
+
+def release_held(connection: redis.Redis, retry_delays: list[int]) -> int:
+    """`tocsin resume`: a job per held post (sent with retries by the workers); how many."""
+    from bot.queue import enqueue_once
+
+    released = 0
+    for key in connection.hkeys(defaults.OUTBOX_HELD):
+        released += enqueue_once(
+            connection,
+            defaults.QUEUE_URGENT,
+            send_held,
+            key.decode(),
+            job_id="held-" + hashlib.sha256(key).hexdigest()[:24],
+            retry_delays=retry_delays,
+        )
+    return released
+
+
+def drop_held(connection: redis.Redis) -> int:
+    """`tocsin resume --drop`: the held posts are never sent (the outbox log keeps them)."""
+    count = int(connection.hlen(defaults.OUTBOX_HELD))
+    connection.delete(defaults.OUTBOX_HELD)
+    return count
+
+
+def send_held(key: str) -> list[str]:
+    """RQ job: post one held post (if it is still held), then forget it."""
+    from bot.context import get_context
+
+    ctx = get_context()
+    raw = ctx.redis.hget(defaults.OUTBOX_HELD, key)
+    if raw is None:
+        return []
+    data = json.loads(raw)
+    ids = ctx.outbox.send(Post(**{**data, "mentions": tuple(data["mentions"])}))
+    if ids:  # not paused again meanwhile
+        ctx.redis.hdel(defaults.OUTBOX_HELD, key)
+    return ids
 
 
 def read_log(connection: redis.Redis, limit: int = 50) -> list[dict[str, object]]:

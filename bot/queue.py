@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -26,7 +27,7 @@ def retry_policy(delays: list[int]) -> Retry | None:
 def enqueue_once(
     connection: redis.Redis,
     queue_name: str,
-    function: str,
+    function: Callable[..., Any],
     *args: Any,
     job_id: str,
     retry_delays: list[int] | None = None,
@@ -34,7 +35,9 @@ def enqueue_once(
 ) -> bool:
     """Enqueue unless a job with this id is queued, running, scheduled or failed; True if enqueued.
 
-    Job ids are derived from what the job does (an alert's key), so a repeated decision costs nothing.
+    The job function is passed as the function itself (RQ stores its import path), so a renamed or moved
+    job fails where it is enqueued, in tests, not in a worker. Job ids are derived from what the job does
+    (an alert's key), so a repeated decision costs nothing.
     Finished jobs are deleted at once (result_ttl=0); the outbox's own keys prevent double posts after that.
     """
     target = queue(queue_name, connection)

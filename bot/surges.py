@@ -3,12 +3,18 @@
 A surge is a Redis hash per bucket (a server, "local", …) plus a sorted set of the open ones. Every
 transition is a compare-and-set in Lua, so several workers that see the same wave raise one alert per
 step. Whether a step is due is decided by pure functions here and in the detectors.
+
+`SurgeDetector` is the skeleton every detector fills in: it owns the surge state, the alert keys, the
+alert job (queued once per step, sent once), and closing the surges gone quiet; a detector supplies how
+long "quiet" is and `compose`, which gathers what its DM needs and renders it. Families hand their
+detectors to the platform (bot/families.py), which runs the quiet checks after each batch and on the sweep.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -16,12 +22,16 @@ from typing import Any
 import redis
 
 from bot import defaults
+from bot.config import Settings
+from bot.context import Context, get_context
 from bot.events import current_clock
+from bot.families import registry
 from bot.queue import enqueue_once
 
 log = logging.getLogger(__name__)
 
 HOUR = 3600.0
+DAY = 86400.0
 MIN_RATE_SPAN = 900.0
 """A rate is never measured over less than 15 minutes: the first events of a wave would look infinite."""
 
@@ -151,37 +161,48 @@ return closed
 
 
 @dataclass(frozen=True)
-class SurgeBook:
-    """One detector's surges: `prefix` + bucket is a surge's hash, `open_key` the set of open ones,
-    `detector` names its alerts' message keys and `alert_job` is the RQ job that sends one."""
+class SurgeDetector:
+    """One detector's surges: `prefix` + bucket is a surge's hash, `open_key` the set of open ones, `name`
+    names its alerts' message keys; `quiet_seconds` says how long below surge level closes a surge and
+    `compose` writes an alert's DM (in the alert job: it may read Mastodon)."""
 
+    name: str
     prefix: str
     open_key: str
-    detector: str
-    alert_job: str
+    quiet_seconds: Callable[[Settings], float]
+    compose: Callable[[Context, dict[str, Any]], str]
 
     def alert_key(self, payload: dict[str, Any]) -> str:
         """The message key of one alert: one per surge and step (each escalation, the quiet one)."""
         step = "quiet" if payload["kind"] == "quiet" else str(payload["alert_no"])
-        return f"{self.detector}:{payload['bucket']}:{payload['surge_id']}:{step}"
+        return f"{self.name}:{payload['bucket']}:{payload['surge_id']}:{step}"
 
-    def enqueue_alert(self, connection: redis.Redis, retry_delays: list[int], payload: dict[str, Any]) -> None:
+    def enqueue_alert(self, ctx: Context, payload: dict[str, Any]) -> None:
         """Queue the alert job, unless it is queued already: the job id is derived from the message key,
         so a decision repeated by a replayed event costs nothing."""
         key = self.alert_key(payload)
         job_id = "alert-" + hashlib.sha256(key.encode()).hexdigest()[:32]
         enqueue_once(
-            connection, defaults.QUEUE_URGENT, self.alert_job, payload, job_id=job_id, retry_delays=retry_delays
+            ctx.redis,
+            defaults.QUEUE_URGENT,
+            send_alert,
+            self.name,
+            payload,
+            job_id=job_id,
+            retry_delays=ctx.settings.retry_delays,
         )
-        log.info("%s %s: %s alert queued", self.detector, payload["bucket"], payload["kind"])
+        log.info("%s %s: %s alert queued", self.name, payload["bucket"], payload["kind"])
 
-    def alert_quiet(
-        self, connection: redis.Redis, now: float | None, quiet_seconds: float, retry_delays: list[int]
-    ) -> int:
-        """Close the surges quiet for `quiet_seconds` and queue their "quiet again" alerts."""
-        payloads = self.quiet_alerts(connection, now, quiet_seconds)
+    def send(self, ctx: Context, payload: dict[str, Any]) -> list[str]:
+        """The alert's DM to the moderators, posted once."""
+        return ctx.outbox.to_moderators(self.alert_key(payload), self.compose(ctx, payload))
+
+    def close_quiet_surges(self, ctx: Context, now: float | None = None) -> int:
+        """Close the surges below surge level for `quiet_seconds` (by the event clock, or by `now`, the
+        sweep's wall clock, when no events arrive) and queue their "quiet again" alerts."""
+        payloads = self.quiet_alerts(ctx.redis, now, self.quiet_seconds(ctx.settings))
         for payload in payloads:
-            self.enqueue_alert(connection, retry_delays, payload)
+            self.enqueue_alert(ctx, payload)
         return len(payloads)
 
     def key(self, bucket: str) -> str:
@@ -278,3 +299,8 @@ class SurgeBook:
             if state is not None:
                 states.append((bucket.decode(), state))
         return states
+
+
+def send_alert(detector: str, payload: dict[str, Any]) -> list[str]:
+    """RQ job (urgent queue): one detector's alert, composed and posted once."""
+    return registry().detector(detector).send(get_context(), payload)

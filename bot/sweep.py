@@ -14,6 +14,7 @@ import redis
 from bot import defaults
 from bot.context import get_context
 from bot.events import backlog, enqueue_drain
+from bot.families import registry
 from bot.queue import enqueue_once
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ def schedule_next_sweep(connection: redis.Redis, now: float | None = None) -> bo
     return enqueue_once(
         connection,
         defaults.QUEUE_BACKGROUND,
-        "bot.sweep.run",
+        run,
         job_id=f"{defaults.SWEEP_JOB_ID}-{slot}",
         delay_seconds=max(1.0, slot * defaults.SWEEP_INTERVAL - now),
     )
@@ -44,9 +45,7 @@ def restart_stalled_drain(connection: redis.Redis, retry_delays: list[int]) -> b
 
 
 def run() -> None:
-    from handlers import sweep
-
     ctx = get_context()
     schedule_next_sweep(ctx.redis)
     restart_stalled_drain(ctx.redis, ctx.settings.retry_delays)
-    sweep(ctx, time.time())
+    registry().sweep(ctx, time.time())

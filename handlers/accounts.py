@@ -21,15 +21,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import redis
+
 from bot.config import SignupSurgeSettings
-from bot.context import Context, get_context
+from bot.context import Context
 from bot.events import parse_time
 from bot.mastodon import as_webhook_json, pages_by_max_id
 from bot.privacy import pii_key, reduce_admin_account
 from bot.surges import (
+    DAY,
     HOUR,
     Decision,
-    SurgeBook,
+    SurgeDetector,
     SurgeState,
     escalates,
     rate_per_hour,
@@ -38,7 +41,6 @@ from bot.templating import render_text
 
 log = logging.getLogger(__name__)
 
-DAY = 86400.0
 BUCKET = "local"
 """Sign-ups are local by definition: one bucket."""
 
@@ -46,13 +48,13 @@ SIGNUPS = "tocsin:signups:times"  # sorted set: account id scored by created_at
 SIGNUP_PREFIX = "tocsin:signup:"  # + account id: hash of what the detector keeps of a sign-up
 HOURS = "tocsin:signups:hours"  # hash: hour number (epoch // 3600) -> sign-ups in that hour
 FIRST_SEEN = "tocsin:signups:first"  # time of the earliest sign-up counted (how long we have observed)
-SURGES = SurgeBook(
+SURGES = SurgeDetector(
+    name="signup-surge",
     prefix="tocsin:signups:surge:",
     open_key="tocsin:signups:surges:open",
-    detector="signup-surge",
-    alert_job="handlers.accounts.send_alert",
+    quiet_seconds=lambda settings: settings.signup_surge.quiet_hours * HOUR,
+    compose=lambda ctx, payload: compose_alert(ctx, payload),
 )
-SPAM_ACCOUNT_PREFIX = "tocsin:spam:account:"  # handlers/statuses.py's flagged accounts, kept current here too
 
 KEEP_SECONDS = 7 * DAY
 """Sign-ups are remembered for a week: the spam detector shows a young account's sign-up path (email
@@ -310,12 +312,9 @@ local observed = ts - tonumber(redis.call('GET', KEYS[3]) or ARGV[2])
 return {count, oldest[2] or '', base, tostring(observed), redis.call('HGETALL', KEYS[5])}
 """.replace("PRUNE", str(PRUNE_BATCH))
 
-# Keep a remembered account's state current (sign-up record and spam detector's flagged account).
-# KEYS: the hashes that may remember it. ARGV: field/value pairs.
-_UPDATE_STATE_SCRIPT = """
-for _, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, unpack(ARGV)) end
-end
+# Keep a remembered account's state current (only if it is remembered). KEYS: its hash. ARGV: field/value pairs.
+UPDATE_STATE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
 return 1
 """
 
@@ -391,39 +390,39 @@ def handle_signup(ctx: Context, event: dict[str, Any]) -> None:
             baseline=stats.baseline,
             baseline_days=round(baseline_span(stats, cfg) / DAY, 1),
         )
-        _enqueue_alert(ctx, payload)
+        SURGES.enqueue_alert(ctx, payload)
     if state is not None and is_surge(stats, cfg):
         SURGES.touch(ctx.redis, BUCKET, created)  # still at surge level: not "back to normal" yet
 
 
-def handle_account_update(ctx: Context, event: dict[str, Any]) -> None:
-    """account.approved and account.updated: keep a remembered account's state current."""
+def account_state(event: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """account.approved / account.updated: the account's id and the state flags the event tells."""
     account = event.get("object")
     if not isinstance(account, dict) or not account.get("id"):
         raise ValueError("account event without an account id")
     if event.get("event") == "account.approved":
         account = {**account, "approved": True, "confirmed": True}  # it fires when both are true
-    fields = state_fields(account)
-    if not fields:
-        return
-    account_id = str(account["id"])
-    ctx.redis.register_script(_UPDATE_STATE_SCRIPT)(
-        keys=[SIGNUP_PREFIX + account_id, SPAM_ACCOUNT_PREFIX + account_id],
-        args=[item for pair in fields.items() for item in pair],
-    )
+    return str(account["id"]), state_fields(account)
 
 
-def close_quiet_surges(ctx: Context, now: float | None = None) -> int:
-    """End surges that have been below surge level for `quiet_hours` (event clock, or the sweep's)."""
-    return SURGES.alert_quiet(ctx.redis, now, ctx.settings.signup_surge.quiet_hours * HOUR, ctx.settings.retry_delays)
+def handle_account_update(ctx: Context, event: dict[str, Any]) -> None:
+    """account.approved and account.updated: keep a remembered sign-up's state current."""
+    account_id, fields = account_state(event)
+    if fields:
+        ctx.redis.register_script(UPDATE_STATE_SCRIPT)(
+            keys=[SIGNUP_PREFIX + account_id], args=[item for pair in fields.items() for item in pair]
+        )
 
 
-def alert_key(payload: dict[str, Any]) -> str:
-    return SURGES.alert_key(payload)
-
-
-def _enqueue_alert(ctx: Context, payload: dict[str, Any]) -> None:
-    SURGES.enqueue_alert(ctx.redis, ctx.settings.retry_delays, payload)
+def remembered_signups(connection: redis.Redis, account_ids: list[str]) -> dict[str, Signup]:
+    """The sign-ups still remembered among these accounts (the spam detector's shared sign-up paths)."""
+    pipe = connection.pipeline()
+    for account_id in account_ids:
+        pipe.hgetall(SIGNUP_PREFIX + account_id)
+    rows = pipe.execute()
+    return {
+        account_id: Signup.from_redis(account_id, row) for account_id, row in zip(account_ids, rows, strict=True) if row
+    }
 
 
 def backfill_signups(ctx: Context, days: float) -> int:
@@ -499,16 +498,14 @@ def render_alert(
     )
 
 
-def send_alert(payload: dict[str, Any]) -> list[str]:
-    """RQ job (urgent queue): gather what the DM needs and post it once."""
-    ctx = get_context()
+def compose_alert(ctx: Context, payload: dict[str, Any]) -> str:
+    """The alert job's DM: gather what it needs now (it may read Mastodon), render it."""
     total, signups = window_signups(ctx, float(payload["at"]))
-    text = render_alert(
+    return render_alert(
         payload,
         total,
         signups,
         ctx.settings.signup_surge,
-        ctx.settings.mastodon_url or "https://your.instance",
+        ctx.settings.instance_url,
         ctx.settings.template_dir,
     )
-    return ctx.outbox.to_moderators(alert_key(payload), text)

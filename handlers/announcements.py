@@ -114,7 +114,7 @@ def hold(ctx: Context, applied: list[incidents.Applied]) -> str | None:
         enqueue_once(
             ctx.redis,
             defaults.QUEUE_URGENT,
-            "handlers.announcements.post_batch",
+            post_batch,
             batch_id,
             job_id=f"announce-{batch_id}",
             retry_delays=ctx.settings.retry_delays,
@@ -260,7 +260,7 @@ def post_batch(batch_id: str) -> int:
 def _post(ctx: Context, key: str, text: str, incident: incidents.Incident | None) -> list[str]:
     spoiler = ctx.settings.announce_spoiler or None
     reply_to = incident.thread_last if incident is not None else None
-    if reply_to is not None and reply_to.startswith(("dry-run-", "paused-")):
+    if reply_to is not None and reply_to.startswith("dry-run-"):
         reply_to = None  # a recorded (not posted) status cannot be replied to
     return ctx.outbox.send(
         Post(
@@ -282,7 +282,7 @@ def resume_due(ctx: Context, now: float | None = None) -> int:
         started += enqueue_once(
             ctx.redis,
             defaults.QUEUE_URGENT,
-            "handlers.announcements.post_batch",
+            post_batch,
             raw.decode(),
             job_id=f"announce-{raw.decode()}",
         )

@@ -15,6 +15,8 @@ Tocsin's advisory tag, and CORRECTION_MARK (this block was a mistake: word its l
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import re
@@ -28,6 +30,8 @@ import orjson
 from bot import defaults
 from bot.context import Context
 from bot.events import enqueue_drain, parse_time
+from bot.mastodon import DomainBlock
+from handlers.announcements import hold
 from handlers.incidents import BlockChange, apply_changes, iso, public_domain
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,13 @@ CORRECTION_MARK = re.compile(r"\[tocsin correction\]", re.IGNORECASE)
 correction of a mistake (otherwise lifts are announced neutrally)."""
 
 EVENT = "domain_block.changes"
+
+BLOCK_TAG = "[tocsin advisory {id}]"
+"""Written at the start of the private comment of every block Tocsin applies for an advisory."""
+BLOCK_TAG_PATTERN = re.compile(r"\[tocsin advisory ([^\]\s]+)\]")
+
+CSV_HEADER = ["#domain", "#severity", "#reject_media", "#reject_reports", "#public_comment", "#obfuscate"]
+"""Mastodon's domain-block import/export format (Administration → Federation → Import)."""
 
 # KEYS: state, stream, drain flag. ARGV: event JSON ('' to record the state only), drain flag ttl, then
 # (domain, expected old JSON or '', new JSON or '' to remove) for every changed domain.
@@ -69,10 +80,20 @@ return 1
 # --- Pure ----------------------------------------------------------------------------------------
 
 
+def tagged_advisory(block: DomainBlock) -> str | None:
+    """The advisory id of a block Tocsin applied (found by BLOCK_TAG in its private comment)."""
+    match = BLOCK_TAG_PATTERN.search(block.private_comment or "")
+    return match.group(1) if match else None
+
+
+def read_blocks_csv(text: str) -> list[dict[str, str]]:
+    """Rows of a domain-block CSV (Mastodon's header, or without the leading #)."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    return [{key.lstrip("#").strip(): (value or "").strip() for key, value in row.items() if key} for row in rows]
+
+
 def public_fields(block: dict[str, Any]) -> dict[str, Any]:
     """What Tocsin keeps of an Admin::DomainBlock: the public fields, the id, and its own tag."""
-    from handlers.scan import BLOCK_TAG_PATTERN
-
     private = str(block.get("private_comment") or "")
     tag = BLOCK_TAG_PATTERN.search(private)
     created = block.get("created_at")
@@ -225,7 +246,5 @@ def _block_change(block: Any, at: float) -> BlockChange:
 def handle_block_changes(ctx: Context, event: dict[str, Any]) -> None:
     """domain_block.changes: the incidents follow (the poll's blocks assigned together), then the
     announcement of all of them is held as one."""
-    from handlers.announcements import hold
-
     applied = apply_changes(ctx, block_changes(event))
     hold(ctx, applied)

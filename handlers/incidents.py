@@ -25,6 +25,8 @@ from typing import Any
 import redis
 
 from bot.context import Context
+from handlers import proposals, reports
+from handlers.advisories import load_advisories
 
 INCIDENTS = "tocsin:incidents"  # sorted set: slug scored by opened_at
 INCIDENT_PREFIX = "tocsin:incident:"  # + slug: hash; + slug + ":servers": hash domain -> JSON; ":timeline"
@@ -32,6 +34,7 @@ BY_DOMAIN = "tocsin:incidents:by-domain"  # hash: domain -> slug of the open inc
 LOCK = "tocsin:incidents:lock"
 LOCK_SECONDS = 30
 TIMELINE_CAP = 500
+"""Entries kept per incident: the oldest go first (the opening entry stays)."""
 CHART_MAX_HOURS = 14 * 24
 """The reports-per-hour chart covers at most two weeks (336 bars)."""
 
@@ -174,7 +177,15 @@ def list_incidents(connection: redis.Redis, limit: int = 200) -> list[Incident]:
 
 def add_timeline(connection: redis.Redis, slug: str, entry_id: str, at: float, text: str) -> None:
     """One dated entry; the same entry id twice (a replayed event) is recorded once."""
-    connection.hsetnx(_key(slug, "timeline"), entry_id, json.dumps([at, text]))
+    key = _key(slug, "timeline")
+    if connection.hsetnx(key, entry_id, json.dumps([at, text])) and connection.hlen(key) > TIMELINE_CAP:
+        entries = sorted(
+            (json.loads(raw)[0], name.decode())
+            for name, raw in connection.hgetall(key).items()
+            if not name.startswith(b"opened:")
+        )
+        excess = len(entries) + 1 - TIMELINE_CAP
+        connection.hdel(key, *(name for _at, name in entries[:excess]))
 
 
 def save_server(connection: redis.Redis, slug: str, server: Server) -> None:
@@ -261,18 +272,14 @@ class Applied:
 
 def incident_for_new_block(ctx: Context, change: BlockChange) -> str | None:
     """The open incident a new block belongs to, opening one when Tocsin had proposed the block."""
-    from handlers.advisories import load_advisories
-    from handlers.reports import SURGES as REPORT_SURGES
-    from handlers.scan import PROPOSED
-
     connection = ctx.redis
     attached = connection.hget(BY_DOMAIN, change.domain)
     if attached is not None:
         return attached.decode()
     open_ones = [incident for incident in list_incidents(connection) if incident.status != Status.RESOLVED]
-    proposed_for = connection.hget(PROPOSED, change.domain)
+    proposed_for = proposals.advisory_proposed_for(connection, change.domain)
     if change.advisory is None and proposed_for is not None:
-        change = replace(change, advisory=proposed_for.decode())  # the scan's proposal, applied by hand
+        change = replace(change, advisory=proposed_for)  # the scan's proposal, applied by hand
     if change.advisory:
         found = next((item for item in open_ones if item.advisory == change.advisory), None)
         if found is not None:
@@ -291,7 +298,7 @@ def incident_for_new_block(ctx: Context, change: BlockChange) -> str | None:
         )
         if shared is not None:
             return shared.slug
-    if REPORT_SURGES.state(connection, change.domain) is not None:
+    if reports.surge_open(connection, change.domain):
         summary = change.public_comment or (
             "Spam from these servers reached our members. We limited them until it stops."
         )
@@ -381,19 +388,14 @@ def reword_lift(connection: redis.Redis, slug: str, change: BlockChange, correct
 
 def reports_per_hour(connection: redis.Redis, incident: Incident, now: float | None = None) -> list[tuple[float, int]]:
     """Reports against the incident's servers, per hour, from a day before it opened to its end."""
-    from handlers.reports import TIMES_PREFIX
-
+    if not incident.servers:
+        return []
     end = incident.resolved_at or (now if now is not None else time.time())
     start = max(incident.opened_at - 86400, end - CHART_MAX_HOURS * 3600)
     first_hour = int(start // 3600) * 3600
     hours = [first_hour + 3600 * n for n in range(int((end - first_hour) // 3600) + 1)]
-    pipe = connection.pipeline()
-    for hour in hours:
-        for server in incident.servers:
-            pipe.zcount(TIMES_PREFIX + server.domain, hour, f"({hour + 3600}")
-    counts = pipe.execute()
-    per = max(len(incident.servers), 1)
-    return [(hour, sum(counts[i * per : (i + 1) * per])) for i, hour in enumerate(hours)] if incident.servers else []
+    counts = reports.counts_per_hour(connection, [server.domain for server in incident.servers], hours)
+    return list(zip(hours, counts, strict=True))
 
 
 def svg_bars(series: list[tuple[float, int]], width: int = 600, height: int = 160) -> dict[str, Any]:

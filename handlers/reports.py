@@ -16,15 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import redis
+
 from bot.config import ReportSurgeSettings
-from bot.context import Context, get_context
+from bot.context import Context
 from bot.events import parse_time
 from bot.mastodon import DomainBlock, Impact, as_webhook_json
 from bot.surges import (
+    DAY,
     HOUR,
     TOUCH_LUA,
     Decision,
-    SurgeBook,
+    SurgeDetector,
     SurgeState,
     escalates,
     rate_per_hour,
@@ -38,7 +41,6 @@ LOCAL = "local"
 EVERYWHERE = "*"
 """Bucket of all reports, for waves spread over many servers."""
 
-DAY = 86400.0
 MIN_BASELINE_SPAN = DAY
 """A baseline observed for less than a day counts as a day's worth, so a new install's rates stay sane."""
 DETAIL_SCAN_CAP = 1000
@@ -53,11 +55,12 @@ TIMES_PREFIX = "tocsin:reports:times:"  # + bucket: sorted set, report id scored
 # TIMES_PREFIX + bucket + ":accounts" / ":reporters": sorted sets, id scored by its latest report
 ACTIVE_BUCKETS = "tocsin:reports:buckets"  # sorted set, bucket scored by its latest report
 REPORT_PREFIX = "tocsin:report:"  # + report id: hash of what the detector keeps of a report
-SURGES = SurgeBook(
+SURGES = SurgeDetector(
+    name="report-surge",
     prefix="tocsin:surge:",
     open_key="tocsin:surges:open",
-    detector="report-surge",
-    alert_job="handlers.reports.send_alert",
+    quiet_seconds=lambda settings: settings.report_surge.quiet_days * DAY,
+    compose=lambda ctx, payload: compose_alert(ctx, payload),
 )
 
 COMMENT_KEEP = 500
@@ -245,7 +248,7 @@ def handle_report(ctx: Context, event: dict[str, Any]) -> None:
                 expected=round(expected_in_window(stats, cfg), 2),
                 baseline_days=round(baseline_span(stats, cfg) / DAY, 1),
             )
-            _enqueue_alert(ctx, payload)
+            SURGES.enqueue_alert(ctx, payload)
 
 
 def record_report(ctx: Context, report: object) -> tuple[str, float, list[tuple[str, list[Any], list[bytes]]]] | None:
@@ -324,19 +327,6 @@ def backfill_reports(ctx: Context, days: float) -> int:
             else:
                 page = client.fetch_next(page)
     return recorded
-
-
-def close_quiet_surges(ctx: Context, now: float | None = None) -> int:
-    """Close surges with no report for `quiet_days` (event clock, or `now` from the sweep)."""
-    return SURGES.alert_quiet(ctx.redis, now, ctx.settings.report_surge.quiet_days * DAY, ctx.settings.retry_delays)
-
-
-def alert_key(payload: dict[str, Any]) -> str:
-    return SURGES.alert_key(payload)
-
-
-def _enqueue_alert(ctx: Context, payload: dict[str, Any]) -> None:
-    SURGES.enqueue_alert(ctx.redis, ctx.settings.retry_delays, payload)
 
 
 # --- Alert job: look up, render, post ------------------------------------------------------------
@@ -426,22 +416,44 @@ def render_alert(
     )
 
 
-def send_alert(payload: dict[str, Any]) -> list[str]:
-    """RQ job (urgent queue): gather what the DM needs and post it once."""
-    ctx = get_context()
+def compose_alert(ctx: Context, payload: dict[str, Any]) -> str:
+    """The alert job's DM: gather what it needs now (it may read Mastodon), render it."""
     bucket = payload["bucket"]
     remote = bucket not in (LOCAL, EVERYWHERE)
     details = None if payload["kind"] == "quiet" else window_details(ctx, bucket, float(payload["at"]))
     block = ctx.mastodon.block_for(bucket) if remote else None
     impact = ctx.mastodon.impact(bucket) if remote else None
-    text = render_alert(
+    return render_alert(
         payload,
         details,
         block,
         impact,
         ctx.settings.report_surge,
-        ctx.settings.mastodon_url or "https://your.instance",
+        ctx.settings.instance_url,
         ctx.mastodon.can_read_admin,
         ctx.settings.template_dir,
     )
-    return ctx.outbox.to_moderators(alert_key(payload), text)
+
+
+# --- For the other families ----------------------------------------------------------------------
+
+
+def surge_open(connection: redis.Redis, domain: str) -> bool:
+    """Whether a report surge is open for this server (a block for it belongs to a spam-wave incident)."""
+    return SURGES.state(connection, domain) is not None
+
+
+def servers_seen(connection: redis.Redis) -> set[str]:
+    """The remote servers reported recently (what a scan reads when the peers API is off)."""
+    return {raw.decode() for raw in connection.zrange(ACTIVE_BUCKETS, 0, -1)} - {LOCAL, EVERYWHERE}
+
+
+def counts_per_hour(connection: redis.Redis, domains: list[str], hours: list[float]) -> list[int]:
+    """Reports against these servers in each hour starting at `hours` (an incident's chart)."""
+    pipe = connection.pipeline()
+    for hour in hours:
+        for domain in domains:
+            pipe.zcount(TIMES_PREFIX + domain, hour, f"({hour + 3600}")
+    counts = pipe.execute()
+    per = len(domains)
+    return [sum(counts[i * per : (i + 1) * per]) for i in range(len(hours))] if per else [0] * len(hours)

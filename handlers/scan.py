@@ -35,7 +35,9 @@ from bot.context import Context, get_context
 from bot.fetching import Fetcher, FetchError, FetchPolicy
 from bot.mastodon import DomainBlock, Impact
 from bot.outbox import Post
+from bot.queue import enqueue_once
 from bot.templating import render_text
+from handlers import proposals, reports
 from handlers.advisories import (
     SEVERITIES,
     Advisory,
@@ -47,6 +49,7 @@ from handlers.advisories import (
     load_forks,
     read_running,
 )
+from handlers.domain_blocks import CSV_HEADER, tagged_advisory
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +68,6 @@ LAST_SCAN = "tocsin:scan:last"  # epoch seconds of the last scheduled scan (for 
 SCAN_CLAIM = "tocsin:scan:claimed"  # set, with the interval as TTL, by the sweep that enqueues a scan
 SCAN_JOB_ID = "tocsin-scan"
 
-PROPOSED = "tocsin:scan:proposed"  # hash: domain -> advisory id it was last proposed for
-PROPOSED_TTL = 30 * 86400
-
-BLOCK_TAG = "[tocsin advisory {id}]"
-"""Written at the start of the private comment of every block Tocsin applies for an advisory."""
-BLOCK_TAG_PATTERN = re.compile(r"\[tocsin advisory ([^\]\s]+)\]")
-
-CSV_HEADER = ["#domain", "#severity", "#reject_media", "#reject_reports", "#public_comment", "#obfuscate"]
-"""Mastodon's domain-block import/export format (Administration → Federation → Import)."""
 
 IMPACT_BUCKETS = ((5, "≤ 5"), (10, "6–10"), (100, "11–100"))
 """Upper bounds of follows either way; more than the last is "> 100"."""
@@ -303,18 +297,6 @@ def blocks_csv(proposals: Iterable[Proposal]) -> str:
     return out.getvalue()
 
 
-def read_blocks_csv(text: str) -> list[dict[str, str]]:
-    """Rows of a domain-block CSV (Mastodon's header, or without the leading #)."""
-    rows = list(csv.DictReader(io.StringIO(text)))
-    return [{key.lstrip("#").strip(): (value or "").strip() for key, value in row.items() if key} for row in rows]
-
-
-def tagged_advisory(block: DomainBlock) -> str | None:
-    """The advisory id of a block Tocsin applied (found by BLOCK_TAG in its private comment)."""
-    match = BLOCK_TAG_PATTERN.search(block.private_comment or "")
-    return match.group(1) if match else None
-
-
 def refederation_candidates(
     blocks: Iterable[DomainBlock],
     results: dict[str, PeerResult],
@@ -410,10 +392,7 @@ def peer_domains(ctx: Context, blocks: list[DomainBlock]) -> list[str]:
             raise MastodonNotFoundError("no instance configured")
         domains.update(str(domain).lower() for domain in client.instance_peers())
     except MastodonNotFoundError:
-        from handlers.reports import ACTIVE_BUCKETS, EVERYWHERE, LOCAL
-
-        seen = {raw.decode() for raw in ctx.redis.zrange(ACTIVE_BUCKETS, 0, -1)} - {LOCAL, EVERYWHERE}
-        domains.update(seen)
+        domains.update(reports.servers_seen(ctx.redis))
         domains.update(block.domain for block in blocks if "*" not in block.domain)
     domains.update(block.domain for block in blocks if tagged_advisory(block) and "*" not in block.domain)
     return sorted(domain for domain in domains if domain and len(domain) <= 253)
@@ -598,10 +577,10 @@ def report_key(report: ScanReport) -> str | None:
 def remember_proposals(ctx: Context, report: ScanReport) -> None:
     """Which advisory each proposed domain was proposed for: a block made by hand (or by importing the
     CSV) for such a domain still opens or joins that advisory's incident."""
-    proposed = {proposal.domain: advisory_id for advisory_id, items in report.proposals.items() for proposal in items}
-    if proposed:
-        ctx.redis.hset(PROPOSED, mapping=proposed)
-        ctx.redis.expire(PROPOSED, PROPOSED_TTL)
+    proposals.remember(
+        ctx.redis,
+        {proposal.domain: advisory_id for advisory_id, items in report.proposals.items() for proposal in items},
+    )
 
 
 def send_scan_messages(ctx: Context, report: ScanReport) -> int:
@@ -631,14 +610,10 @@ def scheduled_scan() -> dict[str, int]:
 
 def schedule_scan(ctx: Context, now: float) -> bool:
     """From the sweep: enqueue the scan when the last one is older than TOCSIN_SCAN_INTERVAL_HOURS."""
-    from bot.queue import enqueue_once
-
     interval = ctx.settings.scan_interval_hours * 3600
     if interval <= 0 or ctx.mastodon.client is None:
         return False
     # One job per interval, whichever worker's sweep gets here first.
     if not ctx.redis.set(SCAN_CLAIM, "1", nx=True, ex=max(int(interval), 60)):
         return False
-    return enqueue_once(
-        ctx.redis, defaults.QUEUE_BACKGROUND, "handlers.scan.scheduled_scan", job_id=f"{SCAN_JOB_ID}-{int(now)}"
-    )
+    return enqueue_once(ctx.redis, defaults.QUEUE_BACKGROUND, scheduled_scan, job_id=f"{SCAN_JOB_ID}-{int(now)}")

@@ -27,23 +27,23 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bot.config import SpamWaveSettings
-from bot.context import Context, get_context
+from bot.context import Context
 from bot.events import parse_time
 from bot.surges import (
+    DAY,
     HOUR,
     TOUCH_LUA,
     Decision,
-    SurgeBook,
+    SurgeDetector,
     SurgeState,
     escalates,
     rate_per_hour,
 )
 from bot.templating import render_text
-from handlers.accounts import SIGNUP_PREFIX, SPAM_ACCOUNT_PREFIX, Signup, find_clusters
+from handlers.accounts import UPDATE_STATE_SCRIPT, Signup, account_state, find_clusters, remembered_signups
 
 log = logging.getLogger(__name__)
 
-DAY = 86400.0
 BUCKET = "local"
 
 FEATURE_INDEX = "tocsin:spam:features"  # sorted set: content fingerprint scored by its latest post
@@ -55,12 +55,13 @@ POSTERS_PREFIX = "tocsin:spam:posters:"  # + hour number: HyperLogLog of the acc
 FLAGGED = "tocsin:spam:flagged"  # sorted set: "id|username" scored by its latest flagged post
 FLAGGED_POSTS = "tocsin:spam:flagged-posts"  # sorted set: status id scored by its time
 SAMPLES = "tocsin:spam:samples"  # list (newest first) of flagged posts' JSON, for quoting
-# SPAM_ACCOUNT_PREFIX (handlers/accounts.py) + account id: hash of a flagged account (signs, state)
-SURGES = SurgeBook(
+SPAM_ACCOUNT_PREFIX = "tocsin:spam:account:"  # + account id: hash of a flagged account (signs, state)
+SURGES = SurgeDetector(
+    name="spam-wave",
     prefix="tocsin:spam:surge:",
     open_key="tocsin:spam:surges:open",
-    detector="spam-wave",
-    alert_job="handlers.statuses.send_alert",
+    quiet_seconds=lambda settings: settings.spam_wave.quiet_hours * HOUR,
+    compose=lambda ctx, payload: compose_alert(ctx, payload),
 )
 
 MIN_TEXT_CHARS = 20
@@ -483,20 +484,17 @@ def handle_status(ctx: Context, event: dict[str, Any]) -> None:
         cfg.escalation_cooldown_minutes,
     )
     if payload is not None:
-        _enqueue_alert(ctx, payload)
+        SURGES.enqueue_alert(ctx, payload)
 
 
-def close_quiet_waves(ctx: Context, now: float | None = None) -> int:
-    """End waves without a flagged post for `quiet_hours` (event clock, or the sweep's)."""
-    return SURGES.alert_quiet(ctx.redis, now, ctx.settings.spam_wave.quiet_hours * HOUR, ctx.settings.retry_delays)
-
-
-def alert_key(payload: dict[str, Any]) -> str:
-    return SURGES.alert_key(payload)
-
-
-def _enqueue_alert(ctx: Context, payload: dict[str, Any]) -> None:
-    SURGES.enqueue_alert(ctx.redis, ctx.settings.retry_delays, payload)
+def handle_account_update(ctx: Context, event: dict[str, Any]) -> None:
+    """account.approved and account.updated: keep a flagged account's state current (suspended ones
+    count as handled in the next DM)."""
+    account_id, fields = account_state(event)
+    if fields:
+        ctx.redis.register_script(UPDATE_STATE_SCRIPT)(
+            keys=[SPAM_ACCOUNT_PREFIX + account_id], args=[item for pair in fields.items() for item in pair]
+        )
 
 
 # --- Alert job ------------------------------------------------------------------------------------
@@ -537,12 +535,12 @@ def wave_details(ctx: Context, at: float) -> WaveDetails:
     pipe = ctx.redis.pipeline()
     for account_id in ids:
         pipe.hgetall(SPAM_ACCOUNT_PREFIX + account_id)
-        pipe.hgetall(SIGNUP_PREFIX + account_id)
     rows = pipe.execute()
+    remembered = remembered_signups(ctx.redis, ids)
     accounts, signups = [], []
-    for member, account_id, spam_row, signup_row in zip(members, ids, rows[::2], rows[1::2], strict=True):
+    for member, account_id, spam_row in zip(members, ids, rows, strict=True):
         fields = {key.decode(): value.decode() for key, value in spam_row.items()}
-        signup = Signup.from_redis(account_id, signup_row) if signup_row else None
+        signup = remembered.get(account_id)
         if signup is not None:
             signups.append(signup)
         accounts.append(
@@ -601,15 +599,13 @@ def render_alert(
     )
 
 
-def send_alert(payload: dict[str, Any]) -> list[str]:
-    """RQ job (urgent queue): gather what the DM needs and post it once."""
-    ctx = get_context()
+def compose_alert(ctx: Context, payload: dict[str, Any]) -> str:
+    """The alert job's DM: gather what it needs now (it may read Mastodon), render it."""
     details = None if payload["kind"] == "quiet" else wave_details(ctx, float(payload["at"]))
-    text = render_alert(
+    return render_alert(
         payload,
         details,
         ctx.settings.spam_wave,
-        ctx.settings.mastodon_url or "https://your.instance",
+        ctx.settings.instance_url,
         ctx.settings.template_dir,
     )
-    return ctx.outbox.to_moderators(alert_key(payload), text)

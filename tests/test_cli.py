@@ -14,7 +14,7 @@ from bot.cli import main
 from bot.context import Context
 from bot.events import drain_with
 from bot.outbox import Post
-from tests.conftest import report_event, run, run_jobs
+from tests.helpers import report_event, run, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.waves import burst, iso, signup_background
 
@@ -26,7 +26,7 @@ def test_doctor_names_what_is_wrong_and_what_is_fine(tocsin: CliRunner, connecti
     assert "ok   Redis answers" in result.output
     assert "ok   mode: live" in result.output
     assert "ok   alerts go to: @mod_anna, @mod_ben" in result.output
-    assert "ok   domain blocks polled: never; peers scanned: never" in result.output
+    assert "ok   domain blocks polled: never" in result.output and "ok   peers scanned: never" in result.output
 
 
 def test_failed_lists_and_requeues_an_event_whose_handler_failed(
@@ -46,7 +46,7 @@ def test_failed_lists_and_requeues_an_event_whose_handler_failed(
 
 
 def test_pause_holds_posts_until_resume_and_outbox_shows_them(
-    tocsin: CliRunner, ctx: Context, mastodon: MastodonDouble
+    tocsin: CliRunner, ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
 ) -> None:
     assert "paused" in run(tocsin, "pause").output
     ctx.outbox.send(Post(key="held", text="Held back", visibility="direct", mentions=("mod_anna",)))
@@ -55,9 +55,24 @@ def test_pause_holds_posts_until_resume_and_outbox_shows_them(
     assert "direct paused held (1/1)\n@mod_anna\nHeld back" in listing
     [entry] = [json.loads(line) for line in run(tocsin, "outbox", "--json").output.splitlines()]
     assert entry["mode"] == "paused"
-    assert "resumed" in run(tocsin, "resume").output
+    assert "PAUSED, 1 post(s) held" in tocsin.invoke(main, ["doctor"]).output
+    assert "resumed; 1 held post(s) being sent" in run(tocsin, "resume").output
+    run_jobs(connection)
+    assert mastodon.direct_texts() == ["@mod_anna\nHeld back"]  # released, once
     ctx.outbox.send(Post(key="sent", text="Sent now", visibility="direct", mentions=("mod_anna",)))
-    assert mastodon.direct_texts() == ["@mod_anna\nSent now"]
+    ctx.outbox.send(Post(key="held", text="Held back", visibility="direct", mentions=("mod_anna",)))  # a retry
+    assert mastodon.direct_texts() == ["@mod_anna\nHeld back", "@mod_anna\nSent now"]
+    assert "resumed; 0 held post(s)" in run(tocsin, "resume").output
+
+
+def test_resume_can_drop_what_the_panic_stop_held(
+    tocsin: CliRunner, ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
+) -> None:
+    run(tocsin, "pause")
+    ctx.outbox.send(Post(key="stale", text="Stale alert", visibility="direct", mentions=("mod_anna",)))
+    assert "resumed; 1 held post(s) discarded" in run(tocsin, "resume", "--drop").output
+    run_jobs(connection)
+    assert mastodon.statuses == []
 
 
 def test_backfill_command_seeds_the_baseline(

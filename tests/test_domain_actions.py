@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,14 +16,15 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from bot import defaults
-from bot.context import Context, set_context
+from bot.context import Context
 from bot.events import drain_with
-from bot.web import PAGE_CSP, create_app
+from bot.web import create_app
 from handlers import announcements, incidents
 from handlers.announcements import Held, render_batch
 from handlers.domain_blocks import STATE, Change, diff_blocks, poll
 from handlers.incidents import BlockChange, public_domain
-from tests.conftest import feed, make_settings, run, run_until
+from handlers.pages import PAGE_CSP
+from tests.helpers import feed, make_settings, run, run_until
 from tests.mastodon_double import MastodonDouble
 from tests.waves import burst
 
@@ -32,15 +33,9 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture
-def actx(tmp_path: Path, redis_url: str, connection: redis.Redis, mastodon: MastodonDouble) -> Iterator[Context]:
+def actx(make_context: Callable[..., Context]) -> Context:
     """A context that announces at once (hold-off of a second) with public incident links."""
-    settings = make_settings(
-        tmp_path, redis_url, mastodon, announce_hold_minutes=0, public_url=PUBLIC, rules_url=f"{PUBLIC}/rules"
-    )
-    context = Context(settings, connection)
-    set_context(context)
-    yield context
-    set_context(None)
+    return make_context(announce_hold_minutes=0, public_url=PUBLIC, rules_url=f"{PUBLIC}/rules")
 
 
 def block(domain: str, severity: str = "silence", **extra: Any) -> dict[str, Any]:
@@ -303,15 +298,15 @@ def test_a_lift_is_a_correction_only_when_a_moderator_says_so(actx: Context, mas
     assert "wrong server" not in lifts  # the private comment itself is never published
 
 
-def test_a_correction_said_during_the_hold_rewords_post_and_timeline(actx: Context, mastodon: MastodonDouble) -> None:
+def test_a_correction_said_during_the_hold_rewords_post_and_timeline(
+    actx: Context, mastodon: MastodonDouble, make_context: Callable[..., Context]
+) -> None:
     slug = incidents.open_incident(actx.redis, "policy", "Threads", "Policy.", NOW.timestamp())
     incidents.attach(actx.redis, slug, "threads.example")
     poll(actx)
     mastodon.add_block("threads.example", "suspend")
     settle(actx)
-    settings = actx.settings.model_copy(update={"announce_hold_minutes": 10})
-    slow = Context(settings, actx.redis)
-    set_context(slow)
+    slow = make_context(announce_hold_minutes=10, public_url=PUBLIC)
     mastodon.domain_blocks = []
     poll(slow)
     drain_with(slow)
@@ -325,10 +320,8 @@ def test_a_correction_said_during_the_hold_rewords_post_and_timeline(actx: Conte
     assert "threads.example: lifted (it was a mistake)." in texts
 
 
-def test_a_held_announcement_can_be_cancelled(actx: Context, mastodon: MastodonDouble) -> None:
-    settings = actx.settings.model_copy(update={"announce_hold_minutes": 10})
-    slow = Context(settings, actx.redis)
-    set_context(slow)
+def test_a_held_announcement_can_be_cancelled(make_context: Callable[..., Context], mastodon: MastodonDouble) -> None:
+    slow = make_context(announce_hold_minutes=10)
     poll(slow)
     mastodon.add_block("mistake.example")
     poll(slow)
@@ -343,10 +336,10 @@ def test_a_held_announcement_can_be_cancelled(actx: Context, mastodon: MastodonD
 def test_a_block_made_by_hand_for_a_scan_proposal_opens_the_advisory_incident(
     actx: Context, mastodon: MastodonDouble
 ) -> None:
-    from handlers.scan import PROPOSED
+    from handlers import proposals
 
     poll(actx)
-    actx.redis.hset(PROPOSED, "old-pixelfed.example", "CVE-2025-30741")  # what a scan proposed
+    proposals.remember(actx.redis, {"old-pixelfed.example": "CVE-2025-30741"})  # what a scan proposed
     mastodon.add_block("old-pixelfed.example", "suspend")  # a moderator imported the CSV in the admin UI
     settle(actx)
     [incident] = incidents.list_incidents(actx.redis)
@@ -385,7 +378,8 @@ def test_incident_pages_json_and_feed(actx: Context, mastodon: MastodonDouble, t
         html = page.text
         assert "<script>" not in html and "&lt;script&gt;" in html  # escaped
         assert "threads.example" in html and long_domain in html and "suspended" in html
-        assert re.search(r"<svg[^>]+role=\"img\"", html) is None or '<title id="chart-title">' in html
+        assert re.search(r"<svg[^>]+role=\"img\"", html) and '<title id="chart-title">' in html  # drawn,
+        assert "<figcaption>0 reports, at most 0 in one hour.</figcaption>" in html  # empty: no reports there
         data = client.get(f"/incidents/{slug}.json").json()
         assert {server["domain"] for server in data["servers"]} == {"threads.example", long_domain}
         assert data["status"] == "open"
@@ -404,7 +398,7 @@ def test_incident_pages_json_and_feed(actx: Context, mastodon: MastodonDouble, t
 
 
 def test_operators_override_page_and_post_templates(
-    tmp_path: Path, redis_url: str, connection: redis.Redis, mastodon: MastodonDouble
+    tmp_path: Path, make_context: Callable[..., Context], mastodon: MastodonDouble
 ) -> None:
     overrides = tmp_path / "my-templates"
     overrides.mkdir()
@@ -413,33 +407,26 @@ def test_operators_override_page_and_post_templates(
         "{% block main %}<p>Our own list of {{ incidents | length }} incidents.</p>{% endblock %}"
     )
     (overrides / "announce_blocks.txt.j2").write_text("Heads up from {{ instance.name }}: {{ link }}")
-    settings = make_settings(
-        tmp_path, redis_url, mastodon, template_dir=overrides, announce_hold_minutes=0, instance_name="Example Social"
-    )
-    ctx = Context(settings, connection)
-    set_context(ctx)
-    try:
-        with TestClient(create_app(settings)) as client:
-            assert "Our own list of 0 incidents." in client.get("/incidents").text
-        poll(ctx)
-        mastodon.add_block("any.example")
-        settle(ctx)
-        assert [status["text"] for status in statuses_public(mastodon)] == [
-            f"Heads up from Example Social: {mastodon.url}/incidents"
-        ]
-    finally:
-        set_context(None)
+    ctx = make_context(template_dir=overrides, announce_hold_minutes=0, instance_name="Example Social")
+    with TestClient(create_app(ctx.settings)) as client:
+        assert "Our own list of 0 incidents." in client.get("/incidents").text
+    poll(ctx)
+    mastodon.add_block("any.example")
+    settle(ctx)
+    assert [status["text"] for status in statuses_public(mastodon)] == [
+        f"Heads up from Example Social: {mastodon.url}/incidents"
+    ]
 
 
 def test_operator_commands_for_incidents_and_held_announcements(
-    tocsin: CliRunner, connection: redis.Redis, mastodon: MastodonDouble, tmp_path: Path, redis_url: str
+    tocsin: CliRunner, connection: redis.Redis, mastodon: MastodonDouble, make_context: Callable[..., Context]
 ) -> None:
     slug = run(tocsin, "incident", "open", "--title", "Threads", "--summary", "Policy.", "threads.example").output
     slug = slug.split()[-1]
     assert run(tocsin, "blocks", "poll").output.strip() == "0 change(s) queued"  # the first poll records
     mastodon.add_block("threads.example", "suspend")
     assert run(tocsin, "blocks", "poll").output.strip() == "1 change(s) queued"
-    drain_with(Context(make_settings(tmp_path, redis_url, mastodon, announce_hold_minutes=10), connection))
+    drain_with(make_context(announce_hold_minutes=10))
     listing = run(tocsin, "announcements").output
     batch_id = listing.split()[1].rstrip(",")
     assert "created  threads.example (suspend)" in listing
@@ -467,3 +454,14 @@ def test_pages_answer_503_while_redis_is_unreachable(tmp_path: Path) -> None:
     with TestClient(create_app(settings)) as client:
         assert client.get("/incidents").status_code == 503
         assert client.get("/incidents/2026-11-22-spam-wave.json").status_code == 503
+
+
+def test_an_incident_timeline_keeps_its_newest_entries_and_its_opening(connection: redis.Redis) -> None:
+    slug = incidents.open_incident(connection, "policy", "Long", "Summary.", 1000.0)
+    for n in range(incidents.TIMELINE_CAP + 20):
+        incidents.add_timeline(connection, slug, f"entry-{n}", 2000.0 + n, f"change {n}")
+    incident = incidents.load(connection, slug)
+    assert incident is not None and len(incident.timeline) == incidents.TIMELINE_CAP
+    texts = [text for _at, text in incident.timeline]
+    assert texts[0] == "Incident opened: Long." and texts[-1] == f"change {incidents.TIMELINE_CAP + 19}"
+    assert "change 20" not in texts and "change 21" in texts

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -19,9 +18,9 @@ import httpx2
 import redis
 
 from bot.embedded_redis import EmbeddedRedis, free_port
-from tests.conftest import sign
+from tests.helpers import quiescent, sign, wait_for
 from tests.mastodon_double import MastodonDouble
-from tests.stack import Stack, wait_for
+from tests.stack import Stack
 from tests.waves import background, burst, mention_spam, ordinary_posting, signup_background, signup_burst
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=4)
@@ -44,7 +43,7 @@ def test_spam_wave_through_real_processes_gives_one_dm_despite_redeliveries_and_
     wait_for(lambda: len(mastodon.direct_threads()) >= 1, what="the surge DM")
     connection = redis.Redis.from_url(redis_url)
     wait_for(lambda: connection.zcard("tocsin:reports:times:*") == len(quiet_weeks) + len(wave), what="all events")
-    time.sleep(2)  # room for a wrong second DM to show up
+    wait_for(lambda: quiescent(connection), what="the workers to finish")  # a wrong second DM would be out
     [thread] = mastodon.direct_threads()
     for status in thread:
         assert mastodon.recipients(status) == ["mod_anna", "mod_ben"]
@@ -148,8 +147,7 @@ def test_bot_signup_burst_through_real_processes_gives_one_dm_naming_the_mail_do
         assert {stack.deliver(client, event) for event in ordinary + bots} == {202}
     wait_for(lambda: len(mastodon.direct_threads()) >= 1, what="the sign-up surge DM")
     connection = redis.Redis.from_url(redis_url)
-    wait_for(lambda: connection.xlen("tocsin:events") == 0, what="all events")
-    time.sleep(2)  # room for a wrong second DM to show up
+    wait_for(lambda: quiescent(connection), what="the workers to finish")  # a wrong second DM would be out
     [text] = mastodon.direct_texts()
     assert "🔔 Sign-up surge: " in text
     assert "- email domain spam.example: " in text
@@ -164,7 +162,7 @@ def test_mention_spam_through_real_processes_gives_one_dm(
     with httpx2.Client(timeout=10) as client:
         assert {stack.deliver(client, event) for event in mention_spam(NOW, posts=40, minutes=20)} == {202}
     wait_for(lambda: len(mastodon.direct_threads()) >= 1, what="the spam-wave DM")
-    time.sleep(2)
+    wait_for(lambda: quiescent(redis.Redis.from_url(redis_url)), what="the workers to finish")
     [text] = mastodon.direct_texts()
     assert "🔔 Local spam wave: " in text and "spambot" in text
     assert all(mastodon.recipients(status) == ["mod_anna", "mod_ben"] for status in mastodon.direct_messages())
@@ -314,7 +312,7 @@ def test_domain_actions_through_real_processes_become_one_announcement_a_page_an
     mastodon.domain_blocks = []
     subprocess.run(poll, env=stack.env, cwd=stack.cwd, check=True, capture_output=True)
     wait_for(lambda: len(public()) == 3, what="the update and the resolution")
-    time.sleep(2)  # room for a wrong extra post
+    wait_for(lambda: quiescent(redis.Redis.from_url(stack.env["TOCSIN_REDIS_URL"])), what="the workers to finish")
     update, resolution = public()[1:]
     assert "Correction: threads.example was suspended by mistake." in update["text"]  # the moderator's marker
     assert "instagram-threads.example is no longer suspended." in update["text"]  # no marker: neutral

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,12 +188,11 @@ def test_one_lookup_per_host_and_the_checked_address_is_used(fleet: PeerFleet) -
 
 def test_a_scan_of_slow_and_hanging_peers_completes_on_time(fleet: PeerFleet) -> None:
     domains = ["hang.example", "slow.example", "mastodon.example", "huge.example"] * 5
-    started = time.monotonic()
-    results = asyncio.run(read_peers(fetcher(fleet, total_timeout=1.0), domains, concurrency=20))
-    elapsed = time.monotonic() - started
-    assert elapsed < 5
+    scan = read_peers(fetcher(fleet, total_timeout=1.0), domains, concurrency=20)
+    results = asyncio.run(asyncio.wait_for(scan, timeout=60))  # a guard against a hang, not a speed test
     assert sum(result.software is not None for result in results) == 5
-    assert {result.error for result in results if result.error} == {"timeout", "too-large"}
+    errors = {result.domain: result.error for result in results if result.error}
+    assert errors == {"hang.example": "timeout", "slow.example": "timeout", "huge.example": "too-large"}
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from bot import defaults
 from bot.config import Settings
 from bot.embedded_redis import free_port
 from bot.web import create_app
-from tests.conftest import fixture, make_settings, sign
+from tests.helpers import fixture, make_settings, sign
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot import defaults
-from bot.context import Context, set_context
+from bot.context import Context
 from bot.outbox import Post, read_log, split_post, status_length
 from bot.privacy import neutralize
 from bot.queue import enqueue_once, queue
-from tests.conftest import make_settings, run_jobs, run_until
+from tests.helpers import run_jobs, run_until
 from tests.mastodon_double import MastodonDouble, mentioned_accts
 
 
@@ -160,7 +160,7 @@ def test_rate_limits_and_server_errors_are_retried_by_rq_and_posted_once(
     enqueue_once(
         connection,
         defaults.QUEUE_URGENT,
-        "tests.test_outbox.send_test_dm",
+        send_test_dm,
         "retry-key",
         "Surge!",
         job_id="dm-retry",
@@ -180,7 +180,7 @@ def test_exhausted_retries_leave_the_job_visible_in_the_failed_registry(
     enqueue_once(
         connection,
         defaults.QUEUE_URGENT,
-        "tests.test_outbox.send_test_dm",
+        send_test_dm,
         "doomed",
         "Surge!",
         job_id="dm-doomed",
@@ -194,17 +194,14 @@ def test_exhausted_retries_leave_the_job_visible_in_the_failed_registry(
 
 
 def test_dry_run_records_in_the_outbox_and_sends_nothing(
-    tmp_path: Path, connection: redis.Redis, redis_url: str, mastodon: MastodonDouble
+    make_context: Callable[..., Context], connection: redis.Redis, mastodon: MastodonDouble
 ) -> None:
-    settings = make_settings(tmp_path, redis_url, mastodon_url=mastodon.url)  # no token: dry-run
-    ctx = Context(settings, connection)
-    set_context(ctx)
+    ctx = make_context(access_token=None)  # no token: dry-run
     ids = ctx.outbox.send(Post(key="dry", text="would alert", mentions=("mod_anna",)))
     assert ids[0].startswith("dry-run-")
     assert mastodon.statuses == []
     [entry] = read_log(connection)
     assert entry["mode"] == "dry-run" and entry["text"] == "@mod_anna\nwould alert"
-    set_context(None)
 
 
 def test_panic_stop_holds_posts(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:

@@ -4,45 +4,27 @@ The page must show its servers and timeline, draw the chart, log nothing to the 
 or a script error would), and stay readable on a phone-sized window. A screenshot is kept as a test
 artifact in test-artifacts/.
 
-Chromium comes from Debian's package: when it is missing and the tests run as root (as CI does), this
-module installs it with apt-get, the project's own setup step for it.
+Chromium comes from Debian's package: the `chromium` session fixture (tests/conftest.py) installs it
+with apt-get when it is missing and the tests run as root, as CI does.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
 from bot.context import Context
 from handlers import incidents
-from tests.conftest import feed
+from tests.helpers import feed
 from tests.mastodon_double import MastodonDouble
 from tests.stack import Stack
 from tests.waves import burst
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip("needs Debian's chromium package (apt-get install chromium), and we are not root to install it")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, timeout=900)
-    found = shutil.which("chromium")
-    assert found, "apt-get installed chromium, yet it is not on PATH"
-    return found
 
 
 def headless(binary: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -65,9 +47,9 @@ def headless(binary: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_incident_page_in_headless_chromium(
-    ctx: Context, redis_url: str, mastodon: MastodonDouble, stack_factory: Callable[..., Stack]
+    ctx: Context, redis_url: str, mastodon: MastodonDouble, stack_factory: Callable[..., Stack], chromium: str
 ) -> None:
-    binary = chromium()
+    binary = chromium
     feed(ctx, burst(NOW, "spam.example", reports=60, hours=4))  # reports for the chart
     slug = incidents.open_incident(
         ctx.redis, "spam wave", "Spam wave", "Crypto spam from two servers <b>not bold</b>", NOW.timestamp()

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bot.privacy import email_domain, ip_prefix_hash, reduce_event
-from tests.conftest import fixture
+from tests.helpers import fixture
 
 KEY = b"k" * 32
 

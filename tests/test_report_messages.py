@@ -15,7 +15,7 @@ from bot.context import Context
 from bot.events import drain_with
 from bot.mastodon import DomainBlock, Impact
 from handlers.reports import WindowDetails, render_alert
-from tests.conftest import fixture, run_jobs
+from tests.helpers import fixture, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.waves import burst
 

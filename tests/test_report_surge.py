@@ -26,7 +26,7 @@ from handlers.reports import (
     is_quiet,
     window_details,
 )
-from tests.conftest import alert_jobs, feed, report_event, run_jobs
+from tests.helpers import alert_jobs, feed, report_event, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.waves import background, burst, iso
 

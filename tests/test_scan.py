@@ -18,20 +18,19 @@ from click.testing import CliRunner
 from bot.context import Context
 from bot.fetching import Fetcher
 from bot.outbox import split_post
+from handlers.domain_blocks import CSV_HEADER, read_blocks_csv
 from handlers.reports import ACTIVE_BUCKETS
 from handlers.scan import (
-    CSV_HEADER,
     ScanReport,
     blocks_csv,
     outreach_message,
     peer_domains,
-    read_blocks_csv,
     render_report,
     run_scan,
     schedule_scan,
     send_scan_messages,
 )
-from tests.conftest import run, run_jobs
+from tests.helpers import run, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.peers import Peer, PeerFleet, nodeinfo
 

@@ -19,10 +19,8 @@ import redis
 
 from bot import defaults
 from bot.embedded_redis import free_port
-from bot.events import backlog
 from bot.supervise import STATUS_FILE, Child, CrashLoop, Supervisor
-from tests.conftest import SECRET, sign
-from tests.stack import wait_for
+from tests.helpers import SECRET, quiescent, sign, wait_for
 from tests.waves import burst
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=4)
@@ -98,19 +96,6 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
     running.stop()
 
 
-def quiescent(connection: redis.Redis) -> bool:
-    """Nothing waiting: the event stream drained and acknowledged, no drain scheduled, queues empty. (A job
-    that was running when Redis died stays in RQ's started registry until RQ declares it abandoned.)"""
-    from bot.queue import queue
-
-    waiting = backlog(connection)
-    return (
-        waiting == {"stream": 0, "pending": 0}
-        and not connection.exists(defaults.DRAIN_FLAG)
-        and all(queue(name, connection).count == 0 for name in defaults.QUEUES)
-    )
-
-
 def test_embedded_redis_killed_mid_delivery_is_restarted_and_nothing_is_lost_or_doubled(serve: Serve) -> None:
     events = burst(NOW, "slow.example", reports=300, hours=200, first_id=800000)  # too slow to alert
     statuses: list[int] = []
@@ -136,7 +121,7 @@ def test_embedded_redis_killed_mid_delivery_is_restarted_and_nothing_is_lost_or_
     status = serve.status()["redis"]
     assert status["state"] == "running" and status["restarts"] == 1 and status["pid"] != old_pid
     connection = serve.redis()
-    wait_for(lambda: quiescent(connection), what="every event processed")
+    wait_for(lambda: quiescent(connection, running_jobs_lost=True), what="every event processed")
     recorded = {int(raw) for raw in connection.zrange("tocsin:reports:times:slow.example", 0, -1)}
     assert recorded == accepted  # none lost (the append-only file brought back the first 50)
     assert int(connection.hget(defaults.INTAKE_COUNTS, "report.created") or 0) == len(accepted)  # none twice

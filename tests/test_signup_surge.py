@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import redis
@@ -13,7 +13,7 @@ from bot import defaults
 from bot.config import SignupSurgeSettings
 from bot.context import Context
 from bot.events import current_clock
-from handlers import sweep
+from bot.families import registry
 from handlers.accounts import (
     SIGNUP_PREFIX,
     SIGNUPS,
@@ -26,7 +26,7 @@ from handlers.accounts import (
     looks_generated,
     name_stem,
 )
-from tests.conftest import alert_jobs, feed, make_settings, run_jobs
+from tests.helpers import alert_jobs, feed, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.waves import iso, signup_background, signup_burst, signup_event
 
@@ -153,11 +153,10 @@ def test_bot_signup_burst_alerts_once_early_with_clusters(
 
 
 def test_escalation_shows_accounts_suspended_meanwhile(
-    tmp_path: Path, redis_url: str, connection: redis.Redis, mastodon: MastodonDouble, monkeypatch: pytest.MonkeyPatch
+    make_context: Callable[..., Context], connection: redis.Redis, mastodon: MastodonDouble
 ) -> None:
     mastodon.max_characters = 2000
-    ctx = Context(make_settings(tmp_path, redis_url, mastodon, signup_escalation_cooldown_minutes=10), connection)
-    monkeypatch.setattr("bot.context._current", ctx)
+    ctx = make_context(signup_escalation_cooldown_minutes=10)
     feed(ctx, signup_background(NOW - timedelta(days=14), days=14))
     first = signup_burst(NOW, count=20, minutes=20)
     feed(ctx, first)
@@ -187,7 +186,7 @@ def test_back_to_normal_after_a_quiet_day_proposes_reopening(
     run_jobs(connection)
     feed(ctx, [signup_event(1, iso(NOW + timedelta(hours=20)), "lena7", "lena7@example.org", "192.0.2.10")])
     assert alert_jobs(connection) == []  # not quiet for 24 h yet
-    sweep(ctx, current_clock(connection) + 5 * 3600)
+    registry().sweep(ctx, current_clock(connection) + 5 * 3600)
     [quiet] = alert_jobs(connection)
     assert quiet["kind"] == "quiet"
     run_jobs(connection)

@@ -12,9 +12,9 @@ from bot import defaults
 from bot.config import SpamWaveSettings
 from bot.context import Context
 from bot.events import current_clock
-from handlers import sweep
+from bot.families import registry
 from handlers.statuses import FEATURE_FIRST, FEATURE_INDEX, examine, fingerprints, parse_content
-from tests.conftest import alert_jobs, feed, fixture, run_jobs
+from tests.helpers import alert_jobs, feed, fixture, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.waves import day_of, iso, mention_spam, ordinary_posting, signup_event, status_event
 
@@ -164,9 +164,9 @@ def test_quiet_after_a_day_without_flagged_posts(
 ) -> None:
     feed(ctx, mention_spam(NOW, posts=10, minutes=10))
     run_jobs(connection)
-    sweep(ctx, current_clock(connection) + 23 * 3600)
+    registry().sweep(ctx, current_clock(connection) + 23 * 3600)
     assert alert_jobs(connection) == []
-    sweep(ctx, current_clock(connection) + 24 * 3600)
+    registry().sweep(ctx, current_clock(connection) + 24 * 3600)
     [quiet] = alert_jobs(connection)
     assert quiet["kind"] == "quiet"
     run_jobs(connection)

@@ -7,7 +7,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.conftest import fixture, report_event
+from tests.helpers import fixture, report_event
 
 BACKGROUND_DOMAINS = [f"server{n}.example" for n in range(40)] + [None]  # None: local accounts
 

@@ -1,0 +1,114 @@
+"""Event families: what each handler module brings to the platform, and the registry that holds them.
+
+The platform (bot/) never imports a handler. Each family — reports, sign-ups, spam waves, domain
+blocks, peer scans, incidents — describes itself as a `Family`: the events it handles (and which of them
+Mastodon sends as webhooks), what runs after each drained batch and on the periodic sweep, its CLI
+commands, its web pages and its `tocsin doctor` lines. Families are found through the `tocsin.families`
+entry point (pyproject.toml), so an operator's own package can add one; the worker, web process and CLI
+receive the registry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import click
+    from fastapi import FastAPI
+
+    from bot.config import Settings
+    from bot.context import Context
+    from bot.surges import SurgeDetector
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "tocsin.families"
+
+Handler = Callable[["Context", dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    handlers: Mapping[str, Handler] = field(default_factory=dict)
+    """Event name -> handler. A handler updates state in Redis and enqueues jobs; it never calls Mastodon.
+    Several families may handle one event (each keeps its own state); they run in registry order."""
+    detectors: Sequence[SurgeDetector] = ()
+    """Its surge detectors: the platform closes their quiet surges after each batch and on the sweep, and
+    sends their alerts."""
+    webhooks: frozenset[str] = frozenset()
+    """Which of those events Mastodon sends as admin webhooks (intake accepts only these; the others are
+    put on the stream by Tocsin itself, like domain_block.changes)."""
+    after_batch: Callable[[Context], None] | None = None
+    """After each drained batch: checks that follow the event clock (surges gone quiet)."""
+    sweep: Callable[[Context, float], None] | None = None
+    """On the periodic sweep (once a minute, one worker): the same checks on the wall clock, polls, scans."""
+    commands: Sequence[click.Command] = ()
+    routes: Callable[[FastAPI, Settings], None] | None = None
+    """Adds the family's web pages to the web process's app."""
+    doctor: Callable[[Context], Iterable[tuple[bool, str]]] | None = None
+    """Lines for `tocsin doctor`: (fine?, text)."""
+    backfill: Callable[[Context, float | None], str] | None = None
+    """`tocsin backfill`: seed the baseline from the admin API over so many days (None: the detector's
+    own window); says what it recorded."""
+
+
+@dataclass(frozen=True)
+class Registry:
+    families: tuple[Family, ...]
+
+    @cached_property
+    def handlers(self) -> dict[str, list[Handler]]:
+        found: dict[str, list[Handler]] = {}
+        for family in self.families:
+            for event, handler in family.handlers.items():
+                found.setdefault(event, []).append(handler)
+        return found
+
+    @property
+    def webhook_events(self) -> frozenset[str]:
+        return frozenset().union(*(family.webhooks for family in self.families))
+
+    def dispatch(self, ctx: Context, event: dict[str, Any]) -> None:
+        for handler in self.handlers.get(str(event.get("event")), ()):
+            handler(ctx, event)
+
+    def detector(self, name: str) -> SurgeDetector:
+        found = [detector for family in self.families for detector in family.detectors if detector.name == name]
+        if not found:
+            raise LookupError(f"no surge detector {name!r} is installed")
+        return found[0]
+
+    def after_batch(self, ctx: Context) -> None:
+        for family in self.families:
+            for detector in family.detectors:
+                detector.close_quiet_surges(ctx)
+            if family.after_batch is not None:
+                family.after_batch(ctx)
+
+    def sweep(self, ctx: Context, now: float) -> None:
+        for family in self.families:
+            for detector in family.detectors:
+                detector.close_quiet_surges(ctx, now)
+            if family.sweep is not None:
+                family.sweep(ctx, now)
+
+
+@lru_cache(maxsize=1)
+def registry() -> Registry:
+    """The installed families (entry point group `tocsin.families`: a Family, or a list of them)."""
+    families: list[Family] = []
+    for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda item: item.name):
+        loaded = point.load()
+        families.extend(loaded if isinstance(loaded, list | tuple) else [loaded])
+    if not families:
+        log.warning("no event families installed (entry point group %s): nothing will be detected", ENTRY_POINT_GROUP)
+    names = [family.name for family in families]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two event families share a name: {sorted(names)}")
+    return Registry(tuple(families))

@@ -1,0 +1,90 @@
+"""The incident family's commands: `tocsin incident …`, `tocsin announcements …`."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import click
+
+from bot.clitools import cli_context
+from handlers import incidents
+from handlers.announcements import cancel, mark_correction, pending
+
+
+@click.group()
+def incident() -> None:
+    """Open, list and update incidents (the public pages at /incidents)."""
+
+
+@incident.command("open")
+@click.option(
+    "--cause",
+    type=click.Choice(["spam wave", "vulnerability", "policy", "correction"]),
+    default="policy",
+    show_default=True,
+)
+@click.option("--title", required=True)
+@click.option("--summary", required=True, help="Public: shown on the page and in announcements.")
+@click.argument("domains", nargs=-1)
+def incident_open(cause: str, title: str, summary: str, domains: tuple[str, ...]) -> None:
+    """Open an incident; blocks of DOMAINS (made now or later) are recorded in it."""
+    ctx = cli_context()
+    slug = incidents.open_incident(ctx.redis, cause, title, summary, time.time())
+    for domain in domains:
+        incidents.attach(ctx.redis, slug, domain.lower())
+    click.echo(f"opened {slug}")
+
+
+@incident.command("list")
+def incident_list() -> None:
+    for item in incidents.list_incidents(cli_context().redis):
+        servers = ", ".join(f"{server.shown} ({server.action})" for server in item.servers)
+        click.echo(f"{item.slug}  {item.status:<10} {item.cause:<13} {item.title}  [{servers}]")
+
+
+@incident.command("status")
+@click.argument("slug")
+@click.argument("status", type=click.Choice(["open", "monitoring", "resolved"]))
+@click.option("--note", default=None, help="Public timeline entry.")
+def incident_status(slug: str, status: str, note: str | None) -> None:
+    ctx = cli_context()
+    if incidents.load(ctx.redis, slug) is None:
+        raise click.ClickException(f"no incident {slug}")
+    incidents.set_status(ctx.redis, slug, incidents.Status(status), time.time(), note)
+    click.echo(f"{slug}: {status}")
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def announcements(click_ctx: click.Context) -> None:
+    """Announcements waiting for their hold-off to end: list, cancel, mark a lift as a correction."""
+    if click_ctx.invoked_subcommand is None:
+        for batch_id, due, items in pending(cli_context().redis):
+            click.echo(f"batch {batch_id}, posted at {datetime.fromtimestamp(due, UTC):%H:%M:%S} UTC:")
+            for item in items:
+                change = item.block
+                flags = " [cancelled]" if item.cancelled else (" [correction]" if item.correction else "")
+                click.echo(f"  {change.kind:<8} {change.domain} ({change.severity}){flags}")
+
+
+@announcements.command("cancel")
+@click.argument("batch_id")
+@click.argument("domain", required=False)
+def announcements_cancel(batch_id: str, domain: str | None) -> None:
+    """Do not announce this batch (or only DOMAIN's change in it)."""
+    changed = cancel(cli_context().redis, batch_id, domain)
+    if not changed:
+        raise click.ClickException("nothing pending matches (already posted?)")
+    click.echo(f"{changed} change(s) will not be announced")
+
+
+@announcements.command("correction")
+@click.argument("batch_id")
+@click.argument("domain")
+@click.option("--not", "undo", is_flag=True, help="Announce it as an ordinary lift after all.")
+def announcements_correction(batch_id: str, domain: str, undo: bool) -> None:
+    """Word DOMAIN's lift in this batch as the correction of a mistake."""
+    if not mark_correction(cli_context().redis, batch_id, domain.lower(), not undo):
+        raise click.ClickException("nothing pending matches (already posted?)")
+    click.echo(f"{domain}: {'ordinary lift' if undo else 'correction'}")

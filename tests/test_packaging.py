@@ -1,0 +1,71 @@
+"""The built wheel, installed apart from the source tree, has everything the running service reads."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHECK = """
+import sys
+from pathlib import Path
+
+import bot.cli, handlers
+target = Path(sys.argv[1]).resolve()
+for module in (bot.cli, handlers):  # the installed copy, not the source tree
+    assert target in Path(module.__file__).resolve().parents, module.__file__
+assert (target / "templates" / "incidents.css").exists()  # bot/templating.py reads templates/ beside bot/
+
+from fastapi.testclient import TestClient
+
+from bot.config import load_settings
+from bot.web import create_app
+from handlers.advisories import load_advisories, load_forks
+
+secret = "a-secret-of-some-length"
+settings = load_settings(_env_file=None, redis_url=sys.argv[2], webhook_secret=secret, data_dir=target / "data")
+with TestClient(create_app(settings)) as client:
+    css = client.get("/incidents.css")
+    assert css.status_code == 200 and "body" in css.text, (css.status_code, css.text[:200])
+    assert client.get("/incidents").status_code == 200
+assert "hometown" in load_forks()
+assert {"CVE-2025-30741", "CVE-2026-33869"} <= {advisory.id for advisory in load_advisories()}
+print("installed wheel ok")
+"""
+
+
+def test_the_installed_wheel_serves_pages_with_their_stylesheet(tmp_path: Path, redis_url: str) -> None:
+    # Built from a clean copy, as from a fresh clone: a local egg-info would list files the config misses.
+    source = tmp_path / "source"
+    junk = shutil.ignore_patterns(".venv", ".git", "*.egg-info", "build", "test-artifacts", "__pycache__", "*-data")
+    shutil.copytree(ROOT, source, ignore=junk)
+    wheels = tmp_path / "wheels"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    [wheel] = wheels.glob("tocsin-*.whl")
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert install.returncode == 0, install.stderr[-2000:]
+    check = subprocess.run(
+        [sys.executable, "-c", CHECK, str(target), redis_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+    )
+    assert check.returncode == 0, check.stderr[-3000:]
+    assert "installed wheel ok" in check.stdout
