@@ -30,7 +30,8 @@ from multiprocessing.connection import Connection
 from bot.config import load_settings
 from bot.fetching import Fetcher, FetchPolicy
 from handlers.advisories import load_advisories, load_forks
-from handlers.scan import find, read_peers
+from handlers.findings import find
+from handlers.nodeinfo import read_peers
 
 
 def peer_names(count: int) -> list[str]:

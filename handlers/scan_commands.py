@@ -8,15 +8,8 @@ import sys
 import click
 
 from bot.clitools import cli_context
-from handlers.scan import (
-    ScanReport,
-    blocks_csv,
-    impact_buckets,
-    outreach_message,
-    peer_domains,
-    run_scan,
-    send_scan_messages,
-)
+from handlers.findings import ScanReport, blocks_csv, impact_buckets
+from handlers.scan import outreach_message, peer_domains, run_scan, send_scan_messages
 
 
 @click.command()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.fetching import Fetcher, FetchError, refusal
-from handlers.scan import PeerSoftware, fetch_software, nodeinfo_link, parse_nodeinfo, read_peers
+from handlers.nodeinfo import PeerSoftware, fetch_software, nodeinfo_link, parse_nodeinfo, read_peers
 from tests.peers import Peer, PeerFleet, nodeinfo
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nodeinfo"

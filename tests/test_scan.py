@@ -19,10 +19,9 @@ from bot.context import Context
 from bot.fetching import Fetcher
 from bot.outbox import split_post
 from handlers.domain_blocks import CSV_HEADER, read_blocks_csv
+from handlers.findings import ScanReport, blocks_csv
 from handlers.reports import ACTIVE_BUCKETS
 from handlers.scan import (
-    ScanReport,
-    blocks_csv,
     outreach_message,
     peer_domains,
     render_report,
@@ -100,7 +99,7 @@ def scanning(
 ) -> Iterator[MastodonDouble]:
     """The instance federates with the fleet; its peers resolve to the fleet (there is no real DNS here)."""
     monkeypatch.setattr(
-        "handlers.scan.make_fetcher",
+        "handlers.nodeinfo.make_fetcher",
         lambda settings: Fetcher(
             fleet.policy(total_timeout=1.5), resolver=fleet.resolver, ssl_context=fleet.client_context()
         ),
@@ -286,7 +285,7 @@ def test_daily_scan_runs_once_per_interval_on_a_worker_and_dms_only_news(
 
 
 def test_csv_quotes_comments() -> None:
-    from handlers.scan import Proposal
+    from handlers.findings import Proposal
 
     text = blocks_csv([Proposal("a.example", "suspend", "", 'Runs "0.12.4", affected', "X")])
     assert read_blocks_csv(text) == [

@@ -13,7 +13,8 @@ from bot.config import SpamWaveSettings
 from bot.context import Context
 from bot.events import current_clock
 from bot.families import registry
-from handlers.statuses import FEATURE_FIRST, FEATURE_INDEX, examine, fingerprints, parse_content
+from handlers.content import examine, fingerprints, parse_content
+from handlers.statuses import FEATURE_FIRST, FEATURE_INDEX
 from tests.helpers import alert_jobs, feed, fixture, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.waves import day_of, iso, mention_spam, ordinary_posting, signup_event, status_event

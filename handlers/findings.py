@@ -1,0 +1,227 @@
+"""What a scan found, pure: which servers each advisory affects (through the fork table), the impact
+buckets, the proposals (only where a vulnerable server exposes this instance's members), Mastodon's
+domain-block CSV, and which of Tocsin's blocks can be lifted since the server upgraded."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bot.mastodon import DomainBlock, Impact
+from handlers.advisories import Advisory, Fork, Running, Verdict, Version, read_running
+from handlers.domain_blocks import CSV_HEADER, tagged_advisory
+from handlers.nodeinfo import PeerResult
+
+IMPACT_BUCKETS = ((5, "≤ 5"), (10, "6–10"), (100, "11–100"))
+"""Upper bounds of follows either way; more than the last is "> 100"."""
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """A server running the advisory's software, as the scan saw it."""
+
+    domain: str
+    version: Version
+    shown: str  # the version as moderators read it: "4.6.5", "Hometown 1.0.7 (Mastodon 3.5.5)"
+    impact: Impact | None = None
+    block: DomainBlock | None = None
+
+    @property
+    def follows(self) -> int | None:
+        """Follows either way, the larger of the two (what cutting federation would cost)."""
+        return None if self.impact is None else max(self.impact.local_follows, self.impact.remote_followers)
+
+
+@dataclass
+class Finding:
+    advisory: Advisory
+    vulnerable: list[Exposure] = field(default_factory=list)
+    fixed: list[Exposure] = field(default_factory=list)
+    uncertain: list[Exposure] = field(default_factory=list)  # pre-releases that may predate the fix
+    unparsable: list[str] = field(default_factory=list)  # running it, with a version we cannot read
+
+    @property
+    def total(self) -> int:
+        return len(self.vulnerable) + len(self.fixed) + len(self.uncertain) + len(self.unparsable)
+
+    @property
+    def outreach(self) -> list[Exposure]:
+        """Vulnerable servers whose admins should hear of it, though blocking them protects no one of ours
+        (the advisory exposes nothing of this instance): largest first."""
+        if self.advisory.exposes_members:
+            return []
+        return sorted(self.vulnerable, key=lambda item: (-(item.follows or 0), item.domain))
+
+    def largest(self) -> Exposure | None:
+        """The vulnerable server with the most follows either way."""
+        return min(self.vulnerable, key=lambda item: (-(item.follows or 0), item.domain), default=None)
+
+    def version_groups(self) -> list[tuple[str, int]]:
+        """Vulnerable versions as the brief's report counts them: each version on a branch that has a fix,
+        then "older versions" for branches that never got one."""
+        on_fixed_branch: Counter[str] = Counter()
+        older = 0
+        fixed_branches = {fix.branch for fix in self.advisory.fixed}
+        for exposure in self.vulnerable:
+            if exposure.version.branch in fixed_branches:
+                on_fixed_branch[exposure.shown] += 1
+            else:
+                older += 1
+        groups = sorted(on_fixed_branch.items(), key=lambda item: (-item[1], item[0]))
+        return groups + ([("older versions", older)] if older else [])
+
+    def fixed_versions(self) -> list[tuple[str, int]]:
+        return Counter(exposure.shown for exposure in self.fixed).most_common()
+
+
+def running(result: PeerResult, forks: dict[str, Fork]) -> Running | None:
+    if result.software is None:
+        return None
+    return read_running(result.software.name, result.software.version, forks)
+
+
+def find(advisory: Advisory, results: Iterable[PeerResult], forks: dict[str, Fork]) -> Finding:
+    finding = Finding(advisory)
+    lists = {Verdict.AFFECTED: finding.vulnerable, Verdict.FIXED: finding.fixed, Verdict.UNCERTAIN: finding.uncertain}
+    for result in results:
+        peer = running(result, forks)
+        if peer is None or not advisory.concerns(peer.software):
+            continue
+        if peer.version is None:
+            finding.unparsable.append(result.domain)
+        else:
+            lists[advisory.assess(peer.version)].append(Exposure(result.domain, peer.version, peer.shown))
+    return finding
+
+
+def impact_bucket(follows: int | None) -> str:
+    if follows is None:
+        return "unknown"
+    return next((label for bound, label in IMPACT_BUCKETS if follows <= bound), f"> {IMPACT_BUCKETS[-1][0]}")
+
+
+def impact_buckets(exposures: Iterable[Exposure]) -> list[tuple[str, int]]:
+    counts = Counter(impact_bucket(exposure.follows) for exposure in exposures)
+    order = [label for _bound, label in IMPACT_BUCKETS] + [f"> {IMPACT_BUCKETS[-1][0]}", "unknown"]
+    return [(label, counts[label]) for label in order if counts[label]]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    domain: str
+    severity: str  # suspend | silence
+    reason: str  # why this severity (shown to moderators)
+    public_comment: str
+    advisory_id: str
+
+
+def propose(finding: Finding, limit_above_follows: int) -> list[Proposal]:
+    """Suspend the vulnerable servers not already suspended; limit instead where more than
+    `limit_above_follows` follows would be cut, unless the advisory is critical. Nothing at all when the
+    advisory exposes nothing of this instance: a block would cut our members off and protect no one
+    (those servers' admins are told instead, see Finding.outreach)."""
+    proposals: list[Proposal] = []
+    advisory = finding.advisory
+    if not advisory.exposes_members:
+        return proposals
+    for exposure in sorted(finding.vulnerable, key=lambda item: (-(item.follows or 0), item.domain)):
+        if exposure.block is not None and exposure.block.severity == "suspend":
+            continue
+        fix = advisory.fixed_in(exposure.version)
+        comment = f"Runs {exposure.shown}, affected by {advisory.id} (fixed in {fix}). Upgrade, then ask us."
+        follows = exposure.follows
+        many = follows is not None and follows > limit_above_follows
+        severity = "silence" if many and advisory.severity != "critical" else "suspend"
+        if many and severity == "silence":
+            reason = f"limit, not suspend: {follows} follows would be cut (more than {limit_above_follows})"
+        elif many:
+            reason = f"suspend although {follows} follows would be cut: the advisory is critical"
+        else:
+            reason = ""
+        if exposure.block is not None and exposure.block.severity == severity:
+            continue  # already blocked as proposed
+        proposals.append(Proposal(exposure.domain, severity, reason, comment[:1000], advisory.id))
+    return proposals
+
+
+def blocks_csv(proposals: Iterable[Proposal]) -> str:
+    """Mastodon's domain-block CSV, importable in Administration → Federation."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for proposal in proposals:
+        writer.writerow([proposal.domain, proposal.severity, "false", "false", proposal.public_comment, "false"])
+    return out.getvalue()
+
+
+def refederation_candidates(
+    blocks: Iterable[DomainBlock],
+    results: dict[str, PeerResult],
+    advisories: dict[str, Advisory],
+    forks: dict[str, Fork],
+) -> list[tuple[DomainBlock, Advisory, Running]]:
+    """Blocks applied for an advisory whose server now runs a version the advisory surely does not affect."""
+    candidates = []
+    for block in blocks:
+        advisory = advisories.get(tagged_advisory(block) or "")
+        result = results.get(block.domain)
+        peer = running(result, forks) if result is not None else None
+        if advisory is None or peer is None or peer.version is None or not advisory.concerns(peer.software):
+            continue
+        if advisory.assess(peer.version) is Verdict.FIXED:
+            candidates.append((block, advisory, peer))
+    return candidates
+
+
+@dataclass
+class ScanReport:
+    scanned: int
+    unreadable: dict[str, int]  # reason -> servers
+    software: list[tuple[str, int]]  # most common software names
+    findings: list[Finding]
+    proposals: dict[str, list[Proposal]]  # advisory id -> proposals
+    refederate: list[tuple[DomainBlock, Advisory, Running]]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        def exposure(item: Exposure) -> dict[str, Any]:
+            return {
+                "domain": item.domain,
+                "version": item.shown,
+                "local_follows": item.impact.local_follows if item.impact else None,
+                "remote_followers": item.impact.remote_followers if item.impact else None,
+                "blocked": item.block.severity if item.block else None,
+            }
+
+        return {
+            "scanned": self.scanned,
+            "seconds": round(self.seconds, 1),
+            "unreadable": self.unreadable,
+            "software": dict(self.software),
+            "advisories": [
+                {
+                    "id": finding.advisory.id,
+                    "software": list(finding.advisory.software),
+                    "severity": finding.advisory.severity,
+                    "exposes": list(finding.advisory.exposes),
+                    "exploited": finding.advisory.exploited,
+                    "running": finding.total,
+                    "vulnerable": [exposure(item) for item in finding.vulnerable],
+                    "fixed": [exposure(item) for item in finding.fixed],
+                    "uncertain": [exposure(item) for item in finding.uncertain],
+                    "unparsable": finding.unparsable,
+                    "outreach": [item.domain for item in finding.outreach],
+                    "impact": dict(impact_buckets(finding.vulnerable)),
+                    "proposals": [asdict(proposal) for proposal in self.proposals.get(finding.advisory.id, [])],
+                }
+                for finding in self.findings
+            ],
+            "refederate": [
+                {"domain": block.domain, "advisory": advisory.id, "version": peer.shown}
+                for block, advisory, peer in self.refederate
+            ],
+        }
