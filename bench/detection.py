@@ -33,7 +33,7 @@ from rq import Queue
 from bot import defaults
 from bot.context import get_context
 from bot.embedded_redis import EmbeddedRedis
-from bot.events import ADDED_DRAIN_NEEDED, APPEND_SCRIPT, advance_clock, enqueue_drain, parse_time
+from bot.events import ADDED_DRAIN_NEEDED, APPEND, advance_clock, enqueue_drain, parse_time
 from bot.privacy import reduce_event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,7 +140,7 @@ def run_tocsin(events: list[dict[str, Any]]) -> tuple[float, list[str]]:
         env = environment(url, data_dir)
         with workers([sys.executable, "-m", "bot.cli", "worker"], env):
             wait_for_workers(connection, 2)
-            append = connection.register_script(APPEND_SCRIPT)
+            append = connection.register_script(APPEND.source)
             started = time.perf_counter()
             for chunk in range(0, len(events), 500):
                 pipe = connection.pipeline(transaction=False)

@@ -42,7 +42,7 @@ from bot import defaults
 from bot.config import load_settings
 from bot.context import Context
 from bot.embedded_redis import EmbeddedRedis, free_port
-from bot.events import ADDED_DRAIN_NEEDED, APPEND_SCRIPT, enqueue_drain
+from bot.events import ADDED_DRAIN_NEEDED, APPEND, enqueue_drain
 from bot.privacy import reduce_event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,7 +174,7 @@ def run_flood(minutes: float, per_minute: int) -> None:
             # Baseline: the capacity of the same two workers, draining a backlog of the same traffic.
             backlog = 20_000
             now = datetime.now(UTC)
-            append = connection.register_script(APPEND_SCRIPT)
+            append = connection.register_script(APPEND.source)
             pipe = connection.pipeline(transaction=False)
             for n in range(backlog):
                 event = reduce_event(flood_event(number + n, now + timedelta(milliseconds=n), rng), b"k")

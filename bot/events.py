@@ -26,6 +26,7 @@ from bot import defaults
 from bot.context import Context, get_context
 from bot.families import registry
 from bot.queue import enqueue_once
+from bot.scripting import Lua
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +34,8 @@ ADDED_DRAIN_NEEDED = 2
 ADDED = 1
 DUPLICATE = 0
 
-# KEYS: dedupe key, stream, drain flag, intake counts. ARGV: dedupe ttl, event json, flag ttl, event name.
-APPEND_SCRIPT = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-redis.call('XADD', KEYS[2], '*', 'event', ARGV[2])
-redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
-if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) then return 2 end
-return 1
-"""
-
-# Move the clock forward, never back. KEYS: watermark. ARGV: event time.
-_ADVANCE_CLOCK_SCRIPT = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local candidate = tonumber(ARGV[1])
-if candidate > current then redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1] end
-return tostring(current)
-"""
+APPEND = Lua(__file__, "append_event")
+ADVANCE_CLOCK = Lua(__file__, "advance_clock")
 
 
 def parse_time(value: object) -> float | None:
@@ -81,8 +68,7 @@ def ensure_group(connection: redis.Redis) -> None:
 
 
 def advance_clock(connection: redis.Redis, event_time: float) -> float:
-    script = connection.register_script(_ADVANCE_CLOCK_SCRIPT)
-    return float(script(keys=[defaults.WATERMARK], args=[repr(event_time)]))
+    return float(ADVANCE_CLOCK(connection, [defaults.WATERMARK], [repr(event_time)]))
 
 
 def current_clock(connection: redis.Redis) -> float:

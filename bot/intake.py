@@ -15,7 +15,6 @@ about two days) and drops other 4xx:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
 import secrets
@@ -29,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot import defaults
-from bot.events import ADDED_DRAIN_NEEDED, APPEND_SCRIPT, DUPLICATE, enqueue_drain
+from bot.events import ADDED_DRAIN_NEEDED, APPEND, DUPLICATE, enqueue_drain
 from bot.privacy import reduce_event
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,6 @@ class AppendBatcher:
 
     def __init__(self, connection: aioredis.Redis) -> None:
         self.connection = connection
-        self.sha = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
         self.pending: list[tuple[list[str], list[Any], asyncio.Future[int]]] = []
         self.flushing = False
         self._flush_task: asyncio.Task[None] | None = None  # held so the running flush is not collected
@@ -84,10 +82,10 @@ class AppendBatcher:
         for attempt in (1, 2):
             pipe = self.connection.pipeline(transaction=False)
             for keys, args, _future in batch:
-                pipe.evalsha(self.sha, len(keys), *keys, *args)
+                pipe.evalsha(APPEND.sha, len(keys), *keys, *args)
             results = await pipe.execute(raise_on_error=False)
             if attempt == 1 and any(isinstance(result, redis.exceptions.NoScriptError) for result in results):
-                await self.connection.script_load(APPEND_SCRIPT)  # Redis restarted or was flushed
+                await self.connection.script_load(APPEND.source)  # Redis restarted or was flushed
                 continue  # nothing ran: a missing script fails before it does anything
             return list(results)
         return list(results)

@@ -27,6 +27,7 @@ from bot.context import Context, get_context
 from bot.events import current_clock
 from bot.families import registry
 from bot.queue import enqueue_once
+from bot.scripting import Lua
 
 log = logging.getLogger(__name__)
 
@@ -90,74 +91,13 @@ def settling(state: SurgeState | None, now: float, cooldown_minutes: float) -> b
     return state is not None and 0 <= now - state.alerted_at < cooldown_minutes * 60
 
 
-# Open a surge if none is open, or escalate it if no one else did since we read it. A replayed event
-# that already made this transition gets the same answer again (its alert job is then enqueued again,
-# and the outbox makes sure it is posted once).
-# KEYS: surge hash, open surges. ARGV: decision, trigger (event id), time, count, rate, alerts seen, bucket.
-_TRANSITION_SCRIPT = """
-local exists = redis.call('EXISTS', KEYS[1]) == 1
-if exists and redis.call('HGET', KEYS[1], 'trigger') == ARGV[2] then
-  return redis.call('HMGET', KEYS[1], 'alerts', 'surge_id')
-end
-if ARGV[1] == 'open' then
-  if exists then return false end
-  redis.call('HSET', KEYS[1], 'surge_id', ARGV[3], 'opened_at', ARGV[3], 'alerts', 1, 'alerted_count', ARGV[4],
-             'alerted_rate', ARGV[5], 'alerted_at', ARGV[3], 'last_event_at', ARGV[3], 'trigger', ARGV[2])
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[7])
-  return {'1', ARGV[3]}
-end
-if not exists or redis.call('HGET', KEYS[1], 'alerts') ~= ARGV[6] then return false end
-local alerts = redis.call('HINCRBY', KEYS[1], 'alerts', 1)
-redis.call('HSET', KEYS[1], 'alerted_count', ARGV[4], 'alerted_rate', ARGV[5], 'alerted_at', ARGV[3],
-           'trigger', ARGV[2])
-return {tostring(alerts), redis.call('HGET', KEYS[1], 'surge_id')}
-"""
-
-# Raise a surge's reference count and rate (see `settling`), unless another alert intervened.
-# KEYS: surge hash. ARGV: alerts seen, count, rate.
-_SETTLE_SCRIPT = """
-if redis.call('HGET', KEYS[1], 'alerts') ~= ARGV[1] then return 0 end
-if tonumber(ARGV[2]) > tonumber(redis.call('HGET', KEYS[1], 'alerted_count')) then
-  redis.call('HSET', KEYS[1], 'alerted_count', ARGV[2])
-end
-if tonumber(ARGV[3]) > tonumber(redis.call('HGET', KEYS[1], 'alerted_rate')) then
-  redis.call('HSET', KEYS[1], 'alerted_rate', ARGV[3])
-end
-return 1
-"""
-
-# The surge is still going at this event's time (never moves back). KEYS: surge hash, open surges.
-# ARGV: time, bucket.
-TOUCH_LUA = """
-local function touch_surge(key, open_key, ts, bucket)
-  if redis.call('EXISTS', key) == 1 and ts > tonumber(redis.call('HGET', key, 'last_event_at')) then
-    redis.call('HSET', key, 'last_event_at', tostring(ts))
-    redis.call('ZADD', open_key, 'XX', ts, bucket)
-  end
-end
-"""
-"""A Lua function for detectors whose record script keeps the surge going in the same call."""
-
-_TOUCH_SCRIPT = TOUCH_LUA + "touch_surge(KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[2])"
-
-# Close every surge whose last event is at or before the cutoff; return bucket, fields pairs.
-# KEYS: open surges. ARGV: cutoff, surge key prefix.
-_CLOSE_SCRIPT = """
-local closed = {}
-for _, bucket in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)) do
-  local key = ARGV[2] .. bucket
-  local last = tonumber(redis.call('HGET', key, 'last_event_at') or '0')
-  if last <= tonumber(ARGV[1]) then
-    closed[#closed + 1] = bucket
-    closed[#closed + 1] = redis.call('HGETALL', key)
-    redis.call('DEL', key)
-    redis.call('ZREM', KEYS[1], bucket)
-  else
-    redis.call('ZADD', KEYS[1], last, bucket)
-  end
-end
-return closed
-"""
+TRANSITION = Lua(__file__, "surge_transition")
+SETTLE = Lua(__file__, "surge_settle")
+TOUCH_FUNCTION = Lua(__file__, "touch_surge_function")
+"""A library: `touch_surge(key, open_key, ts, bucket)`, for detectors whose record script keeps the surge
+going in the same call (include it)."""
+TOUCH = Lua(__file__, "surge_touch", include=[TOUCH_FUNCTION])
+CLOSE_QUIET = Lua(__file__, "surge_close_quiet")
 
 
 @dataclass(frozen=True)
@@ -223,9 +163,10 @@ class SurgeDetector:
         state: SurgeState | None,
     ) -> tuple[int, str] | None:
         """Make the transition; (alert number, surge id), or None when another worker made it first."""
-        result = connection.register_script(_TRANSITION_SCRIPT)(
-            keys=[self.key(bucket), self.open_key],
-            args=[decision.value, trigger, repr(now), count, repr(rate), state.alerts if state else 0, bucket],
+        result = TRANSITION(
+            connection,
+            [self.key(bucket), self.open_key],
+            [decision.value, trigger, repr(now), count, repr(rate), state.alerts if state else 0, bucket],
         )
         if not result:
             return None
@@ -265,10 +206,10 @@ class SurgeDetector:
         }
 
     def settle(self, connection: redis.Redis, bucket: str, state: SurgeState, count: int, rate: float) -> None:
-        connection.register_script(_SETTLE_SCRIPT)(keys=[self.key(bucket)], args=[state.alerts, count, repr(rate)])
+        SETTLE(connection, [self.key(bucket)], [state.alerts, count, repr(rate)])
 
     def touch(self, connection: redis.Redis, bucket: str, at: float) -> None:
-        connection.register_script(_TOUCH_SCRIPT)(keys=[self.key(bucket), self.open_key], args=[repr(at), bucket])
+        TOUCH(connection, [self.key(bucket), self.open_key], [repr(at), bucket])
 
     def quiet_alerts(self, connection: redis.Redis, now: float | None, quiet_seconds: float) -> list[dict[str, Any]]:
         """Close the surges quiet for `quiet_seconds` by the event clock (or by `now`, the sweep's wall
@@ -292,7 +233,7 @@ class SurgeDetector:
 
     def close_quiet(self, connection: redis.Redis, cutoff: float) -> list[tuple[str, SurgeState]]:
         """Close (and return) the surges whose last event is at or before `cutoff`."""
-        closed = connection.register_script(_CLOSE_SCRIPT)(keys=[self.open_key], args=[repr(cutoff), self.prefix])
+        closed = CLOSE_QUIET(connection, [self.open_key], [repr(cutoff), self.prefix])
         states = []
         for bucket, fields in zip(closed[::2], closed[1::2], strict=True):
             state = SurgeState.from_redis(fields)

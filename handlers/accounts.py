@@ -28,6 +28,7 @@ from bot.context import Context
 from bot.events import parse_time
 from bot.mastodon import as_webhook_json, pages_by_max_id
 from bot.privacy import pii_key, reduce_admin_account
+from bot.scripting import Lua
 from bot.surges import (
     DAY,
     HOUR,
@@ -261,62 +262,9 @@ def find_clusters(signups: list[Signup], min_size: int) -> list[Cluster]:
 
 # --- Redis glue -----------------------------------------------------------------------------------
 
-# Record one sign-up; return the window's count, its oldest time, the baseline (only when the count
-# reaches the minimum: summing ~700 hourly counters is the slow part) and how long we have observed.
-# KEYS: sign-ups, hours, first seen, this sign-up's hash, surge hash.
-# ARGV: id, time, window, baseline, min sign-ups, keep seconds, keep cap, hash prefix, field/value pairs.
-_RECORD_SCRIPT = """
-local id, ts = ARGV[1], tonumber(ARGV[2])
-local window, baseline = tonumber(ARGV[3]), tonumber(ARGV[4])
-if redis.call('ZADD', KEYS[1], 'NX', ts, id) == 1 then
-  local fields = {}
-  for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
-  redis.call('HSET', KEYS[4], unpack(fields))
-  redis.call('EXPIRE', KEYS[4], ARGV[6])
-  local hour = math.floor(ts / 3600)
-  if redis.call('HINCRBY', KEYS[2], hour, 1) == 1 then
-    local oldest = math.floor((ts - window - baseline) / 3600)
-    for _, h in ipairs(redis.call('HKEYS', KEYS[2])) do
-      if tonumber(h) < oldest then redis.call('HDEL', KEYS[2], h) end
-    end
-  end
-  local first = redis.call('GET', KEYS[3])
-  if not first or ts < tonumber(first) then redis.call('SET', KEYS[3], ARGV[2]) end
-end
-local forget = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (ts - tonumber(ARGV[6])), 'LIMIT', 0, PRUNE)
-local over = redis.call('ZCARD', KEYS[1]) - #forget - tonumber(ARGV[7])
-if over > 0 then
-  for _, old in ipairs(redis.call('ZRANGE', KEYS[1], #forget, #forget + math.min(over, PRUNE) - 1)) do
-    forget[#forget + 1] = old
-  end
-end
-for _, old in ipairs(forget) do
-  redis.call('ZREM', KEYS[1], old)
-  redis.call('DEL', ARGV[8] .. old)
-end
-
-local from = ts - window
-local count = redis.call('ZCOUNT', KEYS[1], '(' .. from, ts)
-local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. from, ts, 'WITHSCORES', 'LIMIT', 0, 1)
-local base = -1
-if count >= tonumber(ARGV[5]) then
-  base = 0
-  local low, high = math.floor((from - baseline) / 3600), math.floor(from / 3600)
-  local hours = redis.call('HGETALL', KEYS[2])
-  for i = 1, #hours, 2 do
-    local h = tonumber(hours[i])
-    if h >= low and h < high then base = base + tonumber(hours[i + 1]) end
-  end
-end
-local observed = ts - tonumber(redis.call('GET', KEYS[3]) or ARGV[2])
-return {count, oldest[2] or '', base, tostring(observed), redis.call('HGETALL', KEYS[5])}
-""".replace("PRUNE", str(PRUNE_BATCH))
-
-# Keep a remembered account's state current (only if it is remembered). KEYS: its hash. ARGV: field/value pairs.
-UPDATE_STATE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
-return 1
-"""
+RECORD_SIGNUP = Lua(__file__, "record_signup")
+UPDATE_ACCOUNT_STATE = Lua(__file__, "update_account_state")
+"""Keeps a remembered account's state current (used by the spam detector for its flagged accounts too)."""
 
 
 def _flag(value: object) -> str | None:
@@ -349,9 +297,10 @@ def record_signup(ctx: Context, account: object) -> tuple[str, float, SignupStat
         "app": str(account.get("created_by_application_id") or ""),
         **state_fields(account),
     }
-    count, oldest, base, observed, state_raw = ctx.redis.register_script(_RECORD_SCRIPT)(
-        keys=[SIGNUPS, HOURS, FIRST_SEEN, SIGNUP_PREFIX + account_id, SURGES.key(BUCKET)],
-        args=[
+    count, oldest, base, observed, state_raw = RECORD_SIGNUP(
+        ctx.redis,
+        [SIGNUPS, HOURS, FIRST_SEEN, SIGNUP_PREFIX + account_id, SURGES.key(BUCKET)],
+        [
             account_id,
             repr(created),
             cfg.window_hours * HOUR,
@@ -360,6 +309,7 @@ def record_signup(ctx: Context, account: object) -> tuple[str, float, SignupStat
             int(KEEP_SECONDS),
             KEEP_CAP,
             SIGNUP_PREFIX,
+            PRUNE_BATCH,
             *[item for pair in fields.items() for item in pair],
         ],
     )
@@ -409,8 +359,8 @@ def handle_account_update(ctx: Context, event: dict[str, Any]) -> None:
     """account.approved and account.updated: keep a remembered sign-up's state current."""
     account_id, fields = account_state(event)
     if fields:
-        ctx.redis.register_script(UPDATE_STATE_SCRIPT)(
-            keys=[SIGNUP_PREFIX + account_id], args=[item for pair in fields.items() for item in pair]
+        UPDATE_ACCOUNT_STATE(
+            ctx.redis, [SIGNUP_PREFIX + account_id], [item for pair in fields.items() for item in pair]
         )
 
 

@@ -26,6 +26,7 @@ from bot.config import Settings
 from bot.context import Context, get_context
 from bot.outbox import Post
 from bot.queue import enqueue_once
+from bot.scripting import Lua
 from bot.templating import render_text
 from handlers import incidents
 from handlers.incidents import BlockChange
@@ -38,35 +39,8 @@ PENDING = "tocsin:announce:pending"  # sorted set: batch id scored by when it is
 SEEN_PREFIX = "tocsin:announce:seen:"  # + change id: a replayed event is held once
 KEEP_SECONDS = 30 * 86400
 
-# KEYS: open batch, pending, then one seen marker per change. ARGV: new batch id, due, hold seconds, batch
-# prefix, keep seconds, then one held JSON per change. All the changes join one batch (one moderator action,
-# one announcement); a change already held (a replayed event) is skipped.
-# Returns {batch id, 1 if this call opened it}; {'', 0} when every change was held already.
-_HOLD_SCRIPT = """
-local fresh = {}
-for i = 3, #KEYS do
-  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[5]) then table.insert(fresh, ARGV[i + 3]) end
-end
-if #fresh == 0 then return {'', 0} end
-local batch = redis.call('GET', KEYS[1])
-local opened = 0
-if not batch then
-  batch = ARGV[1]
-  redis.call('SET', KEYS[1], batch, 'EX', ARGV[3])
-  redis.call('ZADD', KEYS[2], ARGV[2], batch)
-  opened = 1
-end
-redis.call('RPUSH', ARGV[4] .. batch, unpack(fresh))
-redis.call('EXPIRE', ARGV[4] .. batch, ARGV[5])
-return {batch, opened}
-"""
-
-
-# KEYS: open batch. ARGV: batch id.
-_CLOSE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"""
+HOLD = Lua(__file__, "hold_announcement")
+CLOSE_BATCH = Lua(__file__, "close_announcement_batch")
 
 
 @dataclass
@@ -96,9 +70,10 @@ def hold(ctx: Context, applied: list[incidents.Applied]) -> str | None:
         return None
     hold_seconds = max(int(ctx.settings.announce_hold_minutes * 60), 1)
     now = time.time()
-    batch, opened = ctx.redis.register_script(_HOLD_SCRIPT)(
-        keys=[OPEN_BATCH, PENDING, *(SEEN_PREFIX + item.change["change_id"] for item in items)],
-        args=[
+    batch, opened = HOLD(
+        ctx.redis,
+        [OPEN_BATCH, PENDING, *(SEEN_PREFIX + item.change["change_id"] for item in items)],
+        [
             uuid.uuid4().hex[:16],
             repr(now + hold_seconds),
             hold_seconds,
@@ -227,7 +202,7 @@ def post_batch(batch_id: str) -> int:
     connection = ctx.redis
     # Close the batch first (atomically): a change held from now on opens the next batch instead of
     # joining one whose items were already read.
-    connection.register_script(_CLOSE_SCRIPT)(keys=[OPEN_BATCH], args=[batch_id])
+    CLOSE_BATCH(connection, [OPEN_BATCH], [batch_id])
     items = [item for item in held(connection, batch_id) if not item.cancelled]
     groups: dict[str | None, list[Held]] = {}
     for item in items:

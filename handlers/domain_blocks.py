@@ -31,6 +31,7 @@ from bot import defaults
 from bot.context import Context
 from bot.events import enqueue_drain, parse_time
 from bot.mastodon import DomainBlock
+from bot.scripting import Lua
 from handlers.announcements import hold
 from handlers.incidents import BlockChange, apply_changes, iso, public_domain
 
@@ -59,22 +60,7 @@ BLOCK_TAG_PATTERN = re.compile(r"\[tocsin advisory ([^\]\s]+)\]")
 CSV_HEADER = ["#domain", "#severity", "#reject_media", "#reject_reports", "#public_comment", "#obfuscate"]
 """Mastodon's domain-block import/export format (Administration → Federation → Import)."""
 
-# KEYS: state, stream, drain flag. ARGV: event JSON ('' to record the state only), drain flag ttl, then
-# (domain, expected old JSON or '', new JSON or '' to remove) for every changed domain.
-# Returns 0 (the state moved on: another poller got there first; nothing written), 1, or 2 (drain needed).
-_EMIT_SCRIPT = """
-for i = 3, #ARGV, 3 do
-  if (redis.call('HGET', KEYS[1], ARGV[i]) or '') ~= ARGV[i + 1] then return 0 end
-end
-for i = 3, #ARGV, 3 do
-  if ARGV[i + 2] == '' then redis.call('HDEL', KEYS[1], ARGV[i])
-  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2]) end
-end
-if ARGV[1] == '' then return 1 end
-redis.call('XADD', KEYS[2], '*', 'event', ARGV[1])
-if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then return 2 end
-return 1
-"""
+EMIT_CHANGES = Lua(__file__, "emit_block_changes")
 
 
 # --- Pure ----------------------------------------------------------------------------------------
@@ -178,9 +164,10 @@ def poll(ctx: Context, now: float | None = None) -> int:
                 json.dumps(change.old, sort_keys=True) if change.old is not None else "",
                 json.dumps(change.new, sort_keys=True) if change.new is not None else "",
             ]
-        result = connection.register_script(_EMIT_SCRIPT)(
-            keys=[STATE, defaults.EVENT_STREAM, defaults.DRAIN_FLAG],
-            args=[orjson.dumps(event) if event else "", defaults.DRAIN_FLAG_TTL, *states],
+        result = EMIT_CHANGES(
+            connection,
+            [STATE, defaults.EVENT_STREAM, defaults.DRAIN_FLAG],
+            [orjson.dumps(event) if event else "", defaults.DRAIN_FLAG_TTL, *states],
         )
         if result and event:
             emitted = len(event["object"]["changes"])

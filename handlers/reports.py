@@ -22,10 +22,11 @@ from bot.config import ReportSurgeSettings
 from bot.context import Context
 from bot.events import parse_time
 from bot.mastodon import DomainBlock, Impact, as_webhook_json
+from bot.scripting import Lua
 from bot.surges import (
     DAY,
     HOUR,
-    TOUCH_LUA,
+    TOUCH_FUNCTION,
     Decision,
     SurgeDetector,
     SurgeState,
@@ -135,80 +136,7 @@ def bucket_of(target_account: dict[str, Any]) -> str:
 
 # --- Redis glue -----------------------------------------------------------------------------------
 
-# Record one report and return the stats of its bucket and of EVERYWHERE, plus both surge states.
-# Every count is O(log n): distinct accounts and reporters are sorted sets scored by their latest report
-# (ZADD GT), so a wave's thousandth report costs what its first did.
-# KEYS: bucket times, everywhere times, report hash, bucket surge, everywhere surge, open surges,
-#       active buckets. ARGV: report id, time, window, baseline, everywhere threshold, bucket, ttl,
-#       account, reporter, then field/value pairs for the report hash.
-_RECORD_SCRIPT = """
-local id, ts = ARGV[1], tonumber(ARGV[2])
-local window, baseline = tonumber(ARGV[3]), tonumber(ARGV[4])
-local from = ts - window
-local fields = {}
-for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[3], unpack(fields))
-redis.call('EXPIRE', KEYS[3], ARGV[7])
-
-local function track(key, member)
-  if member ~= '' then redis.call('ZADD', key, 'GT', ts, member) end
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (from - baseline))
-  redis.call('EXPIRE', key, ARGV[7])
-end
-for _, key in ipairs({KEYS[1], KEYS[2]}) do
-  track(key, id)
-  track(key .. ':accounts', ARGV[8])
-  track(key .. ':reporters', ARGV[9])
-end
-track(KEYS[7], ARGV[6])
--- Beyond the cap (REPORT_CAP), forget the oldest (a few per event): memory stays bounded whatever
--- the report rate. Each forgotten report leaves its bucket's times and its hash too.
-local over = redis.call('ZCARD', KEYS[2]) - REPORT_CAP
-if over > 0 then
-  for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, math.min(over, 10) - 1)) do
-    local bucket = redis.call('HGET', 'REPORT_PREFIX' .. old, 'bucket')
-    if bucket then redis.call('ZREM', 'TIMES_PREFIX' .. bucket, old) end
-    redis.call('ZREM', KEYS[2], old)
-    redis.call('DEL', 'REPORT_PREFIX' .. old)
-  end
-end
-local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-local observed = ts - tonumber(oldest[2])
-
--- Distinct accounts (reporters) are those with a report after the window's start. For an event
--- processed late that includes accounts first reported after it: a slight over-count, used only for
--- the min-accounts gate (DMs show the counts read when they are sent, see window_details).
-local function stats(key, everywhere)
-  local count = redis.call('ZCOUNT', key, '(' .. from, ts)
-  local hour = redis.call('ZCOUNT', key, '(' .. (ts - 3600), ts)
-  local first = redis.call('ZRANGEBYSCORE', key, '(' .. (ts - 3600), ts, 'WITHSCORES', 'LIMIT', 0, 1)
-  local base = redis.call('ZCOUNT', key, '(' .. (from - baseline), from)
-  local accounts = redis.call('ZCOUNT', key .. ':accounts', '(' .. from, '+inf')
-  local reporters = redis.call('ZCOUNT', key .. ':reporters', '(' .. from, '+inf')
-  local top = 0
-  if everywhere and count >= tonumber(ARGV[5]) then
-    for _, bucket in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '(' .. from, '+inf', 'LIMIT', 0, CAP)) do
-      if bucket ~= '*' then
-        top = math.max(top, redis.call('ZCOUNT', 'TIMES_PREFIX' .. bucket, '(' .. from, ts))
-      end
-    end
-  end
-  return {count, hour, first[2] or '', base, accounts, reporters, top, tostring(observed)}
-end
-
-local result = {stats(KEYS[1], false), stats(KEYS[2], true)}
-for i, key in ipairs({KEYS[4], KEYS[5]}) do
-  touch_surge(key, KEYS[6], ts, i == 1 and ARGV[6] or '*')
-  result[#result + 1] = redis.call('HGETALL', key)
-end
-return result
-"""
-_RECORD_SCRIPT = TOUCH_LUA + (
-    _RECORD_SCRIPT.replace("REPORT_CAP", str(REPORT_CAP))
-    .replace("REPORT_PREFIX", REPORT_PREFIX)
-    .replace("CAP", str(ACTIVE_BUCKET_CAP))
-    .replace("TIMES_PREFIX", TIMES_PREFIX)
-)
+RECORD_REPORT = Lua(__file__, "record_report", include=[TOUCH_FUNCTION])
 
 
 def _stats(raw: list[Any]) -> WindowStats:
@@ -275,9 +203,9 @@ def record_report(ctx: Context, report: object) -> tuple[str, float, list[tuple[
         "status": "resolved" if report.get("action_taken") else "open",
         "created_at": repr(created),
     }
-    script = ctx.redis.register_script(_RECORD_SCRIPT)
-    bucket_raw, everywhere_raw, bucket_state, everywhere_state = script(
-        keys=[
+    bucket_raw, everywhere_raw, bucket_state, everywhere_state = RECORD_REPORT(
+        ctx.redis,
+        [
             TIMES_PREFIX + bucket,
             TIMES_PREFIX + EVERYWHERE,
             REPORT_PREFIX + report_id,
@@ -286,7 +214,7 @@ def record_report(ctx: Context, report: object) -> tuple[str, float, list[tuple[
             SURGES.open_key,
             ACTIVE_BUCKETS,
         ],
-        args=[
+        [
             report_id,
             repr(created),
             window,
@@ -296,6 +224,10 @@ def record_report(ctx: Context, report: object) -> tuple[str, float, list[tuple[
             int(window + baseline + DAY),
             fields["account"],
             fields["reporter"],
+            REPORT_CAP,
+            REPORT_PREFIX,
+            TIMES_PREFIX,
+            ACTIVE_BUCKET_CAP,
             *[item for pair in fields.items() for item in pair],
         ],
     )

@@ -25,10 +25,11 @@ from urllib.parse import urlsplit
 
 from bot.config import SpamWaveSettings
 from bot.context import Context
+from bot.scripting import Lua
 from bot.surges import (
     DAY,
     HOUR,
-    TOUCH_LUA,
+    TOUCH_FUNCTION,
     Decision,
     SurgeDetector,
     SurgeState,
@@ -36,7 +37,7 @@ from bot.surges import (
     rate_per_hour,
 )
 from bot.templating import render_text
-from handlers.accounts import UPDATE_STATE_SCRIPT, Signup, account_state, find_clusters, remembered_signups
+from handlers.accounts import UPDATE_ACCOUNT_STATE, Signup, account_state, find_clusters, remembered_signups
 from handlers.content import examine
 
 log = logging.getLogger(__name__)
@@ -104,152 +105,12 @@ def assess(stats: WaveStats, state: SurgeState | None, cfg: SpamWaveSettings, no
     return None
 
 
-def fast_threshold(cfg: SpamWaveSettings, normal_per_hour: float) -> float:
-    """Posts an hour that count as flooding: the floor, or far above what active accounts post."""
-    return max(cfg.fast_posts_per_hour, cfg.fast_ratio * normal_per_hour)
-
-
 # --- Redis glue -----------------------------------------------------------------------------------
 
-# Everyone's posting speed, per hour: posts and (HyperLogLog) posters. KEYS: activity, posters.
-# ARGV: account, ttl, new status (1/0).
-_ACTIVITY_LUA = """
-local function note_activity(activity, posters, account, ttl, new)
-  if new == '1' then
-    redis.call('INCR', activity)
-    redis.call('EXPIRE', activity, ttl)
-  end
-  redis.call('PFADD', posters, account)
-  redis.call('EXPIRE', posters, ttl)
-end
-"""
-_ACTIVITY_SCRIPT = _ACTIVITY_LUA + "note_activity(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])"
 
-# One young account's post. Returns {flagged posts, flagged accounts, first flagged time, signs, surge}.
-# KEYS: feature index, feature first, this account's posts, flagged, flagged posts, samples, surge,
-#       open surges, activity, posters.
-# ARGV: 1 status id, 2 account id, 3 "id|username", 4 time, 5 window, 6 duplicate accounts,
-#       7 mass mention (1/0), 8 fast floor, 9 fast ratio, 10 hour number, 11 ttl, 12 sample json,
-#       13 feature prefix, 14 activity prefix, 15 posters prefix, 16 new status (1/0), 17.. fingerprints
-_RECORD_SCRIPT = """
-local status, account, member, ts = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local window, ttl = tonumber(ARGV[5]), tonumber(ARGV[11])
-local from = ts - window
-note_activity(KEYS[9], KEYS[10], account, ttl, ARGV[16])
-local signs = {}
-local flag_members = {}
-
--- an account joins the flagged set; its hash keeps its signs (and, from account.updated, its state)
-local function flag(who, at, new_signs)
-  redis.call('ZADD', KEYS[4], 'GT', at, who)
-  local key = 'SPAM_PREFIX' .. string.sub(who, 1, string.find(who, '|', 1, true) - 1)
-  local known = redis.call('HGET', key, 'signs') or ''
-  for _, sign in ipairs(new_signs) do
-    if not string.find(',' .. known .. ',', ',' .. sign .. ',', 1, true) then
-      known = known == '' and sign or known .. ',' .. sign
-    end
-  end
-  redis.call('HSET', key, 'member', who, 'signs', known)
-  redis.call('EXPIRE', key, ttl)
-end
-
--- fast: this account's posts in the last hour against everyone's normal speed
-redis.call('ZADD', KEYS[3], ts, status)
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (ts - 3600))
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -POSTS_CAP - 1)
-redis.call('EXPIRE', KEYS[3], 7200)
-local in_hour = redis.call('ZCOUNT', KEYS[3], '(' .. (ts - 3600), ts)
-if in_hour >= tonumber(ARGV[8]) then
-  local ratios, hours = 0, 0
-  local now_hour = tonumber(ARGV[10])
-  for h = now_hour - HOURS, now_hour - 1 do
-    local posts = tonumber(redis.call('GET', ARGV[14] .. h) or '0')
-    if posts > 0 then
-      local posters = redis.call('PFCOUNT', ARGV[15] .. h)
-      if posters > 0 then ratios = ratios + posts / posters; hours = hours + 1 end
-    end
-  end
-  local normal = hours > 0 and ratios / hours or 0
-  if in_hour >= math.max(tonumber(ARGV[8]), tonumber(ARGV[9]) * normal) then signs[#signs + 1] = 'fast' end
-end
-
-if ARGV[7] == '1' then signs[#signs + 1] = 'mentions' end
-
--- duplicate: a fingerprint's first young poster is one hash field; a set exists once a second one posts it
-local duplicate = false
-for i = 17, #ARGV do
-  local feature = ARGV[i]
-  local set = ARGV[13] .. feature
-  redis.call('ZADD', KEYS[1], 'GT', ts, feature)
-  local first = redis.call('HGET', KEYS[2], feature)
-  if not first then
-    redis.call('HSET', KEYS[2], feature, ts .. '|' .. member)
-  else
-    local bar = string.find(first, '|', 1, true)
-    local first_ts, first_member = tonumber(string.sub(first, 1, bar - 1)), string.sub(first, bar + 1)
-    if first_member ~= member or redis.call('EXISTS', set) == 1 then
-      redis.call('ZADD', set, 'NX', first_ts, first_member)
-      redis.call('ZADD', set, 'GT', ts, member)
-      redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. from)
-      redis.call('ZREMRANGEBYRANK', set, 0, -ACCOUNTS_CAP - 1)
-      redis.call('EXPIRE', set, math.ceil(window))
-      if redis.call('ZCARD', set) >= tonumber(ARGV[6]) then
-        duplicate = true
-        for _, other in ipairs(redis.call('ZRANGE', set, 0, -1, 'WITHSCORES')) do
-          flag_members[#flag_members + 1] = other
-        end
-      end
-    end
-  end
-end
-if duplicate then signs[#signs + 1] = 'duplicate' end
-
--- forget old fingerprints, and the oldest beyond the cap
-local forget = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. from, 'LIMIT', 0, PRUNE)
-local over = redis.call('ZCARD', KEYS[1]) - #forget - FEATURE_CAP
-if over > 0 then
-  for _, old in ipairs(redis.call('ZRANGE', KEYS[1], #forget, #forget + math.min(over, PRUNE) - 1)) do
-    forget[#forget + 1] = old
-  end
-end
-for _, old in ipairs(forget) do
-  redis.call('ZREM', KEYS[1], old)
-  redis.call('HDEL', KEYS[2], old)
-  redis.call('DEL', ARGV[13] .. old)
-end
-
-if #signs > 0 then
-  flag(member, ts, signs)
-  for i = 1, #flag_members, 2 do flag(flag_members[i], tonumber(flag_members[i + 1]), {'duplicate'}) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (ts - ttl))
-  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -FLAGGED_CAP - 1)
-  redis.call('EXPIRE', KEYS[4], ttl)
-  redis.call('ZADD', KEYS[5], ts, status)
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (ts - ttl))
-  redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -FLAGGED_CAP - 1)
-  redis.call('EXPIRE', KEYS[5], ttl)
-  redis.call('LPUSH', KEYS[6], ARGV[12])
-  redis.call('LTRIM', KEYS[6], 0, SAMPLES - 1)
-  redis.call('EXPIRE', KEYS[6], ttl)
-  touch_surge(KEYS[7], KEYS[8], ts, 'local')
-end
-local posts = redis.call('ZCOUNT', KEYS[5], '(' .. from, ts)
-local accounts = redis.call('ZCOUNT', KEYS[4], '(' .. from, '+inf')
-local first_flagged = redis.call('ZRANGEBYSCORE', KEYS[5], '(' .. from, ts, 'WITHSCORES', 'LIMIT', 0, 1)
-return {posts, accounts, first_flagged[2] or '', table.concat(signs, ','), redis.call('HGETALL', KEYS[7])}
-"""
-_RECORD_SCRIPT = (
-    TOUCH_LUA
-    + _ACTIVITY_LUA
-    + _RECORD_SCRIPT.replace("ACCOUNTS_CAP", str(FEATURE_ACCOUNTS_CAP))
-    .replace("FEATURE_CAP", str(FEATURE_CAP))
-    .replace("FLAGGED_CAP", str(FLAGGED_CAP))
-    .replace("SAMPLES", str(SAMPLES_KEPT))
-    .replace("PRUNE", str(PRUNE_BATCH))
-    .replace("HOURS", str(ACTIVITY_HOURS))
-    .replace("POSTS_CAP", str(POSTS_CAP))
-    .replace("SPAM_PREFIX", SPAM_ACCOUNT_PREFIX)
-)
+NOTE_ACTIVITY_FUNCTION = Lua(__file__, "note_activity_function")
+NOTE_ACTIVITY = Lua(__file__, "note_activity", include=[NOTE_ACTIVITY_FUNCTION])
+RECORD_YOUNG_POST = Lua(__file__, "record_young_post", include=[TOUCH_FUNCTION, NOTE_ACTIVITY_FUNCTION])
 
 
 def _own_host(ctx: Context) -> str | None:
@@ -268,15 +129,15 @@ def handle_status(ctx: Context, event: dict[str, Any]) -> None:
     activity_ttl = int((ACTIVITY_HOURS + 2) * HOUR)
     new = "1" if event.get("event") == "status.created" else "0"
     if not facts.young:
-        ctx.redis.register_script(_ACTIVITY_SCRIPT)(
-            keys=[ACTIVITY_PREFIX + str(hour), POSTERS_PREFIX + str(hour)],
-            args=[facts.account_id, activity_ttl, new],
+        NOTE_ACTIVITY(
+            ctx.redis, [ACTIVITY_PREFIX + str(hour), POSTERS_PREFIX + str(hour)], [facts.account_id, activity_ttl, new]
         )
         return
     member = f"{facts.account_id}|{facts.username}"
     sample = json.dumps({"account": member, "text": facts.sample, "at": facts.at})
-    posts, accounts, first, signs, state_raw = ctx.redis.register_script(_RECORD_SCRIPT)(
-        keys=[
+    posts, accounts, first, signs, state_raw = RECORD_YOUNG_POST(
+        ctx.redis,
+        [
             FEATURE_INDEX,
             FEATURE_FIRST,
             POSTS_PREFIX + facts.account_id,
@@ -288,7 +149,7 @@ def handle_status(ctx: Context, event: dict[str, Any]) -> None:
             ACTIVITY_PREFIX + str(hour),
             POSTERS_PREFIX + str(hour),
         ],
-        args=[
+        [
             facts.status_id,
             facts.account_id,
             member,
@@ -305,6 +166,14 @@ def handle_status(ctx: Context, event: dict[str, Any]) -> None:
             ACTIVITY_PREFIX,
             POSTERS_PREFIX,
             new,
+            FEATURE_ACCOUNTS_CAP,
+            FEATURE_CAP,
+            FLAGGED_CAP,
+            SAMPLES_KEPT,
+            PRUNE_BATCH,
+            ACTIVITY_HOURS,
+            POSTS_CAP,
+            SPAM_ACCOUNT_PREFIX,
             *facts.fingerprints,
         ],
     )
@@ -339,8 +208,8 @@ def handle_account_update(ctx: Context, event: dict[str, Any]) -> None:
     count as handled in the next DM)."""
     account_id, fields = account_state(event)
     if fields:
-        ctx.redis.register_script(UPDATE_STATE_SCRIPT)(
-            keys=[SPAM_ACCOUNT_PREFIX + account_id], args=[item for pair in fields.items() for item in pair]
+        UPDATE_ACCOUNT_STATE(
+            ctx.redis, [SPAM_ACCOUNT_PREFIX + account_id], [item for pair in fields.items() for item in pair]
         )
 
 

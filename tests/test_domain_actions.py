@@ -176,9 +176,9 @@ def test_two_pollers_emit_a_change_once(actx: Context, mastodon: MastodonDouble)
 
     [late] = diff_blocks(stale, {"new.example": domain_blocks.public_fields(mastodon.domain_blocks[0])})
     assert late == Change("created", "new.example", None, late.new)
-    emit = actx.redis.register_script(domain_blocks._EMIT_SCRIPT)
+    emit = domain_blocks.EMIT_CHANGES
     keys = [STATE, defaults.EVENT_STREAM, defaults.DRAIN_FLAG]
-    assert emit(keys=keys, args=["{}", 5, "new.example", "", "{}", "other.example", "", "{}"]) == 0
+    assert emit(actx.redis, keys, ["{}", 5, "new.example", "", "{}", "other.example", "", "{}"]) == 0
     assert actx.redis.xlen(defaults.EVENT_STREAM) == 1
     assert not actx.redis.hexists(STATE, "other.example")  # all or nothing
 

@@ -308,9 +308,7 @@ def test_report_history_is_capped_oldest_first(
 ) -> None:
     from handlers import reports
 
-    monkeypatch.setattr(
-        reports, "_RECORD_SCRIPT", reports._RECORD_SCRIPT.replace(f"- {reports.REPORT_CAP}\n", "- 50\n")
-    )
+    monkeypatch.setattr(reports, "REPORT_CAP", 50)
     feed(ctx, background(NOW - timedelta(days=14), days=14, per_week=60))  # 120 reports
     assert connection.zcard(reports.TIMES_PREFIX + reports.EVERYWHERE) == 50
     kept = connection.zrange(reports.TIMES_PREFIX + reports.EVERYWHERE, 0, -1)

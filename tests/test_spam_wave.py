@@ -175,7 +175,7 @@ def test_quiet_after_a_day_without_flagged_posts(
 
 
 def test_fingerprints_are_bounded(ctx: Context, connection: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("handlers.statuses._RECORD_SCRIPT", _capped_script(50))
+    monkeypatch.setattr("handlers.statuses.FEATURE_CAP", 50)
     posts = [
         status_event(
             400 + n, iso(NOW + timedelta(seconds=n)), str(n), f"u{n}", day_of(NOW), f"unique text number {n:04}"
@@ -186,12 +186,6 @@ def test_fingerprints_are_bounded(ctx: Context, connection: redis.Redis, monkeyp
     assert connection.zcard(FEATURE_INDEX) == 50
     assert connection.hlen(FEATURE_FIRST) == 50
     assert connection.llen(defaults.FAILED_EVENTS) == 0
-
-
-def _capped_script(cap: int) -> str:
-    from handlers import statuses
-
-    return statuses._RECORD_SCRIPT.replace(f"- {statuses.FEATURE_CAP}\n", f"- {cap}\n")
 
 
 def test_odd_and_old_shapes_never_fail_a_job(ctx: Context, connection: redis.Redis) -> None:
