@@ -133,7 +133,7 @@ def _read(connection: redis.Redis, consumer: str, pending: bool = False) -> list
     response = connection.xreadgroup(
         defaults.EVENT_GROUP, consumer, {defaults.EVENT_STREAM: "0" if pending else ">"}, count=defaults.DRAIN_BATCH
     )
-    return response[0][1] if response else []  # type: ignore[index]
+    return response[0][1] if response else []  # type: ignore[index,return-value]
 
 
 def _process(ctx: Context, entries: list[tuple[bytes, dict[bytes, bytes]]], counts: dict[str, int]) -> None:
@@ -182,7 +182,7 @@ def retry_failed(connection: redis.Redis, retry_delays: list[int]) -> int:
     """Put failed events back on the stream (`tocsin failed --requeue`), e.g. after a handler fix."""
     moved = 0
     while (raw := connection.rpop(defaults.FAILED_EVENTS)) is not None:
-        event = json.loads(raw)["event"]
+        event = json.loads(raw)["event"]  # type: ignore[arg-type]
         connection.xadd(defaults.EVENT_STREAM, {"event": event})
         moved += 1
     if moved:

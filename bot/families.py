@@ -44,9 +44,9 @@ class Family:
     webhooks: frozenset[str] = frozenset()
     """Which of those events Mastodon sends as admin webhooks (intake accepts only these; the others are
     put on the stream by Tocsin itself, like domain_block.changes)."""
-    after_batch: Callable[[Context], None] | None = None
+    after_batch: Callable[[Context], object] | None = None
     """After each drained batch: checks that follow the event clock (surges gone quiet)."""
-    sweep: Callable[[Context, float], None] | None = None
+    sweep: Callable[[Context, float], object] | None = None
     """On the periodic sweep (once a minute, one worker): the same checks on the wall clock, polls, scans."""
     commands: Sequence[click.Command] = ()
     routes: Callable[[FastAPI, Settings], None] | None = None

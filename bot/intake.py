@@ -110,7 +110,9 @@ class IntakeState:
         if self.pii_key is None:
             await self.aio.set(defaults.PII_KEY, secrets.token_hex(32), nx=True)
             stored = await self.aio.get(defaults.PII_KEY)
-            self.pii_key = bytes(stored)
+            if stored is None:  # flushed between the two calls: the next delivery creates it again
+                raise redis.ConnectionError("the PII key vanished")
+            self.pii_key = stored.encode() if isinstance(stored, str) else bytes(stored)
         return self.pii_key
 
 

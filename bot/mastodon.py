@@ -171,11 +171,13 @@ class MastodonLink:
         return [DomainBlock(**item) for item in self._cached("domain-blocks", defaults.DOMAIN_BLOCKS_CACHE_TTL, read)]
 
     def all_domain_blocks(self) -> list[Any]:
+        if self.client is None:
+            raise RuntimeError("reading domain blocks needs TOCSIN_MASTODON_URL and TOCSIN_ACCESS_TOKEN")
         return [
             block
             for page in pages_by_max_id(self.client.admin_domain_blocks, limit=DOMAIN_BLOCKS_PAGE)
             for block in page
-        ]  # type: ignore[union-attr]
+        ]
 
     def block_for(self, domain: str) -> DomainBlock | None:
         """The block covering `domain`: its own, else the nearest parent domain's (Mastodon's rule)."""

@@ -246,13 +246,14 @@ def release_held(connection: redis.Redis, retry_delays: list[int]) -> int:
     from bot.queue import enqueue_once
 
     released = 0
-    for key in connection.hkeys(defaults.OUTBOX_HELD):
+    for raw in connection.hkeys(defaults.OUTBOX_HELD):
+        key = raw.decode() if isinstance(raw, bytes) else str(raw)
         released += enqueue_once(
             connection,
             defaults.QUEUE_URGENT,
             send_held,
-            key.decode(),
-            job_id="held-" + hashlib.sha256(key).hexdigest()[:24],
+            key,
+            job_id="held-" + hashlib.sha256(key.encode()).hexdigest()[:24],
             retry_delays=retry_delays,
         )
     return released
@@ -281,4 +282,5 @@ def send_held(key: str) -> list[str]:
 
 
 def read_log(connection: redis.Redis, limit: int = 50) -> list[dict[str, object]]:
-    return [json.loads(raw) for raw in connection.lrange(defaults.OUTBOX_LOG, 0, limit - 1)]  # type: ignore[union-attr]
+    entries: list[bytes] = connection.lrange(defaults.OUTBOX_LOG, 0, limit - 1)  # type: ignore[assignment]
+    return [json.loads(raw) for raw in entries]

@@ -21,7 +21,7 @@ class Lua:
     def __init__(self, module_file: str, name: str, include: Sequence[Lua] = ()) -> None:
         path = Path(module_file).resolve().parent / "lua" / f"{name}.lua"
         self.name = name
-        self.source = "\n".join([*(library.source for library in include), path.read_text()])
+        self.source: str = "\n".join([*(library.source for library in include), path.read_text()])
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     def __call__(self, connection: redis.Redis, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:

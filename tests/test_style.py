@@ -1,4 +1,5 @@
-"""The code base stays `ruff` clean (lint and format), checked with the rest of the suite."""
+"""The code base stays `ruff` clean (lint and format) and the platform (bot/) type-checks strictly with
+mypy (its settings in pyproject.toml), checked with the rest of the suite."""
 
 from __future__ import annotations
 
@@ -14,4 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]])
 def test_ruff(command: list[str]) -> None:
     result = subprocess.run([sys.executable, "-m", "ruff", *command, "."], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_on_the_platform() -> None:
+    result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
