@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from typing import Any
 
@@ -101,6 +101,38 @@ CLOSE_QUIET = Lua(__file__, "surge_close_quiet")
 
 
 @dataclass(frozen=True)
+class Alert:
+    """One step of a surge that is worth a DM: what every detector's template reads, with explicit fields.
+    Travels to the alert job as JSON (`to_json` / `from_json`)."""
+
+    kind: str  # open | escalate | quiet
+    bucket: str  # a server, "local", "*"
+    surge_id: str
+    alert_no: int  # how many alerts this surge has had (this one included)
+    at: float  # event time of the decision
+    rate: float | None = None  # per hour, when decided (open, escalate)
+    previous_count: int | None = None  # the size at the last alert (escalate)
+    previous_rate: float | None = None
+    count: int | None = None  # the window's count when decided (reports)
+    last_hour: int | None = None
+    baseline: int | None = None  # events in the baseline span (reports, sign-ups)
+    expected: float | None = None  # what the baseline predicts for the window
+    baseline_days: float | None = None  # the span the baseline was measured over
+    opened_at: float | None = None  # quiet: the surge's life
+    last_event_at: float | None = None
+    alerted_count: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: value for name, value in asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Alert:
+        """Lenient: fields this version does not know (a job queued by another version) are ignored."""
+        known = {field.name for field in fields(cls)}
+        return cls(**{name: value for name, value in data.items() if name in known})
+
+
+@dataclass(frozen=True)
 class SurgeDetector:
     """One detector's surges: `prefix` + bucket is a surge's hash, `open_key` the set of open ones, `name`
     names its alerts' message keys; `quiet_seconds` says how long below surge level closes a surge and
@@ -110,40 +142,40 @@ class SurgeDetector:
     prefix: str
     open_key: str
     quiet_seconds: Callable[[Settings], float]
-    compose: Callable[[Context, dict[str, Any]], str]
+    compose: Callable[[Context, Alert], str]
 
-    def alert_key(self, payload: dict[str, Any]) -> str:
+    def alert_key(self, alert: Alert) -> str:
         """The message key of one alert: one per surge and step (each escalation, the quiet one)."""
-        step = "quiet" if payload["kind"] == "quiet" else str(payload["alert_no"])
-        return f"{self.name}:{payload['bucket']}:{payload['surge_id']}:{step}"
+        step = "quiet" if alert.kind == "quiet" else str(alert.alert_no)
+        return f"{self.name}:{alert.bucket}:{alert.surge_id}:{step}"
 
-    def enqueue_alert(self, ctx: Context, payload: dict[str, Any]) -> None:
+    def enqueue_alert(self, ctx: Context, alert: Alert) -> None:
         """Queue the alert job, unless it is queued already: the job id is derived from the message key,
         so a decision repeated by a replayed event costs nothing."""
-        key = self.alert_key(payload)
+        key = self.alert_key(alert)
         job_id = "alert-" + hashlib.sha256(key.encode()).hexdigest()[:32]
         enqueue_once(
             ctx.redis,
             defaults.QUEUE_URGENT,
             send_alert,
             self.name,
-            payload,
+            alert.to_json(),
             job_id=job_id,
             retry_delays=ctx.settings.retry_delays,
         )
-        log.info("%s %s: %s alert queued", self.name, payload["bucket"], payload["kind"])
+        log.info("%s %s: %s alert queued", self.name, alert.bucket, alert.kind)
 
-    def send(self, ctx: Context, payload: dict[str, Any]) -> list[str]:
+    def send(self, ctx: Context, alert: Alert) -> list[str]:
         """The alert's DM to the moderators, posted once."""
-        return ctx.outbox.to_moderators(self.alert_key(payload), self.compose(ctx, payload))
+        return ctx.outbox.to_moderators(self.alert_key(alert), self.compose(ctx, alert))
 
     def close_quiet_surges(self, ctx: Context, now: float | None = None) -> int:
         """Close the surges below surge level for `quiet_seconds` (by the event clock, or by `now`, the
         sweep's wall clock, when no events arrive) and queue their "quiet again" alerts."""
-        payloads = self.quiet_alerts(ctx.redis, now, self.quiet_seconds(ctx.settings))
-        for payload in payloads:
-            self.enqueue_alert(ctx, payload)
-        return len(payloads)
+        alerts = self.quiet_alerts(ctx.redis, now, self.quiet_seconds(ctx.settings))
+        for alert in alerts:
+            self.enqueue_alert(ctx, alert)
+        return len(alerts)
 
     def key(self, bucket: str) -> str:
         return self.prefix + bucket
@@ -183,9 +215,9 @@ class SurgeDetector:
         rate: float,
         state: SurgeState | None,
         cooldown_minutes: float,
-    ) -> dict[str, Any] | None:
+    ) -> Alert | None:
         """Make the detector's decision (or, without one, let the surge learn its pace during the
-        cooldown); return the alert payload's common part when this call made a transition."""
+        cooldown); return the alert when this call made a transition (a detector may add its figures)."""
         if decision is None:
             if state is not None and settling(state, now, cooldown_minutes):
                 self.settle(connection, bucket, state, count, rate)
@@ -194,16 +226,16 @@ class SurgeDetector:
         if made is None:
             return None  # another worker made this transition first
         alert_no, surge_id = made
-        return {
-            "kind": decision.value,
-            "bucket": bucket,
-            "surge_id": surge_id,
-            "alert_no": alert_no,
-            "at": now,
-            "rate": round(rate, 1),
-            "previous_count": state.alerted_count if state else None,
-            "previous_rate": round(state.alerted_rate, 1) if state else None,
-        }
+        return Alert(
+            kind=decision.value,
+            bucket=bucket,
+            surge_id=surge_id,
+            alert_no=alert_no,
+            at=now,
+            rate=round(rate, 1),
+            previous_count=state.alerted_count if state else None,
+            previous_rate=round(state.alerted_rate, 1) if state else None,
+        )
 
     def settle(self, connection: redis.Redis, bucket: str, state: SurgeState, count: int, rate: float) -> None:
         SETTLE(connection, [self.key(bucket)], [state.alerts, count, repr(rate)])
@@ -211,23 +243,23 @@ class SurgeDetector:
     def touch(self, connection: redis.Redis, bucket: str, at: float) -> None:
         TOUCH(connection, [self.key(bucket), self.open_key], [repr(at), bucket])
 
-    def quiet_alerts(self, connection: redis.Redis, now: float | None, quiet_seconds: float) -> list[dict[str, Any]]:
+    def quiet_alerts(self, connection: redis.Redis, now: float | None, quiet_seconds: float) -> list[Alert]:
         """Close the surges quiet for `quiet_seconds` by the event clock (or by `now`, the sweep's wall
-        clock, when no events arrive); return the payloads of their "quiet again" alerts."""
+        clock, when no events arrive); return their "quiet again" alerts."""
         clock = current_clock(connection) if now is None else max(now, current_clock(connection))
         if not clock:
             return []
         return [
-            {
-                "kind": "quiet",
-                "bucket": bucket,
-                "surge_id": state.surge_id,
-                "alert_no": state.alerts,
-                "at": clock,
-                "opened_at": state.opened_at,
-                "last_event_at": state.last_event_at,
-                "alerted_count": state.alerted_count,
-            }
+            Alert(
+                kind="quiet",
+                bucket=bucket,
+                surge_id=state.surge_id,
+                alert_no=state.alerts,
+                at=clock,
+                opened_at=state.opened_at,
+                last_event_at=state.last_event_at,
+                alerted_count=state.alerted_count,
+            )
             for bucket, state in self.close_quiet(connection, clock - quiet_seconds)
         ]
 
@@ -235,13 +267,13 @@ class SurgeDetector:
         """Close (and return) the surges whose last event is at or before `cutoff`."""
         closed = CLOSE_QUIET(connection, [self.open_key], [repr(cutoff), self.prefix])
         states = []
-        for bucket, fields in zip(closed[::2], closed[1::2], strict=True):
-            state = SurgeState.from_redis(fields)
+        for bucket, raw in zip(closed[::2], closed[1::2], strict=True):
+            state = SurgeState.from_redis(raw)
             if state is not None:
                 states.append((bucket.decode(), state))
         return states
 
 
-def send_alert(detector: str, payload: dict[str, Any]) -> list[str]:
+def send_alert(detector: str, alert: dict[str, Any]) -> list[str]:
     """RQ job (urgent queue): one detector's alert, composed and posted once."""
-    return registry().detector(detector).send(get_context(), payload)
+    return registry().detector(detector).send(get_context(), Alert.from_json(alert))

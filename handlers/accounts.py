@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -32,6 +32,7 @@ from bot.scripting import Lua
 from bot.surges import (
     DAY,
     HOUR,
+    Alert,
     Decision,
     SurgeDetector,
     SurgeState,
@@ -54,7 +55,7 @@ SURGES = SurgeDetector(
     prefix="tocsin:signups:surge:",
     open_key="tocsin:signups:surges:open",
     quiet_seconds=lambda settings: settings.signup_surge.quiet_hours * HOUR,
-    compose=lambda ctx, payload: compose_alert(ctx, payload),
+    compose=lambda ctx, alert: compose_alert(ctx, alert),
 )
 
 KEEP_SECONDS = 7 * DAY
@@ -331,16 +332,17 @@ def handle_signup(ctx: Context, event: dict[str, Any]) -> None:
     cfg = ctx.settings.signup_surge
     decision = assess(stats, state, cfg, created)
     rate = hourly_rate(stats, cfg, created)
-    payload = SURGES.advance(
+    alert = SURGES.advance(
         ctx.redis, BUCKET, decision, account_id, created, stats.count, rate, state, cfg.escalation_cooldown_minutes
     )
-    if payload is not None:
-        payload.update(
+    if alert is not None:
+        alert = replace(
+            alert,
             expected=round(expected_in_window(stats, cfg), 2),
             baseline=stats.baseline,
             baseline_days=round(baseline_span(stats, cfg) / DAY, 1),
         )
-        SURGES.enqueue_alert(ctx, payload)
+        SURGES.enqueue_alert(ctx, alert)
     if state is not None and is_surge(stats, cfg):
         SURGES.touch(ctx.redis, BUCKET, created)  # still at surge level: not "back to normal" yet
 
@@ -422,7 +424,7 @@ def admin_links(instance_url: str) -> dict[str, str]:
 
 
 def render_alert(
-    payload: dict[str, Any],
+    alert: Alert,
     total: int,
     signups: list[Signup],
     cfg: SignupSurgeSettings,
@@ -433,8 +435,8 @@ def render_alert(
     clusters = find_clusters(signups, cfg.cluster_min)
     return render_text(
         template_dir,
-        "signup_quiet.txt.j2" if payload["kind"] == "quiet" else "signup_surge.txt.j2",
-        alert=payload,
+        "signup_quiet.txt.j2" if alert.kind == "quiet" else "signup_surge.txt.j2",
+        alert=alert,
         count=total,
         pending=sum(signup.pending for signup in signups),
         suspended=sum(signup.suspended for signup in signups),
@@ -448,11 +450,11 @@ def render_alert(
     )
 
 
-def compose_alert(ctx: Context, payload: dict[str, Any]) -> str:
+def compose_alert(ctx: Context, alert: Alert) -> str:
     """The alert job's DM: gather what it needs now (it may read Mastodon), render it."""
-    total, signups = window_signups(ctx, float(payload["at"]))
+    total, signups = window_signups(ctx, alert.at)
     return render_alert(
-        payload,
+        alert,
         total,
         signups,
         ctx.settings.signup_surge,

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -27,6 +27,7 @@ from bot.surges import (
     DAY,
     HOUR,
     TOUCH_FUNCTION,
+    Alert,
     Decision,
     SurgeDetector,
     SurgeState,
@@ -61,7 +62,7 @@ SURGES = SurgeDetector(
     prefix="tocsin:surge:",
     open_key="tocsin:surges:open",
     quiet_seconds=lambda settings: settings.report_surge.quiet_days * DAY,
-    compose=lambda ctx, payload: compose_alert(ctx, payload),
+    compose=lambda ctx, alert: compose_alert(ctx, alert),
 )
 
 COMMENT_KEEP = 500
@@ -165,18 +166,19 @@ def handle_report(ctx: Context, event: dict[str, Any]) -> None:
         state = SurgeState.from_redis(state_raw)
         decision = assess(bucket, stats, state, cfg, created)
         rate = hourly_rate(stats, created)
-        payload = SURGES.advance(
+        alert = SURGES.advance(
             ctx.redis, bucket, decision, report_id, created, stats.count, rate, state, cfg.escalation_cooldown_minutes
         )
-        if payload is not None:
-            payload.update(
+        if alert is not None:
+            alert = replace(
+                alert,
                 count=stats.count,
                 last_hour=stats.last_hour,
                 baseline=stats.baseline,
                 expected=round(expected_in_window(stats, cfg), 2),
                 baseline_days=round(baseline_span(stats, cfg) / DAY, 1),
             )
-            SURGES.enqueue_alert(ctx, payload)
+            SURGES.enqueue_alert(ctx, alert)
 
 
 def record_report(ctx: Context, report: object) -> tuple[str, float, list[tuple[str, list[Any], list[bytes]]]] | None:
@@ -315,7 +317,7 @@ def admin_links(instance_url: str, bucket: str) -> dict[str, str]:
 
 
 def render_alert(
-    payload: dict[str, Any],
+    alert: Alert,
     details: WindowDetails | None,
     block: DomainBlock | None,
     impact: Impact | None,
@@ -330,11 +332,11 @@ def render_alert(
         "escalate": "report_surge.txt.j2",
         "quiet": "report_quiet.txt.j2",
     }
-    bucket = payload["bucket"]
+    bucket = alert.bucket
     return render_text(
         template_dir,
-        template[payload["kind"]],
-        alert=payload,
+        template[alert.kind],
+        alert=alert,
         bucket=bucket,
         is_remote=bucket not in (LOCAL, EVERYWHERE),
         is_local=bucket == LOCAL,
@@ -348,15 +350,15 @@ def render_alert(
     )
 
 
-def compose_alert(ctx: Context, payload: dict[str, Any]) -> str:
+def compose_alert(ctx: Context, alert: Alert) -> str:
     """The alert job's DM: gather what it needs now (it may read Mastodon), render it."""
-    bucket = payload["bucket"]
+    bucket = alert.bucket
     remote = bucket not in (LOCAL, EVERYWHERE)
-    details = None if payload["kind"] == "quiet" else window_details(ctx, bucket, float(payload["at"]))
+    details = None if alert.kind == "quiet" else window_details(ctx, bucket, alert.at)
     block = ctx.mastodon.block_for(bucket) if remote else None
     impact = ctx.mastodon.impact(bucket) if remote else None
     return render_alert(
-        payload,
+        alert,
         details,
         block,
         impact,

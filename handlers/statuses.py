@@ -30,6 +30,7 @@ from bot.surges import (
     DAY,
     HOUR,
     TOUCH_FUNCTION,
+    Alert,
     Decision,
     SurgeDetector,
     SurgeState,
@@ -59,7 +60,7 @@ SURGES = SurgeDetector(
     prefix="tocsin:spam:surge:",
     open_key="tocsin:spam:surges:open",
     quiet_seconds=lambda settings: settings.spam_wave.quiet_hours * HOUR,
-    compose=lambda ctx, payload: compose_alert(ctx, payload),
+    compose=lambda ctx, alert: compose_alert(ctx, alert),
 )
 
 FEATURE_CAP = 100_000
@@ -188,7 +189,7 @@ def handle_status(ctx: Context, event: dict[str, Any]) -> None:
     rate = rate_per_hour(stats.flagged_posts, stats.first_flagged, facts.at, span=cfg.window_hours * HOUR)
     if decision is None and not stats.signs:
         return  # an unflagged post teaches the wave nothing about its pace
-    payload = SURGES.advance(
+    alert = SURGES.advance(
         ctx.redis,
         BUCKET,
         decision,
@@ -199,8 +200,8 @@ def handle_status(ctx: Context, event: dict[str, Any]) -> None:
         state,
         cfg.escalation_cooldown_minutes,
     )
-    if payload is not None:
-        SURGES.enqueue_alert(ctx, payload)
+    if alert is not None:
+        SURGES.enqueue_alert(ctx, alert)
 
 
 def handle_account_update(ctx: Context, event: dict[str, Any]) -> None:
@@ -291,7 +292,7 @@ def admin_links(instance_url: str) -> dict[str, str]:
 
 
 def render_alert(
-    payload: dict[str, Any],
+    alert: Alert,
     details: WaveDetails | None,
     cfg: SpamWaveSettings,
     instance_url: str,
@@ -304,8 +305,8 @@ def render_alert(
         paths = find_clusters(details.signups, shared)
     return render_text(
         template_dir,
-        "spam_quiet.txt.j2" if payload["kind"] == "quiet" else "spam_wave.txt.j2",
-        alert=payload,
+        "spam_quiet.txt.j2" if alert.kind == "quiet" else "spam_wave.txt.j2",
+        alert=alert,
         details=details,
         paths=paths[:3],
         accounts_shown=ACCOUNTS_SHOWN,
@@ -315,11 +316,11 @@ def render_alert(
     )
 
 
-def compose_alert(ctx: Context, payload: dict[str, Any]) -> str:
+def compose_alert(ctx: Context, alert: Alert) -> str:
     """The alert job's DM: gather what it needs now (it may read Mastodon), render it."""
-    details = None if payload["kind"] == "quiet" else wave_details(ctx, float(payload["at"]))
+    details = None if alert.kind == "quiet" else wave_details(ctx, alert.at)
     return render_alert(
-        payload,
+        alert,
         details,
         ctx.settings.spam_wave,
         ctx.settings.instance_url,

@@ -14,6 +14,7 @@ from bot.config import ReportSurgeSettings
 from bot.context import Context
 from bot.events import drain_with
 from bot.mastodon import DomainBlock, Impact
+from bot.surges import Alert
 from handlers.reports import WindowDetails, render_alert
 from tests.helpers import fixture, run_jobs
 from tests.mastodon_double import MastodonDouble
@@ -48,7 +49,7 @@ DETAILS = WindowDetails(
 
 
 def test_first_alert_for_a_remote_server() -> None:
-    text = render_alert(OPEN, DETAILS, None, Impact(12, 30, 1500), CFG, INSTANCE, True)
+    text = render_alert(Alert.from_json(OPEN), DETAILS, None, Impact(12, 30, 1500), CFG, INSTANCE, True)
     assert text == (
         "🔔 Report surge: spam.example\n"
         "17 reports in 3.0 h, 54.2/h now (normal: 0.0 per 3.0 h; 1 in the 28 days before).\n"
@@ -78,7 +79,7 @@ def test_escalation_of_an_already_limited_server() -> None:
     block = DomainBlock("spam.example", "silence", reject_media=False, reject_reports=True, created_at=None)
     details = dataclasses.replace(DETAILS, reports=90)
     escalate["baseline_days"] = 27.9
-    text = render_alert(escalate, details, block, Impact(0, 2, 80), CFG, INSTANCE, True)
+    text = render_alert(Alert.from_json(escalate), details, block, Impact(0, 2, 80), CFG, INSTANCE, True)
     assert text.splitlines()[:3] == [
         "🔔 Report surge escalating: spam.example",
         "90 reports in 3.0 h, 120.0/h now (normal: 0.0 per 3.0 h; 1 in the 27.9 days before).",
@@ -89,7 +90,7 @@ def test_escalation_of_an_already_limited_server() -> None:
 
 
 def test_alert_without_admin_access_says_what_is_unknown() -> None:
-    text = render_alert(OPEN, DETAILS, None, None, CFG, INSTANCE, False)
+    text = render_alert(Alert.from_json(OPEN), DETAILS, None, None, CFG, INSTANCE, False)
     assert "Federation status unknown (the token cannot read domain blocks)." in text
     assert "Cost of limiting: unknown (needs a token with admin:read)." in text
 
@@ -106,7 +107,7 @@ def test_quiet_again_for_a_limited_server() -> None:
         "alerted_count": 150,
     }
     block = DomainBlock("spam.example", "silence", False, False, None)
-    assert render_alert(quiet, None, block, None, CFG, INSTANCE, True) == (
+    assert render_alert(Alert.from_json(quiet), None, block, None, CFG, INSTANCE, True) == (
         "✅ Quiet again: spam.example\n"
         "No report for 7.5 days. The surge began 8.0 days ago; 150 reports in 3.0 h when last alerted.\n"
         "Proposed: lift the limit on spam.example: https://social.example.org/admin/instances/spam.example"
@@ -139,9 +140,9 @@ def test_example_payload_is_counted_in_its_servers_bucket(ctx: Context, connecti
 
 def test_operator_template_directory_overrides_the_builtin_text(tmp_path: Path) -> None:
     (tmp_path / "report_surge.txt.j2").write_text("Surge at {{ bucket }}: {{ details.reports }} reports\n")
-    text = render_alert(OPEN, DETAILS, None, None, CFG, INSTANCE, False, tmp_path)
+    text = render_alert(Alert.from_json(OPEN), DETAILS, None, None, CFG, INSTANCE, False, tmp_path)
     assert text.strip() == "Surge at spam.example: 17 reports"
     # Templates the operator did not copy still come from templates/.
     quiet_alert = {**OPEN, "kind": "quiet", "opened_at": 0, "last_event_at": 0, "alerted_count": 17}
-    quiet = render_alert(quiet_alert, None, None, None, CFG, INSTANCE, False, tmp_path)
+    quiet = render_alert(Alert.from_json(quiet_alert), None, None, None, CFG, INSTANCE, False, tmp_path)
     assert "Quiet again: spam.example" in quiet
