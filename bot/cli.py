@@ -193,6 +193,10 @@ def doctor() -> None:
     )
     failed_events = int(connection.llen(defaults.FAILED_EVENTS))
     report(failed_events == 0, f"failed events: {failed_events} (tocsin failed)")
+    rejected: dict[bytes, bytes] = connection.hgetall(defaults.REJECTED_EVENTS)  # type: ignore[assignment]
+    if rejected:
+        shown = ", ".join(f"{name.decode()} {int(count)}" for name, count in sorted(rejected.items()))
+        report(True, f"events rejected as unusable (odd shapes): {shown}")
     for name in defaults.QUEUES:
         queue = Queue(name, connection=connection, serializer=SERIALIZER)
         failed = queue.failed_job_registry.count

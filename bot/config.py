@@ -7,13 +7,12 @@ message that names the variable (see `load_settings`).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, fields
-from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "TOCSIN_"
 
@@ -22,8 +21,7 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message names the environment variable."""
 
 
-@dataclass(frozen=True)
-class ReportSurgeSettings:
+class ReportSurgeSettings(BaseModel):
     """Thresholds of the report-surge detector (handlers/reports.py), in one place.
 
     Defaults are chosen for the brief's instance: ~20 reports a week spread over many servers must
@@ -31,88 +29,136 @@ class ReportSurgeSettings:
     ~20-30 reports.
     """
 
-    window_hours: float = 3.0
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    window_hours: float = Field(default=3.0, gt=0)
     """Sliding window (event time) in which a surge is counted."""
-    baseline_days: float = 28.0
+    baseline_days: float = Field(default=28.0, gt=0)
     """Long window before the sliding one that gives the normal rate."""
-    min_reports: int = 15
+    min_reports: int = Field(default=15, ge=1)
     """A bucket needs at least this many reports in the window to alert."""
-    min_accounts: int = 3
+    min_accounts: int = Field(default=3, ge=1)
     """... against at least this many distinct accounts (one noisy account is not a server problem)."""
-    ratio: float = 10.0
+    ratio: float = Field(default=10.0, ge=1)
     """... and at least this many times the count the baseline rate predicts for the window."""
-    overall_min_reports: int = 40
+    overall_min_reports: int = Field(default=40, ge=1)
     """The all-servers bucket alerts from this many reports in the window, when no one server dominates."""
-    learning_hours: float = 24.0
+    learning_hours: float = Field(default=24.0, ge=0)
     """... and only once reports have been observed this long (from events or `tocsin backfill`): without
     a baseline, a busy instance's ordinary traffic would look like a wave spread over many servers."""
-    escalation_factor: float = 2.0
+    escalation_factor: float = Field(default=2.0, gt=1)
     """Another DM only when both the window count and the hourly rate reach this multiple of the last alert."""
-    escalation_cooldown_minutes: float = 60.0
+    escalation_cooldown_minutes: float = Field(default=60.0, ge=0)
     """... and at least this long after the last one: a wave that keeps doubling gets one DM an hour."""
-    quiet_days: float = 7.0
+    quiet_days: float = Field(default=7.0, gt=0)
     """A surge ends ("quiet again" DM) after this long without a report against the bucket."""
 
 
-@dataclass(frozen=True)
-class SignupSurgeSettings:
+class SignupSurgeSettings(BaseModel):
     """Thresholds of the sign-up surge detector (handlers/accounts.py).
 
     A small instance sees a few sign-ups a day; the brief's incident was mass creation of bot accounts
     after a DDoS. Defaults stay silent on ordinary days and alert within a burst's first ~15-20 sign-ups.
     """
 
-    window_hours: float = 1.0
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    window_hours: float = Field(default=1.0, gt=0)
     """Sliding window (event time) in which sign-ups are counted."""
-    baseline_days: float = 28.0
+    baseline_days: float = Field(default=28.0, gt=0)
     """Long window before the sliding one that gives the normal rate."""
-    min_signups: int = 15
+    min_signups: int = Field(default=15, ge=1)
     """A surge needs at least this many sign-ups in the window ..."""
-    ratio: float = 10.0
+    ratio: float = Field(default=10.0, ge=1)
     """... and at least this many times the count the baseline rate predicts for the window."""
-    learning_hours: float = 24.0
+    learning_hours: float = Field(default=24.0, ge=0)
     """No alert before sign-ups have been observed this long (from events or `tocsin backfill`): a busy
     instance's first hour is no surge."""
-    cluster_min: int = 5
+    cluster_min: int = Field(default=5, ge=2)
     """Sign-ups sharing an email domain, network, name pattern, invite or app form a cluster from this many."""
-    escalation_factor: float = 2.0
+    escalation_factor: float = Field(default=2.0, gt=1)
     """Another DM only when both the window count and the hourly rate reach this multiple of the last alert."""
-    escalation_cooldown_minutes: float = 60.0
+    escalation_cooldown_minutes: float = Field(default=60.0, ge=0)
     """... and at least this long after the last one."""
-    quiet_hours: float = 24.0
+    quiet_hours: float = Field(default=24.0, gt=0)
     """The surge ends ("back to normal" DM, proposing to reopen registrations) after this long below
     surge level. The brief's instance closed registrations for ~24 h."""
 
 
-@dataclass(frozen=True)
-class SpamWaveSettings:
+class SpamWaveSettings(BaseModel):
     """Thresholds of the local spam-wave detector (handlers/statuses.py). Only posts of young accounts
     are examined; ordinary members' posting never reaches the counters."""
 
-    window_hours: float = 6.0
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    window_hours: float = Field(default=6.0, gt=0)
     """Sliding window (event time) for near-duplicates and mass-mention posts."""
-    young_days: float = 7.0
+    young_days: float = Field(default=7.0, gt=0)
     """Accounts created less than this many days before their post are "young"."""
-    duplicate_accounts: int = 5
+    duplicate_accounts: int = Field(default=5, ge=2)
     """Posts with the same text (modulo mentions and whitespace), link or image from this many young
     accounts are a near-duplicate wave (fewer happens: new members sharing the day's news link)."""
-    mass_mentions: int = 5
+    mass_mentions: int = Field(default=5, ge=2)
     """A young account's post that mentions at least this many accounts is mention spam (Feb 2024)."""
-    fast_posts_per_hour: int = 20
+    fast_posts_per_hour: int = Field(default=20, ge=2)
     """A young account posting at least this many times in an hour is flooding ..."""
-    fast_ratio: float = 10.0
+    fast_ratio: float = Field(default=10.0, ge=1)
     """... when that is also this many times what an active account posts per hour on this instance."""
-    min_posts: int = 3
+    min_posts: int = Field(default=3, ge=1)
     """A wave opens once this many posts were flagged in the window (one odd post is not a wave)."""
-    escalation_factor: float = 2.0
+    escalation_factor: float = Field(default=2.0, gt=1)
     """Another DM only when the flagged accounts and their hourly rate reach this multiple of the last alert."""
-    escalation_cooldown_minutes: float = 60.0
+    escalation_cooldown_minutes: float = Field(default=60.0, ge=0)
     """... and at least this long after the last one."""
-    quiet_hours: float = 24.0
+    quiet_hours: float = Field(default=24.0, gt=0)
     """The wave ends ("quiet again" DM) after this long without a flagged post."""
 
 
-Section = TypeVar("Section", ReportSurgeSettings, SignupSurgeSettings, SpamWaveSettings)
+SECTION_MODELS: dict[str, type[BaseModel]] = {
+    "report_surge": ReportSurgeSettings,
+    "signup_surge": SignupSurgeSettings,
+    "spam_wave": SpamWaveSettings,
+}
+SECTIONS = {"report_surge": "report_", "signup_surge": "signup_", "spam_wave": "spam_"}
+"""Each detector's settings section and the prefix of its variables (TOCSIN_ + prefix + field)."""
+
+
+def flat_setting_names() -> list[str]:
+    """Every setting as its environment variable names it (sections flattened)."""
+    names = []
+    for field in Settings.model_fields:
+        if field in SECTIONS:
+            names += [SECTIONS[field] + name for name in SECTION_MODELS[field].model_fields]
+        else:
+            names.append(field)
+    return [f"{ENV_PREFIX}{name.upper()}" for name in names]
+
+
+class FlatSectionSource(PydanticBaseSettingsSource):
+    """The detectors' variables (TOCSIN_REPORT_WINDOW_HOURS, …) from the environment, else the .env file,
+    gathered into their sections."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], env: PydanticBaseSettingsSource, dotenv: PydanticBaseSettingsSource
+    ) -> None:
+        super().__init__(settings_cls)
+        self.sources = [getattr(env, "env_vars", {}), getattr(dotenv, "env_vars", {})]
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads whole sections
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for section, prefix in SECTIONS.items():
+            found = {}
+            for name in SECTION_MODELS[section].model_fields:
+                key = f"{ENV_PREFIX}{prefix}{name}".lower()
+                value = next((source[key] for source in self.sources if source.get(key) not in (None, "")), None)
+                if value is not None:
+                    found[name] = value
+            if found:
+                values[section] = found
+        return values
 
 
 class Settings(BaseSettings):
@@ -158,40 +204,39 @@ class Settings(BaseSettings):
     scan_max_bytes: int = Field(default=256 * 1024, ge=4096)  # a NodeInfo document larger than this is hostile
     scan_limit_above_follows: int = Field(default=10, ge=0)  # propose a limit, not a suspension, above this
 
-    # Report-surge detector (see ReportSurgeSettings for what each means).
-    report_window_hours: float = Field(default=ReportSurgeSettings.window_hours, gt=0)
-    report_baseline_days: float = Field(default=ReportSurgeSettings.baseline_days, gt=0)
-    report_min_reports: int = Field(default=ReportSurgeSettings.min_reports, ge=1)
-    report_min_accounts: int = Field(default=ReportSurgeSettings.min_accounts, ge=1)
-    report_ratio: float = Field(default=ReportSurgeSettings.ratio, ge=1)
-    report_overall_min_reports: int = Field(default=ReportSurgeSettings.overall_min_reports, ge=1)
-    report_learning_hours: float = Field(default=ReportSurgeSettings.learning_hours, ge=0)
-    report_escalation_factor: float = Field(default=ReportSurgeSettings.escalation_factor, gt=1)
-    report_escalation_cooldown_minutes: float = Field(default=ReportSurgeSettings.escalation_cooldown_minutes, ge=0)
-    report_quiet_days: float = Field(default=ReportSurgeSettings.quiet_days, gt=0)
+    # The detectors' thresholds, each declared once in its section (above). Their variables are flat, the
+    # section's prefix then the field: TOCSIN_REPORT_WINDOW_HOURS is report_surge.window_hours.
+    report_surge: ReportSurgeSettings = Field(default_factory=ReportSurgeSettings)
+    signup_surge: SignupSurgeSettings = Field(default_factory=SignupSurgeSettings)
+    spam_wave: SpamWaveSettings = Field(default_factory=SpamWaveSettings)
 
-    # Sign-up surge detector (see SignupSurgeSettings).
-    signup_window_hours: float = Field(default=SignupSurgeSettings.window_hours, gt=0)
-    signup_baseline_days: float = Field(default=SignupSurgeSettings.baseline_days, gt=0)
-    signup_min_signups: int = Field(default=SignupSurgeSettings.min_signups, ge=1)
-    signup_ratio: float = Field(default=SignupSurgeSettings.ratio, ge=1)
-    signup_learning_hours: float = Field(default=SignupSurgeSettings.learning_hours, ge=0)
-    signup_cluster_min: int = Field(default=SignupSurgeSettings.cluster_min, ge=2)
-    signup_escalation_factor: float = Field(default=SignupSurgeSettings.escalation_factor, gt=1)
-    signup_escalation_cooldown_minutes: float = Field(default=SignupSurgeSettings.escalation_cooldown_minutes, ge=0)
-    signup_quiet_hours: float = Field(default=SignupSurgeSettings.quiet_hours, gt=0)
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sections = FlatSectionSource(settings_cls, env_settings, dotenv_settings)
+        return init_settings, sections, env_settings, dotenv_settings, file_secret_settings
 
-    # Local spam-wave detector (see SpamWaveSettings).
-    spam_window_hours: float = Field(default=SpamWaveSettings.window_hours, gt=0)
-    spam_young_days: float = Field(default=SpamWaveSettings.young_days, gt=0)
-    spam_duplicate_accounts: int = Field(default=SpamWaveSettings.duplicate_accounts, ge=2)
-    spam_mass_mentions: int = Field(default=SpamWaveSettings.mass_mentions, ge=2)
-    spam_fast_posts_per_hour: int = Field(default=SpamWaveSettings.fast_posts_per_hour, ge=2)
-    spam_fast_ratio: float = Field(default=SpamWaveSettings.fast_ratio, ge=1)
-    spam_min_posts: int = Field(default=SpamWaveSettings.min_posts, ge=1)
-    spam_escalation_factor: float = Field(default=SpamWaveSettings.escalation_factor, gt=1)
-    spam_escalation_cooldown_minutes: float = Field(default=SpamWaveSettings.escalation_cooldown_minutes, ge=0)
-    spam_quiet_hours: float = Field(default=SpamWaveSettings.quiet_hours, gt=0)
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_section_fields(cls, data: object) -> object:
+        """`report_window_hours=…` (as tests and `load_settings` overrides write it) into its section."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for section, prefix in SECTIONS.items():
+            nested = dict(data.get(section) or {})
+            for name in SECTION_MODELS[section].model_fields:
+                if prefix + name in data:
+                    nested[name] = data.pop(prefix + name)
+            if nested:
+                data[section] = nested
+        return data
 
     @field_validator("mastodon_url", "public_url")
     @classmethod
@@ -248,22 +293,6 @@ class Settings(BaseSettings):
         """The instance as DMs link it (admin pages); a placeholder when none is configured (dry runs)."""
         return (self.mastodon_url or "https://your.instance").rstrip("/")
 
-    def _section(self, kind: type[Section], prefix: str) -> Section:
-        """A detector's settings block from the fields named `prefix` + the block's field names."""
-        return kind(**{field.name: getattr(self, prefix + field.name) for field in fields(kind)})
-
-    @cached_property
-    def report_surge(self) -> ReportSurgeSettings:
-        return self._section(ReportSurgeSettings, "report_")
-
-    @cached_property
-    def signup_surge(self) -> SignupSurgeSettings:
-        return self._section(SignupSurgeSettings, "signup_")
-
-    @cached_property
-    def spam_wave(self) -> SpamWaveSettings:
-        return self._section(SpamWaveSettings, "spam_")
-
     @property
     def secret_file(self) -> Path:
         return self.data_dir / "webhook-secret"
@@ -277,6 +306,8 @@ def load_settings(**overrides: object) -> Settings:
         problems = []
         for item in error.errors():
             field = str(item["loc"][0]) if item["loc"] else ""
+            if field in SECTIONS and len(item["loc"]) > 1:
+                field = SECTIONS[field] + str(item["loc"][1])
             name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
             problems.append(f"{name}: {item['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None

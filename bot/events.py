@@ -24,7 +24,7 @@ import redis
 
 from bot import defaults
 from bot.context import Context, get_context
-from bot.families import registry
+from bot.families import Rejected, registry
 from bot.queue import enqueue_once
 from bot.scripting import Lua
 
@@ -88,7 +88,7 @@ def drain_with(ctx: Context) -> dict[str, int]:
     # distinct for every process and thread that drains.
     consumer = f"{socket.gethostname()}-{os.getpid()}-{threading.get_native_id()}"
     started = time.monotonic()
-    counts = {"processed": 0, "failed": 0, "reclaimed": 0}
+    counts = {"processed": 0, "failed": 0, "rejected": 0, "reclaimed": 0}
 
     # Entries this process read but did not acknowledge (its job died with Redis), then a dead worker's.
     own = _read(connection, consumer, pending=True)
@@ -152,6 +152,11 @@ def _process(ctx: Context, entries: list[tuple[bytes, dict[bytes, bytes]]], coun
             counts["processed"] += 1
         except redis.RedisError:
             raise  # Redis trouble: fail the job, RQ retries, the entries stay pending
+        except Rejected as error:  # an unusable shape: counted, not retried
+            counts["rejected"] += 1
+            name = str(event.get("event"))[:64]
+            log.warning("event %s (%s) rejected: %s", entry_id.decode(), name, error)
+            ctx.redis.hincrby(defaults.REJECTED_EVENTS, name, 1)
         except Exception as error:  # a bad event must not block the ones behind it
             counts["failed"] += 1
             log.error("event %s failed in its handler: %s", entry_id.decode(), type(error).__name__)

@@ -32,6 +32,12 @@ ENTRY_POINT_GROUP = "tocsin.families"
 Handler = Callable[["Context", dict[str, Any]], None]
 
 
+class Rejected(ValueError):
+    """Raised by a handler for an event whose shape it cannot use (no id, no time, not an object): the
+    drain counts it per event name (REJECTED_EVENTS, shown by `tocsin doctor`) and moves on. Retrying
+    it would not help, so it is not kept with the failed events, which are for handler bugs."""
+
+
 @dataclass(frozen=True)
 class Family:
     name: str

@@ -8,6 +8,7 @@ heartbeat during a job does not matter. Several workers, on one machine or many,
 from __future__ import annotations
 
 import logging
+import signal
 import time
 
 import redis
@@ -34,20 +35,28 @@ def run_worker(settings: Settings, burst: bool = False, name: str | None = None)
     logging.getLogger("rq.worker").setLevel(logging.WARNING)  # one line per job is noise at our volumes
     failures = 0
     while True:
-        worker = SimpleWorker(
-            [queue(queue_name, connection) for queue_name in defaults.QUEUES],
-            connection=connection,
-            serializer=SERIALIZER,
-            name=name,
-        )
+        worker: SimpleWorker | None = None
         try:
+            # Inside the try: making a worker talks to Redis (CLIENT SETNAME), which may still be down.
+            worker = SimpleWorker(
+                [queue(queue_name, connection) for queue_name in defaults.QUEUES],
+                connection=connection,
+                serializer=SERIALIZER,
+                name=name,
+            )
             resume_after_restart(connection, settings.retry_delays)
             worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
         except redis.RedisError as error:
             log.error("worker lost Redis: %s", type(error).__name__)
+            if worker is not None and _stop_was_requested(worker):
+                return  # asked to stop while Redis was away
         else:
             if burst or _stop_was_requested(worker):
                 return
+        # Between two workers no job runs: a stop request may end the process at once (RQ's own
+        # handlers, which only set a flag for the worker loop, are still installed otherwise).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
         failures += 1
         log.warning("starting a fresh worker in %d s", delay)

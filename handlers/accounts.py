@@ -25,7 +25,7 @@ import redis
 
 from bot.config import SignupSurgeSettings
 from bot.context import Context
-from bot.events import parse_time
+from bot.families import Rejected
 from bot.mastodon import as_webhook_json, pages_by_max_id
 from bot.privacy import pii_key, reduce_admin_account
 from bot.scripting import Lua
@@ -40,6 +40,7 @@ from bot.surges import (
     rate_per_hour,
 )
 from bot.templating import render_text
+from handlers.payloads import AdminAccount
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,6 @@ SHARED_MAIL_PROVIDERS = frozenset(
 )  # fmt: skip
 """Big mail providers: a cluster there is worth seeing, but blocking the domain would shut out ordinary
 people, so the DM does not propose it."""
-
-STATE_FLAGS = ("approved", "confirmed", "suspended", "silenced", "disabled")
-"""Admin::Account booleans kept per sign-up (null on older Mastodon versions: then not kept)."""
 
 
 # --- Pure: numbers, names, clusters --------------------------------------------------------------
@@ -268,34 +266,26 @@ UPDATE_ACCOUNT_STATE = Lua(__file__, "update_account_state")
 """Keeps a remembered account's state current (used by the spam detector for its flagged accounts too)."""
 
 
-def _flag(value: object) -> str | None:
-    return None if value is None else ("1" if value else "0")
+def state_fields(account: AdminAccount) -> dict[str, str]:
+    """The Admin::Account flags kept ("1"/"0"), those the payload tells."""
+    return {name: "1" if value else "0" for name, value in account.flags.items()}
 
 
-def state_fields(account: dict[str, Any]) -> dict[str, str]:
-    """The Admin::Account flags this detector keeps ("1"/"0"), leaving out those the payload lacks."""
-    flags = {name: _flag(account.get(name)) for name in STATE_FLAGS}
-    return {name: value for name, value in flags.items() if value is not None}
-
-
-def record_signup(ctx: Context, account: object) -> tuple[str, float, SignupStats, SurgeState | None] | None:
+def record_signup(ctx: Context, account: AdminAccount) -> tuple[str, float, SignupStats, SurgeState | None] | None:
     """Count one local sign-up; None for something that is not one (a remote account)."""
-    if not isinstance(account, dict):
-        raise ValueError("account event without an object")
-    account_id = str(account.get("id") or "")
-    created = parse_time(account.get("created_at"))
-    if not account_id or created is None:
-        raise ValueError("account without id or created_at")
-    if account.get("domain"):
+    if account.created_at is None:
+        raise Rejected("sign-up without created_at")
+    if account.domain:
         return None  # account.created fires for local sign-ups only; anything else is not one
+    account_id, created = account.id, account.created_at
     cfg = ctx.settings.signup_surge
     fields = {
-        "username": str(account.get("username") or ""),
+        "username": account.username,
         "created_at": repr(created),
-        "email_domain": str(account.get("email_domain") or ""),
-        "network": str(account.get("ip_prefix_hash") or ""),
-        "invite": str(account.get("invited_by_account_id") or ""),
-        "app": str(account.get("created_by_application_id") or ""),
+        "email_domain": account.email_domain,
+        "network": account.network,
+        "invite": account.invite,
+        "app": account.app,
         **state_fields(account),
     }
     count, oldest, base, observed, state_raw = RECORD_SIGNUP(
@@ -325,7 +315,7 @@ def record_signup(ctx: Context, account: object) -> tuple[str, float, SignupStat
 
 def handle_signup(ctx: Context, event: dict[str, Any]) -> None:
     """account.created."""
-    recorded = record_signup(ctx, event.get("object"))
+    recorded = record_signup(ctx, AdminAccount.from_event(event))
     if recorded is None:
         return
     account_id, created, stats, state = recorded
@@ -349,12 +339,8 @@ def handle_signup(ctx: Context, event: dict[str, Any]) -> None:
 
 def account_state(event: dict[str, Any]) -> tuple[str, dict[str, str]]:
     """account.approved / account.updated: the account's id and the state flags the event tells."""
-    account = event.get("object")
-    if not isinstance(account, dict) or not account.get("id"):
-        raise ValueError("account event without an account id")
-    if event.get("event") == "account.approved":
-        account = {**account, "approved": True, "confirmed": True}  # it fires when both are true
-    return str(account["id"]), state_fields(account)
+    account = AdminAccount.from_event(event)
+    return account.id, state_fields(account)
 
 
 def handle_account_update(ctx: Context, event: dict[str, Any]) -> None:
@@ -386,12 +372,11 @@ def backfill_signups(ctx: Context, days: float) -> int:
     cutoff = time.time() - days * DAY
     recorded = 0
     for page in pages_by_max_id(client.admin_accounts_v2, origin="local", limit=ACCOUNTS_PAGE):
-        for account in page:
-            plain = reduce_admin_account(as_webhook_json(account), key)
-            created = parse_time(plain.get("created_at"))
-            if created is None or created < cutoff:
+        for item in page:
+            account = AdminAccount.parse(reduce_admin_account(as_webhook_json(item), key))
+            if account.created_at is None or account.created_at < cutoff:
                 return recorded
-            if record_signup(ctx, plain) is not None:
+            if record_signup(ctx, account) is not None:
                 recorded += 1
     return recorded
 

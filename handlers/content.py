@@ -12,8 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bot.config import SpamWaveSettings
-from bot.events import parse_time
 from bot.surges import DAY
+from handlers.payloads import Status
 
 MIN_TEXT_CHARS = 20
 """Shorter texts ("hello!", "good morning") are too common to call two of them duplicates."""
@@ -86,31 +86,26 @@ def normalized_link(url: str) -> str | None:
     return host + (parts.path.rstrip("/") or "")
 
 
-def fingerprints(status: dict[str, Any], own_host: str | None) -> list[str]:
+def fingerprints(status: Status, own_host: str | None) -> list[str]:
     """What makes two posts the same: their text, each link (not to this instance), each image."""
-    text, links = parse_content(str(status.get("content") or ""))
+    text, links = parse_content(status.content)
     return _fingerprints(status, text, links, own_host)
 
 
-def _fingerprints(status: dict[str, Any], text: str, links: list[str], own_host: str | None) -> list[str]:
-    spoiler = " ".join(str(status.get("spoiler_text") or "").split())
-    full_text = f"{spoiler} {text}".strip().lower()
+def _fingerprints(status: Status, text: str, links: list[str], own_host: str | None) -> list[str]:
+    full_text = f"{status.spoiler_text} {text}".strip().lower()
     found = []
     if len(full_text) >= MIN_TEXT_CHARS:
         found.append(_digest("text", full_text))
-    card = status.get("card")
-    if isinstance(card, dict) and card.get("url"):
-        links = [*links, str(card["url"])]
+    if status.card_url:
+        links = [*links, status.card_url]
     seen_links: set[str] = set()
     for url in links:
         link = normalized_link(url)
         if link and link.split("/", 1)[0] != own_host and link not in seen_links and len(seen_links) < MAX_LINKS:
             seen_links.add(link)
             found.append(_digest("link", link))
-    media = status.get("media_attachments")
-    for attachment in (media if isinstance(media, list) else [])[:MAX_MEDIA]:
-        if isinstance(attachment, dict) and attachment.get("blurhash"):
-            found.append(_digest("media", str(attachment["blurhash"])))
+    found += [_digest("media", blurhash) for blurhash in status.blurhashes[:MAX_MEDIA]]
     return list(dict.fromkeys(found))
 
 
@@ -133,33 +128,20 @@ def examine(
 ) -> PostFacts | None:
     """The facts of a status event, or None for one the detector ignores: the bot's own statuses (its
     DMs come back as status.created), boosts (no text of their own), posts without an author or a time."""
-    status = event.get("object")
-    if not isinstance(status, dict):
-        raise ValueError("status event without an object")
-    account = status.get("account")
-    if not isinstance(account, dict) or not account.get("id") or status.get("reblog"):
+    status = Status.from_event(event)
+    at = status.created_at
+    if not status.account_id or status.boost or status.account_id == bot_account_id or at is None or not status.id:
         return None
-    account_id = str(account["id"])
-    at = parse_time(status.get("created_at"))
-    if account_id == bot_account_id or at is None or not status.get("id"):
-        return None
-    account_created = parse_time(account.get("created_at"))  # midnight of the sign-up day
-    young = account_created is not None and at - account_created < cfg.young_days * DAY
-    mentions = status.get("mentions")
-    mentioned = (
-        {str(item.get("acct") or item.get("id")) for item in mentions if isinstance(item, dict)}
-        if isinstance(mentions, list)
-        else set()
-    )
+    young = status.account_created_at is not None and at - status.account_created_at < cfg.young_days * DAY
     # Only young accounts' posts are looked into; the others just count towards normal posting speed.
-    text, links = parse_content(str(status.get("content") or "")) if young else ("", [])
+    text, links = parse_content(status.content) if young else ("", [])
     return PostFacts(
-        status_id=str(status["id"]),
-        account_id=account_id,
-        username=str(account.get("username") or account.get("acct") or ""),
+        status_id=status.id,
+        account_id=status.account_id,
+        username=status.username,
         at=at,
         young=young,
-        mentions=len(mentioned),
+        mentions=len(status.mentions),
         fingerprints=_fingerprints(status, text, links, own_host) if young else [],
         sample=text[:SAMPLE_CHARS],
     )

@@ -32,12 +32,12 @@ def _scan_status(ctx: Context) -> Iterator[tuple[bool, str]]:
 
 
 def _backfill_reports(ctx: Context, days: float | None) -> str:
-    recorded = reports.backfill_reports(ctx, days if days is not None else ctx.settings.report_baseline_days)
+    recorded = reports.backfill_reports(ctx, days if days is not None else ctx.settings.report_surge.baseline_days)
     return f"{recorded} reports recorded"
 
 
 def _backfill_signups(ctx: Context, days: float | None) -> str:
-    recorded = accounts.backfill_signups(ctx, days if days is not None else ctx.settings.signup_baseline_days)
+    recorded = accounts.backfill_signups(ctx, days if days is not None else ctx.settings.signup_surge.baseline_days)
     return f"{recorded} sign-ups recorded"
 
 

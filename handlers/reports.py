@@ -20,7 +20,6 @@ import redis
 
 from bot.config import ReportSurgeSettings
 from bot.context import Context
-from bot.events import parse_time
 from bot.mastodon import DomainBlock, Impact, as_webhook_json
 from bot.scripting import Lua
 from bot.surges import (
@@ -35,6 +34,7 @@ from bot.surges import (
     rate_per_hour,
 )
 from bot.templating import render_text
+from handlers.payloads import Report
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +130,6 @@ def is_quiet(state: SurgeState, now: float, cfg: ReportSurgeSettings) -> bool:
     return now - state.last_event_at >= cfg.quiet_days * DAY
 
 
-def bucket_of(target_account: dict[str, Any]) -> str:
-    domain = target_account.get("domain")
-    return str(domain).strip().lower() if domain else LOCAL
-
-
 # --- Redis glue -----------------------------------------------------------------------------------
 
 RECORD_REPORT = Lua(__file__, "record_report", include=[TOUCH_FUNCTION])
@@ -156,7 +151,7 @@ def _stats(raw: list[Any]) -> WindowStats:
 
 def handle_report(ctx: Context, event: dict[str, Any]) -> None:
     """report.created and report.updated (an update of a report we never saw counts it too)."""
-    recorded = record_report(ctx, event.get("object"))
+    recorded = record_report(ctx, Report.from_event(event))
     if recorded is None:
         return
     report_id, created, results = recorded
@@ -181,28 +176,21 @@ def handle_report(ctx: Context, event: dict[str, Any]) -> None:
             SURGES.enqueue_alert(ctx, alert)
 
 
-def record_report(ctx: Context, report: object) -> tuple[str, float, list[tuple[str, list[Any], list[bytes]]]] | None:
+def record_report(ctx: Context, report: Report) -> tuple[str, float, list[tuple[str, list[Any], list[bytes]]]] | None:
     """Count one report; return its id, time, and per bucket (its own, EVERYWHERE) raw stats and state."""
-    if not isinstance(report, dict):
-        raise ValueError("report event without an object")
-    report_id = str(report.get("id") or "")
-    created = parse_time(report.get("created_at"))
-    if not report_id or created is None:
-        raise ValueError("report without id or created_at")
-    reporter = report.get("account") or {}
-    if reporter.get("id") is not None and str(reporter.get("id")) == ctx.mastodon.bot_account_id_if_known():
+    if report.reporter_id and report.reporter_id == ctx.mastodon.bot_account_id_if_known():
         return None
-    target = report.get("target_account") or {}
-    bucket = bucket_of(target)
+    report_id, created = report.id, report.created_at
+    bucket = report.target_domain or LOCAL
     cfg = ctx.settings.report_surge
     window, baseline = cfg.window_hours * HOUR, cfg.baseline_days * DAY
     fields = {
         "bucket": bucket,
-        "account": str(target.get("id") or ""),
-        "reporter": str(reporter.get("id") or ""),
-        "category": str(report.get("category") or "other"),
-        "comment": str(report.get("comment") or "")[:COMMENT_KEEP],
-        "status": "resolved" if report.get("action_taken") else "open",
+        "account": report.target_id,
+        "reporter": report.reporter_id,
+        "category": report.category,
+        "comment": report.comment[:COMMENT_KEEP],
+        "status": "resolved" if report.resolved else "open",
         "created_at": repr(created),
     }
     bucket_raw, everywhere_raw, bucket_state, everywhere_state = RECORD_REPORT(
@@ -250,13 +238,12 @@ def backfill_reports(ctx: Context, days: float) -> int:
     for resolved in (False, True):  # the API lists unresolved or resolved reports, not both
         page = client.admin_reports(resolved=resolved, limit=200)
         while page:
-            for report in page:
-                plain = as_webhook_json(report)
-                created = parse_time(plain.get("created_at"))
-                if created is None or created < cutoff:
+            for item in page:
+                report = Report.parse(as_webhook_json(item))
+                if report.created_at < cutoff:
                     page = None
                     break
-                if record_report(ctx, plain) is not None:
+                if record_report(ctx, report) is not None:
                     recorded += 1
             else:
                 page = client.fetch_next(page)

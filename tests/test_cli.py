@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import redis
 from click.testing import CliRunner
 
@@ -30,19 +31,38 @@ def test_doctor_names_what_is_wrong_and_what_is_fine(tocsin: CliRunner, connecti
 
 
 def test_failed_lists_and_requeues_an_event_whose_handler_failed(
-    tocsin: CliRunner, ctx: Context, connection: redis.Redis
+    tocsin: CliRunner, ctx: Context, connection: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from handlers import reports
+
+    def broken_handler(*_args: object) -> None:
+        raise RuntimeError("a bug in the handler")
+
+    monkeypatch.setattr(reports, "record_report", broken_handler)  # a handler bug, not Redis: kept, not retried
     broken = report_event(1, "2026-11-20T12:00:00.000Z", "spam.example", "5")
-    broken["object"]["created_at"] = None  # a handler error, not a Redis one: recorded, not retried
     connection.xadd(defaults.EVENT_STREAM, {"event": json.dumps(broken)})
     assert drain_with(ctx)["failed"] == 1
+    monkeypatch.undo()  # the fix is deployed
     result = run(tocsin, "failed")
-    assert "event report.created: ValueError: report without id or created_at" in result.output
+    assert "event report.created: RuntimeError: a bug in the handler" in result.output
     result = run(tocsin, "failed", "--requeue")
     assert "1 events put back on the stream" in result.output
     assert connection.llen(defaults.FAILED_EVENTS) == 0
     [(_id, fields)] = connection.xrange(defaults.EVENT_STREAM)  # the original was acknowledged and deleted
     assert json.loads(fields[b"event"]) == broken
+
+
+def test_an_unusable_event_is_rejected_and_counted_not_kept_as_failed(
+    tocsin: CliRunner, ctx: Context, connection: redis.Redis
+) -> None:
+    odd = report_event(2, "2026-11-20T12:00:00.000Z", "spam.example", "5")
+    odd["object"]["created_at"] = None  # no time: no detector can count it, and retrying will not help
+    connection.xadd(defaults.EVENT_STREAM, {"event": json.dumps(odd)})
+    counts = drain_with(ctx)
+    assert (counts["rejected"], counts["failed"]) == (1, 0)
+    assert connection.llen(defaults.FAILED_EVENTS) == 0
+    assert connection.hget(defaults.REJECTED_EVENTS, "report.created") == b"1"
+    assert "events rejected as unusable (odd shapes): report.created 1" in tocsin.invoke(main, ["doctor"]).output
 
 
 def test_pause_holds_posts_until_resume_and_outbox_shows_them(

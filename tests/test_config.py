@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, flat_setting_names, load_settings
 
 
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **values: str) -> None:
@@ -65,8 +65,9 @@ def test_token_turns_dry_run_off_unless_forced(monkeypatch: pytest.MonkeyPatch, 
 
 def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    missing = [f"TOCSIN_{name.upper()}" for name in Settings.model_fields if f"`TOCSIN_{name.upper()}`" not in readme]
-    assert missing == []
+    names = flat_setting_names()
+    assert "TOCSIN_REPORT_WINDOW_HOURS" in names and "TOCSIN_SPAM_QUIET_HOURS" in names
+    assert [name for name in names if f"`{name}`" not in readme] == []
 
 
 def test_detector_sections_are_read_from_their_prefixed_settings(tmp_path: Path) -> None:
@@ -74,3 +75,15 @@ def test_detector_sections_are_read_from_their_prefixed_settings(tmp_path: Path)
     assert settings.signup_surge.cluster_min == 7
     assert settings.spam_wave.mass_mentions == 9
     assert settings.report_surge.window_hours == 3.0
+
+
+def test_detector_settings_from_the_environment_with_their_bounds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env(monkeypatch, tmp_path, SPAM_QUIET_HOURS="12", SIGNUP_MIN_SIGNUPS="30")
+    settings = load_settings()
+    assert (settings.spam_wave.quiet_hours, settings.signup_surge.min_signups) == (12.0, 30)
+    assert settings.report_surge.quiet_days == 7.0  # the section's own default
+    monkeypatch.setenv("TOCSIN_SIGNUP_CLUSTER_MIN", "1")  # below the section's bound (2)
+    with pytest.raises(ConfigError, match="TOCSIN_SIGNUP_CLUSTER_MIN"):
+        load_settings()

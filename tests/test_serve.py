@@ -223,3 +223,30 @@ def test_serve_exits_non_zero_when_a_child_crash_loops(tmp_path: Path) -> None:
     assert "address already in use" in result.stderr.lower()
     assert time.monotonic() - started < 90  # 1+2+4+8+16 s of backoff, plus the starts
     assert not (tmp_path / "data" / STATUS_FILE).exists()
+
+
+def test_a_worker_alone_outlives_a_redis_outage_that_outlasts_its_first_retry(tmp_path: Path) -> None:
+    """`tocsin worker` (Procfile, several machines) never exits on a Redis outage: it retries until the
+    server is back, even when it is still down at the retry (making a worker already talks to Redis)."""
+    from bot.embedded_redis import EmbeddedRedis
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
+    env.update(TOCSIN_REDIS_URL=f"redis://127.0.0.1:{port}/0", TOCSIN_DATA_DIR=str(tmp_path / "data"))
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "worker"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    server = None
+    try:
+        wait_for(lambda: log.read_text().count("starting a fresh worker") >= 2, what="two retries")
+        assert worker.poll() is None, log.read_text()[-2000:]  # still there, retrying
+        server = EmbeddedRedis(tmp_path / "redis", port=port, persistent=False).start()
+        connection = redis.Redis(port=port)
+        wait_for(lambda: connection.exists("rq:workers") == 1, timeout=60, what="the worker to register")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        if server is not None:
+            server.stop()

@@ -14,6 +14,7 @@ from bot.context import Context
 from bot.events import current_clock
 from bot.families import registry
 from handlers.content import examine, fingerprints, parse_content
+from handlers.payloads import Status
 from handlers.statuses import FEATURE_FIRST, FEATURE_INDEX
 from tests.helpers import alert_jobs, feed, fixture, run_jobs
 from tests.mastodon_double import MastodonDouble
@@ -40,17 +41,18 @@ def test_same_text_modulo_mentions_and_whitespace_has_one_fingerprint() -> None:
     two = status_event(
         2, iso(NOW), "6", "b", day_of(NOW), "free crypto giveaway, CLAIM yours", mentions=["y@b.example"]
     )
-    assert fingerprints(one["object"], HOST) == fingerprints(two["object"], HOST)
-    assert len(fingerprints(one["object"], HOST)) == 1
+    assert fingerprints(Status.parse(one["object"]), HOST) == fingerprints(Status.parse(two["object"]), HOST)
+    assert len(fingerprints(Status.parse(one["object"]), HOST)) == 1
 
 
 def test_links_by_host_and_path_and_images_by_blurhash() -> None:
     one = status_event(1, iso(NOW), "5", "a", day_of(NOW), "hi", link="https://www.scam.example/win?u=1", blurhash="L1")
     two = status_event(2, iso(NOW), "6", "b", day_of(NOW), "yo", link="https://scam.example/win?u=2", blurhash="L1")
-    shared = set(fingerprints(one["object"], HOST)) & set(fingerprints(two["object"], HOST))
+    shared = set(fingerprints(Status.parse(one["object"]), HOST)) & set(fingerprints(Status.parse(two["object"]), HOST))
     assert sorted(fingerprint.split(":")[0] for fingerprint in shared) == ["link", "media"]
     own = status_event(3, iso(NOW), "7", "c", day_of(NOW), "hi", link=f"https://{HOST}/about")
-    assert [f.split(":")[0] for f in fingerprints(own["object"], HOST)] == ["text"]  # no link to this instance
+    kinds = [fingerprint.split(":")[0] for fingerprint in fingerprints(Status.parse(own["object"]), HOST)]
+    assert kinds == ["text"]  # no link to this instance
 
 
 def test_examine_ignores_the_bot_itself_boosts_and_odd_shapes() -> None:
