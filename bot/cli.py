@@ -182,9 +182,9 @@ def doctor() -> None:
     except redis.RedisError as error:
         report(False, f"Redis: {error}")
         raise SystemExit(1) from None
-    from bot.web import _recent_workers
+    from bot.web import recent_workers
 
-    workers = _recent_workers(connection)
+    workers = recent_workers(connection)
     report(workers > 0, f"{workers} worker(s) seen in the last {defaults.WORKER_SEEN_SECONDS // 60} minutes")
     waiting = backlog(connection)
     report(

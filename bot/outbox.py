@@ -28,6 +28,7 @@ from mastodon import Mastodon
 from bot import defaults
 from bot.config import Settings
 from bot.mastodon import MastodonLink
+from bot.queue import enqueue_once
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +244,6 @@ class Outbox:
 
 def release_held(connection: redis.Redis, retry_delays: list[int]) -> int:
     """`tocsin resume`: a job per held post (sent with retries by the workers); how many."""
-    from bot.queue import enqueue_once
-
     released = 0
     for raw in connection.hkeys(defaults.OUTBOX_HELD):
         key = raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -268,7 +267,7 @@ def drop_held(connection: redis.Redis) -> int:
 
 def send_held(key: str) -> list[str]:
     """RQ job: post one held post (if it is still held), then forget it."""
-    from bot.context import get_context
+    from bot.context import get_context  # bot.context builds the Outbox: imported here, not at the top
 
     ctx = get_context()
     raw = ctx.redis.hget(defaults.OUTBOX_HELD, key)

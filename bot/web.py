@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> IntakeApp:
         down = any(line.startswith("DOWN") for line in children.values())
         sync: redis.Redis = request.app.state.intake.sync
         try:
-            workers = await run_in_threadpool(_recent_workers, sync)
+            workers = await run_in_threadpool(recent_workers, sync)
         except redis.RedisError:
             return JSONResponse({"status": "unready", "redis": "unreachable", **supervised}, status_code=503)
         if workers == 0 or down:
@@ -101,7 +101,7 @@ def create_app(settings: Settings) -> IntakeApp:
     return intake
 
 
-def _recent_workers(connection: redis.Redis) -> int:
+def recent_workers(connection: redis.Redis) -> int:
     now = datetime.now(UTC)
     return sum(
         1
