@@ -201,6 +201,11 @@ def doctor() -> None:
         queue = Queue(name, connection=connection, serializer=SERIALIZER)
         failed = queue.failed_job_registry.count
         report(failed == 0, f"queue {name}: {queue.count} queued, {failed} failed")
+        for job_id in queue.failed_job_registry.get_job_ids()[-3:]:  # the newest reasons
+            job = queue.fetch_job(job_id)
+            last = (job.exc_info or "").strip().splitlines()[-1:] if job else []
+            if last and "PermanentError" in last[0]:
+                report(False, f"  {job_id}: {last[0].removeprefix('bot.queue.PermanentError: ')}")
     mode = "dry-run" if settings.is_dry_run else "live"
     held = int(connection.hlen(defaults.OUTBOX_HELD))
     paused = f" (PAUSED, {held} post(s) held: tocsin resume)" if connection.exists(defaults.PAUSED) else ""

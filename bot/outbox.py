@@ -28,7 +28,7 @@ from mastodon import Mastodon
 from bot import defaults
 from bot.config import Settings
 from bot.mastodon import MastodonLink
-from bot.queue import enqueue_once
+from bot.queue import enqueue_once, fails_at_once_on_permanent_errors
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,7 @@ def drop_held(connection: redis.Redis) -> int:
     return count
 
 
+@fails_at_once_on_permanent_errors
 def send_held(key: str) -> list[str]:
     """RQ job: post one held post (if it is still held), then forget it."""
     from bot.context import get_context  # bot.context builds the Outbox: imported here, not at the top

@@ -26,7 +26,7 @@ from bot.config import Settings
 from bot.context import Context, get_context
 from bot.events import current_clock
 from bot.families import registry
-from bot.queue import enqueue_once
+from bot.queue import enqueue_once, fails_at_once_on_permanent_errors
 from bot.scripting import Lua
 
 log = logging.getLogger(__name__)
@@ -274,6 +274,7 @@ class SurgeDetector:
         return states
 
 
+@fails_at_once_on_permanent_errors
 def send_alert(detector: str, alert: dict[str, Any]) -> list[str]:
     """RQ job (urgent queue): one detector's alert, composed and posted once."""
     return registry().detector(detector).send(get_context(), Alert.from_json(alert))

@@ -25,7 +25,7 @@ from bot import defaults
 from bot.config import Settings
 from bot.context import Context, get_context
 from bot.outbox import Post
-from bot.queue import enqueue_once
+from bot.queue import enqueue_once, fails_at_once_on_permanent_errors
 from bot.scripting import Lua
 from bot.templating import render_text
 from handlers import incidents
@@ -196,6 +196,7 @@ def incident_url(ctx: Context, slug: str | None) -> str:
 # --- The job -------------------------------------------------------------------------------------
 
 
+@fails_at_once_on_permanent_errors
 def post_batch(batch_id: str) -> int:
     """RQ job (urgent queue, when the hold-off ends): one post per incident, replies in its thread."""
     ctx = get_context()

@@ -33,7 +33,7 @@ from bot.context import Context, get_context
 from bot.fetching import FetchError
 from bot.mastodon import DomainBlock
 from bot.outbox import Post
-from bot.queue import enqueue_once
+from bot.queue import enqueue_once, fails_at_once_on_permanent_errors
 from bot.templating import render_text
 from handlers import nodeinfo, proposals, reports
 from handlers.advisories import (
@@ -259,6 +259,7 @@ def send_scan_messages(ctx: Context, report: ScanReport) -> int:
     return sent
 
 
+@fails_at_once_on_permanent_errors
 def scheduled_scan() -> dict[str, int]:
     """RQ job (background queue): the daily scan, then its DMs."""
     ctx = get_context()

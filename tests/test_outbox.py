@@ -4,15 +4,18 @@ from collections.abc import Callable
 
 import pytest
 import redis
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot import defaults
+from bot.cli import main
 from bot.context import Context
 from bot.outbox import Post, read_log, split_post, status_length
 from bot.privacy import neutralize
 from bot.queue import enqueue_once, queue
-from tests.helpers import run_jobs, run_until
+from bot.surges import Alert, send_alert
+from tests.helpers import run, run_jobs, run_until
 from tests.mastodon_double import MastodonDouble, mentioned_accts
 
 
@@ -215,3 +218,35 @@ def test_direct_message_without_recipients_is_refused_when_live(ctx: Context, ma
     with pytest.raises(RuntimeError, match="TOCSIN_MODERATORS"):
         ctx.outbox.send(Post(key="nobody", text="x"))
     assert mastodon.statuses == []
+
+
+@pytest.mark.parametrize(("status", "reason"), [(403, "the token lacks a scope"), (422, "refused the request")])
+def test_a_permanent_mastodon_error_fails_the_alert_at_once_with_its_reason(
+    ctx: Context,
+    connection: redis.Redis,
+    mastodon: MastodonDouble,
+    tocsin: CliRunner,
+    status: int,
+    reason: str,
+) -> None:
+    """A 403 (scope missing) or 422 is not retried for hours: one attempt, then `tocsin failed` and
+    `tocsin doctor` say why."""
+    mastodon.fail_next_posts = [status, status, status]
+    alert = Alert(kind="open", bucket="spam.example", surge_id="1", alert_no=1, at=0.0, rate=1.0)
+    ctx.redis.delete("tocsin:cache:staff")
+    enqueue_once(
+        connection,
+        defaults.QUEUE_URGENT,
+        send_alert,
+        "report-surge",
+        alert.to_json(),
+        job_id="perm",
+        retry_delays=[1, 1],
+    )
+    failed = queue(defaults.QUEUE_URGENT, connection).failed_job_registry
+    run_until(connection, lambda: failed.count > 0)
+    assert [r for r in mastodon.requests if r == ("POST", "/api/v1/statuses")] == [("POST", "/api/v1/statuses")]
+    listing = run(tocsin, "failed").output
+    assert f"PermanentError: Mastodon answered {status}" in listing and reason in listing
+    doctor = tocsin.invoke(main, ["doctor"]).output
+    assert f"BAD    perm: Mastodon answered {status}" in doctor
