@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import click
 import redis
 from rq import Queue
+from rq.job import Job
 
 from bot import defaults
 from bot.children import child_options
@@ -202,8 +203,7 @@ def doctor() -> None:
         failed = queue.failed_job_registry.count
         report(failed == 0, f"queue {name}: {queue.count} queued, {failed} failed")
         for job_id in queue.failed_job_registry.get_job_ids()[-3:]:  # the newest reasons
-            job = queue.fetch_job(job_id)
-            last = (job.exc_info or "").strip().splitlines()[-1:] if job else []
+            last = _failure(queue.fetch_job(job_id))
             if last and "PermanentError" in last[0]:
                 report(False, f"  {job_id}: {last[0].removeprefix('bot.queue.PermanentError: ')}")
     mode = "dry-run" if settings.is_dry_run else "live"
@@ -249,6 +249,12 @@ for _family in registry().families:  # the families' own commands (scan, blocks,
         main.add_command(_command)
 
 
+def _failure(job: Job | None) -> list[str]:
+    """The last line of a failed job's exception (its reason), if any."""
+    result = job.latest_result() if job is not None else None
+    return (result.exc_string or "").strip().splitlines()[-1:] if result is not None else []
+
+
 @main.command()
 @click.option("--requeue", is_flag=True, help="Put failed events back on the stream and requeue failed jobs.")
 def failed(requeue: bool) -> None:
@@ -264,7 +270,7 @@ def failed(requeue: bool) -> None:
         registry = queue.failed_job_registry
         for job_id in registry.get_job_ids():
             job = queue.fetch_job(job_id)
-            last = (job.exc_info or "").strip().splitlines()[-1:] if job else []
+            last = _failure(job)
             click.echo(f"job {name} {job_id} {job.func_name if job else '?'}: {last[0] if last else ''}")
             if requeue:
                 registry.requeue(job_id)
