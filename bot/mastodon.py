@@ -38,6 +38,10 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 
 T = TypeVar("T")
 
+BOT_ACCOUNT_ID = "bot-account-id"  # cache name (under defaults.CACHE_PREFIX) of the token's account id
+BOT_ID_RETRY = 300
+"""After a failed lookup of the bot's account, seconds before the next try (from the sweep)."""
+
 DOMAIN_BLOCKS_PAGE = 200
 """Domain blocks asked for per request: the most every Mastodon since 4.0 returns (4.3+ allows 500)."""
 
@@ -113,18 +117,31 @@ class MastodonLink:
         if not self.can_read_admin:
             return None
         return self._cached(
-            "bot-account-id",
+            BOT_ACCOUNT_ID,
             defaults.INSTANCE_CACHE_TTL,
             lambda: str(self.client.account_verify_credentials()["id"]),  # type: ignore[union-attr]
         )
 
-    def bot_account_id_if_known(self) -> str | None:
-        """As bot_account_id, but None (unknown for now; the next event asks again) when Mastodon fails."""
+    def known_bot_account_id(self) -> str | None:
+        """The bot's own account id as last looked up, from Redis only: the event path never waits for
+        Mastodon (an unreachable instance would stall detection exactly when it is in trouble)."""
+        raw = self.redis.get(defaults.CACHE_PREFIX + BOT_ACCOUNT_ID)
+        return str(json.loads(raw)) if raw else None
+
+    def refresh_bot_account_id(self) -> str | None:
+        """At worker start and on the sweep: look the id up when it is not known, unless Mastodon failed
+        in the last minutes (a negative cache, so an outage costs one request per few minutes)."""
+        if not self.can_read_admin or self.known_bot_account_id() is not None:
+            return self.known_bot_account_id()
+        if not self.redis.set(defaults.CACHE_PREFIX + BOT_ACCOUNT_ID + ":failed", "1", nx=True, ex=BOT_ID_RETRY):
+            return None
         try:
-            return self.bot_account_id()
+            found = self.bot_account_id()
         except MastodonError as error:
             log.warning("could not look up the bot's own account: %s", type(error).__name__)
             return None
+        self.redis.delete(defaults.CACHE_PREFIX + BOT_ACCOUNT_ID + ":failed")
+        return found
 
     def moderators(self) -> list[str]:
         """Accts to address alerts to: TOCSIN_MODERATORS, else the instance's active local staff."""

@@ -98,6 +98,9 @@ TOUCH_FUNCTION = Lua(__file__, "touch_surge_function")
 going in the same call (include it)."""
 TOUCH = Lua(__file__, "surge_touch", include=[TOUCH_FUNCTION])
 CLOSE_QUIET = Lua(__file__, "surge_close_quiet")
+OLDEST_TO_FORGET_FUNCTION = Lua(__file__, "oldest_to_forget_function")
+"""A library: `oldest_to_forget(index, cutoff, cap, batch)`, for detectors that prune their bounded
+time-scored indexes in their record script (include it)."""
 
 
 @dataclass(frozen=True)

@@ -48,4 +48,5 @@ def run() -> None:
     ctx = get_context()
     schedule_next_sweep(ctx.redis)
     restart_stalled_drain(ctx.redis, ctx.settings.retry_delays)
+    ctx.mastodon.refresh_bot_account_id()  # the handlers never ask Mastodon themselves
     registry().sweep(ctx, time.time())

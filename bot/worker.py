@@ -16,7 +16,7 @@ from rq import SimpleWorker
 
 from bot import defaults
 from bot.config import Settings
-from bot.context import Context, redis_from_url, set_context
+from bot.context import Context, get_context, redis_from_url, set_context
 from bot.events import backlog, enqueue_drain
 from bot.queue import SERIALIZER, queue
 from bot.sweep import schedule_next_sweep
@@ -69,7 +69,9 @@ def _stop_was_requested(worker: SimpleWorker) -> bool:
 
 
 def resume_after_restart(connection: redis.Redis, retry_delays: list[int]) -> None:
-    """A (re)started worker: keep the sweep scheduled, and drain whatever waits (a spare drain is cheap)."""
+    """A (re)started worker: keep the sweep scheduled, drain whatever waits (a spare drain is cheap), and
+    learn the bot's own account id (the handlers only read it from Redis)."""
     schedule_next_sweep(connection)
+    get_context().mastodon.refresh_bot_account_id()
     if backlog(connection)["stream"]:
         enqueue_drain(connection, retry_delays)

@@ -32,6 +32,7 @@ from bot.scripting import Lua
 from bot.surges import (
     DAY,
     HOUR,
+    OLDEST_TO_FORGET_FUNCTION,
     Alert,
     Decision,
     SurgeDetector,
@@ -261,7 +262,7 @@ def find_clusters(signups: list[Signup], min_size: int) -> list[Cluster]:
 
 # --- Redis glue -----------------------------------------------------------------------------------
 
-RECORD_SIGNUP = Lua(__file__, "record_signup")
+RECORD_SIGNUP = Lua(__file__, "record_signup", include=[OLDEST_TO_FORGET_FUNCTION])
 UPDATE_ACCOUNT_STATE = Lua(__file__, "update_account_state")
 """Keeps a remembered account's state current (used by the spam detector for its flagged accounts too)."""
 

@@ -178,7 +178,7 @@ def handle_report(ctx: Context, event: dict[str, Any]) -> None:
 
 def record_report(ctx: Context, report: Report) -> tuple[str, float, list[tuple[str, list[Any], list[bytes]]]] | None:
     """Count one report; return its id, time, and per bucket (its own, EVERYWHERE) raw stats and state."""
-    if report.reporter_id and report.reporter_id == ctx.mastodon.bot_account_id_if_known():
+    if report.reporter_id and report.reporter_id == ctx.mastodon.known_bot_account_id():
         return None
     report_id, created = report.id, report.created_at
     bucket = report.target_domain or LOCAL

@@ -29,6 +29,7 @@ from bot.scripting import Lua
 from bot.surges import (
     DAY,
     HOUR,
+    OLDEST_TO_FORGET_FUNCTION,
     TOUCH_FUNCTION,
     Alert,
     Decision,
@@ -111,7 +112,9 @@ def assess(stats: WaveStats, state: SurgeState | None, cfg: SpamWaveSettings, no
 
 NOTE_ACTIVITY_FUNCTION = Lua(__file__, "note_activity_function")
 NOTE_ACTIVITY = Lua(__file__, "note_activity", include=[NOTE_ACTIVITY_FUNCTION])
-RECORD_YOUNG_POST = Lua(__file__, "record_young_post", include=[TOUCH_FUNCTION, NOTE_ACTIVITY_FUNCTION])
+RECORD_YOUNG_POST = Lua(
+    __file__, "record_young_post", include=[TOUCH_FUNCTION, NOTE_ACTIVITY_FUNCTION, OLDEST_TO_FORGET_FUNCTION]
+)
 
 
 def _own_host(ctx: Context) -> str | None:
@@ -122,7 +125,7 @@ def _own_host(ctx: Context) -> str | None:
 def handle_status(ctx: Context, event: dict[str, Any]) -> None:
     """status.created and status.updated (an edit can add the link a spammer wanted)."""
     cfg = ctx.settings.spam_wave
-    facts = examine(event, ctx.mastodon.bot_account_id_if_known(), _own_host(ctx), cfg)
+    facts = examine(event, ctx.mastodon.known_bot_account_id(), _own_host(ctx), cfg)
     if facts is None:
         return
     hour = int(facts.at // HOUR)

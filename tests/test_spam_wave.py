@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 
-from bot import defaults
+from bot import defaults, sweep
 from bot.config import SpamWaveSettings
 from bot.context import Context
 from bot.events import current_clock
@@ -18,7 +19,7 @@ from handlers.payloads import Status
 from handlers.statuses import FEATURE_FIRST, FEATURE_INDEX
 from tests.helpers import alert_jobs, feed, fixture, run_jobs
 from tests.mastodon_double import MastodonDouble
-from tests.waves import day_of, iso, mention_spam, ordinary_posting, signup_event, status_event
+from tests.waves import burst, day_of, iso, mention_spam, ordinary_posting, signup_event, status_event
 
 CFG = SpamWaveSettings()
 NOW = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
@@ -205,3 +206,35 @@ def test_odd_and_old_shapes_never_fail_a_job(ctx: Context, connection: redis.Red
     no_account_date["object"]["account"]["created_at"] = None
     feed(ctx, [minimal, nulls, odd, no_account_date])
     assert connection.llen(defaults.FAILED_EVENTS) == 0
+
+
+def test_handlers_never_call_mastodon_and_learn_the_bots_id_from_the_sweep(
+    ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
+) -> None:
+    """The event path reads the bot's account id from Redis only: with nothing cached, a stream of
+    reports, sign-ups and statuses makes no request at all; the sweep (or a worker's start) looks it up."""
+    young = day_of(NOW)
+    events = [
+        *burst(NOW, "spam.example", reports=5, hours=1),
+        status_event(1, iso(NOW), mastodon.bot_id, "tocsin", young, "@mod_anna a DM from the bot itself"),
+        *mention_spam(NOW, posts=2, minutes=5),
+    ]
+    mastodon.requests.clear()
+    feed(ctx, events)
+    assert mastodon.requests == []  # not one call while handling events
+    assert ctx.mastodon.known_bot_account_id() is None
+    sweep.run()  # the periodic sweep job, as a worker runs it
+    assert ctx.mastodon.known_bot_account_id() == mastodon.bot_id
+    assert ("GET", "/api/v1/accounts/verify_credentials") in mastodon.requests
+
+
+def test_an_unreachable_mastodon_is_asked_again_only_after_a_pause(
+    make_context: Callable[..., Context], connection: redis.Redis
+) -> None:
+    from bot.embedded_redis import free_port
+
+    ctx = make_context(mastodon_url=f"http://127.0.0.1:{free_port()}", request_timeout=1.0)
+    assert ctx.mastodon.refresh_bot_account_id() is None  # refused: one attempt
+    assert connection.exists("tocsin:cache:bot-account-id:failed")
+    assert ctx.mastodon.refresh_bot_account_id() is None  # within the pause: not even tried
+    feed(ctx, burst(NOW, "spam.example", reports=5, hours=1))  # detection goes on meanwhile

@@ -20,13 +20,7 @@ if redis.call('ZADD', KEYS[1], 'NX', ts, id) == 1 then
   local first = redis.call('GET', KEYS[3])
   if not first or ts < tonumber(first) then redis.call('SET', KEYS[3], ARGV[2]) end
 end
-local forget = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (ts - tonumber(ARGV[6])), 'LIMIT', 0, tonumber(ARGV[9]))
-local over = redis.call('ZCARD', KEYS[1]) - #forget - tonumber(ARGV[7])
-if over > 0 then
-  for _, old in ipairs(redis.call('ZRANGE', KEYS[1], #forget, #forget + math.min(over, tonumber(ARGV[9])) - 1)) do
-    forget[#forget + 1] = old
-  end
-end
+local forget = oldest_to_forget(KEYS[1], ts - tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[9]))
 for _, old in ipairs(forget) do
   redis.call('ZREM', KEYS[1], old)
   redis.call('DEL', ARGV[8] .. old)

@@ -80,13 +80,7 @@ end
 if duplicate then signs[#signs + 1] = 'duplicate' end
 
 -- forget old fingerprints, and the oldest beyond the cap
-local forget = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. from, 'LIMIT', 0, tonumber(ARGV[21]))
-local over = redis.call('ZCARD', KEYS[1]) - #forget - tonumber(ARGV[18])
-if over > 0 then
-  for _, old in ipairs(redis.call('ZRANGE', KEYS[1], #forget, #forget + math.min(over, tonumber(ARGV[21])) - 1)) do
-    forget[#forget + 1] = old
-  end
-end
+local forget = oldest_to_forget(KEYS[1], from, tonumber(ARGV[18]), tonumber(ARGV[21]))
 for _, old in ipairs(forget) do
   redis.call('ZREM', KEYS[1], old)
   redis.call('HDEL', KEYS[2], old)
