@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,8 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 T = TypeVar("T")
 
 BOT_ACCOUNT_ID = "bot-account-id"  # cache name (under defaults.CACHE_PREFIX) of the token's account id
+BOT_ID_MEMO = 60.0
+"""Seconds a process keeps the bot's account id it read from Redis (the id never changes)."""
 BOT_ID_RETRY = 300
 """After a failed lookup of the bot's account, seconds before the next try (from the sweep)."""
 
@@ -87,6 +90,7 @@ class MastodonLink:
         self.settings = settings
         self.redis = connection
         self.client = client
+        self._bot_id: tuple[float, str | None] | None = None  # (read at, id): known_bot_account_id's memo
 
     @property
     def can_read_admin(self) -> bool:
@@ -125,8 +129,13 @@ class MastodonLink:
     def known_bot_account_id(self) -> str | None:
         """The bot's own account id as last looked up, from Redis only: the event path never waits for
         Mastodon (an unreachable instance would stall detection exactly when it is in trouble)."""
-        raw = self.redis.get(defaults.CACHE_PREFIX + BOT_ACCOUNT_ID)
-        return str(json.loads(raw)) if raw else None
+        if not self.can_read_admin:
+            return None
+        now = time.monotonic()
+        if self._bot_id is None or now - self._bot_id[0] > BOT_ID_MEMO:
+            raw = self.redis.get(defaults.CACHE_PREFIX + BOT_ACCOUNT_ID)  # one read a minute, not per event
+            self._bot_id = (now, str(json.loads(raw)) if raw else None)
+        return self._bot_id[1]
 
     def refresh_bot_account_id(self) -> str | None:
         """At worker start and on the sweep: look the id up when it is not known, unless Mastodon failed
@@ -141,6 +150,7 @@ class MastodonLink:
             log.warning("could not look up the bot's own account: %s", type(error).__name__)
             return None
         self.redis.delete(defaults.CACHE_PREFIX + BOT_ACCOUNT_ID + ":failed")
+        self._bot_id = (time.monotonic(), found)
         return found
 
     def moderators(self) -> list[str]:
