@@ -69,17 +69,30 @@ SCAN_JOB_ID = "tocsin-scan"
 def peer_domains(ctx: Context, blocks: list[DomainBlock]) -> list[str]:
     """The instance's peers, plus the domains Tocsin blocked for an advisory (the peers API leaves out
     blocked domains). With the peers API disabled (404): the servers seen in reports, and every block."""
-    domains: set[str] = set()
+    raw: list[str] = []
     client = ctx.mastodon.client
     try:
         if client is None:
             raise MastodonNotFoundError("no instance configured")
-        domains.update(str(domain).lower() for domain in client.instance_peers())
+        raw += [str(domain) for domain in client.instance_peers()]
     except MastodonNotFoundError:
-        domains.update(reports.servers_seen(ctx.redis))
-        domains.update(block.domain for block in blocks if "*" not in block.domain)
-    domains.update(block.domain for block in blocks if tagged_advisory(block) and "*" not in block.domain)
-    return sorted(domain for domain in domains if domain and len(domain) <= 253)
+        raw += reports.servers_seen(ctx.redis)
+        raw += [block.domain for block in blocks]
+    raw += [block.domain for block in blocks if tagged_advisory(block)]
+    return sorted({domain for domain in map(normalized_domain, raw) if domain is not None})
+
+
+def normalized_domain(raw: str) -> str | None:
+    """A peer's host name as one spelling: lower case, no trailing dot, internationalized names in their
+    ASCII (IDNA) form; None for what is no host name (obfuscated blocks' stars, spaces, too long)."""
+    name = raw.strip().rstrip(".").lower()
+    if not name or "*" in name or " " in name or "/" in name:
+        return None
+    try:
+        name = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    return name if len(name) <= 253 else None
 
 
 def run_scan(
@@ -108,8 +121,9 @@ def run_scan(
         finding = find(advisory, results, forks)
         if finding.total == 0:
             continue
+        # Follows are looked up only for the servers the proposals and the DM can name: with the Mastodon
+        # advisories, every Mastodon peer is "fixed" for most of them, and each lookup is an admin API call.
         finding.vulnerable = [_with_impact(ctx, exposure) for exposure in finding.vulnerable]
-        finding.fixed = [_with_impact(ctx, exposure) for exposure in finding.fixed]
         finding.uncertain = [_with_impact(ctx, exposure) for exposure in finding.uncertain]
         findings.append(finding)
         proposals[advisory.id] = propose(finding, ctx.settings.scan_limit_above_follows)

@@ -304,3 +304,31 @@ def main_command() -> Any:
     from bot.cli import main
 
     return main
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        ("Mastodon.Example", "mastodon.example"),
+        ("mastodon.example.", "mastodon.example"),
+        (" pixel.example ", "pixel.example"),
+        ("bücher.example", "xn--bcher-kva.example"),
+        ("spam.****ple", None),
+        ("not a host", None),
+        ("", None),
+        ("a" * 250 + ".example", None),
+    ],
+)
+def test_peer_names_are_one_spelling(raw: str, normal: str | None) -> None:
+    from handlers.scan import normalized_domain
+
+    assert normalized_domain(raw) == normal
+
+
+def test_the_peer_list_is_deduplicated_and_only_named_servers_are_sized(ctx: Context, scanning: MastodonDouble) -> None:
+    scanning.peers = ["Masto-Old.Example", "masto-old.example.", "masto-current.example", "MASTO-CURRENT.example"]
+    assert peer_domains(ctx, []) == ["masto-current.example", "masto-old.example"]
+    scanning.requests.clear()
+    run_scan(ctx)
+    sized = [r for r in scanning.requests if r == ("POST", "/api/v1/admin/measures")]
+    assert len(sized) == 1  # masto-old.example (vulnerable); masto-current.example is fixed: not looked up
