@@ -74,9 +74,6 @@ class Finding:
         groups = sorted(on_fixed_branch.items(), key=lambda item: (-item[1], item[0]))
         return groups + ([("older versions", older)] if older else [])
 
-    def fixed_versions(self) -> list[tuple[str, int]]:
-        return Counter(exposure.shown for exposure in self.fixed).most_common()
-
 
 def running(result: PeerResult, forks: dict[str, Fork]) -> Running | None:
     if result.software is None:

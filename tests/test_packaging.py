@@ -43,22 +43,10 @@ def test_the_installed_wheel_serves_pages_with_their_stylesheet(tmp_path: Path, 
     junk = shutil.ignore_patterns(".venv", ".git", "*.egg-info", "build", "test-artifacts", "__pycache__", "*-data")
     shutil.copytree(ROOT, source, ignore=junk)
     wheels = tmp_path / "wheels"
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert build.returncode == 0, build.stderr[-2000:]
+    pip("wheel", "--no-deps", "-q", "-w", str(wheels), str(source))
     [wheel] = wheels.glob("tocsin-*.whl")
     target = tmp_path / "site"
-    install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert install.returncode == 0, install.stderr[-2000:]
+    pip("install", "--no-deps", "-q", "--target", str(target), str(wheel))
     check = subprocess.run(
         [sys.executable, "-c", CHECK, str(target), redis_url],
         capture_output=True,
@@ -69,3 +57,8 @@ def test_the_installed_wheel_serves_pages_with_their_stylesheet(tmp_path: Path, 
     )
     assert check.returncode == 0, check.stderr[-3000:]
     assert "installed wheel ok" in check.stdout
+
+
+def pip(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
