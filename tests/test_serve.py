@@ -158,18 +158,20 @@ def test_a_killed_worker_is_back_within_seconds_and_a_surge_still_alerts_once(se
 
 def test_doctor_names_a_child_that_is_down(serve: Serve) -> None:
     pid = int(serve.status()["web"]["pid"])
-    os.kill(pid, signal.SIGSTOP)  # hold it still while we look: stopped, then killed
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: serve.status()["web"]["state"] == "down", timeout=10, what="serve to notice")
+    # Freeze the supervisor so its 1 s backoff cannot restart web while doctor starts up (slower than 1 s on CI).
+    os.kill(serve.process.pid, signal.SIGSTOP)
     try:
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: serve.status()["web"]["state"] == "down", timeout=10, what="serve to notice")
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
         env.update(TOCSIN_DATA_DIR=str(serve.data))
         doctor = subprocess.run(
             [sys.executable, "-m", "bot.cli", "doctor"], env=env, capture_output=True, text=True, timeout=60
         )
-        assert "BAD  serve: web DOWN since" in doctor.stdout and "(exit status -9)" in doctor.stdout
     finally:
-        wait_for(serve.ready, timeout=30, what="web back")
+        os.kill(serve.process.pid, signal.SIGCONT)
+    assert "BAD  serve: web DOWN since" in doctor.stdout and "(exit status -9)" in doctor.stdout, doctor.stdout
+    wait_for(serve.ready, timeout=30, what="web back")
 
 
 def test_a_child_that_always_crashes_makes_serve_exit_with_its_last_lines(tmp_path: Path) -> None:
