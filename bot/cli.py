@@ -210,7 +210,7 @@ def doctor() -> None:
     held = int(connection.hlen(defaults.OUTBOX_HELD))
     paused = f" (PAUSED, {held} post(s) held: tocsin resume)" if connection.exists(defaults.PAUSED) else ""
     report(True, f"mode: {mode}{paused}")
-    link = MastodonLink(settings, connection, make_client(settings))
+    link = MastodonLink(settings, connection, make_client(settings, connection))
     if link.client is None:
         report(settings.is_dry_run, "no TOCSIN_MASTODON_URL: alerts are rendered without impact data")
     else:

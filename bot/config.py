@@ -183,6 +183,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)  # worker processes started by `tocsin serve`
     request_timeout: float = Field(default=15.0, gt=0, le=120)  # seconds, each Mastodon API call
+    api_budget: float = Field(default=0.5, gt=0, le=1)  # share of Mastodon's API rate limit Tocsin's admin calls use
     retry_delays: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [10, 30, 60, 120, 300, 600, 1800])
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     dedupe_days: float = Field(default=4.0, ge=3.0)  # Mastodon retries for ~2 days; keep keys longer

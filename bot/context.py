@@ -24,7 +24,7 @@ class Context:
 
     @cached_property
     def mastodon(self) -> MastodonLink:
-        return MastodonLink(self.settings, self.redis, make_client(self.settings))
+        return MastodonLink(self.settings, self.redis, make_client(self.settings, self.redis))
 
     @cached_property
     def outbox(self) -> Outbox:

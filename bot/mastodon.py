@@ -1,14 +1,18 @@
 """Everything Tocsin asks of its own Mastodon instance, through Mastodon.py.
 
 Mastodon.py runs with `ratelimit_method="throw"`: a worker must not sleep for minutes inside a job.
-Rate limits, network errors and 5xx surface as TRANSIENT_ERRORS and RQ retries the job with backoff.
-Read-only look-ups that every worker repeats are cached in Redis.
+Admin calls are paced to Tocsin's share of the API limit (bot/ratelimit.py); a spent share, a 429,
+network errors and 5xx surface as TRANSIENT_ERRORS and RQ retries the job with backoff (the scan
+reschedules itself for the reset). Read-only look-ups that every worker repeats are cached in Redis.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -27,6 +31,7 @@ from mastodon import (
 
 from bot import defaults
 from bot.config import Settings
+from bot.ratelimit import UNKNOWN_RESET_WAIT, ApiBudget, BudgetExhausted
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +75,58 @@ class DomainBlock:
     public_comment: str | None = None
 
 
-def make_client(settings: Settings) -> Mastodon | None:
+PACED_METHODS = ("admin_", "instance_peers", "fetch_")
+"""Mastodon.py methods that wait for Tocsin's share of the rate limit: the admin API, the peer list and
+pagination (Tocsin pages only those). Posts do not."""
+
+
+class PacedMastodon(Mastodon):
+    """Mastodon.py with its API methods counted against Tocsin's share of the rate limit.
+
+    Each public API method is wrapped on the instance: the paced ones (admin API, peer list, pagination
+    of either) reserve a call first; every one records the X-RateLimit-* state Mastodon.py parsed from
+    the answer (also from a 429, before raising). A method calling another counts once. Wrapping the
+    public methods, not Mastodon.py's private request helper, keeps its return-type casting intact (it
+    reads the calling method's annotations from the stack, which functools.wraps preserves).
+    """
+
+    def __init__(self, budget: ApiBudget, **options: Any) -> None:
+        super().__init__(**options)
+        self.budget = budget
+        self._depth = threading.local()
+        for name in dir(Mastodon):  # its API methods come from many mixin classes
+            if not name.startswith("_") and inspect.isfunction(inspect.getattr_static(Mastodon, name)):
+                setattr(self, name, self._counted(getattr(self, name), paced=name.startswith(PACED_METHODS)))
+
+    def _counted(self, method: Callable[..., Any], paced: bool) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            depth = getattr(self._depth, "value", 0)
+            if depth:
+                return method(*args, **kwargs)  # inside another API method: counted there
+            if paced:
+                self.budget.reserve()
+            answered_before = self.ratelimit_lastcall
+            self._depth.value = 1
+            try:
+                return method(*args, **kwargs)
+            except MastodonRatelimitError as error:  # a 429
+                reset = self.ratelimit_reset
+                raise BudgetExhausted(max(reset - time.time() if reset else UNKNOWN_RESET_WAIT, 1.0)) from error
+            finally:
+                self._depth.value = 0
+                if self.ratelimit_lastcall != answered_before and self.ratelimit_reset:
+                    self.budget.record(self.ratelimit_limit, self.ratelimit_remaining, self.ratelimit_reset)
+
+        return call
+
+
+def make_client(settings: Settings, connection: redis.Redis) -> Mastodon | None:
     if settings.mastodon_url is None:
         return None
     token = settings.access_token.get_secret_value() if settings.access_token else None
-    return Mastodon(
+    return PacedMastodon(
+        ApiBudget(connection, settings.api_budget),
         access_token=token,
         api_base_url=settings.mastodon_url,
         ratelimit_method="throw",

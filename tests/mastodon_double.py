@@ -3,6 +3,10 @@
 Tocsin talks to it through Mastodon.py over HTTP, exactly as to a real instance. It parses mentions
 with a port of Mastodon's Account::MENTION_RE, so tests see who a status would really be delivered to.
 Failures (429 with rate-limit headers, 5xx) can be queued for the next status posts.
+
+It enforces Mastodon's API rate limit as Rack::Attack does: `rate_limit` calls per account (per token
+here) in fixed windows of `rate_period` seconds, each answer carrying X-RateLimit-Limit / -Remaining /
+-Reset (the window's end, ISO 8601), a 429 once the window is spent. `throttled` counts those 429s.
 """
 
 from __future__ import annotations
@@ -102,12 +106,19 @@ class MastodonDouble:
     fail_next_posts: list[int] = field(default_factory=list)
     """Status codes to answer the next POST /api/v1/statuses with, in order (429, 500, 503, ...)."""
     requests: list[tuple[str, str]] = field(default_factory=list)
+    rate_limit: int = 300
+    rate_period: float = 300.0
+    throttled: int = 0
+    """429s answered because the rate limit was spent (not the injected ones)."""
+    down: bool = False
+    """Answer every request with 503, as a Mastodon whose web processes are gone."""
 
     def __post_init__(self) -> None:
         self.port = free_port()
         self._idempotency: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
+        self._windows: dict[str, tuple[int, int]] = {}  # token or address -> (window number, calls in it)
         self._thread: threading.Thread | None = None
 
     @property
@@ -178,15 +189,39 @@ class MastodonDouble:
         app = FastAPI(redirect_slashes=False)
         double = self
 
+        @app.middleware("http")
+        async def rate_limited(request: Request, call_next: Any) -> Any:
+            if double.down:
+                return JSONResponse({"error": "Service Unavailable"}, status_code=503)
+            if not request.url.path.startswith("/api/"):
+                return await call_next(request)
+            who = request.headers.get("authorization") or (request.client.host if request.client else "?")
+            now = time.time()
+            window = int(now // double.rate_period)
+            with double._lock:
+                number, calls = double._windows.get(who, (window, 0))
+                calls = calls + 1 if number == window else 1
+                double._windows[who] = (window, calls)
+            reset = datetime.fromtimestamp((window + 1) * double.rate_period, UTC)
+            headers = {
+                "X-RateLimit-Limit": str(double.rate_limit),
+                "X-RateLimit-Remaining": str(max(double.rate_limit - calls, 0)),
+                "X-RateLimit-Reset": reset.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            }
+            if calls > double.rate_limit:
+                double.throttled += 1
+                double.requests.append((request.method, request.url.path))
+                return JSONResponse({"error": "Too many requests"}, status_code=429, headers=headers)
+            response = await call_next(request)
+            if "x-ratelimit-remaining" not in response.headers:  # an injected failure sets its own
+                response.headers.update(headers)
+            return response
+
         def unauthorized(request: Request) -> JSONResponse | None:
             double.requests.append((request.method, request.url.path))
             if request.headers.get("authorization") != f"Bearer {double.token}":
                 return JSONResponse({"error": "The access token is invalid"}, status_code=401)
             return None
-
-        def rate_headers() -> dict[str, str]:
-            reset = (datetime.now(UTC) + timedelta(seconds=2)).isoformat(timespec="milliseconds")
-            return {"X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "299", "X-RateLimit-Reset": reset}
 
         def paginated(request: Request, items: list[dict[str, Any]], **query: str) -> JSONResponse:
             """Newest first by id, `limit` and `max_id` as Mastodon takes them, the next page in `Link`."""
@@ -196,7 +231,7 @@ class MastodonDouble:
             if max_id is not None:
                 ordered = [item for item in ordered if int(item["id"]) < int(max_id)]
             page = ordered[:limit]
-            headers = rate_headers()
+            headers: dict[str, str] = {}
             if len(ordered) > limit:
                 params = "".join(f"&{name}={value}" for name, value in query.items())
                 headers["Link"] = (
@@ -244,7 +279,7 @@ class MastodonDouble:
         async def verify_credentials(request: Request) -> JSONResponse:
             if denied := unauthorized(request):
                 return denied
-            return JSONResponse(_account(double.bot_id, double.bot_username), headers=rate_headers())
+            return JSONResponse(_account(double.bot_id, double.bot_username))
 
         @app.get("/api/v2/admin/accounts")
         async def admin_accounts(request: Request) -> JSONResponse:
@@ -253,7 +288,7 @@ class MastodonDouble:
             params = request.query_params
             accounts = [_admin_account(account_id, name, staff=True) for account_id, name in double.staff]
             if params.get("permissions") == "staff":
-                return JSONResponse(accounts, headers=rate_headers())
+                return JSONResponse(accounts)
             accounts.append(_admin_account(double.bot_id, double.bot_username, staff=False))
             accounts.extend(double.accounts)
             if params.get("origin") == "local":
@@ -289,21 +324,21 @@ class MastodonDouble:
                 public_comment=form.get("public_comment"),
                 **flags,
             )
-            return JSONResponse(block, headers=rate_headers())
+            return JSONResponse(block)
 
         @app.delete("/api/v1/admin/domain_blocks/{block_id}")
         async def delete_domain_block(request: Request, block_id: str) -> JSONResponse:
             if denied := unauthorized(request):
                 return denied
             double.domain_blocks = [block for block in double.domain_blocks if block["id"] != block_id]
-            return JSONResponse({}, headers=rate_headers())
+            return JSONResponse({})
 
         @app.get("/api/v1/instance/peers")
         async def peers(request: Request) -> JSONResponse:
             if double.peers is None:
                 return JSONResponse({"error": "Record not found"}, 404)
             blocked = {block["domain"] for block in double.domain_blocks}
-            return JSONResponse([peer for peer in double.peers if peer not in blocked], headers=rate_headers())
+            return JSONResponse([peer for peer in double.peers if peer not in blocked])
 
         @app.post("/api/v1/admin/measures")
         async def measures(request: Request) -> JSONResponse:
@@ -324,7 +359,7 @@ class MastodonDouble:
                             "data": [{"date": f"{body['start_at'][:10]}T00:00:00.000+00:00", "value": "0"}],
                         }
                     )
-            return JSONResponse(result, headers=rate_headers())
+            return JSONResponse(result)
 
         @app.get("/api/v1/admin/reports")
         async def admin_reports(request: Request) -> JSONResponse:
@@ -341,9 +376,10 @@ class MastodonDouble:
             with double._lock:
                 if double.fail_next_posts:
                     code = double.fail_next_posts.pop(0)
-                    headers = rate_headers()
+                    headers = {}
                     if code == 429:
-                        headers["X-RateLimit-Remaining"] = "0"
+                        reset = (datetime.now(UTC) + timedelta(seconds=2)).isoformat(timespec="milliseconds")
+                        headers = {"X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
                     return JSONResponse({"error": "Injected failure"}, status_code=code, headers=headers)
             raw = await request.body()
             if request.headers.get("content-type", "").startswith("application/json"):
@@ -353,7 +389,7 @@ class MastodonDouble:
             key = request.headers.get("idempotency-key")
             with double._lock:
                 if key and key in double._idempotency:
-                    return JSONResponse(double._idempotency[key], headers=rate_headers())
+                    return JSONResponse(double._idempotency[key])
                 text = str(form.get("status", ""))
                 if not text.strip():
                     return JSONResponse({"error": "Validation failed: Text can't be blank"}, status_code=422)
@@ -388,6 +424,6 @@ class MastodonDouble:
                 double.statuses.append(status)
                 if key:
                     double._idempotency[key] = status
-            return JSONResponse(status, headers=rate_headers())
+            return JSONResponse(status)
 
         return app

@@ -1,0 +1,88 @@
+"""Tocsin's share of Mastodon's API rate limit: admin calls paced by X-RateLimit-* across processes, a
+429 turned into a wait for the reset, posts never held back. Against the double, which enforces the
+limit in fixed windows as Mastodon does."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx2
+import pytest
+
+from bot.context import Context
+from bot.mastodon import MastodonLink, make_client
+from bot.ratelimit import BUDGET_KEY, BudgetExhausted
+from tests.mastodon_double import MastodonDouble
+
+
+def spend(ctx: Context, calls: int) -> None:
+    for n in range(calls):
+        ctx.mastodon._read_impact(f"peer{n}.example")
+
+
+def window_start(double: MastodonDouble) -> None:
+    """Wait for a fresh window, with at least half of it left, so a test's calls fall in one window."""
+    while time.time() % double.rate_period > double.rate_period / 2:
+        time.sleep(0.05)  # polling the clock, not waiting for something to (not) happen
+
+
+def test_admin_calls_stop_at_the_share_and_resume_after_the_reset(
+    mastodon: MastodonDouble, make_context: Callable[..., Context]
+) -> None:
+    mastodon.rate_limit, mastodon.rate_period = 10, 4.0
+    ctx = make_context(api_budget=0.5)
+    window_start(mastodon)
+    spend(ctx, 5)  # half of 10
+    with pytest.raises(BudgetExhausted) as spent:
+        ctx.mastodon._read_impact("one-too-many.example")
+    assert 0 < spent.value.wait <= mastodon.rate_period + 1.5  # the window's end (Date has whole seconds)
+    measures = [path for _method, path in mastodon.requests if path == "/api/v1/admin/measures"]
+    assert len(measures) == 5, "the sixth call was never made"
+    time.sleep(spent.value.wait)  # the reset Mastodon announced: the whole point of the wait
+    spend(ctx, 1)
+    assert mastodon.throttled == 0
+
+
+def test_every_process_spends_the_same_share(
+    mastodon: MastodonDouble, make_context: Callable[..., Context], connection: object
+) -> None:
+    mastodon.rate_limit, mastodon.rate_period = 10, 6.0
+    ctx = make_context(api_budget=0.5)
+    other = MastodonLink(ctx.settings, ctx.redis, make_client(ctx.settings, ctx.redis))  # another worker
+    window_start(mastodon)
+    spend(ctx, 3)
+    other._read_impact("a.example")
+    other._read_impact("b.example")
+    with pytest.raises(BudgetExhausted):
+        ctx.mastodon._read_impact("c.example")
+    assert int(ctx.redis.hget(BUDGET_KEY, "remaining") or 0) == 5  # type: ignore[arg-type]
+
+
+def test_a_429_waits_for_the_reset_without_asking_again(
+    mastodon: MastodonDouble, make_context: Callable[..., Context]
+) -> None:
+    """Another client of the account spent the window: Mastodon answers 429; Tocsin waits for the reset
+    and does not knock again before it."""
+    mastodon.rate_limit, mastodon.rate_period = 6, 5.0
+    ctx = make_context(api_budget=0.5)
+    window_start(mastodon)
+    moderator_app = {"Authorization": f"Bearer {mastodon.token}"}
+    for _ in range(6):
+        httpx2.get(f"{mastodon.url}/api/v1/accounts/verify_credentials", headers=moderator_app)
+    with pytest.raises(BudgetExhausted) as throttled:
+        ctx.mastodon._read_impact("x.example")
+    assert mastodon.throttled == 1 and 0 < throttled.value.wait <= 6.5
+    with pytest.raises(BudgetExhausted):
+        ctx.mastodon._read_impact("x.example")
+    assert mastodon.throttled == 1, "asked Mastodon again before the reset"
+
+
+def test_posts_are_not_held_back_by_the_share(mastodon: MastodonDouble, make_context: Callable[..., Context]) -> None:
+    mastodon.rate_limit, mastodon.rate_period = 10, 6.0
+    ctx = make_context(api_budget=0.5, dry_run=False)
+    window_start(mastodon)
+    spend(ctx, 5)
+    ctx.mastodon.post_status("@mod_anna alert", visibility="direct", idempotency_key="k1")
+    assert len(mastodon.direct_messages()) == 1
+    assert int(ctx.redis.hget(BUDGET_KEY, "remaining") or 0) == 4  # type: ignore[arg-type]  # and it counted
