@@ -201,6 +201,7 @@ class Settings(BaseSettings):
     advisory_dir: Path | None = None  # the operator's advisories (*.toml), next to the shipped ones
     scan_interval_hours: float = Field(default=24.0, ge=0)  # 0: only on demand (`tocsin scan`)
     scan_concurrency: int = Field(default=100, ge=1, le=1000)  # peers fetched at once
+    scan_chunk: int = Field(default=500, ge=10, le=10000)  # peers read by one job (a killed job repeats at most these)
     scan_timeout: float = Field(default=10.0, gt=0, le=120)  # seconds for one fetch, redirects included
     scan_max_bytes: int = Field(default=256 * 1024, ge=4096)  # a NodeInfo document larger than this is hostile
     scan_limit_above_follows: int = Field(default=10, ge=0)  # propose a limit, not a suspension, above this

@@ -260,13 +260,7 @@ class MastodonLink:
 
     def block_for(self, domain: str) -> DomainBlock | None:
         """The block covering `domain`: its own, else the nearest parent domain's (Mastodon's rule)."""
-        by_domain = {block.domain: block for block in self.domain_blocks()}
-        parts = domain.split(".")
-        for start in range(len(parts) - 1):
-            block = by_domain.get(".".join(parts[start:]))
-            if block is not None:
-                return block
-        return None
+        return covering_block(domain, {block.domain: block for block in self.domain_blocks()})
 
     def impact(self, domain: str) -> Impact | None:
         """Follows both ways and accounts known, cached for an hour (scans ask for many servers)."""
@@ -337,6 +331,16 @@ class MastodonLink:
             spoiler_text=spoiler_text,
         )
         return str(status["id"])
+
+
+def covering_block(domain: str, by_domain: dict[str, DomainBlock]) -> DomainBlock | None:
+    """The block of `domain` or of its nearest parent domain, from blocks indexed by domain."""
+    parts = domain.split(".")
+    for start in range(len(parts) - 1):
+        block = by_domain.get(".".join(parts[start:]))
+        if block is not None:
+            return block
+    return None
 
 
 def pages_by_max_id(fetch: Callable[..., list[Any]], **params: Any) -> Iterator[list[Any]]:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from bot.context import Context
 from bot.families import Family
-from handlers import accounts, announcements, domain_blocks, pages, reports, scan, statuses
+from handlers import accounts, announcements, domain_blocks, pages, reports, scan_runs, statuses
 from handlers.block_commands import blocks
 from handlers.incident_commands import announcements as announcements_command
 from handlers.incident_commands import incident
@@ -28,7 +28,14 @@ def _poll_status(ctx: Context) -> Iterator[tuple[bool, str]]:
 
 def _scan_status(ctx: Context) -> Iterator[tuple[bool, str]]:
     if ctx.mastodon.can_read_admin:
-        yield True, f"peers scanned: {_ago(ctx.redis.get(scan.LAST_SCAN))}"
+        yield True, f"peers scanned: {_ago(ctx.redis.get(scan_runs.LAST_SCAN))}"
+        current = ctx.redis.get(scan_runs.CURRENT_RUN)
+        if current is not None:
+            now = scan_runs.progress(ctx, scan_runs.Run(current.decode()))
+            step = f"{now.read:,}/{now.total:,} peers read" if now.state == "reading" else now.state
+            if now.state == "sizing":
+                step = f"follows looked up for {now.sized:,}/{now.to_size:,} servers"
+            yield True, f"scan under way (started {_ago(str(now.started).encode())}): {step}"
 
 
 def _backfill_reports(ctx: Context, days: float | None) -> str:
@@ -80,7 +87,7 @@ FAMILIES = [
     ),
     Family(
         name="peer-scan",
-        sweep=scan.schedule_scan,
+        sweep=scan_runs.sweep,
         commands=(scan_command, outreach),
         doctor=_scan_status,
     ),

@@ -18,6 +18,10 @@ from handlers.nodeinfo import PeerResult
 
 IMPACT_BUCKETS = ((5, "≤ 5"), (10, "6–10"), (100, "11–100"))
 """Upper bounds of follows either way; more than the last is "> 100"."""
+OUTREACH_SIZED = 5
+"""Of the servers an advisory harms only themselves (often thousands at a large instance), this many, the
+most active by their NodeInfo, have their follows looked up (one admin API call each): the DM names the
+largest; `tocsin scan` lists the others with follows unknown."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class Exposure:
     domain: str
     version: Version
     shown: str  # the version as moderators read it: "4.6.5", "Hometown 1.0.7 (Mastodon 3.5.5)"
+    active_users: int | None = None  # from its NodeInfo
     impact: Impact | None = None
     block: DomainBlock | None = None
 
@@ -54,11 +59,11 @@ class Finding:
         (the advisory exposes nothing of this instance): largest first."""
         if self.advisory.exposes_members:
             return []
-        return sorted(self.vulnerable, key=lambda item: (-(item.follows or 0), item.domain))
+        return sorted(self.vulnerable, key=_largest_first)
 
     def largest(self) -> Exposure | None:
-        """The vulnerable server with the most follows either way."""
-        return min(self.vulnerable, key=lambda item: (-(item.follows or 0), item.domain), default=None)
+        """The vulnerable server with the most follows either way (then the most active)."""
+        return min(self.vulnerable, key=_largest_first, default=None)
 
     def version_groups(self) -> list[tuple[str, int]]:
         """Vulnerable versions as the brief's report counts them: each version on a branch that has a fix,
@@ -73,6 +78,27 @@ class Finding:
                 older += 1
         groups = sorted(on_fixed_branch.items(), key=lambda item: (-item[1], item[0]))
         return groups + ([("older versions", older)] if older else [])
+
+
+def _largest_first(item: Exposure) -> tuple[int, int, str]:
+    return (-(item.follows or 0), -(item.active_users or 0), item.domain)
+
+
+def sizing_targets(findings: Iterable[Finding]) -> list[str]:
+    """The servers whose follows a scan looks up, most needed first: every vulnerable or uncertain server
+    of an advisory that exposes our members (a proposal's severity depends on its follows), then the
+    OUTREACH_SIZED most active of each advisory that harms only its own servers (the DM names the largest)."""
+    findings = list(findings)
+    needed = [
+        item.domain
+        for finding in findings
+        if finding.advisory.exposes_members
+        for item in finding.vulnerable + finding.uncertain
+    ]
+    for finding in findings:
+        if not finding.advisory.exposes_members:
+            needed += [item.domain for item in sorted(finding.vulnerable, key=_largest_first)[:OUTREACH_SIZED]]
+    return list(dict.fromkeys(needed))
 
 
 def running(result: PeerResult, forks: dict[str, Fork]) -> Running | None:
@@ -91,7 +117,8 @@ def find(advisory: Advisory, results: Iterable[PeerResult], forks: dict[str, For
         if peer.version is None:
             finding.unparsable.append(result.domain)
         else:
-            lists[advisory.assess(peer.version)].append(Exposure(result.domain, peer.version, peer.shown))
+            active = result.software.active_users if result.software else None
+            lists[advisory.assess(peer.version)].append(Exposure(result.domain, peer.version, peer.shown, active))
     return finding
 
 

@@ -1,6 +1,6 @@
 """Peers' software from their NodeInfo: discovery, parsing with real-world quirks, fetching through the
 SSRF-guarded fetcher, and a per-peer cache (a peer that answered is asked again after hours, one that did
-not after a day). Parsing is pure; fetching stays at the edge."""
+not after a day, a dead one after 1, 3, 7, 14, then 30 days). Parsing is pure; fetching stays at the edge."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import redis
 
 from bot.config import Settings
 from bot.context import Context
@@ -29,6 +32,18 @@ FAILURE_TTL = 24 * 3600
 """A peer that did not answer is left alone for a day: no hammering of servers that are down."""
 GONE_TTL = 7 * 24 * 3600
 """410 Gone: the server said it is gone for good; look again in a week."""
+DEAD_REASONS = frozenset({"dns", "connect", "connect-timeout", "tls"})
+"""No such name, connection refused or unanswered, a broken certificate: the server is not there. Most of
+a large instance's peers are like this (servers that closed years ago); they are asked again ever later."""
+DEAD_BACKOFF = tuple(days * 24 * 3600 for days in (1, 3, 7, 14, 30))
+"""Seconds a dead peer is left alone after its 1st, 2nd, … consecutive dead answer (the last repeats)."""
+DEAD_COUNT_PREFIX = "tocsin:nodeinfo:dead:"  # + domain: consecutive dead answers
+DEAD_COUNT_TTL = 90 * 24 * 3600
+"""A count is forgotten 90 days after the last dead answer (the longest backoff, three times)."""
+STORE_BATCH = 50
+"""Results written to Redis together while a scan reads: memory stays flat, a killed scan loses little."""
+STORE_EVERY = 5.0
+"""Seconds at most between two writes while results come (a reading job's lease is renewed by them)."""
 
 
 # --- Pure: NodeInfo ------------------------------------------------------------------------------
@@ -39,6 +54,7 @@ class PeerSoftware:
     name: str  # lower case
     version: str
     open_registrations: bool | None = None
+    active_users: int | None = None  # usage.users.activeMonth: which of many servers to size first
 
 
 def nodeinfo_link(discovery: Any) -> str | None:
@@ -64,10 +80,14 @@ def parse_nodeinfo(document: Any) -> PeerSoftware:
     registrations = document.get("openRegistrations")
     if isinstance(registrations, str):
         registrations = {"true": True, "false": False}.get(registrations.strip().lower())
+    usage = document.get("usage")
+    users = usage.get("users") if isinstance(usage, dict) else None
+    active = users.get("activeMonth") if isinstance(users, dict) else None
     return PeerSoftware(
         name=software["name"].strip().lower(),
         version=str(software.get("version") or "").strip()[:100],
         open_registrations=registrations if isinstance(registrations, bool) else None,
+        active_users=active if isinstance(active, int) and not isinstance(active, bool) and active >= 0 else None,
     )
 
 
@@ -82,6 +102,9 @@ class PeerResult:
         data = json.loads(raw)
         software = data.get("software")
         return cls(data["domain"], PeerSoftware(**software) if software else None, data.get("error"))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
 
 
 async def fetch_software(fetcher: Fetcher, domain: str) -> PeerSoftware:
@@ -130,28 +153,69 @@ def make_fetcher(settings: Settings) -> Fetcher:
     )
 
 
-def read_peers_cached(
+def cache_results(connection: redis.Redis, results: list[PeerResult]) -> None:
+    """Remember what each peer answered, for as long as its kind of answer deserves (see the TTLs)."""
+    dead = [result.domain for result in results if result.error in DEAD_REASONS]
+    counts: dict[str, int] = {}
+    if dead:
+        pipe = connection.pipeline(transaction=False)
+        for domain in dead:
+            pipe.incr(DEAD_COUNT_PREFIX + domain)
+            pipe.expire(DEAD_COUNT_PREFIX + domain, DEAD_COUNT_TTL)
+        counts = dict(zip(dead, pipe.execute()[::2], strict=True))
+    pipe = connection.pipeline(transaction=False)
+    for result in results:
+        if result.software is not None:
+            ttl = SUCCESS_TTL
+            pipe.delete(DEAD_COUNT_PREFIX + result.domain)  # alive again: the backoff starts over
+        elif result.domain in counts:
+            ttl = DEAD_BACKOFF[min(counts[result.domain], len(DEAD_BACKOFF)) - 1]
+        else:
+            ttl = GONE_TTL if result.error == "gone" else FAILURE_TTL
+        pipe.set(CACHE_PREFIX + result.domain, result.to_json(), ex=ttl)
+    pipe.execute()
+
+
+def read_peers_streamed(
     ctx: Context,
     fetcher: Fetcher,
     domains: list[str],
-    fresh: Iterable[str] = (),
-    progress: Callable[[PeerResult], None] | None = None,
+    store: Callable[[list[PeerResult]], None],
+    fresh: bool | Iterable[str] = (),
+) -> None:
+    """Every domain's result, handed to `store` in batches as they come: from the cache where recent
+    (unless `fresh`: True for all, or the domains to read again), read otherwise and cached."""
+    recheck = set(domains) if fresh is True else set(fresh or ())
+    asked = [domain for domain in domains if domain not in recheck]
+    cached = ctx.redis.mget([CACHE_PREFIX + domain for domain in asked]) if asked else []
+    known = [PeerResult.from_json(raw) for raw in cached if raw is not None]
+    for start in range(0, len(known), STORE_BATCH * 10):
+        store(known[start : start + STORE_BATCH * 10])
+    seen = {result.domain for result in known}
+    missing = [domain for domain in domains if domain not in seen]
+    batch: list[PeerResult] = []
+    flushed = [time.monotonic()]
+
+    def flush() -> None:
+        cache_results(ctx.redis, batch)
+        store(list(batch))
+        batch.clear()
+        flushed[0] = time.monotonic()
+
+    def collect(result: PeerResult) -> None:
+        batch.append(result)
+        if len(batch) >= STORE_BATCH or time.monotonic() - flushed[0] >= STORE_EVERY:
+            flush()
+
+    asyncio.run(read_peers(fetcher, missing, ctx.settings.scan_concurrency, collect))
+    if batch:
+        flush()
+
+
+def read_peers_cached(
+    ctx: Context, fetcher: Fetcher, domains: list[str], fresh: bool | Iterable[str] = ()
 ) -> list[PeerResult]:
-    """Peers' software, from the cache where it is recent (except `fresh` domains), fetched otherwise."""
-    recheck = set(fresh)
-    cached = ctx.redis.mget([CACHE_PREFIX + domain for domain in domains]) if domains else []
+    """Peers' software, in the order asked (a few peers: `tocsin outreach`; scans stream, see scan_runs)."""
     results: dict[str, PeerResult] = {}
-    for domain, raw in zip(domains, cached, strict=True):
-        if raw is not None and domain not in recheck:
-            results[domain] = PeerResult.from_json(raw)
-            if progress is not None:
-                progress(results[domain])
-    missing = [domain for domain in domains if domain not in results]
-    fetched = asyncio.run(read_peers(fetcher, missing, ctx.settings.scan_concurrency, progress))
-    pipe = ctx.redis.pipeline()
-    for result in fetched:
-        results[result.domain] = result
-        ttl = SUCCESS_TTL if result.software else (GONE_TTL if result.error == "gone" else FAILURE_TTL)
-        pipe.set(CACHE_PREFIX + result.domain, json.dumps(asdict(result)), ex=ttl)
-    pipe.execute()
+    read_peers_streamed(ctx, fetcher, domains, lambda batch: results.update((r.domain, r) for r in batch), fresh)
     return [results[domain] for domain in domains]

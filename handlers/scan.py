@@ -1,7 +1,8 @@
 """Unpatched federated software: read the peers' NodeInfo, match advisories, size the impact, propose.
 
-This module runs the scan and speaks about it (the DM, refederation notices, outreach to a server's
-admins); handlers/nodeinfo.py reads the peers, handlers/findings.py classifies and proposes.
+This module lists the peers and speaks about a scan (the DM, refederation notices, outreach to a
+server's admins); handlers/scan_runs.py runs a scan in resumable steps, handlers/nodeinfo.py reads the
+peers, handlers/findings.py classifies and proposes.
 
 A scan lists the instance's peers (GET /api/v1/instance/peers, which leaves out blocked domains, plus
 the domains Tocsin blocked for an advisory, so upgrades are seen), reads each one's NodeInfo through
@@ -19,21 +20,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
-from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from mastodon import MastodonNotFoundError
 
-from bot import defaults
-from bot.context import Context, get_context
+from bot.context import Context
 from bot.fetching import FetchError
 from bot.mastodon import DomainBlock
 from bot.outbox import Post
-from bot.queue import enqueue_once, fails_at_once_on_permanent_errors
 from bot.templating import render_text
 from handlers import nodeinfo, proposals, reports
 from handlers.advisories import (
@@ -46,22 +42,12 @@ from handlers.advisories import (
 )
 from handlers.domain_blocks import tagged_advisory
 from handlers.findings import (
-    Exposure,
-    Proposal,
     ScanReport,
-    find,
     impact_buckets,
-    propose,
-    refederation_candidates,
 )
-from handlers.nodeinfo import PeerResult, read_peers_cached
+from handlers.nodeinfo import read_peers_cached
 
 log = logging.getLogger(__name__)
-
-LAST_SCAN = "tocsin:scan:last"  # epoch seconds of the last scheduled scan (for `tocsin doctor`)
-SCAN_CLAIM = "tocsin:scan:claimed"  # set, with the interval as TTL, by the sweep that enqueues a scan
-SCAN_JOB_ID = "tocsin-scan"
-
 
 # --- Scan: I/O at the edges ----------------------------------------------------------------------
 
@@ -93,57 +79,6 @@ def normalized_domain(raw: str) -> str | None:
     except UnicodeError:
         return None
     return name if len(name) <= 253 else None
-
-
-def run_scan(
-    ctx: Context,
-    advisory_ids: Iterable[str] = (),
-    fresh: bool = False,
-    progress: Callable[[PeerResult], None] | None = None,
-    domains: list[str] | None = None,
-) -> ScanReport:
-    started = time.monotonic()
-    advisories = load_advisories(ctx.settings.advisory_dir)
-    forks = load_forks(ctx.settings.advisory_dir)
-    wanted = set(advisory_ids)
-    if wanted:
-        advisories = [advisory for advisory in advisories if advisory.id in wanted]
-    blocks = ctx.mastodon.domain_blocks()
-    targets = domains if domains is not None else peer_domains(ctx, blocks)
-    tagged = [block.domain for block in blocks if tagged_advisory(block)]
-    results = read_peers_cached(
-        ctx, nodeinfo.make_fetcher(ctx.settings), targets, targets if fresh else tagged, progress
-    )
-    by_domain = {result.domain: result for result in results}
-    findings = []
-    proposals: dict[str, list[Proposal]] = {}
-    for advisory in advisories:
-        finding = find(advisory, results, forks)
-        if finding.total == 0:
-            continue
-        # Follows are looked up only for the servers the proposals and the DM can name: with the Mastodon
-        # advisories, every Mastodon peer is "fixed" for most of them, and each lookup is an admin API call.
-        finding.vulnerable = [_with_impact(ctx, exposure) for exposure in finding.vulnerable]
-        finding.uncertain = [_with_impact(ctx, exposure) for exposure in finding.uncertain]
-        findings.append(finding)
-        proposals[advisory.id] = propose(finding, ctx.settings.scan_limit_above_follows)
-    unreadable = Counter(result.error for result in results if result.error)
-    software = Counter(result.software.name for result in results if result.software)
-    return ScanReport(
-        scanned=len(results),
-        unreadable=dict(unreadable.most_common()),
-        software=software.most_common(8),
-        findings=findings,
-        proposals=proposals,
-        refederate=refederation_candidates(
-            blocks, by_domain, {advisory.id: advisory for advisory in advisories}, forks
-        ),
-        seconds=time.monotonic() - started,
-    )
-
-
-def _with_impact(ctx: Context, exposure: Exposure) -> Exposure:
-    return replace(exposure, impact=ctx.mastodon.impact(exposure.domain), block=ctx.mastodon.block_for(exposure.domain))
 
 
 # --- Messages ------------------------------------------------------------------------------------
@@ -271,23 +206,3 @@ def send_scan_messages(ctx: Context, report: ScanReport) -> int:
         ctx.outbox.to_moderators(f"refederate:{block.domain}:{advisory.id}:{peer.shown}", text)
         sent += 1
     return sent
-
-
-@fails_at_once_on_permanent_errors
-def scheduled_scan() -> dict[str, int]:
-    """RQ job (background queue): the daily scan, then its DMs."""
-    ctx = get_context()
-    report = run_scan(ctx)
-    ctx.redis.set(LAST_SCAN, repr(time.time()))
-    return {"scanned": report.scanned, "messages": send_scan_messages(ctx, report)}
-
-
-def schedule_scan(ctx: Context, now: float) -> bool:
-    """From the sweep: enqueue the scan when the last one is older than TOCSIN_SCAN_INTERVAL_HOURS."""
-    interval = ctx.settings.scan_interval_hours * 3600
-    if interval <= 0 or ctx.mastodon.client is None:
-        return False
-    # One job per interval, whichever worker's sweep gets here first.
-    if not ctx.redis.set(SCAN_CLAIM, "1", nx=True, ex=max(int(interval), 60)):
-        return False
-    return enqueue_once(ctx.redis, defaults.QUEUE_BACKGROUND, scheduled_scan, job_id=f"{SCAN_JOB_ID}-{int(now)}")

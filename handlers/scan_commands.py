@@ -4,35 +4,93 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import click
 
 from bot.clitools import cli_context
 from handlers.findings import ScanReport, blocks_csv, impact_buckets
-from handlers.scan import outreach_message, peer_domains, run_scan, send_scan_messages
+from handlers.nodeinfo import PeerResult
+from handlers.scan import outreach_message, send_scan_messages
+from handlers.scan_runs import progress, run_scan, start_run
+
+
+class Meter:
+    """Progress on stderr: done/total, rate, ETA — redrawn in place on a terminal, a line every
+    LOG_EVERY seconds otherwise (a log file)."""
+
+    LOG_EVERY = 10.0
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.started = time.monotonic()
+        self.shown = 0.0
+        self.live = sys.stderr.isatty()
+
+    def add(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self.shown >= (0.5 if self.live else self.LOG_EVERY) or self.done >= self.total:
+            self.shown = now
+            self.say(self.line(now - self.started), end="" if self.live and self.done < self.total else "\n")
+
+    def line(self, seconds: float) -> str:
+        rate = self.done / seconds if seconds > 0 else 0.0
+        left = (self.total - self.done) / rate if rate > 0 else 0.0
+        share = self.done / self.total if self.total else 1.0
+        eta = f", ETA {_duration(left)}" if self.done < self.total and rate > 0 else f" in {_duration(seconds)}"
+        return f"read {self.done:,}/{self.total:,} peers ({share:.0%}), {rate:,.0f}/s{eta}"
+
+    def say(self, text: str, end: str = "\n") -> None:
+        click.echo(("\r\033[K" if self.live else "") + text, err=True, nl=False)
+        click.echo(end, err=True, nl=False)
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds + 0.5), 60)
+    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
+
+
+def _peer_line(result: PeerResult) -> str:
+    software = result.software
+    return json.dumps(
+        {
+            "peer": result.domain,
+            "software": software.name if software else None,
+            "version": software.version if software else None,
+            "error": result.error,
+        }
+    )
 
 
 @click.command()
 @click.option("--advisory", "advisory_ids", multiple=True, help="Only this advisory (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="The whole report as JSON, for machines.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines: one per peer as it is read, then the report.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the proposed blocks as Mastodon CSV.")
 @click.option("--fresh", is_flag=True, help="Read every peer again, ignoring cached NodeInfo.")
 @click.option("--dm", is_flag=True, help="Also DM the moderators the summary, as the daily scan does.")
 def scan(advisory_ids: tuple[str, ...], as_json: bool, csv_path: str | None, fresh: bool, dm: bool) -> None:
     """Scan the peers' software for known advisories, size the impact, propose blocks."""
     ctx = cli_context()
-    domains = peer_domains(ctx, ctx.mastodon.domain_blocks())
-    if as_json:
-        report = run_scan(ctx, advisory_ids, fresh=fresh, domains=domains)
-    else:
-        with click.progressbar(length=len(domains), label=f"Reading {len(domains)} peers", file=sys.stderr) as bar:
-            report = run_scan(ctx, advisory_ids, fresh=fresh, domains=domains, progress=lambda _result: bar.update(1))
+    run = start_run(ctx, advisory_ids, fresh)
+    meter = Meter(progress(ctx, run).total)
+
+    def on_results(batch: list[PeerResult]) -> None:
+        if as_json:
+            click.echo("\n".join(_peer_line(result) for result in batch))
+        meter.add(len(batch))
+
+    def on_wait(seconds: float) -> None:
+        meter.say(f"Mastodon's rate limit: Tocsin's share of this window is spent; waiting {seconds:.0f} s")
+
+    report = run_scan(ctx, run=run, on_results=on_results, on_wait=on_wait)
     proposals = [proposal for items in report.proposals.values() for proposal in items]
     if csv_path:
         with open(csv_path, "w", encoding="utf-8") as out:
             out.write(blocks_csv(proposals))
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
+        click.echo(json.dumps({"report": report.to_json()}))
     else:
         _print_scan(report)
         if csv_path:

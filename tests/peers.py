@@ -2,7 +2,8 @@
 
 Certificates come from a throwaway CA (trustme) that the fetcher under test trusts; every host name
 resolves to this server (`resolver`), except names ending in `.internal`, which resolve to a private
-address, for the SSRF tests.
+address, for the SSRF tests, names under `.invalid` (RFC 6761), which do not resolve at all, and names
+starting with `refused`, which resolve to a port nobody listens on.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -17,10 +19,24 @@ from typing import Any
 
 import trustme
 
+from bot.embedded_redis import free_port
 from bot.fetching import Address, FetchPolicy
 
 PRIVATE_SUFFIX = ".internal"
 PRIVATE_ADDRESS = "10.1.2.3"
+NXDOMAIN_SUFFIX = ".invalid"
+REFUSED_PREFIX = "refused"
+
+
+def resolve_in_fleet(host: str, fleet_port: int, refused_port: int) -> list[Address]:
+    """Where a fleet's peer name leads (see the module's docstring)."""
+    if host.endswith(NXDOMAIN_SUFFIX):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    if host.startswith(REFUSED_PREFIX):
+        return [("127.0.0.1", refused_port)]
+    if host.endswith(PRIVATE_SUFFIX):
+        return [(PRIVATE_ADDRESS, fleet_port)]
+    return [("127.0.0.1", fleet_port)]
 
 
 def nodeinfo(name: str, version: str, **extra: Any) -> dict[str, Any]:
@@ -67,6 +83,7 @@ class PeerFleet:
         self._server: asyncio.Server | None = None
         self._ready = threading.Event()
         self.resolved: list[str] = []
+        self.refused_port = free_port()  # nothing listens there
 
     # --- for the fetcher under test
 
@@ -77,9 +94,7 @@ class PeerFleet:
 
     async def resolver(self, host: str, port: int) -> list[Address]:
         self.resolved.append(host)
-        if host.endswith(PRIVATE_SUFFIX):
-            return [(PRIVATE_ADDRESS, self.port)]
-        return [("127.0.0.1", self.port)]
+        return resolve_in_fleet(host, self.port, self.refused_port)
 
     def policy(self, **overrides: Any) -> FetchPolicy:
         import ipaddress

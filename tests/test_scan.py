@@ -25,10 +25,9 @@ from handlers.scan import (
     outreach_message,
     peer_domains,
     render_report,
-    run_scan,
-    schedule_scan,
     send_scan_messages,
 )
+from handlers.scan_runs import run_scan, schedule_scan
 from tests.helpers import run, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.peers import Peer, PeerFleet, nodeinfo
@@ -65,9 +64,10 @@ LARGE = {
 def fleet() -> Iterator[PeerFleet]:
     names = FIXED + ON_0124 + OLDER + list(MASTODON) + list(UNREADABLE) + list(LARGE)
     fleet = PeerFleet(names)
-    for domain, software in LARGE.items():
+    for n, (domain, software) in enumerate(LARGE.items()):
         name, version = software if isinstance(software, tuple) else ("mastodon", software)
-        fleet.peers[domain] = Peer(nodeinfo(name, version))
+        active = {"users": {"total": 90000, "activeMonth": 5000 + 100 * n}}  # as large as they are followed
+        fleet.peers[domain] = Peer(nodeinfo(name, version, usage=active))
     # micro.blog-style discovery: `links` is one object, not a list
     fleet.peers["current.example"].discovery = {
         "links": {
@@ -241,7 +241,10 @@ def test_csv_applied_with_tags_then_an_upgrade_is_noticed(
 def test_json_output_for_machines(scanning: MastodonDouble, tocsin: CliRunner) -> None:
     import json
 
-    data = json.loads(run(tocsin, "scan", "--json").output)
+    lines = [json.loads(line) for line in run(tocsin, "scan", "--json").stdout.splitlines()]
+    peers, [last] = lines[:-1], lines[-1:]
+    assert len(peers) == 104 and {"peer": "gone.example", "software": None, "version": None, "error": "gone"} in peers
+    data = last["report"]
     pixelfed = next(item for item in data["advisories"] if item["id"] == "CVE-2025-30741")
     assert (pixelfed["running"], len(pixelfed["vulnerable"]), len(pixelfed["fixed"])) == (96, 63, 33)
     assert pixelfed["impact"] == {"≤ 5": 61, "6–10": 2}
