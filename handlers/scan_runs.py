@@ -4,12 +4,16 @@ A run lives in Redis under its id: the peer list, every peer's result as it come
 stays flat), which chunks of TOCSIN_SCAN_CHUNK peers are done, the follows looked up so far. It moves
 through three steps, each an RQ job that can die and be run again without repeating finished work:
 
-1. start: list the peers (one admin call) and enqueue one job per chunk;
-2. read a chunk: skip peers whose result is stored, read the others' NodeInfo, store results in batches;
-   the job holding a chunk renews a lease while it reads; the last chunk to finish enqueues step 3;
-3. finish: match advisories, look up follows for the servers the DM and proposals name, paced to
-   Tocsin's share of the API limit (a spent share reschedules this step for the window's reset, a
-   worker never sleeps for it), then build the report and DM the moderators once.
+1. start: list the peers (one admin call), hand out the first chunks (one job each, a few at a time so
+   other background work is not queued behind a whole scan) and start step 3;
+2. read a chunk: skip peers whose result is stored, read the others' NodeInfo, store results in batches,
+   renewing the chunk's lease; then hand out the next chunk;
+3. size and finish: match advisories against the results stored so far and look up follows for the
+   servers the DM and proposals will name, paced to Tocsin's share of the API limit — while the peers
+   are still being read, so the share of several rate-limit windows is used, not just the last one's.
+   The job reschedules itself (for the window's reset when the share is spent; SIZE_POLL later while
+   reading goes on; a worker never sleeps for either); once every chunk is read and every named
+   server sized, it builds the report and DMs the moderators once.
 
 The sweep resumes a scheduled run whose job vanished: a chunk without its lease whose job is neither
 waiting nor scheduled (its worker was killed, Redis restarted) is enqueued again, at most
@@ -27,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from rq import Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -64,6 +69,10 @@ DONE_TTL = 3600
 MAX_ATTEMPTS = 5
 """A chunk or finish re-enqueued more often than this is left failed: something else is wrong."""
 FINISH = "finish"  # the name of step 3 among the chunk numbers (leases, jobs)
+SIZE_POLL = 5.0
+"""Seconds between two sizing passes while peers are still being read."""
+MIN_READERS = 2
+"""Chunks handed out at once: this many, or one per registered worker if there are more."""
 
 
 def lease_seconds(scan_timeout: float) -> int:
@@ -336,45 +345,59 @@ def _enqueue(ctx: Context, run: Run, unit: int | str, delay: float | None = None
 
 @fails_at_once_on_permanent_errors
 def scheduled_scan() -> dict[str, Any]:
-    """RQ job (background queue): start the daily scan and enqueue its chunks."""
+    """RQ job (background queue): start the daily scan: its first chunks and its sizing."""
     ctx = get_context()
     run = start_run(ctx, scheduled=True)
-    chunks = chunk_count(run.meta(ctx))
-    for chunk in range(chunks):
+    for _reader in range(max(MIN_READERS, Worker.count(connection=ctx.redis))):
+        _hand_out(ctx, run)
+    _enqueue(ctx, run, FINISH)
+    return {"run": run.id, "chunks": chunk_count(run.meta(ctx))}
+
+
+def _hand_out(ctx: Context, run: Run) -> None:
+    """Enqueue the next chunk nobody has been given yet, if any."""
+    chunk = int(ctx.redis.hincrby(run.key("meta"), "next", 1)) - 1
+    if chunk < chunk_count(run.meta(ctx)):
         _enqueue(ctx, run, chunk)
-    if chunks == 0:
-        _enqueue(ctx, run, FINISH)
-    return {"run": run.id, "chunks": chunks}
 
 
 def read_chunk_job(run_id: str, chunk: int) -> None:
-    """RQ job: read one chunk; the last one enqueues the finish."""
+    """RQ job: read one chunk, then hand out the next."""
     ctx = get_context()
     run = Run(run_id)
-    if read_chunk(ctx, run, chunk):
-        _enqueue(ctx, run, FINISH)
+    read_chunk(ctx, run, chunk)
+    _hand_out(ctx, run)
 
 
 @fails_at_once_on_permanent_errors
 def finish_job(run_id: str) -> dict[str, int] | None:
-    """RQ job: the report and its DM; a spent rate-limit share reschedules it for the window's reset."""
+    """RQ job: size what is known; reschedule while reading goes on or the API share is spent; at the
+    end, the report and its DM."""
     ctx = get_context()
     run = Run(run_id)
-    if run.meta(ctx).get("state") != "sizing":
+    state = run.meta(ctx).get("state")
+    if state not in ("reading", "sizing"):
         return None
     lease = run.key(f"lease:{FINISH}")
     ctx.redis.set(lease, "1", ex=lease_seconds(ctx.settings.scan_timeout))
     try:
         report = build_report(ctx, run)
     except BudgetExhausted as spent:
-        ctx.redis.hset(run.key("meta"), "finish_due", repr(time.time() + spent.wait))
-        _enqueue(ctx, run, FINISH, delay=spent.wait + 1, attempt=False)
-        ctx.redis.delete(lease)
         log.info("scan %s: API share spent, sizing resumes in %.0f s", run.id, spent.wait)
+        _again(ctx, run, spent.wait + 1)
+        return None
+    finally:
+        ctx.redis.delete(lease)
+    if state == "reading":  # built from what was read so far: only to size early
+        _again(ctx, run, SIZE_POLL)
         return None
     sent = complete(ctx, run, report, send=True)
-    ctx.redis.delete(lease)
     return {"scanned": report.scanned, "messages": sent}
+
+
+def _again(ctx: Context, run: Run, delay: float) -> None:
+    ctx.redis.hset(run.key("meta"), "finish_due", repr(time.time() + delay))
+    _enqueue(ctx, run, FINISH, delay=delay, attempt=False)  # waiting is no failed attempt
 
 
 def schedule_scan(ctx: Context, now: float) -> bool:
@@ -406,18 +429,17 @@ def resume_stalled(ctx: Context, now: float) -> list[str]:
     run = Run(raw.decode())
     meta = run.meta(ctx)
     state = meta.get("state")
+    if state not in ("reading", "sizing"):
+        return []
+    pending: list[int | str] = []
     if state == "reading":
         done = {int(member) for member in ctx.redis.smembers(run.key("done"))}
-        pending: list[int | str] = [chunk for chunk in range(chunk_count(meta)) if chunk not in done]
-        if not pending:
-            pending = [FINISH]  # every chunk read, but the last one died before moving on
-            _set_state(ctx, run, "sizing")
-    elif state == "sizing":
-        if float(meta.get("finish_due", 0)) > now:
-            return []
-        pending = [FINISH]
-    else:
-        return []
+        handed_out = min(int(meta.get("next", 0)), chunk_count(meta))
+        pending = [chunk for chunk in range(handed_out) if chunk not in done]
+        if len(done) == chunk_count(meta):
+            _set_state(ctx, run, "sizing")  # the last chunk's worker died before saying so
+    if float(meta.get("finish_due", 0)) <= now:
+        pending.append(FINISH)
     resumed = []
     jobs = ctx.redis.hgetall(run.key("jobs"))
     for unit in pending:
