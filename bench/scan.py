@@ -1,123 +1,268 @@
-"""A peer scan of 1,000 simulated servers: time and memory against the theoretical floor.
+"""A peer scan at a large instance's scale, end to end: peer list → NodeInfo → advisories → follows → DM.
 
-The peers are local HTTPS servers (one asyncio server in its own process answering for
-`peerN.fleet.example`, certificates from a throwaway CA): every answer comes after 200 ms, and 5 % of
-the peers accept the connection and never answer. The scanner is Tocsin's own (bot.fetching with
-the SSRF guard on, loopback allowed as TOCSIN_ALLOWED_PRIVATE_ADDRESSES would allow it; handlers.scan's
-NodeInfo discovery, parsing and advisory matching), with the default concurrency and timeout.
+    python -m bench.scan [--peers 30000] [--latency 0.2] [--workers 2] [--no-kill]
 
-The floor is what the latency alone costs at this concurrency: every readable peer needs two requests
-(discovery, then the document), every hanging one holds its slot until the timeout:
-(readable x 2 x latency + hanging x timeout) / concurrency.
-Targets (issue 4): a full scan <= 20 s and <= 200 MB RSS.
+The fleet (its own process; local HTTPS, a throwaway CA): of the peers, 60 % do not resolve (NXDOMAIN),
+5 % refuse the connection, 5 % accept and never answer, 30 % answer NodeInfo after `latency` seconds —
+of those, 80 % Mastodon (mostly current; 1.5 % older than 4.2.5, which the account-takeover advisory
+affects; some on the 4.4/4.5 quote bug), 2 % Pixelfed (two thirds on 0.12.4), the rest Misskey, Akkoma,
+GoToSocial. The Mastodon double lists them as the instance's peers and enforces Mastodon's default API
+limit, 300 requests per 5 minutes, with X-RateLimit-* headers. Workers are real `tocsin worker`
+processes (tests/fleet_worker.py: names resolve into the fleet, certificates from its CA) on an embedded
+Redis, with the default settings (concurrency 100, 10 s timeout, chunks of 500, half the API limit).
 
-    python -m bench.scan [--peers 1000] [--latency 0.2] [--hanging 0.05]
+Run 1 — the scheduled scan, from enqueueing it to the moderators' DM: wall time, the workers' peak RSS,
+the double's 429s, admin calls. Run 2 — the same on an emptied Redis, every worker SIGKILLed once half
+the peers are read and fresh ones started: it must complete with exactly one DM, and fetch no peer
+twice but those in flight when the workers died.
+Baseline, measured in the same run: the floor the latency, the timeouts and the API share impose.
+Targets (issue 12, 30,000 peers, 2 cores): ≤ 10 minutes, ≤ 300 MB RSS, zero 429s; the killed run completes.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import ipaddress
 import multiprocessing
 import os
-import resource
-import ssl
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from collections import Counter
 from multiprocessing.connection import Connection
+from pathlib import Path
 
+import redis
+
+from bot import defaults
 from bot.config import load_settings
-from bot.fetching import Fetcher, FetchPolicy
-from handlers.advisories import load_advisories, load_forks
-from handlers.findings import find
-from handlers.nodeinfo import read_peers
+from bot.context import Context
+from bot.embedded_redis import EmbeddedRedis
+from bot.queue import enqueue_once
+from handlers import scan_runs
+from tests.mastodon_double import MastodonDouble
+
+MASTODON_VERSIONS = (
+    ["4.6.5"] * 90
+    + ["4.5.8"] * 30
+    + ["4.5.7"] * 16  # the quote bug (harms only them: outreach)
+    + ["4.4.15"] * 20
+    + ["4.4.14"] * 8  # the quote bug
+    + ["4.3.12"] * 30
+    + ["4.2.4", "4.2.4", "3.5.3"]  # the account-takeover advisory: proposals
+    + ["4.6.0-nightly.2025-07-17", "4.2.10+glitch", "4.4.9+hometown-1.1.3"]
+)
+OTHERS = ["misskey"] * 10 + ["akkoma"] * 4 + ["gotosocial"] * 4
 
 
-def peer_names(count: int) -> list[str]:
-    return [f"peer{n}.fleet.example" for n in range(count)]
+def fleet_name(n: int) -> str:
+    """The n-th peer: 12 of every 20 do not resolve, 1 refuses, 1 hangs, 6 answer."""
+    slot = n % 20
+    if slot < 12:
+        return f"nx{n}.fleet.invalid"
+    if slot == 12:
+        return f"refused{n}.fleet.example"
+    if slot == 13:
+        return f"hang{n}.fleet.example"
+    return f"peer{n}.fleet.example"
 
 
-def serve_fleet(count: int, latency: float, hanging: float, pipe: Connection) -> None:
-    """The fleet, in its own process: versions like the brief's (a third fixed, half 0.12.4, the rest older)."""
+def software_of(n: int) -> tuple[str, str]:
+    k = n // 20 * 6 + n % 20 - 14  # the k-th answering peer
+    if k % 100 < 2:
+        return "pixelfed", "0.12.5" if k % 3 == 0 else "0.12.4"
+    if k % 100 < 20:
+        name = OTHERS[k % 100 - 2]
+        return name, {"misskey": "2025.4.1", "akkoma": "3.15.2", "gotosocial": "0.19.1"}[name]
+    return "mastodon", MASTODON_VERSIONS[(k // 100 * 7 + k) % len(MASTODON_VERSIONS)]
+
+
+def serve_fleet(count: int, latency: float, pipe: Connection) -> None:
+    """The fleet, in its own process; answers the bench's questions about what it was asked."""
     from tests.peers import Peer, PeerFleet, nodeinfo
 
     fleet = PeerFleet(["*.fleet.example"])
-    every = round(1 / hanging) if hanging else 0
-    for n, name in enumerate(peer_names(count)):
-        if every and n % every == 0:
+    for n in range(count):
+        name = fleet_name(n)
+        if name.startswith("hang"):
             fleet.peers[name] = Peer(hang=True)
-        else:
-            version = ["0.12.5", "0.12.4", "0.12.4", "0.11.9"][n % 4]
-            fleet.peers[name] = Peer(nodeinfo("pixelfed", version), latency=latency)
+        elif name.startswith("peer"):
+            software, version = software_of(n)
+            usage = {"users": {"total": 50 + n % 5000, "activeMonth": 10 + n % 3000}}
+            fleet.peers[name] = Peer(nodeinfo(software, version, usage=usage), latency=latency)
     fleet.start()
-    pipe.send((fleet.ca.cert_pem.bytes(), fleet.port))
-    pipe.recv()  # until told to stop
+    pipe.send((fleet.ca.cert_pem.bytes(), fleet.port, fleet.refused_port))
+    while (command := pipe.recv()) != "stop":
+        if command == "fetched":
+            pipe.send(Counter(host for host, path, _headers in fleet.requests if path == "/.well-known/nodeinfo"))
+        elif command == "reset":
+            fleet.requests.clear()
     fleet.stop()
+
+
+class Workers:
+    def __init__(self, count: int, fleet_port: int, refused_port: int, ca_file: Path, env: dict[str, str]) -> None:
+        self.args = [sys.executable, "-m", "tests.fleet_worker", str(fleet_port), str(refused_port), str(ca_file)]
+        self.env = env
+        self.count = count
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.peak_rss_mb = 0.0
+
+    def start(self) -> None:
+        self.processes = [
+            subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(self.count)
+        ]
+
+    def measure(self) -> None:
+        for process in self.processes:
+            try:
+                status = Path(f"/proc/{process.pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):  # the peak resident set size
+                    self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        self.measure()
+        for process in self.processes:
+            process.send_signal(sig)
+        for process in self.processes:
+            process.wait(30)
+
+
+def scan_once(ctx: Context, double: MastodonDouble, workers: Workers, kill_at: float | None) -> dict[str, float]:
+    """Enqueue the scheduled scan and wait for its DM; optionally SIGKILL every worker midway."""
+    connection = ctx.redis
+    started = time.monotonic()
+    enqueue_once(connection, defaults.QUEUE_BACKGROUND, scan_runs.scheduled_scan, job_id=f"bench-scan-{int(started * 1000)}")
+    killed_after = None
+    last_said = 0.0
+    run: scan_runs.Run | None = None
+    while True:
+        time.sleep(0.5)  # polling a real run's progress
+        workers.measure()
+        if run is None and (current := connection.get(scan_runs.CURRENT_RUN)) is not None:
+            run = scan_runs.Run(current.decode())
+        if run is None:
+            continue
+        now = scan_runs.progress(ctx, run)
+        read, total = now.read, max(now.total, 1)
+        if time.monotonic() - last_said > 30:
+            last_said = time.monotonic()
+            print(f"  {time.monotonic() - started:5.0f} s: read {read:,}/{total:,}, sized {now.sized}, {now.state}")
+        if kill_at is not None and killed_after is None and read >= kill_at * total:
+            workers.stop(signal.SIGKILL)
+            killed_after = time.monotonic() - started
+            print(f"  {killed_after:5.0f} s: every worker SIGKILLed at {read:,}/{total:,} peers read; new ones started")
+            workers.start()
+        if now.state == "done" and double.direct_threads():
+            return {"seconds": time.monotonic() - started, "read": read, "killed_after": killed_after or 0.0}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--peers", type=int, default=1000)
+    parser.add_argument("--peers", type=int, default=30000)
     parser.add_argument("--latency", type=float, default=0.2)
-    parser.add_argument("--hanging", type=float, default=0.05)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-kill", action="store_true", help="Skip the second run (workers killed midway).")
     args = parser.parse_args()
-    settings = load_settings(_env_file=None)
-    concurrency, timeout = settings.scan_concurrency, settings.scan_timeout
 
     parent, child = multiprocessing.Pipe()
-    server = multiprocessing.Process(target=serve_fleet, args=(args.peers, args.latency, args.hanging, child))
-    server.start()
-    ca_pem, port = parent.recv()
-    context = ssl.create_default_context()
-    context.load_verify_locations(cadata=ca_pem.decode())
-
-    async def resolver(host: str, _port: int) -> list[tuple[str, int]]:
-        return [("127.0.0.1", port)]
-
-    fetcher = Fetcher(
-        FetchPolicy(
-            user_agent="Tocsin/0.1 (+https://social.example.org; bench)",
-            allowed_private=(ipaddress.ip_network("127.0.0.0/8"),),
-            connect_timeout=min(5.0, timeout),
-            total_timeout=timeout,
-            max_bytes=settings.scan_max_bytes,
-        ),
-        resolver=resolver,
-        ssl_context=context,
-    )
-    names = peer_names(args.peers)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    cpu_before = time.process_time()
-    started = time.perf_counter()
+    fleet = multiprocessing.Process(target=serve_fleet, args=(args.peers, args.latency, child))
+    fleet.start()
+    ca_pem, fleet_port, refused_port = parent.recv()
+    scratch = Path(tempfile.mkdtemp(prefix="tocsin-bench-scan-"))
+    ca_file = scratch / "fleet-ca.pem"
+    ca_file.write_bytes(ca_pem)
+    server = EmbeddedRedis(scratch / "redis", persistent=False).start()
+    connection = redis.Redis.from_url(server.url)
+    double = MastodonDouble(max_characters=500).start()  # enforces 300 requests / 5 minutes by default
+    names = [fleet_name(n) for n in range(args.peers)]
+    double.peers = names
+    for n, name in enumerate(names):
+        if name.startswith("peer"):
+            double.measures[name] = (n % 40, n % 25, 5 + n % 90) if n % 9 else (300 + n % 700, 200, 900)
+    env = {
+        **{key: value for key, value in os.environ.items() if not key.startswith("TOCSIN_")},
+        "TOCSIN_REDIS_URL": server.url,
+        "TOCSIN_MASTODON_URL": double.url,
+        "TOCSIN_ACCESS_TOKEN": double.token,
+        "TOCSIN_MODERATORS": "mod_anna",
+        "TOCSIN_DATA_DIR": str(scratch / "data"),
+        "TOCSIN_ALLOWED_PRIVATE_ADDRESSES": "127.0.0.0/8",
+        "TOCSIN_SCAN_INTERVAL_HOURS": "0",  # the bench starts the scans
+    }
+    workers = Workers(args.workers, fleet_port, refused_port, ca_file, env)
+    settings = load_settings(_env_file=None)
+    ctx = Context(settings, connection)
     try:
-        results = asyncio.run(read_peers(fetcher, names, concurrency))
-    finally:
-        parent.send("stop")
-        server.join(10)
-    seconds = time.perf_counter() - started
-    cpu = time.process_time() - cpu_before
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        workers.start()
+        print(f"{os.cpu_count()} cores; {args.peers:,} peers ({args.latency * 1000:.0f} ms per answer), ", end="")
+        print(f"{args.workers} workers, concurrency {settings.scan_concurrency} each, chunks of {settings.scan_chunk}")
+        print("run 1: the scheduled scan")
+        first = scan_once(ctx, double, workers, kill_at=None)
+        throttled_first = double.throttled
+        admin_calls = sum(1 for _method, path in double.requests if "/admin/" in path)
+        sized = sum(1 for request in double.requests if request == ("POST", "/api/v1/admin/measures"))
+        [thread] = double.direct_threads()
+        parent.send("fetched")
+        fetched_first: Counter[str] = parent.recv()
+        workers.stop()
+        rss_first = workers.peak_rss_mb
 
-    advisory = next(item for item in load_advisories() if item.id == "CVE-2025-30741")
-    finding = find(advisory, results, load_forks())
-    errors = Counter(result.error for result in results if result.error)
-    hanging = sum(1 for n in range(args.peers) if args.hanging and n % round(1 / args.hanging) == 0)
-    readable = args.peers - hanging
-    floor = (readable * 2 * args.latency + hanging * timeout) / concurrency
-    print(
-        f"{os.cpu_count()} cores; {args.peers} peers, {args.latency * 1000:.0f} ms per answer, {hanging} never answer"
-    )
-    print(f"concurrency {concurrency}, timeout {timeout:g} s per fetch")
-    print(f"scan: {seconds:.1f} s  (floor {floor:.1f} s: {seconds / floor:.2f}x the floor)")
-    if hanging:
-        print(f"  (a peer that never answers holds its slot for the whole {timeout:g} s timeout, so the last one")
-        print(f"   to be started ends the scan at least {timeout:g} s after it started: the floor is not reachable)")
-    print(f"scanner CPU: {cpu:.1f} s ({cpu / seconds:.0%} of one core; TLS handshakes are most of it)")
-    print(f"read {len(results) - sum(errors.values())}, unreadable {dict(errors)}")
-    print(f"{advisory.id}: {finding.total} pixelfed, {len(finding.fixed)} fixed, {len(finding.vulnerable)} vulnerable")
-    print(f"RSS: {rss:.0f} MB at the end ({rss_before:.0f} MB before the scan)")
-    print(f"targets: <= 20 s -> {'OK' if seconds <= 20 else 'MISSED'}; <= 200 MB -> {'OK' if rss <= 200 else 'MISSED'}")
+        killed: dict[str, float] | None = None
+        if not args.no_kill:
+            connection.flushall()  # no cached NodeInfo, no memory of the first DM
+            double.statuses.clear()
+            double._idempotency.clear()  # Mastodon forgets idempotency keys after an hour
+            parent.send("reset")
+            workers.peak_rss_mb = 0.0
+            workers.start()
+            print("run 2: the same, every worker killed halfway")
+            killed = scan_once(ctx, double, workers, kill_at=0.5)
+            threads = double.direct_threads()
+            parent.send("fetched")
+            fetched_again: Counter[str] = parent.recv()
+            workers.stop()
+    finally:
+        if any(process.poll() is None for process in workers.processes):
+            workers.stop(signal.SIGKILL)
+        parent.send("stop")
+        fleet.join(10)
+        double.stop()
+        server.stop()
+
+    timeout = settings.scan_timeout
+    readable = sum(1 for name in names if name.startswith("peer"))
+    hanging = sum(1 for name in names if name.startswith("hang"))
+    reading_floor = (readable * 2 * args.latency + hanging * timeout) / (settings.scan_concurrency * args.workers)
+    share = int(300 * settings.api_budget)
+    sizing_floor = max(0, (sized - share) // share) * 300  # whole windows to wait beyond the first
+    floor = max(reading_floor, sizing_floor)
+    print()
+    print(f"run 1: scan and DM in {first['seconds'] / 60:.1f} min ({first['seconds']:.0f} s)")
+    print(f"  floor {floor:.0f} s (reading {reading_floor:.0f} s: latency and timeouts over all slots; ", end="")
+    print(f"sizing {sizing_floor} s: {sized} look-ups at {share} per 5-minute window): {first['seconds'] / floor:.1f}x")
+    print(f"  {admin_calls} admin API calls, {sized} of them follows; 429s from Mastodon: {throttled_first}")
+    print(f"  peers fetched more than once: {sum(1 for count in fetched_first.values() if count > 1)}")
+    print(f"  DM: {len(thread)} post(s); first line: {thread[0]['text'].splitlines()[1][:100]}")
+    print(f"  workers' peak RSS: {rss_first:.0f} MB")
+    if killed is not None:
+        in_flight = settings.scan_concurrency * args.workers
+        twice = sum(1 for count in fetched_again.values() if count > 1)
+        print(f"run 2: killed after {killed['killed_after']:.0f} s, completed in {killed['seconds']:.0f} s ", end="")
+        print(f"({killed['seconds'] / first['seconds']:.2f}x run 1); DM threads: {len(threads)}")
+        print(f"  peers fetched twice: {twice} (bound: the {in_flight} in flight when the workers died)")
+        print(f"  workers' peak RSS: {workers.peak_rss_mb:.0f} MB; 429s in both runs: {double.throttled}")
+    ok = first["seconds"] <= 600 and rss_first <= 300 and double.throttled == 0
+    print(f"targets: <= 10 min, <= 300 MB, no 429 -> {'OK' if ok else 'MISSED'}", end="")
+    if killed is not None:
+        resumed = len(threads) == 1 and twice <= settings.scan_concurrency * args.workers
+        print(f"; killed run completes with one DM -> {'OK' if resumed else 'MISSED'}", end="")
+    print()
 
 
 if __name__ == "__main__":
