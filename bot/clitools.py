@@ -5,11 +5,14 @@ Kept apart from bot/cli.py so the families' command modules can use it while bot
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.context import Context, redis_from_url
 from bot.embedded_redis import running_embedded_url
+from bot.mastodon import PacedMastodon
 
 
 def settings_from_environment(**overrides: object) -> Settings:
@@ -33,5 +36,14 @@ def with_redis(settings: Settings) -> Settings:
 
 
 def cli_context() -> Context:
+    """A command's context: unlike a job, a command waits out Tocsin's spent share of the API limit."""
     settings = with_redis(settings_from_environment())
-    return Context(settings, redis_from_url(settings.redis_url or ""))
+    ctx = Context(settings, redis_from_url(settings.redis_url or ""))
+    if isinstance(ctx.mastodon.client, PacedMastodon):
+        ctx.mastodon.client.wait_when_spent = _wait_for_reset
+    return ctx
+
+
+def _wait_for_reset(seconds: float) -> None:
+    click.echo(f"Mastodon's API rate limit: Tocsin's share of this window is spent; waiting {seconds:.0f} s", err=True)
+    time.sleep(seconds)  # the reset Mastodon announced

@@ -17,6 +17,8 @@ from functools import cached_property, lru_cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
+from bot.ratelimit import BudgetExhausted
+
 if TYPE_CHECKING:
     import click
     from fastapi import FastAPI
@@ -98,11 +100,23 @@ class Registry:
                 family.after_batch(ctx)
 
     def sweep(self, ctx: Context, now: float) -> None:
+        """Every family's periodic work. One family's failure does not stop the others' (a scan that spent
+        the API share must not hold up announcements); the first failure is raised at the end, so the
+        sweep job shows as failed. A spent API share is no failure: that work waits for the next sweep."""
+        failures: list[Exception] = []
         for family in self.families:
-            for detector in family.detectors:
-                detector.close_quiet_surges(ctx, now)
-            if family.sweep is not None:
-                family.sweep(ctx, now)
+            try:
+                for detector in family.detectors:
+                    detector.close_quiet_surges(ctx, now)
+                if family.sweep is not None:
+                    family.sweep(ctx, now)
+            except BudgetExhausted as spent:
+                log.info("sweep: %s waits for the API share (%.0f s)", family.name, spent.wait)
+            except Exception as error:
+                log.exception("sweep: %s failed", family.name)
+                failures.append(error)
+        if failures:
+            raise failures[0]
 
 
 @lru_cache(maxsize=1)

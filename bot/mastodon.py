@@ -8,6 +8,7 @@ reschedules itself for the reset). Read-only look-ups that every worker repeats 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -93,6 +94,8 @@ class PacedMastodon(Mastodon):
     def __init__(self, budget: ApiBudget, **options: Any) -> None:
         super().__init__(**options)
         self.budget = budget
+        self.wait_when_spent: Callable[[float], None] | None = None
+        """Set (by commands) to wait out a spent share or a 429 and go on; jobs leave it unset and raise."""
         self._depth = threading.local()
         for name in dir(Mastodon):  # its API methods come from many mixin classes
             if not name.startswith("_") and inspect.isfunction(inspect.getattr_static(Mastodon, name)):
@@ -101,11 +104,20 @@ class PacedMastodon(Mastodon):
     def _counted(self, method: Callable[..., Any], paced: bool) -> Callable[..., Any]:
         @functools.wraps(method)
         def call(*args: Any, **kwargs: Any) -> Any:
+            while True:
+                try:
+                    return once(*args, **kwargs)
+                except BudgetExhausted as spent:
+                    if self.wait_when_spent is None:
+                        raise
+                    self.wait_when_spent(spent.wait)
+
+        def once(*args: Any, **kwargs: Any) -> Any:
             depth = getattr(self._depth, "value", 0)
             if depth:
                 return method(*args, **kwargs)  # inside another API method: counted there
             if paced:
-                self.budget.reserve()
+                self.budget.reserve(bulk=getattr(self._depth, "bulk", False))
             answered_before = self.ratelimit_lastcall
             self._depth.value = 1
             try:
@@ -119,6 +131,15 @@ class PacedMastodon(Mastodon):
                     self.budget.record(self.ratelimit_limit, self.ratelimit_remaining, self.ratelimit_reset)
 
         return call
+
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Calls made inside count as bulk work (ratelimit.BULK_SHARE)."""
+        self._depth.bulk = True
+        try:
+            yield
+        finally:
+            self._depth.bulk = False
 
 
 def make_client(settings: Settings, connection: redis.Redis) -> Mastodon | None:
@@ -156,6 +177,16 @@ class MastodonLink:
         value = compute()
         self.redis.set(key, json.dumps(value), ex=ttl)
         return value
+
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Admin calls made inside are bulk work: they stop short of Tocsin's whole share of the rate
+        limit, leaving room for the routine ones (bot/ratelimit.py, BULK_SHARE)."""
+        if isinstance(self.client, PacedMastodon):
+            with self.client.bulk():
+                yield
+        else:
+            yield
 
     def max_characters(self) -> int:
         if self.client is None:

@@ -21,6 +21,10 @@ from bot.scripting import Lua
 BUDGET_KEY = "tocsin:api-budget"  # hash: limit, remaining, reset — as Mastodon last said
 UNKNOWN_RESET_WAIT = 60.0
 """A 429 without a usable reset time: seconds to wait before trying again."""
+BULK_SHARE = 0.8
+"""Of Tocsin's share, what bulk work (a scan's follows, a backfill's pages) may spend: the rest of each
+window stays for the routine calls (the domain-block poll every minute, the staff list, alerts' sizing),
+so a scan never holds up the announcement of a moderator's block."""
 
 RESERVE = Lua(__file__, "api_budget_reserve")
 RECORD = Lua(__file__, "api_budget_record")
@@ -40,9 +44,10 @@ class ApiBudget:
         self.redis = connection
         self.share = share
 
-    def reserve(self) -> None:
+    def reserve(self, bulk: bool = False) -> None:
         """Count one paced call, or raise BudgetExhausted."""
-        wait = float(RESERVE(self.redis, [BUDGET_KEY], [repr(time.time()), repr(self.share)]))
+        share = self.share * BULK_SHARE if bulk else self.share
+        wait = float(RESERVE(self.redis, [BUDGET_KEY], [repr(time.time()), repr(share)]))
         if wait > 0:
             raise BudgetExhausted(wait)
 

@@ -81,10 +81,7 @@ def scan(advisory_ids: tuple[str, ...], as_json: bool, csv_path: str | None, fre
             click.echo("\n".join(_peer_line(result) for result in batch))
         meter.add(len(batch))
 
-    def on_wait(seconds: float) -> None:
-        meter.say(f"Mastodon's rate limit: Tocsin's share of this window is spent; waiting {seconds:.0f} s")
-
-    report = run_scan(ctx, run=run, on_results=on_results, on_wait=on_wait)
+    report = run_scan(ctx, run=run, on_results=on_results)
     proposals = [proposal for items in report.proposals.values() for proposal in items]
     if csv_path:
         with open(csv_path, "w", encoding="utf-8") as out:

@@ -22,6 +22,7 @@ MAX_ATTEMPTS times. `tocsin scan` drives the same steps in its own process and w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -125,7 +126,9 @@ def progress(ctx: Context, run: Run) -> Progress:
 def start_run(ctx: Context, advisory_ids: Iterable[str] = (), fresh: bool = False, scheduled: bool = False) -> Run:
     """List the peers and record a new run (no job enqueued: see enqueue_chunks)."""
     blocks = ctx.mastodon.domain_blocks()
-    peers = peer_domains(ctx, blocks)
+    # In an order of their own, not the alphabet's: the hundreds of names of one dead hosting service,
+    # or of one slow provider, are spread over every chunk instead of stalling one (or hammering one).
+    peers = sorted(peer_domains(ctx, blocks), key=lambda name: hashlib.blake2b(name.encode(), digest_size=8).digest())
     run = Run(f"{int(time.time())}-{secrets.token_hex(3)}")
     size = ctx.settings.scan_chunk
     pipe = ctx.redis.pipeline()
@@ -163,18 +166,39 @@ def chunk_count(meta: dict[str, str]) -> int:
 # --- Step 2: read a chunk ------------------------------------------------------------------------
 
 
-def read_chunk(
-    ctx: Context, run: Run, chunk: int, on_results: Callable[[list[PeerResult]], None] | None = None
-) -> bool:
+def read_chunk(ctx: Context, run: Run, chunk: int) -> bool:
     """Read one chunk's peers not read yet; True when this made every chunk done (then finish)."""
     meta = run.meta(ctx)
     if meta.get("state") != "reading" or ctx.redis.sismember(run.key("done"), chunk):
         return False
-    lease = run.key(f"lease:{chunk}")
-    ttl = lease_seconds(ctx.settings.scan_timeout)
-    ctx.redis.set(lease, "1", ex=ttl)
     size = int(meta["chunk"])
     domains = [raw.decode() for raw in ctx.redis.lrange(run.key("peers"), chunk * size, (chunk + 1) * size - 1)]
+    lease = run.key(f"lease:{chunk}")
+    _read(ctx, run, meta, domains, lease, None)
+    pipe = ctx.redis.pipeline()
+    pipe.sadd(run.key("done"), chunk)
+    pipe.expire(run.key("done"), RUN_TTL)
+    pipe.scard(run.key("done"))
+    pipe.delete(lease)
+    done = pipe.execute()[2]
+    if done < chunk_count(meta) or not ctx.redis.hsetnx(run.key("meta"), "read_at", repr(time.time())):
+        return False
+    _set_state(ctx, run, "sizing")  # the last chunk: exactly one caller moves the run on
+    return True
+
+
+def _read(
+    ctx: Context,
+    run: Run,
+    meta: dict[str, str],
+    domains: list[str],
+    lease: str,
+    on_results: Callable[[list[PeerResult]], None] | None,
+) -> None:
+    """Read the domains whose result the run does not have yet, storing results as they come and
+    renewing `lease` with each batch."""
+    ttl = lease_seconds(ctx.settings.scan_timeout)
+    ctx.redis.set(lease, "1", ex=ttl)
     stored = ctx.redis.hmget(run.key("results"), domains) if domains else []
     todo = [domain for domain, raw in zip(domains, stored, strict=True) if raw is None]
     recheck: bool | list[str] = True if meta.get("fresh") else json.loads(meta.get("recheck", "[]"))
@@ -190,16 +214,7 @@ def read_chunk(
 
     if todo:
         nodeinfo.read_peers_streamed(ctx, nodeinfo.make_fetcher(ctx.settings), todo, store, recheck)
-    pipe = ctx.redis.pipeline()
-    pipe.sadd(run.key("done"), chunk)
-    pipe.expire(run.key("done"), RUN_TTL)
-    pipe.scard(run.key("done"))
-    pipe.delete(lease)
-    done = pipe.execute()[2]
-    if done < chunk_count(meta) or not ctx.redis.hsetnx(run.key("meta"), "read_at", repr(time.time())):
-        return False
-    _set_state(ctx, run, "sizing")  # the last chunk: exactly one caller moves the run on
-    return True
+    ctx.redis.delete(lease)
 
 
 def _set_state(ctx: Context, run: Run, state: str) -> None:
@@ -255,7 +270,8 @@ def _size(ctx: Context, run: Run, targets: list[str]) -> dict[str, Impact | None
     impacts: dict[str, Impact | None] = {}
     for domain, raw in zip(targets, stored, strict=True):
         if raw is None:
-            impact = ctx.mastodon.impact(domain)  # BudgetExhausted pauses here; what is stored stays
+            with ctx.mastodon.bulk():
+                impact = ctx.mastodon.impact(domain)  # BudgetExhausted pauses here; what is stored stays
             ctx.redis.hset(key, domain, json.dumps(asdict(impact) if impact else None))
             ctx.redis.expire(key, RUN_TTL)
         else:
@@ -289,25 +305,18 @@ def run_scan(
     advisory_ids: Iterable[str] = (),
     fresh: bool = False,
     on_results: Callable[[list[PeerResult]], None] | None = None,
-    on_wait: Callable[[float], None] | None = None,
     run: Run | None = None,
 ) -> ScanReport:
-    """A whole scan here and now: every chunk in turn, then the report, sleeping out a spent share of the
-    rate limit (`on_wait` hears of each wait). The caller sends the messages, if any."""
+    """A whole scan here and now, every peer in one pass, then the report (a command's Mastodon client
+    waits out a spent share of the rate limit, see bot/clitools.py). The caller sends the messages."""
     run = run or start_run(ctx, advisory_ids, fresh)
-    for chunk in range(chunk_count(run.meta(ctx))):
-        read_chunk(ctx, run, chunk, on_results)
+    # One process, one pass over every peer: chunks only matter to jobs that may die.
+    peers = [raw.decode() for raw in ctx.redis.lrange(run.key("peers"), 0, -1)]
+    _read(ctx, run, run.meta(ctx), peers, run.key("lease:here"), on_results)
     _set_state(ctx, run, "sizing")
-    while True:
-        try:
-            report = build_report(ctx, run)
-        except BudgetExhausted as spent:
-            if on_wait is not None:
-                on_wait(spent.wait)
-            time.sleep(spent.wait)  # a command waits for the window Mastodon announced
-            continue
-        complete(ctx, run, report, send=False)
-        return report
+    report = build_report(ctx, run)
+    complete(ctx, run, report, send=False)
+    return report
 
 
 # --- As jobs: the scheduled scan -----------------------------------------------------------------

@@ -192,6 +192,7 @@ class MastodonDouble:
         @app.middleware("http")
         async def rate_limited(request: Request, call_next: Any) -> Any:
             if double.down:
+                double.requests.append((request.method, request.url.path))
                 return JSONResponse({"error": "Service Unavailable"}, status_code=503)
             if not request.url.path.startswith("/api/"):
                 return await call_next(request)

@@ -86,3 +86,21 @@ def test_posts_are_not_held_back_by_the_share(mastodon: MastodonDouble, make_con
     ctx.mastodon.post_status("@mod_anna alert", visibility="direct", idempotency_key="k1")
     assert len(mastodon.direct_messages()) == 1
     assert int(ctx.redis.hget(BUDGET_KEY, "remaining") or 0) == 4  # type: ignore[arg-type]  # and it counted
+
+
+def test_bulk_work_leaves_room_for_the_routine_calls(
+    mastodon: MastodonDouble, make_context: Callable[..., Context]
+) -> None:
+    """A scan's sizing stops at 80 % of Tocsin's share; the domain-block poll still gets through."""
+    mastodon.rate_limit, mastodon.rate_period = 20, 6.0
+    ctx = make_context(api_budget=0.5)
+    window_start(mastodon)
+    with ctx.mastodon.bulk():
+        spend(ctx, 8)  # 80 % of 10
+        with pytest.raises(BudgetExhausted):
+            ctx.mastodon._read_impact("bulk.example")
+    ctx.mastodon.all_domain_blocks()  # routine: the rest of the share
+    ctx.mastodon._read_impact("an-alert.example")
+    with pytest.raises(BudgetExhausted):
+        ctx.mastodon._read_impact("over.example")
+    assert mastodon.throttled == 0

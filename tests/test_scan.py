@@ -106,6 +106,7 @@ def scanning(
     )
     mastodon.peers = FIXED + ON_0124 + OLDER + list(MASTODON) + list(UNREADABLE) + NOT_IN_FLEET
     mastodon.max_characters = 5000
+    mastodon.rate_limit = 10_000  # not what these tests are about (tests/test_ratelimit.py, test_scan_runs.py)
     for n, domain in enumerate(ON_0124 + OLDER):
         mastodon.measures[domain] = (7, 3, 20) if n in (5, 30) else (n % 6, (n * 7) % 6, 10)  # two with 6-10
     mastodon.measures["pixelfed.social"] = (1073, 864, 5200)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from click.testing import CliRunner
 
 from bot import defaults, sweep
 from bot.context import Context
@@ -20,7 +21,7 @@ from bot.fetching import Fetcher
 from bot.queue import enqueue_once, queue
 from handlers import nodeinfo, scan_runs
 from handlers.nodeinfo import CACHE_PREFIX, DEAD_BACKOFF, DEAD_COUNT_PREFIX, FAILURE_TTL, SUCCESS_TTL
-from tests.helpers import quiescent, run_until, wait_for
+from tests.helpers import quiescent, run, run_until, wait_for
 from tests.mastodon_double import MastodonDouble
 from tests.peers import Peer, PeerFleet
 from tests.peers import nodeinfo as document
@@ -186,3 +187,16 @@ def test_a_scan_whose_worker_is_killed_resumes_and_dms_once(
     assert len(twice) <= 10, f"more than the chunk in flight fetched again: {twice}"  # concurrency 10
     for name in defaults.QUEUES:
         assert queue(name, connection).failed_job_registry.count == 0
+
+
+def test_tocsin_scan_waits_out_the_limit_and_shows_its_progress(
+    mastodon: MastodonDouble, local_fleet: PeerFleet, tocsin: CliRunner
+) -> None:
+    mastodon.rate_limit, mastodon.rate_period = 40, 3.0  # 16 follows look-ups per window (0.5 x 0.8 of 40)
+    mastodon.peers = PIXELFED
+    result = run(tocsin, "scan")
+    assert result.exit_code == 0, result.output
+    assert "read 60/60 peers (100%)" in result.stderr
+    assert "Tocsin's share of this window is spent; waiting" in result.stderr
+    assert "60 servers: 20 fixed, 40 run 0.12.4 -> 40 vulnerable" in result.stdout
+    assert mastodon.throttled == 0
