@@ -168,7 +168,16 @@ class MastodonDouble:
     # --- server
 
     def start(self) -> MastodonDouble:
-        config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        # Keep idle connections open as long as nginx in front of Mastodon does (keepalive_timeout 65-75 s):
+        # uvicorn's 5 s default closes them under a client that waited for a rate-limit reset.
+        config = uvicorn.Config(
+            self._app(),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=75,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
