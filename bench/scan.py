@@ -254,16 +254,16 @@ def main() -> None:
     print(f"  DM: {len(thread)} post(s); first line: {thread[0]['text'].splitlines()[1][:100]}")
     print(f"  workers' peak RSS: {rss_first:.0f} MB")
     if killed is not None:
-        in_flight = settings.scan_concurrency * args.workers
+        in_flight = settings.scan_chunk * args.workers
         twice = sum(1 for count in fetched_again.values() if count > 1)
         print(f"run 2: killed after {killed['killed_after']:.0f} s, completed in {killed['seconds']:.0f} s ", end="")
         print(f"({killed['seconds'] / first['seconds']:.2f}x run 1); DM threads: {len(threads)}")
-        print(f"  peers fetched twice: {twice} (bound: the {in_flight} in flight when the workers died)")
+        print(f"  peers fetched twice: {twice} (bound: a chunk per worker, {in_flight}, lost when they died)")
         print(f"  workers' peak RSS: {workers.peak_rss_mb:.0f} MB; 429s in both runs: {double.throttled}")
     ok = first["seconds"] <= 600 and rss_first <= 300 and double.throttled == 0
     print(f"targets: <= 10 min, <= 300 MB, no 429 -> {'OK' if ok else 'MISSED'}", end="")
     if killed is not None:
-        resumed = len(threads) == 1 and twice <= settings.scan_concurrency * args.workers
+        resumed = len(threads) == 1 and twice <= in_flight
         print(f"; killed run completes with one DM -> {'OK' if resumed else 'MISSED'}", end="")
     print()
 

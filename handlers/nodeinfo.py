@@ -115,21 +115,26 @@ async def fetch_software(fetcher: Fetcher, domain: str) -> PeerSoftware:
     return parse_nodeinfo(await fetcher.get_json(link))
 
 
+async def read_peer(fetcher: Fetcher, domain: str) -> PeerResult:
+    """One domain's software; every failure becomes a result (a peer must never stop a scan)."""
+    try:
+        return PeerResult(domain, software=await fetch_software(fetcher, domain))
+    except FetchError as error:
+        return PeerResult(domain, error=error.reason)
+    except Exception as error:
+        log.warning("reading %s failed: %s", domain, type(error).__name__)
+        return PeerResult(domain, error="error")
+
+
 async def read_peers(
     fetcher: Fetcher, domains: Iterable[str], concurrency: int, progress: Callable[[PeerResult], None] | None = None
 ) -> list[PeerResult]:
-    """Every domain's software, at most `concurrency` fetches at a time; failures become results."""
+    """Every domain's software, at most `concurrency` fetches at a time."""
     limit = asyncio.Semaphore(concurrency)
 
     async def one(domain: str) -> PeerResult:
         async with limit:
-            try:
-                result = PeerResult(domain, software=await fetch_software(fetcher, domain))
-            except FetchError as error:
-                result = PeerResult(domain, error=error.reason)
-            except Exception as error:  # a peer must never stop the scan
-                log.warning("reading %s failed: %s", domain, type(error).__name__)
-                result = PeerResult(domain, error="error")
+            result = await read_peer(fetcher, domain)
         if progress is not None:
             progress(result)
         return result
@@ -174,6 +179,12 @@ def cache_results(connection: redis.Redis, results: list[PeerResult]) -> None:
             ttl = GONE_TTL if result.error == "gone" else FAILURE_TTL
         pipe.set(CACHE_PREFIX + result.domain, result.to_json(), ex=ttl)
     pipe.execute()
+
+
+def cached_results(connection: redis.Redis, domains: list[str]) -> list[PeerResult]:
+    """The results the cache still holds for these domains."""
+    raw = connection.mget([CACHE_PREFIX + domain for domain in domains]) if domains else []
+    return [PeerResult.from_json(item) for item in raw if item is not None]
 
 
 def read_peers_streamed(

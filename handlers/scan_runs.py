@@ -4,10 +4,11 @@ A run lives in Redis under its id: the peer list, every peer's result as it come
 stays flat), which chunks of TOCSIN_SCAN_CHUNK peers are done, the follows looked up so far. It moves
 through three steps, each an RQ job that can die and be run again without repeating finished work:
 
-1. start: list the peers (one admin call), hand out the first chunks (one job each, a few at a time so
-   other background work is not queued behind a whole scan) and start step 3;
-2. read a chunk: skip peers whose result is stored, read the others' NodeInfo, store results in batches,
-   renewing the chunk's lease; then hand out the next chunk;
+1. start: list the peers (one admin call), enqueue a few readers (not a job per chunk, so other
+   background work is not queued behind a whole scan) and step 3;
+2. read: a reader takes chunks one after another for a minute, keeping TOCSIN_SCAN_CONCURRENCY fetches
+   in flight across chunk boundaries; it skips peers whose result is stored, stores results in batches
+   that renew the chunk's lease, and hands over to a fresh reader while chunks remain;
 3. size and finish: match advisories against the results stored so far and look up follows for the
    servers the DM and proposals will name, paced to Tocsin's share of the API limit — while the peers
    are still being read, so the share of several rate-limit windows is used, not just the last one's.
@@ -15,24 +16,27 @@ through three steps, each an RQ job that can die and be run again without repeat
    reading goes on; a worker never sleeps for either); once every chunk is read and every named
    server sized, it builds the report and DMs the moderators once.
 
-The sweep resumes a scheduled run whose job vanished: a chunk without its lease whose job is neither
-waiting nor scheduled (its worker was killed, Redis restarted) is enqueued again, at most
-MAX_ATTEMPTS times. `tocsin scan` drives the same steps in its own process and waits out the limit.
+The sweep resumes a scheduled run whose job vanished: a chunk taken but not done, without its lease,
+whose job is neither waiting nor scheduled (its worker was killed, Redis restarted) gets a reader of its
+own (which goes on to other chunks), at most MAX_ATTEMPTS times. `tocsin scan` drives the same steps
+in its own process and waits out the limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import math
 import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from rq import Worker
+from rq import Worker, get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -73,7 +77,11 @@ FINISH = "finish"  # the name of step 3 among the chunk numbers (leases, jobs)
 SIZE_POLL = 5.0
 """Seconds between two sizing passes while peers are still being read."""
 MIN_READERS = 2
-"""Chunks handed out at once: this many, or one per registered worker if there are more."""
+"""Reading jobs at once: this many, or one per registered worker if there are more."""
+READER = "reader"  # the unit name of reading jobs that take any chunk
+READER_SECONDS = 60.0
+"""A reading job takes new chunks for this long, then hands over to a fresh job: well within RQ's job
+timeout, since the fetches it started end within TOCSIN_SCAN_TIMEOUT."""
 
 
 def lease_seconds(scan_timeout: float) -> int:
@@ -163,58 +171,112 @@ def chunk_count(meta: dict[str, str]) -> int:
     return int(meta.get("chunks", 0))
 
 
-# --- Step 2: read a chunk ------------------------------------------------------------------------
+# --- Step 2: read chunks ------------------------------------------------------------------------
 
 
-def read_chunk(ctx: Context, run: Run, chunk: int) -> bool:
-    """Read one chunk's peers not read yet; True when this made every chunk done (then finish)."""
-    meta = run.meta(ctx)
-    if meta.get("state") != "reading" or ctx.redis.sismember(run.key("done"), chunk):
-        return False
-    size = int(meta["chunk"])
-    domains = [raw.decode() for raw in ctx.redis.lrange(run.key("peers"), chunk * size, (chunk + 1) * size - 1)]
-    lease = run.key(f"lease:{chunk}")
-    _read(ctx, run, meta, domains, lease, None)
-    pipe = ctx.redis.pipeline()
-    pipe.sadd(run.key("done"), chunk)
-    pipe.expire(run.key("done"), RUN_TTL)
-    pipe.scard(run.key("done"))
-    pipe.delete(lease)
-    done = pipe.execute()[2]
-    if done < chunk_count(meta) or not ctx.redis.hsetnx(run.key("meta"), "read_at", repr(time.time())):
-        return False
-    _set_state(ctx, run, "sizing")  # the last chunk: exactly one caller moves the run on
-    return True
+@dataclass
+class _Chunk:
+    """A chunk being read: its peers still out, their results not stored yet."""
+
+    number: int
+    lease: str
+    out: int
+    batch: list[PeerResult] = field(default_factory=list)
+    stored_at: float = field(default_factory=time.monotonic)
 
 
-def _read(
+def read_chunks(
     ctx: Context,
     run: Run,
-    meta: dict[str, str],
-    domains: list[str],
-    lease: str,
-    on_results: Callable[[list[PeerResult]], None] | None,
+    claim: Callable[[], int | None],
+    seconds: float,
+    on_results: Callable[[list[PeerResult]], None] | None = None,
+    job_id: str | None = None,
 ) -> None:
-    """Read the domains whose result the run does not have yet, storing results as they come and
-    renewing `lease` with each batch."""
+    """Read the chunks `claim` hands out (None: no more) for `seconds`, keeping TOCSIN_SCAN_CONCURRENCY
+    fetches in flight across chunk boundaries, so a chunk's slowest peers (a 10 s timeout) do not hold the
+    next chunk back. Results are stored in batches, each renewing its chunk's lease; a chunk is done
+    when its last peer is stored. Peers the run has, or the cache still holds, are not fetched."""
+    meta = run.meta(ctx)
+    size, chunks = int(meta["chunk"]), chunk_count(meta)
+    recheck: set[str] | None = None if meta.get("fresh") else set(json.loads(meta.get("recheck", "[]")))
+    fetcher = nodeinfo.make_fetcher(ctx.settings)
     ttl = lease_seconds(ctx.settings.scan_timeout)
-    ctx.redis.set(lease, "1", ex=ttl)
-    stored = ctx.redis.hmget(run.key("results"), domains) if domains else []
-    todo = [domain for domain, raw in zip(domains, stored, strict=True) if raw is None]
-    recheck: bool | list[str] = True if meta.get("fresh") else json.loads(meta.get("recheck", "[]"))
 
-    def store(batch: list[PeerResult]) -> None:
+    def store(chunk: _Chunk, results: list[PeerResult], fetched: bool) -> None:
+        if fetched:
+            nodeinfo.cache_results(ctx.redis, results)
         pipe = ctx.redis.pipeline(transaction=False)
-        pipe.hset(run.key("results"), mapping={result.domain: result.to_json() for result in batch})
-        pipe.expire(run.key("results"), RUN_TTL)
-        pipe.set(lease, "1", ex=ttl)
+        if results:
+            pipe.hset(run.key("results"), mapping={result.domain: result.to_json() for result in results})
+            pipe.expire(run.key("results"), RUN_TTL)
+        pipe.set(chunk.lease, "1", ex=ttl)
         pipe.execute()
-        if on_results is not None:
-            on_results(batch)
+        chunk.stored_at = time.monotonic()
+        if on_results is not None and results:
+            on_results(results)
 
-    if todo:
-        nodeinfo.read_peers_streamed(ctx, nodeinfo.make_fetcher(ctx.settings), todo, store, recheck)
-    ctx.redis.delete(lease)
+    def done(chunk: _Chunk) -> None:
+        pipe = ctx.redis.pipeline()
+        pipe.sadd(run.key("done"), chunk.number)
+        pipe.expire(run.key("done"), RUN_TTL)
+        pipe.scard(run.key("done"))
+        pipe.delete(chunk.lease)
+        if pipe.execute()[2] == chunks and ctx.redis.hsetnx(run.key("meta"), "read_at", repr(time.time())):
+            _set_state(ctx, run, "sizing")  # the last chunk: exactly one reader moves the run on
+
+    async def one(domain: str, chunk: _Chunk, limit: asyncio.Semaphore) -> None:
+        try:
+            result = await nodeinfo.read_peer(fetcher, domain)
+        finally:
+            limit.release()
+        chunk.batch.append(result)
+        chunk.out -= 1
+        if (
+            chunk.out == 0
+            or len(chunk.batch) >= nodeinfo.STORE_BATCH
+            or (time.monotonic() - chunk.stored_at >= nodeinfo.STORE_EVERY)
+        ):
+            batch, chunk.batch = chunk.batch, []
+            store(chunk, batch, fetched=True)
+        if chunk.out == 0:
+            done(chunk)
+
+    async def read() -> None:
+        limit = asyncio.Semaphore(ctx.settings.scan_concurrency)
+        running: set[asyncio.Task[None]] = set()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and (number := claim()) is not None:
+            chunk = _Chunk(number, run.key(f"lease:{number}"), 0)
+            ctx.redis.set(chunk.lease, "1", ex=ttl)
+            if job_id is not None:
+                ctx.redis.hset(run.key("jobs"), str(number), job_id)
+            domains = [
+                raw.decode() for raw in ctx.redis.lrange(run.key("peers"), number * size, (number + 1) * size - 1)
+            ]
+            stored = ctx.redis.hmget(run.key("results"), domains) if domains else []
+            todo = [domain for domain, raw in zip(domains, stored, strict=True) if raw is None]
+            known = nodeinfo.cached_results(ctx.redis, [d for d in todo if recheck is not None and d not in recheck])
+            store(chunk, known, fetched=False)
+            have = {result.domain for result in known}
+            missing = [domain for domain in todo if domain not in have]
+            chunk.out = len(missing)
+            if not missing:
+                done(chunk)
+            for domain in missing:
+                await limit.acquire()
+                task = asyncio.create_task(one(domain, chunk, limit))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        await asyncio.gather(*running)
+
+    asyncio.run(read())
+
+
+def _claim_next(ctx: Context, run: Run) -> int | None:
+    """The next chunk nobody has taken yet, taken; None when every chunk has been taken."""
+    number = int(ctx.redis.hincrby(run.key("meta"), "next", 1)) - 1
+    return number if number < chunk_count(run.meta(ctx)) else None
 
 
 def _set_state(ctx: Context, run: Run, state: str) -> None:
@@ -310,10 +372,8 @@ def run_scan(
     """A whole scan here and now, every peer in one pass, then the report (a command's Mastodon client
     waits out a spent share of the rate limit, see bot/clitools.py). The caller sends the messages."""
     run = run or start_run(ctx, advisory_ids, fresh)
-    # One process, one pass over every peer: chunks only matter to jobs that may die.
-    peers = [raw.decode() for raw in ctx.redis.lrange(run.key("peers"), 0, -1)]
-    _read(ctx, run, run.meta(ctx), peers, run.key("lease:here"), on_results)
-    _set_state(ctx, run, "sizing")
+    read_chunks(ctx, run, lambda: _claim_next(ctx, run), math.inf, on_results)
+    _set_state(ctx, run, "sizing")  # also when there were no peers at all
     report = build_report(ctx, run)
     complete(ctx, run, report, send=False)
     return report
@@ -322,60 +382,65 @@ def run_scan(
 # --- As jobs: the scheduled scan -----------------------------------------------------------------
 
 
-def _enqueue(ctx: Context, run: Run, unit: int | str, delay: float | None = None, attempt: bool = True) -> bool:
-    """Enqueue a chunk (or the finish) of the run under a new job id; `attempt`: count it against
-    MAX_ATTEMPTS (a finish waiting for the rate limit's reset is no new attempt)."""
+def _enqueue(
+    ctx: Context,
+    run: Run,
+    unit: int | str,
+    function: Callable[..., Any],
+    *args: Any,
+    delay: float | None = None,
+    attempt: bool = True,
+) -> bool:
+    """Enqueue a job for a unit of the run (a chunk whose reader died, a reader, the finish) under a new
+    job id, remembered as the unit's; `attempt`: count it against MAX_ATTEMPTS (a reader handing over,
+    or a finish waiting for the rate limit's reset, is no new attempt)."""
     if attempt and ctx.redis.hincrby(run.key("jobs"), f"{unit}:attempts", 1) > MAX_ATTEMPTS:
         log.error("scan %s: %s was started %d times; left alone", run.id, unit, MAX_ATTEMPTS)
         return False
     job_id = f"{SCAN_JOB_ID}-{run.id}-{unit}-{ctx.redis.hincrby(run.key('jobs'), f'{unit}:jobs', 1)}"
     ctx.redis.hset(run.key("jobs"), str(unit), job_id)
     ctx.redis.expire(run.key("jobs"), RUN_TTL)
-    if unit == FINISH:
-        return enqueue_once(
-            ctx.redis,
-            defaults.QUEUE_BACKGROUND,
-            finish_job,
-            run.id,
-            job_id=job_id,
-            retry_delays=ctx.settings.retry_delays,
-            delay_seconds=delay,
-        )
     return enqueue_once(
         ctx.redis,
         defaults.QUEUE_BACKGROUND,
-        read_chunk_job,
-        run.id,
-        unit,
+        function,
+        *args,
         job_id=job_id,
         retry_delays=ctx.settings.retry_delays,
+        delay_seconds=delay,
     )
 
 
 @fails_at_once_on_permanent_errors
 def scheduled_scan() -> dict[str, Any]:
-    """RQ job (background queue): start the daily scan: its first chunks and its sizing."""
+    """RQ job (background queue): start the daily scan: its readers and its sizing."""
     ctx = get_context()
     run = start_run(ctx, scheduled=True)
     for _reader in range(max(MIN_READERS, Worker.count(connection=ctx.redis))):
-        _hand_out(ctx, run)
-    _enqueue(ctx, run, FINISH)
+        _enqueue(ctx, run, READER, read_job, run.id, None, attempt=False)
+    _enqueue(ctx, run, FINISH, finish_job, run.id)
     return {"run": run.id, "chunks": chunk_count(run.meta(ctx))}
 
 
-def _hand_out(ctx: Context, run: Run) -> None:
-    """Enqueue the next chunk nobody has been given yet, if any."""
-    chunk = int(ctx.redis.hincrby(run.key("meta"), "next", 1)) - 1
-    if chunk < chunk_count(run.meta(ctx)):
-        _enqueue(ctx, run, chunk)
-
-
-def read_chunk_job(run_id: str, chunk: int) -> None:
-    """RQ job: read one chunk, then hand out the next."""
+def read_job(run_id: str, chunk: int | None) -> None:
+    """RQ job: read `chunk` (one whose reader died) if given, then chunks nobody has taken, for
+    READER_SECONDS; then hand over to a fresh reader while chunks remain."""
     ctx = get_context()
     run = Run(run_id)
-    read_chunk(ctx, run, chunk)
-    _hand_out(ctx, run)
+    if run.meta(ctx).get("state") != "reading":
+        return
+    first = [chunk] if chunk is not None else []
+    job = get_current_job()
+    read_chunks(
+        ctx,
+        run,
+        lambda: first.pop() if first else _claim_next(ctx, run),
+        READER_SECONDS,
+        job_id=job.id if job is not None else None,
+    )
+    meta = run.meta(ctx)
+    if int(meta.get("next", 0)) < chunk_count(meta):
+        _enqueue(ctx, run, READER, read_job, run.id, None, attempt=False)
 
 
 @fails_at_once_on_permanent_errors
@@ -406,7 +471,7 @@ def finish_job(run_id: str) -> dict[str, int] | None:
 
 def _again(ctx: Context, run: Run, delay: float) -> None:
     ctx.redis.hset(run.key("meta"), "finish_due", repr(time.time() + delay))
-    _enqueue(ctx, run, FINISH, delay=delay, attempt=False)  # waiting is no failed attempt
+    _enqueue(ctx, run, FINISH, finish_job, run.id, delay=delay, attempt=False)
 
 
 def schedule_scan(ctx: Context, now: float) -> bool:
@@ -446,7 +511,7 @@ def resume_stalled(ctx: Context, now: float) -> list[str]:
         handed_out = min(int(meta.get("next", 0)), chunk_count(meta))
         pending = [chunk for chunk in range(handed_out) if chunk not in done]
         if len(done) == chunk_count(meta):
-            _set_state(ctx, run, "sizing")  # the last chunk's worker died before saying so
+            _set_state(ctx, run, "sizing")  # the last chunk's reader died before saying so
     if float(meta.get("finish_due", 0)) <= now:
         pending.append(FINISH)
     resumed = []
@@ -457,7 +522,12 @@ def resume_stalled(ctx: Context, now: float) -> list[str]:
         job_id = jobs.get(str(unit).encode())  # type: ignore[union-attr]
         if job_id is not None and _waiting(ctx, job_id.decode()):
             continue
-        if _enqueue(ctx, run, unit):
+        again = (
+            _enqueue(ctx, run, FINISH, finish_job, run.id)
+            if unit == FINISH
+            else (_enqueue(ctx, run, unit, read_job, run.id, unit))
+        )
+        if again:
             resumed.append(str(unit))
     if resumed:
         log.warning("scan %s: resumed %s (their worker stopped)", run.id, ", ".join(resumed))

@@ -184,7 +184,8 @@ def test_a_scan_whose_worker_is_killed_resumes_and_dms_once(
     assert "Vulnerable: 40 of 60 Pixelfed servers" in text
     fetched = Counter(host for host, path, _headers in fleet.requests if path == "/.well-known/nodeinfo")
     twice = [host for host, count in fetched.items() if count > 1]
-    assert len(twice) <= 10, f"more than the chunk in flight fetched again: {twice}"  # concurrency 10
+    # Lost with the worker: its fetches in flight and results not stored yet, at most a chunk's worth.
+    assert len(twice) <= 40, f"more than the chunk in flight fetched again: {twice}"
     for name in defaults.QUEUES:
         assert queue(name, connection).failed_job_registry.count == 0
 
