@@ -4,9 +4,9 @@ A run lives in Redis under its id: the peer list, every peer's result as it come
 stays flat), which chunks of TOCSIN_SCAN_CHUNK peers are done, the follows looked up so far. It moves
 through three steps, each an RQ job that can die and be run again without repeating finished work:
 
-1. start: list the peers (one admin call), enqueue a few readers (not a job per chunk, so other
-   background work is not queued behind a whole scan) and step 3;
-2. read: a reader takes chunks one after another for a minute, keeping TOCSIN_SCAN_CONCURRENCY fetches
+1. start: list the peers (one admin call), enqueue a reader per worker but one (not a job per chunk,
+   so events, alerts and other background work are not queued behind a whole scan) and step 3;
+2. read: a reader takes chunks one after another for READER_SECONDS, keeping TOCSIN_SCAN_CONCURRENCY fetches
    in flight across chunk boundaries; it skips peers whose result is stored, stores results in batches
    that renew the chunk's lease, and hands over to a fresh reader while chunks remain;
 3. size and finish: match advisories against the results stored so far and look up follows for the
@@ -76,12 +76,13 @@ MAX_ATTEMPTS = 5
 FINISH = "finish"  # the name of step 3 among the chunk numbers (leases, jobs)
 SIZE_POLL = 5.0
 """Seconds between two sizing passes while peers are still being read."""
-MIN_READERS = 2
-"""Reading jobs at once: this many, or one per registered worker if there are more."""
+SPARE_WORKERS = 1
+"""Workers left to other jobs while a scan reads (a reader holds its worker for READER_SECONDS): events
+and alerts wait for no scan. With one worker, it reads in turns with the rest."""
 READER = "reader"  # the unit name of reading jobs that take any chunk
-READER_SECONDS = 60.0
-"""A reading job takes new chunks for this long, then hands over to a fresh job: well within RQ's job
-timeout, since the fetches it started end within TOCSIN_SCAN_TIMEOUT."""
+READER_SECONDS = 30.0
+"""A reading job takes new chunks for this long, then hands over to a fresh job (queued behind whatever
+else waits): well within RQ's job timeout, since the fetches it started end within TOCSIN_SCAN_TIMEOUT."""
 
 
 def lease_seconds(scan_timeout: float) -> int:
@@ -416,7 +417,7 @@ def scheduled_scan() -> dict[str, Any]:
     """RQ job (background queue): start the daily scan: its readers and its sizing."""
     ctx = get_context()
     run = start_run(ctx, scheduled=True)
-    for _reader in range(max(MIN_READERS, Worker.count(connection=ctx.redis))):
+    for _reader in range(max(1, Worker.count(connection=ctx.redis) - SPARE_WORKERS)):
         _enqueue(ctx, run, READER, read_job, run.id, None, attempt=False)
     _enqueue(ctx, run, FINISH, finish_job, run.id)
     return {"run": run.id, "chunks": chunk_count(run.meta(ctx))}
