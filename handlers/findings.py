@@ -84,10 +84,11 @@ def _largest_first(item: Exposure) -> tuple[int, int, str]:
     return (-(item.follows or 0), -(item.active_users or 0), item.domain)
 
 
-def sizing_targets(findings: Iterable[Finding]) -> list[str]:
+def sizing_targets(findings: Iterable[Finding], complete: bool = True) -> list[str]:
     """The servers whose follows a scan looks up, most needed first: every vulnerable or uncertain server
     of an advisory that exposes our members (a proposal's severity depends on its follows), then the
-    OUTREACH_SIZED most active of each advisory that harms only its own servers (the DM names the largest)."""
+    OUTREACH_SIZED most active of each advisory that harms only its own servers (the DM names the largest)
+    — those only from `complete` results: the most active of part of the peers may not be the top ones."""
     findings = list(findings)
     needed = [
         item.domain
@@ -95,7 +96,7 @@ def sizing_targets(findings: Iterable[Finding]) -> list[str]:
         if finding.advisory.exposes_members
         for item in finding.vulnerable + finding.uncertain
     ]
-    for finding in findings:
+    for finding in findings if complete else ():
         if not finding.advisory.exposes_members:
             needed += [item.domain for item in sorted(finding.vulnerable, key=_largest_first)[:OUTREACH_SIZED]]
     return list(dict.fromkeys(needed))

@@ -298,7 +298,7 @@ def build_report(ctx: Context, run: Run) -> ScanReport:
     forks = load_forks(ctx.settings.advisory_dir)
     results = list(run.results(ctx))
     findings = [finding for finding in (find(advisory, results, forks) for advisory in advisories) if finding.total]
-    impacts = _size(ctx, run, sizing_targets(findings))
+    impacts = _size(ctx, run, sizing_targets(findings, complete=meta.get("state") != "reading"))
     blocks = ctx.mastodon.domain_blocks()
     by_domain = {block.domain: block for block in blocks}
 

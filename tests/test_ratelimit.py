@@ -21,18 +21,22 @@ def spend(ctx: Context, calls: int) -> None:
         ctx.mastodon._read_impact(f"peer{n}.example")
 
 
-def window_start(double: MastodonDouble) -> None:
-    """Wait for a fresh window, with at least half of it left, so a test's calls fall in one window."""
-    while time.time() % double.rate_period > double.rate_period / 2:
+def limited(
+    double: MastodonDouble, make_context: Callable[..., Context], limit: int, period: float, **settings: object
+) -> Context:
+    """The double limiting to `limit` calls per `period`, Tocsin's share half of it; returns at the start
+    of a window with at least half of it left, so a test's calls fall in one window."""
+    double.rate_limit, double.rate_period = limit, period
+    ctx = make_context(api_budget=0.5, **settings)
+    while time.time() % period > period / 2:
         time.sleep(0.05)  # polling the clock, not waiting for something to (not) happen
+    return ctx
 
 
 def test_admin_calls_stop_at_the_share_and_resume_after_the_reset(
     mastodon: MastodonDouble, make_context: Callable[..., Context]
 ) -> None:
-    mastodon.rate_limit, mastodon.rate_period = 10, 4.0
-    ctx = make_context(api_budget=0.5)
-    window_start(mastodon)
+    ctx = limited(mastodon, make_context, 10, 4.0)
     spend(ctx, 5)  # half of 10
     with pytest.raises(BudgetExhausted) as spent:
         ctx.mastodon._read_impact("one-too-many.example")
@@ -47,10 +51,8 @@ def test_admin_calls_stop_at_the_share_and_resume_after_the_reset(
 def test_every_process_spends_the_same_share(
     mastodon: MastodonDouble, make_context: Callable[..., Context], connection: object
 ) -> None:
-    mastodon.rate_limit, mastodon.rate_period = 10, 6.0
-    ctx = make_context(api_budget=0.5)
+    ctx = limited(mastodon, make_context, 10, 6.0)
     other = MastodonLink(ctx.settings, ctx.redis, make_client(ctx.settings, ctx.redis))  # another worker
-    window_start(mastodon)
     spend(ctx, 3)
     other._read_impact("a.example")
     other._read_impact("b.example")
@@ -64,9 +66,7 @@ def test_a_429_waits_for_the_reset_without_asking_again(
 ) -> None:
     """Another client of the account spent the window: Mastodon answers 429; Tocsin waits for the reset
     and does not knock again before it."""
-    mastodon.rate_limit, mastodon.rate_period = 6, 5.0
-    ctx = make_context(api_budget=0.5)
-    window_start(mastodon)
+    ctx = limited(mastodon, make_context, 6, 5.0)
     moderator_app = {"Authorization": f"Bearer {mastodon.token}"}
     for _ in range(6):
         httpx2.get(f"{mastodon.url}/api/v1/accounts/verify_credentials", headers=moderator_app)
@@ -79,9 +79,7 @@ def test_a_429_waits_for_the_reset_without_asking_again(
 
 
 def test_posts_are_not_held_back_by_the_share(mastodon: MastodonDouble, make_context: Callable[..., Context]) -> None:
-    mastodon.rate_limit, mastodon.rate_period = 10, 6.0
-    ctx = make_context(api_budget=0.5, dry_run=False)
-    window_start(mastodon)
+    ctx = limited(mastodon, make_context, 10, 6.0, dry_run=False)
     spend(ctx, 5)
     ctx.mastodon.post_status("@mod_anna alert", visibility="direct", idempotency_key="k1")
     assert len(mastodon.direct_messages()) == 1
@@ -92,9 +90,7 @@ def test_bulk_work_leaves_room_for_the_routine_calls(
     mastodon: MastodonDouble, make_context: Callable[..., Context]
 ) -> None:
     """A scan's sizing stops at 80 % of Tocsin's share; the domain-block poll still gets through."""
-    mastodon.rate_limit, mastodon.rate_period = 20, 6.0
-    ctx = make_context(api_budget=0.5)
-    window_start(mastodon)
+    ctx = limited(mastodon, make_context, 20, 6.0)
     with ctx.mastodon.bulk():
         spend(ctx, 8)  # 80 % of 10
         with pytest.raises(BudgetExhausted):

@@ -336,3 +336,18 @@ def test_the_peer_list_is_deduplicated_and_only_named_servers_are_sized(ctx: Con
     run_scan(ctx)
     sized = [r for r in scanning.requests if r == ("POST", "/api/v1/admin/measures")]
     assert len(sized) == 1  # masto-old.example (vulnerable); masto-current.example is fixed: not looked up
+
+
+def test_sizing_names_every_proposal_and_the_most_active_of_the_rest_once_all_is_read() -> None:
+    from handlers.advisories import load_advisories, load_forks
+    from handlers.findings import find, sizing_targets
+    from handlers.nodeinfo import PeerResult, PeerSoftware
+
+    advisories = {advisory.id: advisory for advisory in load_advisories()}
+    results = [PeerResult(f"pf{n}.example", PeerSoftware("pixelfed", "0.12.4")) for n in range(3)] + [
+        PeerResult(f"quotes{n}.example", PeerSoftware("mastodon", "4.5.7", active_users=n)) for n in range(8)
+    ]
+    findings = [find(advisories[id_], results, load_forks()) for id_ in ("CVE-2025-30741", "CVE-2026-33869")]
+    proposals = ["pf0.example", "pf1.example", "pf2.example"]  # exposes our members' posts: every one
+    assert sizing_targets(findings, complete=False) == proposals
+    assert sizing_targets(findings) == proposals + [f"quotes{n}.example" for n in (7, 6, 5, 4, 3)]
