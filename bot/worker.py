@@ -7,12 +7,14 @@ heartbeat during a job does not matter. Several workers, on one machine or many,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
 
 import redis
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
+from rq.job import Job
 
 from bot import defaults
 from bot.config import Settings
@@ -27,6 +29,27 @@ RESTART_DELAYS = (1, 2, 5, 10, 30)
 """Seconds before starting a fresh worker after one quit on a Redis outage (the last one repeats)."""
 
 
+class TocsinWorker(SimpleWorker):
+    """RQ's SimpleWorker that keeps the sweep scheduled: before each job, and at each of RQ's maintenance
+    rounds (every 10 minutes, idle or not). The sweep is what resumes everything else, and a worker
+    killed just after taking the sweep job off its queue can lose that job (seen with RQ 3.0: left
+    "queued" in no queue), which would end the chain of sweeps for good."""
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        _keep_sweep_scheduled(self.connection)
+        super().execute_job(job, queue)
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
+        _keep_sweep_scheduled(self.connection)
+
+
+def _keep_sweep_scheduled(connection: redis.Redis) -> None:
+    # One job per slot: a no-op when it is scheduled already. Redis away: the job meets the outage itself.
+    with contextlib.suppress(redis.RedisError):
+        schedule_next_sweep(connection)
+
+
 def run_worker(settings: Settings, burst: bool = False, name: str | None = None) -> None:
     """Work until asked to stop. RQ's worker quits when Redis vanishes mid-job; we start a fresh one."""
     assert settings.redis_url is not None
@@ -35,10 +58,10 @@ def run_worker(settings: Settings, burst: bool = False, name: str | None = None)
     logging.getLogger("rq.worker").setLevel(logging.WARNING)  # one line per job is noise at our volumes
     failures = 0
     while True:
-        worker: SimpleWorker | None = None
+        worker: TocsinWorker | None = None
         try:
             # Inside the try: making a worker talks to Redis (CLIENT SETNAME), which may still be down.
-            worker = SimpleWorker(
+            worker = TocsinWorker(
                 [queue(queue_name, connection) for queue_name in defaults.QUEUES],
                 connection=connection,
                 serializer=SERIALIZER,
@@ -63,7 +86,7 @@ def run_worker(settings: Settings, burst: bool = False, name: str | None = None)
         time.sleep(delay)
 
 
-def _stop_was_requested(worker: SimpleWorker) -> bool:
+def _stop_was_requested(worker: TocsinWorker) -> bool:
     # RQ records SIGTERM/SIGINT as _stop_requested when busy, _shutdown_requested_date when idle.
     return bool(worker._stop_requested or worker._shutdown_requested_date is not None)
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import redis
 from click.testing import CliRunner, Result
-from rq import SimpleWorker
 from rq.scheduler import RQScheduler
 
 from bot import defaults
@@ -27,6 +26,7 @@ from bot.context import Context
 from bot.events import backlog, drain_with
 from bot.privacy import pii_key, reduce_event
 from bot.queue import SERIALIZER, queue
+from bot.worker import TocsinWorker
 from tests.mastodon_double import FIXTURES, MastodonDouble
 
 SECRET = "test-webhook-secret-0123456789"
@@ -84,9 +84,10 @@ def make_settings(tmp_path: Path, redis_url: str, mastodon: MastodonDouble | Non
 
 
 def run_jobs(connection: redis.Redis, rounds: int = 1) -> None:
-    """Run every queued job in this process (RQ's SimpleWorker in burst mode), then due scheduled ones."""
+    """Run every queued job in this process (a worker as `tocsin worker` makes them, in burst mode), then
+    due scheduled ones."""
     for _ in range(rounds):
-        worker = SimpleWorker(
+        worker = TocsinWorker(
             [queue(name, connection) for name in defaults.QUEUES], connection=connection, serializer=SERIALIZER
         )
         worker.work(burst=True, logging_level="WARNING")

@@ -44,3 +44,21 @@ def test_entries_a_live_worker_is_still_processing_are_left_to_it(ctx: Context, 
     counts = drain_with(ctx)
     assert (counts["reclaimed"], counts["processed"]) == (0, 6)
     assert connection.xpending(defaults.EVENT_STREAM, defaults.EVENT_GROUP)["pending"] == 4
+
+
+def test_any_job_schedules_the_sweep_again_if_its_job_was_lost(ctx: Context, connection: redis.Redis) -> None:
+    """A worker killed after taking the sweep off its queue can lose that job; the next job any worker
+    runs schedules the sweep again (and so does RQ's maintenance round, every 10 minutes)."""
+    from bot.queue import enqueue_once, queue
+    from bot.sweep import schedule_next_sweep
+    from handlers.scan_runs import finish_job
+    from tests.helpers import run_jobs
+
+    background = queue(defaults.QUEUE_BACKGROUND, connection)
+    assert schedule_next_sweep(connection)
+    for job_id in background.scheduled_job_registry.get_job_ids():
+        background.fetch_job(job_id).delete()  # type: ignore[union-attr]  # lost
+    enqueue_once(connection, defaults.QUEUE_BACKGROUND, finish_job, "no-such-run", job_id="any-job")
+    run_jobs(connection)
+    [sweep] = background.scheduled_job_registry.get_job_ids()
+    assert sweep.startswith(defaults.SWEEP_JOB_ID)
