@@ -133,7 +133,7 @@ def progress(ctx: Context, run: Run) -> Progress:
 
 
 def start_run(ctx: Context, advisory_ids: Iterable[str] = (), fresh: bool = False, scheduled: bool = False) -> Run:
-    """List the peers and record a new run (no job enqueued: see enqueue_chunks)."""
+    """List the peers and record a new run (jobs are enqueued by scheduled_scan; `tocsin scan` reads here)."""
     blocks = ctx.mastodon.domain_blocks()
     # In an order of their own, not the alphabet's: the hundreds of names of one dead hosting service,
     # or of one slow provider, are spread over every chunk instead of stalling one (or hammering one).
