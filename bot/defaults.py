@@ -58,10 +58,14 @@ OUTBOX_SENT_TTL = 90 * 24 * 3600
 OUTBOX_LOG = "tocsin:outbox:log"
 """Newest-first list of everything posted (or recorded, in dry-run), for `tocsin outbox` and /outbox."""
 OUTBOX_LOG_CAP = 2000
+THREAD_PREFIX = "tocsin:thread:"
+"""+ a status id Tocsin posted: what its thread is about (Post.subject), so a reply to it is understood."""
+THREAD_TTL = 30 * 86400
+"""A month, like a proposal: a reply to an older DM is read as a command without a thread."""
 PAUSED = "tocsin:paused"
+"""Panic stop: while set, the outbox holds posts instead of sending them (`tocsin pause` / `tocsin resume`)."""
 OUTBOX_HELD = "tocsin:outbox:held"
 """Hash: message key -> the post (JSON), held by the panic stop until `tocsin resume`."""
-"""Panic stop: while set, the outbox records instead of sending (`tocsin pause` / `tocsin resume`)."""
 
 # --- Mastodon look-ups cached in Redis (shared by all workers).
 CACHE_PREFIX = "tocsin:cache:"
@@ -84,3 +88,17 @@ SWEEP_INTERVAL = 60
 SWEEP_JOB_ID = "tocsin-sweep"
 WORKER_SEEN_SECONDS = 600
 """/readyz wants a worker heartbeat at most this old."""
+
+# --- Commands from moderators' DMs (bot/commands.py, bot/mentions.py).
+MENTIONS_JOB_ID = "tocsin-mentions"
+"""Prefix of the mention-poll jobs, one per time slot (like the sweep's)."""
+STAFF_ROLE_TTL = 60
+"""Seconds a moderator's role is trusted without asking Mastodon again (read-only commands only: a
+command that changes something always asks): a demoted moderator is refused within a minute."""
+UNDO_SECONDS = 30 * 60
+"""`undo` reverses the moderator's last action within this long."""
+CONFIRM_SECONDS = 10 * 60
+"""A destructive command waits this long for its `yes`."""
+COMMAND_MAX_AGE = 24 * 3600
+"""A command read later than this after it was written (Tocsin was down) is not carried out: the
+moderator is asked to send it again if it still stands."""

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import click
     from fastapi import FastAPI
 
+    from bot.commands import ReplyCommand
     from bot.config import Settings
     from bot.context import Context
     from bot.surges import SurgeDetector
@@ -64,6 +65,10 @@ class Family:
     backfill: Callable[[Context, float | None], str] | None = None
     """`tocsin backfill`: seed the baseline from the admin API over so many days (None: the detector's
     own window); says what it recorded."""
+    replies: Sequence[ReplyCommand] = ()
+    """Commands moderators write in a DM (bot/commands.py), besides the platform's own."""
+    status: Callable[[Context], Iterable[str]] | None = None
+    """Lines for the `status` DM command: what is waiting (held announcements, open incidents)."""
 
 
 @dataclass(frozen=True)

@@ -324,24 +324,71 @@ class MastodonLink:
             )
         )
 
-    def create_domain_block(self, domain: str, *, private_comment: str, **fields: Any) -> None:
-        """An admin write: a new domain block (422 if the domain is blocked already); the cached list is
-        dropped so the next read sees it."""
-        if self.client is None or self.settings.access_token is None:
-            raise RuntimeError("blocking needs TOCSIN_ACCESS_TOKEN with admin:write:domain_blocks")
-        try:
-            self.client.admin_create_domain_block(domain, private_comment=private_comment, **fields)
-        finally:
-            self.redis.delete(defaults.CACHE_PREFIX + "domain-blocks")
+    def create_domain_block(self, domain: str, *, private_comment: str, **fields: Any) -> str:
+        """An admin write: a new domain block (422 if the domain is blocked already), its id; the cached
+        list is dropped so the next read sees it."""
+        created = self._admin(
+            lambda client: client.admin_create_domain_block(domain, private_comment=private_comment, **fields),
+            "domain-blocks",
+        )
+        return str(created["id"])
 
     def delete_domain_block(self, block_id: str) -> None:
         """An admin write: lift a domain block; the cached list is dropped."""
+        self._admin(lambda client: client.admin_delete_domain_block(block_id), "domain-blocks")
+
+    def domain_block(self, domain: str) -> dict[str, Any] | None:
+        """The block of exactly `domain`, read now (not from the cache): an admin write decides by it."""
+        found = next((block for block in self.all_domain_blocks() if str(block["domain"]) == domain), None)
+        return None if found is None else as_webhook_json(dict(found))
+
+    def update_domain_block(self, block_id: str, **fields: Any) -> None:
+        self._admin(lambda client: client.admin_update_domain_block(block_id, **fields), "domain-blocks")
+
+    def create_email_domain_block(self, domain: str) -> str:
+        """An admin write: new sign-ups from addresses at `domain` are refused; the block's id."""
+        created = self._admin(lambda client: client.admin_create_email_domain_block(domain))
+        return str(created["id"])
+
+    def delete_email_domain_block(self, block_id: str) -> None:
+        self._admin(lambda client: client.admin_delete_email_domain_block(block_id))
+
+    def admin_account(self, account_id: str) -> dict[str, Any]:
+        """An account as moderators see it (its role and permissions, whether it is local), read now."""
+        account: dict[str, Any] = as_webhook_json(dict(self._admin(lambda client: client.admin_account(account_id))))
+        return account
+
+    def moderate_account(self, account_id: str, action: str, text: str | None = None) -> None:
+        """POST /api/v1/admin/accounts/:id/action (suspend, silence, …); no email to the account: the
+        accounts Tocsin acts on are spam accounts, and the email would go to the spammer."""
+        self._admin(
+            lambda client: client.admin_account_moderate(account_id, action, text=text, send_email_notification=False)
+        )
+
+    def unsuspend_account(self, account_id: str) -> None:
+        self._admin(lambda client: client.admin_account_unsuspend(account_id))
+
+    def reject_account(self, account_id: str) -> None:
+        """Reject a pending sign-up: Mastodon deletes the account (there is no undoing it)."""
+        self._admin(lambda client: client.admin_account_reject(account_id))
+
+    def mentions(self, after: str | None, limit: int = 40) -> list[dict[str, Any]]:
+        """Mention notifications newer than the notification `after` (the oldest first): the page right
+        after it (min_id), so a long backlog is read in order, page by page."""
         if self.client is None or self.settings.access_token is None:
-            raise RuntimeError("lifting needs TOCSIN_ACCESS_TOKEN with admin:write:domain_blocks")
+            return []
+        page = self.client.notifications(types=["mention"], min_id=after, limit=limit)
+        return sorted((as_webhook_json(dict(item)) for item in page), key=lambda item: int(item["id"]))
+
+    def _admin(self, call: Callable[[Mastodon], T], cached: str | None = None) -> T:
+        """An admin call, read or write; `cached` names the cached look-up a write makes stale."""
+        if self.client is None or self.settings.access_token is None:
+            raise RuntimeError("acting on the instance needs TOCSIN_MASTODON_URL and TOCSIN_ACCESS_TOKEN")
         try:
-            self.client.admin_delete_domain_block(block_id)
+            return call(self.client)
         finally:
-            self.redis.delete(defaults.CACHE_PREFIX + "domain-blocks")
+            if cached is not None:
+                self.redis.delete(defaults.CACHE_PREFIX + cached)
 
     def post_status(
         self,

@@ -20,12 +20,13 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import redis
 from mastodon import Mastodon
 
 from bot import defaults
+from bot.actions import Message, Proposal, store_proposal
 from bot.config import Settings
 from bot.mastodon import MastodonLink
 from bot.queue import enqueue_once, fails_at_once_on_permanent_errors
@@ -45,6 +46,11 @@ class Post:
     """Accts this post is addressed to; repeated at the top of every part, or a direct reply reaches no one."""
     spoiler_text: str | None = None
     in_reply_to_id: str | None = None
+    subject: str | None = None
+    """What the thread is about ("proposal:<id>", "announce:<batch>"): a moderator's reply to any part
+    of it is a command about that (bot/commands.py)."""
+    during_pause: bool = False
+    """Sent while paused: an answer to a moderator's command, not Tocsin speaking on its own."""
 
 
 def status_length(text: str, spoiler_text: str | None = None) -> int:
@@ -166,7 +172,7 @@ class Outbox:
         """Post (or record) every part of `post` not posted yet; return all parts' status ids (none while
         paused: the post is held until `tocsin resume`)."""
         key = _KEY_CHARS.sub("_", post.key)
-        if not self.settings.is_dry_run and self.redis.exists(defaults.PAUSED):
+        if not self.settings.is_dry_run and not post.during_pause and self.redis.exists(defaults.PAUSED):
             return self._hold(key, post)
         sent_key = defaults.OUTBOX_SENT_PREFIX + key
         posted: dict[bytes, bytes] = self.redis.hgetall(sent_key)  # type: ignore[assignment]
@@ -195,6 +201,8 @@ class Outbox:
             pipe = self.redis.pipeline()
             pipe.hset(sent_key, str(index), status_id)
             pipe.expire(sent_key, defaults.OUTBOX_SENT_TTL)
+            if post.subject is not None:
+                pipe.set(defaults.THREAD_PREFIX + status_id, post.subject, ex=defaults.THREAD_TTL)
             pipe.lpush(
                 defaults.OUTBOX_LOG,
                 json.dumps(
@@ -219,9 +227,19 @@ class Outbox:
             ids.append(status_id)
         return ids
 
-    def to_moderators(self, key: str, text: str) -> list[str]:
+    def to_moderators(self, key: str, text: str, subject: str | None = None) -> list[str]:
         """An alert: a direct message (thread) addressed to the moderators only."""
-        return self.send(Post(key=key, text=text, visibility="direct", mentions=tuple(self.link.moderators())))
+        return self.send(
+            Post(key=key, text=text, visibility="direct", mentions=tuple(self.link.moderators()), subject=subject)
+        )
+
+    def propose(self, key: str, message: Message, handles: str | None = None) -> list[str]:
+        """An alert that proposes something: the proposal is kept for the DM's thread, where a moderator's
+        `approve` carries it out (bot/commands.py). Without a proposal, `dismiss` still marks it handled."""
+        proposal = replace(message.proposal or Proposal(), handles=handles)
+        proposal_id = hashlib.sha256(key.encode()).hexdigest()[:12]
+        subject = store_proposal(self.redis, proposal_id, proposal, time.time())
+        return self.to_moderators(key, message.text, subject)
 
     def _mode(self) -> str:
         return "dry-run" if self.settings.is_dry_run else "sent"

@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from bot import defaults
+from bot.actions import Message
 from bot.config import Settings
 from bot.context import Context, get_context
 from bot.events import current_clock
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 HOUR = 3600.0
 DAY = 86400.0
+HANDLED_PREFIX = "tocsin:surge:handled:"  # + detector:bucket:surge id
 MIN_RATE_SPAN = 900.0
 """A rate is never measured over less than 15 minutes: the first events of a wave would look infinite."""
 
@@ -145,7 +147,7 @@ class SurgeDetector:
     prefix: str
     open_key: str
     quiet_seconds: Callable[[Settings], float]
-    compose: Callable[[Context, Alert], str]
+    compose: Callable[[Context, Alert], Message]
 
     def alert_key(self, alert: Alert) -> str:
         """The message key of one alert: one per surge and step (each escalation, the quiet one)."""
@@ -168,9 +170,21 @@ class SurgeDetector:
         )
         log.info("%s %s: %s alert queued", self.name, alert.bucket, alert.kind)
 
+    def handled_key(self, bucket: str, surge_id: str) -> str:
+        """Set when a moderator approved or dismissed one of this surge's proposals (bot/commands.py)."""
+        return f"{HANDLED_PREFIX}{self.name}:{bucket}:{surge_id}"
+
     def send(self, ctx: Context, alert: Alert) -> list[str]:
-        """The alert's DM to the moderators, posted once."""
-        return ctx.outbox.to_moderators(self.alert_key(alert), self.compose(ctx, alert))
+        """The alert's DM to the moderators, posted once, with what it proposes (the thread's `approve`).
+        A surge a moderator handled gets no escalation DMs."""
+        handled = self.handled_key(alert.bucket, alert.surge_id)
+        if alert.kind == "escalate" and ctx.redis.exists(handled):
+            log.info("%s %s: escalation not sent, the surge was handled", self.name, alert.bucket)
+            return []
+        message = self.compose(ctx, alert)
+        if alert.kind == "quiet":
+            return ctx.outbox.to_moderators(self.alert_key(alert), message.text)
+        return ctx.outbox.propose(self.alert_key(alert), message, handles=handled)
 
     def close_quiet_surges(self, ctx: Context, now: float | None = None) -> int:
         """Close the surges below surge level for `quiet_seconds` (by the event clock, or by `now`, the

@@ -11,7 +11,7 @@ import time
 
 import redis
 
-from bot import defaults
+from bot import defaults, mentions
 from bot.context import get_context
 from bot.events import backlog, enqueue_drain
 from bot.families import registry
@@ -49,4 +49,7 @@ def run() -> None:
     schedule_next_sweep(ctx.redis)
     restart_stalled_drain(ctx.redis, ctx.settings.retry_delays)
     ctx.mastodon.refresh_bot_account_id()  # the handlers never ask Mastodon themselves
-    registry().sweep(ctx, time.time())
+    now = time.time()
+    mentions.schedule_next_poll(ctx, now)
+    mentions.requeue_lost(ctx, now)
+    registry().sweep(ctx, now)

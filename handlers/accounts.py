@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 
+from bot.actions import Action, Message, Proposal, ProposalItem
 from bot.config import SignupSurgeSettings
 from bot.context import Context
 from bot.families import Rejected
@@ -419,6 +420,7 @@ def render_alert(
 ) -> str:
     """The DM text for one alert: pure, so tests render it from fixtures."""
     clusters = find_clusters(signups, cfg.cluster_min)
+    proposal = propose(alert, clusters)
     return render_text(
         template_dir,
         "signup_quiet.txt.j2" if alert.kind == "quiet" else "signup_surge.txt.j2",
@@ -433,13 +435,37 @@ def render_alert(
         cfg=cfg,
         links=admin_links(instance_url),
         hours=lambda seconds: round(seconds / HOUR, 1),
+        proposal=proposal or Proposal(),
     )
 
 
-def compose_alert(ctx: Context, alert: Alert) -> str:
+def propose(alert: Alert, clusters: list[Cluster]) -> Proposal | None:
+    """What `approve` does for a sign-up surge: block the email domain most of the wave shares (never a
+    big provider's), and reject that cluster's pending sign-ups (or the largest cluster's)."""
+    if alert.kind == "quiet" or not clusters:
+        return None
+    by_email = next(
+        (cluster for cluster in clusters if cluster.kind == ClusterKind.EMAIL_DOMAIN and not cluster.shared_provider),
+        None,
+    )
+    target = by_email or clusters[0]
+    items = []
+    if by_email is not None:
+        block = Action("email_domain_block", by_email.value, f"block sign-ups from {by_email.value}")
+        items.append(ProposalItem(f"block sign-ups with email addresses at {by_email.value}", (block,)))
+    pending = [signup for signup in target.members if signup.pending]
+    if pending:
+        rejections = tuple(
+            Action("reject_account", signup.id, f"reject {signup.username} (#{signup.id})") for signup in pending
+        )
+        items.append(ProposalItem(f"reject the {len(pending)} pending sign-ups of that cluster", rejections))
+    return Proposal(items=tuple(items)) if items else None
+
+
+def compose_alert(ctx: Context, alert: Alert) -> Message:
     """The alert job's DM: gather what it needs now (it may read Mastodon), render it."""
     total, signups = window_signups(ctx, alert.at)
-    return render_alert(
+    text = render_alert(
         alert,
         total,
         signups,
@@ -447,3 +473,4 @@ def compose_alert(ctx: Context, alert: Alert) -> str:
         ctx.settings.instance_url,
         ctx.settings.template_dir,
     )
+    return Message(text, propose(alert, find_clusters(signups, ctx.settings.signup_surge.cluster_min)))

@@ -38,6 +38,8 @@ BATCH_PREFIX = "tocsin:announce:batch:"  # + id: list of held changes (JSON); + 
 PENDING = "tocsin:announce:pending"  # sorted set: batch id scored by when it is due
 SEEN_PREFIX = "tocsin:announce:seen:"  # + change id: a replayed event is held once
 KEEP_SECONDS = 30 * 86400
+SUBJECT = "announce:"
+"""+ batch id: the subject of the moderators' DM about a held batch (their replies act on it)."""
 
 HOLD = Lua(__file__, "hold_announcement")
 CLOSE_BATCH = Lua(__file__, "close_announcement_batch")
@@ -95,6 +97,15 @@ def hold(ctx: Context, applied: list[incidents.Applied]) -> str | None:
             retry_delays=ctx.settings.retry_delays,
             delay_seconds=hold_seconds,
         )
+        if ctx.settings.announce_hold_minutes > 0:
+            enqueue_once(
+                ctx.redis,
+                defaults.QUEUE_URGENT,
+                notify_held,
+                batch_id,
+                job_id=f"announce-held-{batch_id}",
+                retry_delays=ctx.settings.retry_delays,
+            )
     log.info("announcement of %d change(s) held in batch %s", len(items), batch_id)
     return batch_id
 
@@ -201,6 +212,8 @@ def post_batch(batch_id: str) -> int:
     """RQ job (urgent queue, when the hold-off ends): one post per incident, replies in its thread."""
     ctx = get_context()
     connection = ctx.redis
+    if connection.zscore(PENDING, batch_id) is None:
+        return 0  # posted already (`announce now`, then its hold-off job)
     # Close the batch first (atomically): a change held from now on opens the next batch instead of
     # joining one whose items were already read.
     CLOSE_BATCH(connection, [OPEN_BATCH], [batch_id])
@@ -231,6 +244,59 @@ def post_batch(batch_id: str) -> int:
                 incidents.set_thread_last(connection, incident.slug, ids[-1])
     connection.zrem(PENDING, batch_id)
     return posted
+
+
+def previews(ctx: Context, items: list[Held]) -> list[str]:
+    """The posts a batch would make now, one per incident (as post_batch renders them)."""
+    groups: dict[str | None, list[Held]] = {}
+    for item in items:
+        if not item.cancelled:
+            groups.setdefault(item.incident, []).append(item)
+    view = settings_view(ctx.settings)
+    return [
+        render_batch(
+            group,
+            incidents.load(ctx.redis, slug) if slug else None,
+            incident_url(ctx, slug),
+            view,
+            ctx.settings.template_dir,
+        )
+        for slug, group in groups.items()
+    ]
+
+
+@fails_at_once_on_permanent_errors
+def notify_held(batch_id: str) -> list[str]:
+    """RQ job: tell the moderators what will be announced and when; their replies in this thread cancel
+    it, post it now, or word a lift as a correction (handlers/incident_commands.py)."""
+    ctx = get_context()
+    due = ctx.redis.zscore(PENDING, batch_id)
+    items = held(ctx.redis, batch_id)
+    if due is None or not items:
+        return []  # posted (announce now) or cancelled before this ran
+    text = render_text(
+        ctx.settings.template_dir,
+        "announce_held.txt.j2",
+        previews=previews(ctx, items),
+        due=time.strftime("%H:%M UTC", time.gmtime(due)),
+        lifts=any(item.block.kind == "removed" for item in items),
+    )
+    return ctx.outbox.to_moderators(f"announce-held:{batch_id}", text, subject=f"{SUBJECT}{batch_id}")
+
+
+def post_now(ctx: Context, batch_id: str) -> bool:
+    """Post a held batch at once (its hold-off job, when it comes, finds nothing left to post)."""
+    if ctx.redis.zscore(PENDING, batch_id) is None:
+        return False
+    enqueue_once(
+        ctx.redis,
+        defaults.QUEUE_URGENT,
+        post_batch,
+        batch_id,
+        job_id=f"announce-now-{batch_id}",
+        retry_delays=ctx.settings.retry_delays,
+    )
+    return True
 
 
 def _post(ctx: Context, key: str, text: str, incident: incidents.Incident | None) -> list[str]:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from bot.context import Context
 from bot.families import Family
-from handlers import accounts, announcements, domain_blocks, pages, reports, scan_runs, statuses
+from handlers import accounts, announcements, domain_blocks, incident_commands, pages, reports, scan_runs, statuses
 from handlers.block_commands import blocks
 from handlers.incident_commands import announcements as announcements_command
 from handlers.incident_commands import incident
@@ -102,6 +102,8 @@ FAMILIES = [
         name="incidents",
         sweep=announcements.resume_due,
         commands=(incident, announcements_command),
+        replies=incident_commands.REPLIES,
+        status=incident_commands.status_lines,
         routes=pages.add_incident_pages,
     ),
 ]

@@ -1,4 +1,5 @@
-"""The incident family's commands: `tocsin incident …`, `tocsin announcements …`."""
+"""The incident family's commands: `tocsin incident …`, `tocsin announcements …`, and the replies to the
+DM about a held announcement (`cancel`, `correction`, `announce now`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from datetime import UTC, datetime
 import click
 
 from bot.clitools import cli_context
+from bot.commands import Outcome, ReplyCommand, Request, refused
+from bot.context import Context
 from handlers import incidents
-from handlers.announcements import cancel, mark_correction, pending
+from handlers.announcements import SUBJECT, cancel, held, mark_correction, pending, post_now
 
 
 @click.group()
@@ -88,3 +91,56 @@ def announcements_correction(batch_id: str, domain: str, undo: bool) -> None:
     if not mark_correction(cli_context().redis, batch_id, domain.lower(), not undo):
         raise click.ClickException("nothing pending matches (already posted?)")
     click.echo(f"{domain}: {'ordinary lift' if undo else 'correction'}")
+
+
+# --- Replies in the DM about a held announcement ---------------------------------------------------
+
+
+def _batch(request: Request) -> str:
+    return (request.subject or "").removeprefix(SUBJECT)
+
+
+def reply_cancel(ctx: Context, request: Request) -> Outcome:
+    domain = request.args.strip().lower() or None
+    if not cancel(ctx.redis, _batch(request), domain):
+        return refused("nothing of it is waiting any more (posted already?)")
+    what = f"{domain}'s change" if domain else "It"
+    return Outcome("done", f"Cancelled: {what} will not be announced.", everyone=True)
+
+
+def reply_correction(ctx: Context, request: Request) -> Outcome:
+    batch = _batch(request)
+    lifts = [item.change["domain"] for item in held(ctx.redis, batch) if item.block.kind == "removed"]
+    domain = request.args.strip().lower() or (lifts[0] if len(lifts) == 1 else "")
+    if domain not in lifts:
+        return refused("name the lift to word as a correction: correction DOMAIN" if lifts else "it lifts no block")
+    if not mark_correction(ctx.redis, batch, domain):
+        return refused("it is not waiting any more (posted already?)")
+    return Outcome("done", f"{domain}'s lift will be announced as the correction of a mistake.", everyone=True)
+
+
+def reply_announce_now(ctx: Context, request: Request) -> Outcome:
+    if not post_now(ctx, _batch(request)):
+        return refused("it is not waiting any more (posted or cancelled already?)")
+    return Outcome("done", "Announcing now.", everyone=True)
+
+
+REPLIES = (
+    ReplyCommand("cancel", "cancel [DOMAIN]: do not post the announcement (in its DM)", reply_cancel, SUBJECT),
+    ReplyCommand("correction", "correction [DOMAIN]: word its lift as a correction", reply_correction, SUBJECT),
+    ReplyCommand("announce now", "announce now: post it without waiting", reply_announce_now, SUBJECT),
+)
+
+
+def status_lines(ctx: Context) -> list[str]:
+    """For the `status` reply: held announcements and open incidents."""
+    waiting = pending(ctx.redis)
+    lines = []
+    if waiting:
+        due = min(due for _batch_id, due, _items in waiting)
+        lines.append(f"Announcements held: {len(waiting)} (next at {datetime.fromtimestamp(due, UTC):%H:%M} UTC).")
+    else:
+        lines.append("No announcement held.")
+    open_ = [item for item in incidents.list_incidents(ctx.redis) if item.status != incidents.Status.RESOLVED]
+    lines.append(f"Open incidents: {', '.join(item.slug for item in open_[:5])}." if open_ else "No open incident.")
+    return lines

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import redis
 
+from bot.actions import Action, Message, Proposal, ProposalItem
 from bot.config import ReportSurgeSettings
 from bot.context import Context
 from bot.mastodon import DomainBlock, Impact, as_webhook_json
@@ -314,6 +315,7 @@ def render_alert(
     template_dir: Any = None,
 ) -> str:
     """The DM text for one alert: pure, so tests render it from fixtures."""
+    proposal = propose(alert, block)
     template = {
         "open": "report_surge.txt.j2",
         "escalate": "report_surge.txt.j2",
@@ -334,17 +336,27 @@ def render_alert(
         cfg=cfg,
         links=admin_links(instance_url, bucket),
         days=lambda seconds: round(seconds / DAY, 1),
+        proposal=proposal or Proposal(),
     )
 
 
-def compose_alert(ctx: Context, alert: Alert) -> str:
+def propose(alert: Alert, block: DomainBlock | None) -> Proposal | None:
+    """A surge from one server that is not blocked yet: limit it (reversible, and it keeps follows)."""
+    bucket = alert.bucket
+    if alert.kind == "quiet" or bucket in (LOCAL, EVERYWHERE) or block is not None:
+        return None
+    limit = Action("domain_block", bucket, f"limit {bucket}", severity="silence")
+    return Proposal(items=(ProposalItem(f"limit {bucket} until the wave passes", (limit,)),))
+
+
+def compose_alert(ctx: Context, alert: Alert) -> Message:
     """The alert job's DM: gather what it needs now (it may read Mastodon), render it."""
     bucket = alert.bucket
     remote = bucket not in (LOCAL, EVERYWHERE)
     details = None if alert.kind == "quiet" else window_details(ctx, bucket, alert.at)
     block = ctx.mastodon.block_for(bucket) if remote else None
     impact = ctx.mastodon.impact(bucket) if remote else None
-    return render_alert(
+    text = render_alert(
         alert,
         details,
         block,
@@ -354,6 +366,7 @@ def compose_alert(ctx: Context, alert: Alert) -> str:
         ctx.mastodon.can_read_admin,
         ctx.settings.template_dir,
     )
+    return Message(text, propose(alert, block))
 
 
 # --- For the other families ----------------------------------------------------------------------

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from mastodon import MastodonNotFoundError
 
+from bot.actions import Action, Message, Proposal, ProposalItem
 from bot.context import Context
 from bot.fetching import FetchError
 from bot.mastodon import DomainBlock
@@ -40,7 +41,10 @@ from handlers.advisories import (
     load_forks,
     read_running,
 )
-from handlers.domain_blocks import tagged_advisory
+from handlers.domain_blocks import BLOCK_TAG, tagged_advisory
+from handlers.findings import (
+    Proposal as BlockProposal,
+)
 from handlers.findings import (
     ScanReport,
     impact_buckets,
@@ -94,7 +98,43 @@ def render_report(report: ScanReport, instance_url: str, limit_above_follows: in
         buckets=impact_buckets,
         instance_url=instance_url,
         limit_above_follows=limit_above_follows,
+        proposal=propose(report),
+        numbers={advisory_id: number for number, (advisory_id, _) in enumerate(_proposing(report), start=1)},
     )
+
+
+def _proposing(report: ScanReport) -> list[tuple[str, list[BlockProposal]]]:
+    """The advisories with proposals, in the DM's order (the numbers `approve 1,3` refers to)."""
+    return [
+        (finding.advisory.id, report.proposals[finding.advisory.id])
+        for finding in report.findings
+        if finding.vulnerable and finding.advisory.exposes_members and report.proposals.get(finding.advisory.id)
+    ]
+
+
+def propose(report: ScanReport) -> Proposal:
+    """One item per advisory with proposals: its blocks, tagged with the advisory (so each block joins
+    its incident) and publicly explained by the advisory's summary."""
+    items = []
+    for advisory_id, proposed in _proposing(report):
+        blocks = tuple(
+            Action(
+                "domain_block",
+                item.domain,
+                f"{'suspend' if item.severity == 'suspend' else 'limit'} {item.domain}",
+                severity=item.severity,
+                public_comment=item.public_comment,
+                tag=BLOCK_TAG.format(id=advisory_id),
+            )
+            for item in proposed
+        )
+        suspends = sum(item.severity == "suspend" for item in proposed)
+        limits = len(proposed) - suspends
+        words = ", ".join(
+            word for word in (f"suspend {suspends}" * bool(suspends), f"limit {limits}" * bool(limits)) if word
+        )
+        items.append(ProposalItem(f"{advisory_id}: {words} servers", blocks))
+    return Proposal(items=tuple(items))
 
 
 def render_refederation(
@@ -199,7 +239,7 @@ def send_scan_messages(ctx: Context, report: ScanReport) -> int:
     key = report_key(report)
     if key is not None:
         text = render_report(report, instance_url, ctx.settings.scan_limit_above_follows, ctx.settings.template_dir)
-        ctx.outbox.to_moderators(key, text)
+        ctx.outbox.propose(key, Message(text, propose(report)))
         sent += 1
     for block, advisory, peer in report.refederate:
         text = render_refederation(block, advisory, peer, instance_url, ctx.settings.template_dir)

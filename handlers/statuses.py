@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.actions import Action, Message, Proposal, ProposalItem
 from bot.config import SpamWaveSettings
 from bot.context import Context
 from bot.scripting import Lua
@@ -39,7 +40,15 @@ from bot.surges import (
     rate_per_hour,
 )
 from bot.templating import render_text
-from handlers.accounts import UPDATE_ACCOUNT_STATE, Signup, account_state, find_clusters, remembered_signups
+from handlers.accounts import (
+    UPDATE_ACCOUNT_STATE,
+    Cluster,
+    ClusterKind,
+    Signup,
+    account_state,
+    find_clusters,
+    remembered_signups,
+)
 from handlers.content import examine
 
 log = logging.getLogger(__name__)
@@ -302,10 +311,7 @@ def render_alert(
     template_dir: Any = None,
 ) -> str:
     """The DM text for one alert: pure, so tests render it from fixtures."""
-    paths = []
-    if details is not None and details.signups:
-        shared = max(2, (len(details.signups) + 1) // 2)  # a path at least half the known sign-ups share
-        paths = find_clusters(details.signups, shared)
+    paths = shared_paths(details)
     return render_text(
         template_dir,
         "spam_quiet.txt.j2" if alert.kind == "quiet" else "spam_wave.txt.j2",
@@ -316,16 +322,43 @@ def render_alert(
         cfg=cfg,
         links=admin_links(instance_url),
         hours=lambda seconds: round(seconds / HOUR, 1),
+        proposal=propose(details, paths) or Proposal(),
     )
 
 
-def compose_alert(ctx: Context, alert: Alert) -> str:
+def shared_paths(details: WaveDetails | None) -> list[Cluster]:
+    """Sign-up traits at least half the flagged accounts' known sign-ups share."""
+    if details is None or not details.signups:
+        return []
+    return find_clusters(details.signups, max(2, (len(details.signups) + 1) // 2))
+
+
+def propose(details: WaveDetails | None, paths: list[Cluster]) -> Proposal | None:
+    """What `approve` does for a spam wave: suspend the flagged accounts not suspended yet, and block the
+    email domain their sign-ups share (never a big provider's)."""
+    if details is None or not details.active:
+        return None
+    suspensions = tuple(
+        Action("suspend_account", account.id, f"suspend {account.username} (#{account.id})")
+        for account in details.active
+    )
+    items = [ProposalItem(f"suspend these {len(suspensions)} accounts", suspensions)]
+    for path in paths:
+        if path.kind == ClusterKind.EMAIL_DOMAIN and not path.shared_provider:
+            block = Action("email_domain_block", path.value, f"block sign-ups from {path.value}")
+            items.append(ProposalItem(f"block sign-ups with email addresses at {path.value}", (block,)))
+            break
+    return Proposal(items=tuple(items))
+
+
+def compose_alert(ctx: Context, alert: Alert) -> Message:
     """The alert job's DM: gather what it needs now (it may read Mastodon), render it."""
     details = None if alert.kind == "quiet" else wave_details(ctx, alert.at)
-    return render_alert(
+    text = render_alert(
         alert,
         details,
         ctx.settings.spam_wave,
         ctx.settings.instance_url,
         ctx.settings.template_dir,
     )
+    return Message(text, propose(details, shared_paths(details)))

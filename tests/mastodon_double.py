@@ -12,6 +12,7 @@ here) in fixed windows of `rate_period` seconds, each answer carrying X-RateLimi
 from __future__ import annotations
 
 import copy
+import html
 import json
 import re
 import threading
@@ -59,7 +60,15 @@ def _account(account_id: str, username: str, domain: str | None = None) -> dict[
     return account
 
 
-def _admin_account(account_id: str, username: str, staff: bool) -> dict[str, Any]:
+ROLES = {
+    "admin": ("2", "Admin", "1"),  # administrator: every permission
+    "moderator": ("3", "Moderator", "1308"),  # Mastodon's default Moderator: reports, users, no federation
+    "everyone": ("-99", "", "65536"),  # invite_users only
+}
+
+
+def _admin_account(account_id: str, username: str, staff: bool, role: str | None = None) -> dict[str, Any]:
+    role_id, role_name, permissions = ROLES[role or ("moderator" if staff else "everyone")]
     return {
         "id": account_id,
         "username": username,
@@ -78,13 +87,30 @@ def _admin_account(account_id: str, username: str, staff: bool) -> dict[str, Any
         "ips": [],
         "account": _account(account_id, username),
         "role": {
-            "id": "3" if staff else "-99",
-            "name": "Moderator" if staff else "",
-            "permissions": "1308" if staff else "65536",
+            "id": role_id,
+            "name": role_name,
+            "permissions": permissions,
             "color": "",
-            "highlighted": staff,
+            "highlighted": role_id != "-99",
         },
     }
+
+
+def _content(text: str) -> str:
+    """Status HTML as Mastodon's TextFormatter makes it: paragraphs, <br>, mentions as h-card links."""
+
+    def mention(match: re.Match[str]) -> str:
+        username, domain = match.group(2), match.group(3) or DOMAIN
+        return (
+            f'<span class="h-card" translate="no"><a href="https://{domain}/@{username}" '
+            f'class="u-url mention">@<span>{username}</span></a></span>'
+        )
+
+    paragraphs = []
+    for paragraph in text.split("\n\n"):
+        escaped = html.escape(paragraph, quote=False)
+        paragraphs.append("<p>" + MENTION_RE.sub(mention, escaped).replace("\n", "<br />") + "</p>")
+    return "".join(paragraphs)
 
 
 @dataclass
@@ -112,6 +138,14 @@ class MastodonDouble:
     """429s answered because the rate limit was spent (not the injected ones)."""
     down: bool = False
     """Answer every request with 503, as a Mastodon whose web processes are gone."""
+    roles: dict[str, str] = field(default_factory=lambda: {"101": "admin", "102": "moderator"})
+    """Staff account id -> role (ROLES); an account of `staff` not listed here has lost its role."""
+    scopes: set[str] | None = None
+    """The token's scopes; None: all. An admin write outside them is answered 403 as Doorkeeper does."""
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    email_domain_blocks: list[dict[str, Any]] = field(default_factory=list)
+    account_actions: list[tuple[str, str]] = field(default_factory=list)
+    """(account id, action: suspend | unsuspend | reject | silence …) in the order they were asked for."""
 
     def __post_init__(self) -> None:
         self.port = free_port()
@@ -164,6 +198,60 @@ class MastodonDouble:
         }
         self.domain_blocks.append(block)
         return block
+
+    def say(
+        self,
+        account_id: str,
+        text: str,
+        in_reply_to_id: str | None = None,
+        visibility: str = "direct",
+        domain: str | None = None,
+    ) -> dict[str, Any]:
+        """An account writes a status; a mention notification reaches the bot if the text mentions it."""
+        username = dict(self.staff).get(account_id) or f"user{account_id}"
+        with self._lock:
+            status_id = str(117000000000000000 + len(self.statuses) + 1)
+            status = {
+                "id": status_id,
+                "created_at": _now(),
+                "visibility": visibility,
+                "in_reply_to_id": in_reply_to_id,
+                "content": _content(text),
+                "text": text,
+                "reblog": None,
+                "edited_at": None,
+                "account": _account(account_id, username, domain),
+                "mentions": [
+                    {"id": "0", "username": acct.split("@")[0], "url": f"https://{DOMAIN}/@{acct}", "acct": acct}
+                    for acct in mentioned_accts(text)
+                ],
+                "spoiler_text": "",
+            }
+            self.statuses.append(status)
+            if self.bot_username in [acct.split("@")[0] for acct in mentioned_accts(text)]:
+                self.notify(status)
+        return status
+
+    def notify(self, status: dict[str, Any], kind: str = "mention") -> dict[str, Any]:
+        """A notification of the bot about `status` (for a mention that Mastodon made differently, a boost)."""
+        notification = {
+            "id": str(len(self.notifications) + 1),
+            "type": kind,
+            "created_at": status["created_at"],
+            "group_key": f"ungrouped-{len(self.notifications) + 1}",
+            "account": status["account"],
+            "status": status,
+        }
+        self.notifications.append(notification)
+        return notification
+
+    def edit(self, status_id: str, text: str) -> None:
+        """The author edits a status: new content, `edited_at` set, no new notification (as Mastodon)."""
+        status = next(status for status in self.statuses if status["id"] == status_id)
+        status.update(content=_content(text), text=text, edited_at=_now())
+
+    def replies_to(self, status_id: str) -> list[dict[str, Any]]:
+        return [status for status in self.statuses if status.get("in_reply_to_id") == status_id]
 
     # --- server
 
@@ -296,7 +384,11 @@ class MastodonDouble:
             if denied := unauthorized(request):
                 return denied
             params = request.query_params
-            accounts = [_admin_account(account_id, name, staff=True) for account_id, name in double.staff]
+            accounts = [
+                _admin_account(account_id, name, staff=True, role=double.roles[account_id])
+                for account_id, name in double.staff
+                if account_id in double.roles
+            ]
             if params.get("permissions") == "staff":
                 return JSONResponse(accounts)
             accounts.append(_admin_account(double.bot_id, double.bot_username, staff=False))
@@ -304,6 +396,107 @@ class MastodonDouble:
             if params.get("origin") == "local":
                 accounts = [account for account in accounts if account.get("domain") is None]
             return paginated(request, accounts, **{name: params[name] for name in ("origin",) if name in params})
+
+        def out_of_scope(scope: str) -> JSONResponse | None:
+            umbrella = scope.rsplit(":", 1)[0]
+            if double.scopes is None or scope in double.scopes or umbrella in double.scopes:
+                return None
+            return JSONResponse({"error": "This action is outside the authorized scopes"}, 403)
+
+        def admin_account_by_id(account_id: str) -> dict[str, Any] | None:
+            for staff_id, name in double.staff:
+                if staff_id == account_id:
+                    return _admin_account(staff_id, name, staff=True, role=double.roles.get(staff_id, "everyone"))
+            if account_id == double.bot_id:
+                return _admin_account(double.bot_id, double.bot_username, staff=False, role="admin")
+            found = next((account for account in double.accounts if account["id"] == account_id), None)
+            if found is None:
+                status = next((s for s in double.statuses if s["account"]["id"] == account_id), None)
+                if status is None or "@" not in status["account"]["acct"]:
+                    return None
+                username, domain = status["account"]["acct"].split("@")
+                return {**_admin_account(account_id, username, staff=False), "domain": domain, "role": None}
+            return found
+
+        @app.get("/api/v1/admin/accounts/{account_id}")
+        async def admin_account(request: Request, account_id: str) -> JSONResponse:
+            if denied := unauthorized(request):
+                return denied
+            found = admin_account_by_id(account_id)
+            return JSONResponse(found) if found else JSONResponse({"error": "Record not found"}, 404)
+
+        @app.post("/api/v1/admin/accounts/{account_id}/{action}")
+        async def account_action(request: Request, account_id: str, action: str) -> JSONResponse:
+            if denied := unauthorized(request) or out_of_scope("admin:write:accounts"):
+                return denied
+            found = admin_account_by_id(account_id)
+            if found is None:
+                return JSONResponse({"error": "Record not found"}, 404)
+            if action == "action":
+                form = {name: values[-1] for name, values in parse_qs((await request.body()).decode()).items()}
+                if "json" in request.headers.get("content-type", ""):
+                    form = await request.json()
+                action = str(form.get("type"))
+            double.account_actions.append((account_id, action))
+            if action in ("suspend", "unsuspend"):
+                found["suspended"] = action == "suspend"
+            if action == "reject":
+                double.accounts = [account for account in double.accounts if account["id"] != account_id]
+                return JSONResponse({})
+            return JSONResponse(found if action != "suspend" else {})
+
+        @app.get("/api/v1/admin/email_domain_blocks")
+        async def email_domain_blocks(request: Request) -> JSONResponse:
+            if denied := unauthorized(request):
+                return denied
+            return paginated(request, double.email_domain_blocks)
+
+        @app.post("/api/v1/admin/email_domain_blocks")
+        async def create_email_domain_block(request: Request) -> JSONResponse:
+            if denied := unauthorized(request) or out_of_scope("admin:write:email_domain_blocks"):
+                return denied
+            form = {name: values[-1] for name, values in parse_qs((await request.body()).decode()).items()}
+            domain = str(form.get("domain") or "").lower()
+            if not domain or any(block["domain"] == domain for block in double.email_domain_blocks):
+                return JSONResponse({"error": "Validation failed: Domain has already been taken"}, 422)
+            block = {
+                "id": str(len(double.email_domain_blocks) + 1),
+                "domain": domain,
+                "created_at": _now(),
+                "history": [],
+                "allow_with_approval": False,
+            }
+            double.email_domain_blocks.append(block)
+            return JSONResponse(block)
+
+        @app.delete("/api/v1/admin/email_domain_blocks/{block_id}")
+        async def delete_email_domain_block(request: Request, block_id: str) -> JSONResponse:
+            if denied := unauthorized(request) or out_of_scope("admin:write:email_domain_blocks"):
+                return denied
+            if not any(block["id"] == block_id for block in double.email_domain_blocks):
+                return JSONResponse({"error": "Record not found"}, 404)
+            double.email_domain_blocks = [block for block in double.email_domain_blocks if block["id"] != block_id]
+            return JSONResponse({})
+
+        @app.get("/api/v1/notifications")
+        async def notifications(request: Request) -> JSONResponse:
+            """Newest first; `types[]`, `min_id` (the page right after it), `since_id`, `max_id`, `limit`."""
+            if denied := unauthorized(request):
+                return denied
+            params = request.query_params
+            types = params.getlist("types[]")
+            found = [item for item in double.notifications if not types or item["type"] in types]
+            limit = min(int(params.get("limit", 40)), 80)
+            if params.get("max_id"):
+                found = [item for item in found if int(item["id"]) < int(params["max_id"])]
+            if params.get("since_id"):
+                found = [item for item in found if int(item["id"]) > int(params["since_id"])]
+            if params.get("min_id"):
+                after = [item for item in found if int(item["id"]) > int(params["min_id"])]
+                page = sorted(after, key=lambda item: int(item["id"]))[:limit]
+            else:
+                page = sorted(found, key=lambda item: int(item["id"]), reverse=True)[:limit]
+            return JSONResponse(sorted(page, key=lambda item: int(item["id"]), reverse=True))
 
         @app.get("/api/v1/admin/domain_blocks")
         async def domain_blocks(request: Request) -> JSONResponse:
@@ -313,7 +506,7 @@ class MastodonDouble:
 
         @app.post("/api/v1/admin/domain_blocks")
         async def create_domain_block(request: Request) -> JSONResponse:
-            if denied := unauthorized(request):
+            if denied := unauthorized(request) or out_of_scope("admin:write:domain_blocks"):
                 return denied
             if "json" in request.headers.get("content-type", ""):
                 form = await request.json()
@@ -336,9 +529,24 @@ class MastodonDouble:
             )
             return JSONResponse(block)
 
+        @app.put("/api/v1/admin/domain_blocks/{block_id}")
+        async def update_domain_block(request: Request, block_id: str) -> JSONResponse:
+            if denied := unauthorized(request) or out_of_scope("admin:write:domain_blocks"):
+                return denied
+            block = next((block for block in double.domain_blocks if block["id"] == block_id), None)
+            if block is None:
+                return JSONResponse({"error": "Record not found"}, 404)
+            form = {name: values[-1] for name, values in parse_qs((await request.body()).decode()).items()}
+            for name, value in form.items():
+                if name in ("reject_media", "reject_reports", "obfuscate"):
+                    block[name] = value.lower() in ("true", "1")
+                elif name in ("severity", "private_comment", "public_comment"):
+                    block[name] = value
+            return JSONResponse(block)
+
         @app.delete("/api/v1/admin/domain_blocks/{block_id}")
         async def delete_domain_block(request: Request, block_id: str) -> JSONResponse:
-            if denied := unauthorized(request):
+            if denied := unauthorized(request) or out_of_scope("admin:write:domain_blocks"):
                 return denied
             double.domain_blocks = [block for block in double.domain_blocks if block["id"] != block_id]
             return JSONResponse({})

@@ -151,7 +151,7 @@ def test_bot_signup_burst_through_real_processes_gives_one_dm_naming_the_mail_do
     [text] = mastodon.direct_texts()
     assert "🔔 Sign-up surge: " in text
     assert "- email domain spam.example: " in text
-    assert "Proposed: block the email domain spam.example" in text
+    assert "1. block sign-ups with email addresses at spam.example" in text
 
 
 def test_mention_spam_through_real_processes_gives_one_dm(

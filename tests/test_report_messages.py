@@ -60,9 +60,8 @@ def test_first_alert_for_a_remote_server() -> None:
         "Not limited or suspended.\n"
         "Cost of limiting: 12 follows from local accounts to there, 30 from there to local accounts; "
         "1,500 accounts known there.\n"
-        "Proposed: limit spam.example until the wave passes: "
-        "https://social.example.org/admin/domain_blocks/new?_domain=spam.example\n"
-        "Reports: https://social.example.org/admin/reports?by_target_domain=spam.example"
+        "Reports: https://social.example.org/admin/reports?by_target_domain=spam.example\n\n"
+        "Reply “approve” to limit spam.example until the wave passes, or “dismiss” if it needs nothing."
     )
 
 

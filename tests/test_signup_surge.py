@@ -146,8 +146,12 @@ def test_bot_signup_burst_alerts_once_early_with_clusters(
     assert "one network (same /24 or /48, known by its hash #" in text
     assert "Proposed: require approval for new sign-ups until this passes: " in text
     assert f"{mastodon.url}/admin/settings/registrations" in text
-    block_form = f"{mastodon.url}/admin/email_domain_blocks/new?_domain=spam.example"
-    assert f"Proposed: block the email domain spam.example: {block_form}" in text
+    assert (
+        "Tocsin can:\n1. block sign-ups with email addresses at spam.example\n"
+        f"2. reject the {count - 1} pending sign-ups of that cluster\n"
+        "Reply “approve” for all, “approve 1,2” for some, or “dismiss”."
+    ) in text
+    assert text.endswith("or “dismiss”.")  # the reply that acts on it ends the DM
     assert "Newest of the largest (email domain spam.example):\ncryptodeals" in text
     assert "203.0.113" not in text and "@spam.example" not in text
 

@@ -103,7 +103,7 @@ def test_mention_spam_wave_alerts_once_early(ctx: Context, connection: redis.Red
     assert "- 10 accounts posting the same text, link or image" in text  # the same image
     assert "Samples (mentions and links disabled):\n“Look at this! #59” (spambot9)\n" in text
     assert f"spambot0 {mastodon.url}/admin/accounts/80000" in text
-    assert "Proposed: suspend these accounts" in text
+    assert text.endswith("\n\nReply “approve” to suspend these 10 accounts, or “dismiss” if it needs nothing.")
     assert "victim" not in text  # the mentioned accounts are neither named nor mentioned
 
 

@@ -1,0 +1,316 @@
+"""What Tocsin does on the instance when a moderator says so: the one place that acts.
+
+An `Action` is one admin-API write (limit or suspend a server, lift its block, block an email domain,
+suspend or reject an account), described as data so it can be proposed in a DM, stored with the DM's
+thread, carried out once when a moderator approves it, and undone. A `Proposal` is the numbered list of
+actions one DM offers; it is stored under an id derived from the DM's message key and the DM's thread
+points to it, so `approve` in that thread knows what it approves.
+
+Each action kind names the role permission the moderator needs (Mastodon's own rule: a moderator
+cannot do through Tocsin what their role cannot do in the admin interface) and the token scope the
+bot needs, and says whether it is destructive (asks for `yes` first).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+from mastodon import MastodonAPIError, MastodonNotFoundError
+
+from bot.mastodon import MastodonLink
+
+# UserRole::FLAGS (app/models/user_role.rb): the permissions bitmask of an Admin::Account's role.
+ROLE_FLAGS = {
+    "administrator": 1 << 0,
+    "manage_reports": 1 << 4,
+    "manage_federation": 1 << 5,
+    "manage_blocks": 1 << 7,
+    "manage_users": 1 << 10,
+}
+STAFF_FLAGS = ("manage_reports", "manage_users", "manage_federation", "manage_blocks")
+"""A role with any of these (or administrator) is staff: Tocsin's DMs are for the people who moderate."""
+
+PROPOSAL_PREFIX = "tocsin:proposal:"  # + id: the proposal (JSON); + id + ":done": hash action -> result
+PROPOSALS_OPEN = "tocsin:proposals:open"  # sorted set: id -> when proposed (not yet approved or dismissed)
+PROPOSAL_SECONDS = 30 * 86400
+"""A month: an approval after that acts on a stale picture; the moderator acts afresh instead."""
+OUT_OF_SCOPE = "outside the authorized scopes"
+"""Mastodon's 403 when the token lacks a scope (Doorkeeper); any other 403 is the role's permission."""
+
+
+class Refused(Exception):
+    """An action (or command) not carried out; the message says why, in words for the moderator."""
+
+
+def can(permissions: int, flag: str) -> bool:
+    """Mastodon's UserRole#can?: administrators can everything."""
+    return bool(permissions & ROLE_FLAGS["administrator"]) or bool(permissions & ROLE_FLAGS[flag])
+
+
+def is_staff(permissions: int) -> bool:
+    return any(can(permissions, flag) for flag in STAFF_FLAGS)
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # a key of KINDS
+    target: str  # a domain, an email domain, an account id
+    label: str  # how a moderator reads it: "limit spam.example", "suspend spammer1"
+    severity: str | None = None  # domain blocks: silence | suspend
+    public_comment: str | None = None  # domain blocks: only what a moderator wrote, or an advisory's summary
+    tag: str = "[tocsin]"  # starts the private comment of a domain block (an advisory's tag, for scans)
+
+
+@dataclass(frozen=True)
+class Done:
+    text: str  # what changed, for the reply: "limited spam.example"
+    api: str  # Mastodon's answer, for the audit log
+    undo: dict[str, Any] | None = None  # how to reverse it (see UNDO); None: nothing to undo
+
+
+@dataclass(frozen=True)
+class ActionKind:
+    permission: str
+    scope: str
+    run: Callable[[MastodonLink, Action, str], Done]
+    """(link, action, private comment) -> Done; raises Refused."""
+    destructive: Callable[[Action], bool] = lambda action: False
+
+
+def _block_words(severity: str) -> str:
+    return {"silence": "limited", "suspend": "suspended"}.get(severity, f"blocked ({severity})")
+
+
+def _domain_block(link: MastodonLink, action: Action, private_comment: str) -> Done:
+    severity = action.severity or "silence"
+    existing = link.domain_block(action.target)
+    if existing is not None:
+        if existing["severity"] == severity or existing["severity"] == "suspend":
+            return Done(f"{action.target} was {_block_words(existing['severity'])} already", "nothing to change")
+        link.update_domain_block(existing["id"], severity=severity, private_comment=private_comment)
+        return Done(
+            f"{action.target} {_block_words(severity)} (was {_block_words(existing['severity'])})",
+            f"PUT /api/v1/admin/domain_blocks/{existing['id']}: 200",
+            {"kind": "domain_block.restore", "block": existing},
+        )
+    try:
+        block_id = link.create_domain_block(
+            action.target, severity=severity, private_comment=private_comment, public_comment=action.public_comment
+        )
+    except MastodonAPIError as error:
+        if _status(error) == 422:  # made meanwhile (by hand, or a racing command)
+            return Done(f"{action.target} was blocked already", "POST /api/v1/admin/domain_blocks: 422 (exists)")
+        raise
+    return Done(
+        f"{action.target} {_block_words(severity)}",
+        f"POST /api/v1/admin/domain_blocks: 200 (block {block_id})",
+        {"kind": "domain_block.delete", "id": block_id, "domain": action.target},
+    )
+
+
+def _lift(link: MastodonLink, action: Action, private_comment: str) -> Done:
+    existing = link.domain_block(action.target)
+    if existing is None:
+        raise Refused(f"{action.target} is not limited or suspended")
+    link.delete_domain_block(existing["id"])
+    return Done(
+        f"{action.target}'s {_block_words(existing['severity']).split()[0].removesuffix('ed')} lifted",
+        f"DELETE /api/v1/admin/domain_blocks/{existing['id']}: 200",
+        {"kind": "domain_block.restore", "block": existing},
+    )
+
+
+def _email_domain_block(link: MastodonLink, action: Action, private_comment: str) -> Done:
+    try:
+        block_id = link.create_email_domain_block(action.target)
+    except MastodonAPIError as error:
+        if _status(error) == 422:
+            return Done(f"sign-ups from {action.target} were blocked already", "422 (exists)")
+        raise
+    return Done(
+        f"sign-ups from {action.target} blocked",
+        f"POST /api/v1/admin/email_domain_blocks: 200 (block {block_id})",
+        {"kind": "email_domain_block.delete", "id": block_id, "domain": action.target},
+    )
+
+
+def _suspend_account(link: MastodonLink, action: Action, private_comment: str) -> Done:
+    try:
+        link.moderate_account(action.target, "suspend", text=private_comment)
+    except MastodonNotFoundError:
+        return Done(f"{action.label}: the account is gone", f"404 (account {action.target})")
+    return Done(
+        f"{action.label.removeprefix('suspend ')} suspended",
+        f"POST /api/v1/admin/accounts/{action.target}/action: 200",
+        {"kind": "account.unsuspend", "id": action.target},
+    )
+
+
+def _reject_account(link: MastodonLink, action: Action, private_comment: str) -> Done:
+    try:
+        link.reject_account(action.target)
+    except MastodonNotFoundError:
+        return Done(f"{action.label}: the sign-up is gone", f"404 (account {action.target})")
+    except MastodonAPIError as error:
+        if _status(error) == 403:
+            raise
+        return Done(f"{action.label}: not pending any more", f"{_status(error)} (account {action.target})")
+    return Done(
+        f"{action.label.removeprefix('reject ')} rejected", f"POST /api/v1/admin/accounts/{action.target}/reject"
+    )
+
+
+KINDS: dict[str, ActionKind] = {
+    "domain_block": ActionKind(
+        "manage_federation",
+        "admin:write:domain_blocks",
+        _domain_block,
+        destructive=lambda action: action.severity == "suspend",
+    ),
+    "domain_unblock": ActionKind("manage_federation", "admin:write:domain_blocks", _lift),
+    "email_domain_block": ActionKind("manage_blocks", "admin:write:email_domain_blocks", _email_domain_block),
+    "suspend_account": ActionKind("manage_users", "admin:write:accounts", _suspend_account),
+    "reject_account": ActionKind(
+        "manage_users", "admin:write:accounts", _reject_account, destructive=lambda action: True
+    ),
+}
+SCOPES = sorted({kind.scope for kind in KINDS.values()})
+CONFIRM_ABOVE = 10
+"""Approving more actions than this at once asks for `yes` first."""
+
+
+def _status(error: MastodonAPIError) -> int | None:
+    return error.args[1] if len(error.args) > 1 and isinstance(error.args[1], int) else None
+
+
+def carry_out(link: MastodonLink, action: Action, private_comment: str) -> Done:
+    """One action through the admin API. A 403 becomes a refusal naming the missing scope or permission."""
+    kind = KINDS[action.kind]
+    try:
+        return kind.run(link, action, private_comment)
+    except MastodonAPIError as error:
+        if _status(error) != 403:
+            raise
+        if OUT_OF_SCOPE in str(error):
+            raise Refused(f"the bot's token lacks the scope {kind.scope}; create a token with it") from error
+        raise Refused(f"Mastodon refused: the bot account's role cannot {kind.permission.replace('_', ' ')}") from error
+
+
+# --- Undo ----------------------------------------------------------------------------------------
+
+
+def undo(link: MastodonLink, recipe: dict[str, Any]) -> str:
+    """Reverse one Done; what was reversed."""
+    kind = recipe["kind"]
+    if kind == "domain_block.delete":
+        existing = link.domain_block(recipe["domain"])
+        if existing is None or existing["id"] != recipe["id"]:
+            return f"{recipe['domain']}'s block was lifted already"
+        link.delete_domain_block(recipe["id"])
+        return f"{recipe['domain']}'s block lifted"
+    if kind == "domain_block.restore":
+        block = recipe["block"]
+        fields = {
+            name: block.get(name)
+            for name in ("severity", "reject_media", "reject_reports", "private_comment", "public_comment", "obfuscate")
+        }
+        existing = link.domain_block(block["domain"])
+        if existing is None:
+            link.create_domain_block(block["domain"], **fields)
+        else:
+            link.update_domain_block(existing["id"], **fields)
+        return f"{block['domain']} {_block_words(block['severity'])} again"
+    if kind == "email_domain_block.delete":
+        try:
+            link.delete_email_domain_block(recipe["id"])
+        except MastodonNotFoundError:
+            return f"sign-ups from {recipe['domain']} were unblocked already"
+        return f"sign-ups from {recipe['domain']} allowed again"
+    if kind == "account.unsuspend":
+        link.unsuspend_account(recipe["id"])
+        return f"account {recipe['id']} unsuspended"
+    raise ValueError(f"unknown undo {kind!r}")
+
+
+# --- Proposals -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProposalItem:
+    label: str  # "CVE-2025-30741: suspend 3, limit 2"
+    actions: tuple[Action, ...]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What one DM offers to do. Without items it still has a thread: `dismiss` marks it handled."""
+
+    items: tuple[ProposalItem, ...] = ()
+    handles: str | None = None
+    """A Redis key set when the proposal is approved or dismissed (a surge's "handled" mark: no more
+    escalation DMs for it)."""
+
+    @property
+    def actions(self) -> list[Action]:
+        return [action for item in self.items for action in item.actions]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Proposal:
+        data = json.loads(raw)
+        items = tuple(
+            ProposalItem(item["label"], tuple(Action(**action) for action in item["actions"])) for item in data["items"]
+        )
+        return cls(items=items, handles=data.get("handles"))
+
+
+@dataclass(frozen=True)
+class Message:
+    """A DM and what it proposes (the reply `approve` carries out)."""
+
+    text: str
+    proposal: Proposal | None = field(default=None)
+
+
+def store_proposal(connection: redis.Redis, proposal_id: str, proposal: Proposal, now: float) -> str:
+    """Keep the proposal for its DM's thread; the thread subject that finds it."""
+    pipe = connection.pipeline()
+    pipe.set(PROPOSAL_PREFIX + proposal_id, proposal.to_json(), ex=PROPOSAL_SECONDS)
+    pipe.zadd(PROPOSALS_OPEN, {proposal_id: now}, nx=True)
+    pipe.zremrangebyscore(PROPOSALS_OPEN, "-inf", now - PROPOSAL_SECONDS)
+    pipe.execute()
+    return f"proposal:{proposal_id}"
+
+
+def load_proposal(connection: redis.Redis, proposal_id: str) -> Proposal | None:
+    raw = connection.get(PROPOSAL_PREFIX + proposal_id)
+    return None if raw is None else Proposal.from_json(raw)
+
+
+def done_actions(connection: redis.Redis, proposal_id: str) -> dict[str, str]:
+    """Action numbers ("item.action") already carried out -> who approved them."""
+    raw: dict[bytes, bytes] = connection.hgetall(PROPOSAL_PREFIX + proposal_id + ":done")  # type: ignore[assignment]
+    return {key.decode(): value.decode() for key, value in raw.items()}
+
+
+def mark_done(connection: redis.Redis, proposal_id: str, number: str, by: str) -> None:
+    key = PROPOSAL_PREFIX + proposal_id + ":done"
+    connection.hset(key, number, by)
+    connection.expire(key, PROPOSAL_SECONDS)
+
+
+def close_proposal(connection: redis.Redis, proposal_id: str, proposal: Proposal, how: str) -> None:
+    """Approved in full or dismissed: no longer pending, and its surge is handled."""
+    connection.zrem(PROPOSALS_OPEN, proposal_id)
+    if proposal.handles:
+        connection.set(proposal.handles, how, ex=PROPOSAL_SECONDS)
+
+
+def open_proposals(connection: redis.Redis) -> int:
+    return int(connection.zcard(PROPOSALS_OPEN))

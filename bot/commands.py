@@ -1,0 +1,580 @@
+"""Moderators act from the DM: a reply to Tocsin is read as a command, carried out, answered once, audited.
+
+bot/mentions.py reads the bot's mention notifications and queues one `handle_mention` job per status.
+The job decides, in this order:
+
+1. Whose words are these? Only a local account's own `direct` status counts: a boost, a remote account
+   with the same username, a public mention, the quoted part of a reply are not a command.
+   Anything else is counted (IGNORED) and never answered: the bot must not become an amplifier.
+2. Is the sender staff *now*? Asked of the admin API at the time of the command (a read-only command may
+   use a role read within the last minute). A non-moderator gets no answer; someone Tocsin writes to
+   (TOCSIN_MODERATORS) who lost the role is told why nothing happens.
+3. What is the command? The first line of the moderator's own text; a near miss gets "did you mean",
+   anything else the help. In a thread, `approve`/`dismiss` act on that DM's proposal (bot/actions.py)
+   and the families' commands on their subjects (`cancel` on a held announcement).
+4. Exactly one reply in the thread (keyed by the command's status id, sent even while paused), one
+   audit entry (bot/audit.py), and the bookkeeping for `undo` and `yes`.
+
+The outcome is stored before the reply: a job retried after a crash answers what it did the first time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from html.parser import HTMLParser
+from typing import Any
+
+from mastodon import MastodonNotFoundError
+
+from bot import actions, audit, defaults
+from bot.actions import Action, Done, Refused, can, carry_out
+from bot.context import Context, get_context
+from bot.events import parse_time
+from bot.families import registry
+from bot.outbox import Post, release_held
+from bot.queue import fails_at_once_on_permanent_errors
+
+log = logging.getLogger(__name__)
+
+IGNORED = "tocsin:stats:commands-ignored"
+"""Hash: why a mention was not a command (not staff, not direct, remote, boost) -> count. Nothing else
+about those mentions is kept."""
+HANDLED_PREFIX = "tocsin:commands:handled:"  # + status id: this command is done (its job is a no-op)
+OUTCOME_PREFIX = "tocsin:commands:outcome:"  # + status id: what the command did (JSON), before replying
+ROLE_PREFIX = "tocsin:commands:role:"  # + account id: permissions bitmask, or "-" (not local staff)
+LAST_PREFIX = "tocsin:commands:last:"  # + account id: the moderator's last undoable action (JSON)
+CONFIRM_PREFIX = "tocsin:commands:confirm:"  # + account id: the command waiting for its `yes` (JSON)
+KEEP_SECONDS = 30 * 86400
+
+
+@dataclass(frozen=True)
+class Moderator:
+    account_id: str
+    handle: str  # local username
+    permissions: int
+
+    def can(self, flag: str) -> bool:
+        return can(self.permissions, flag)
+
+
+@dataclass(frozen=True)
+class Request:
+    command_id: str  # the id of the status that carried the command
+    moderator: Moderator
+    verb: str
+    args: str
+    subject: str | None  # what the thread it was written in is about (Post.subject), if anything
+    text: str  # the command as written
+    confirmed: bool = False  # a `yes` answered it
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # done | refused | asked (for a `yes`) | help
+    text: str
+    api: str = ""
+    undo: tuple[dict[str, Any], ...] = ()
+    everyone: bool = False
+    """The reply goes to every moderator (something changed), not only to the one who asked."""
+
+
+def refused(text: str) -> Outcome:
+    return Outcome("refused", f"Not done: {text}")
+
+
+@dataclass(frozen=True)
+class ReplyCommand:
+    verb: str  # one or two words, lower case
+    usage: str  # as the help shows it
+    run: Callable[[Context, Request], Outcome]
+    subject: str | None = None
+    """Only in a thread whose subject starts with this ("announce:"); None: anywhere."""
+    changes: bool = True
+    """It changes something: the sender's role is asked of Mastodon now, not taken from the cache."""
+
+
+# --- The moderator's own words (pure) ------------------------------------------------------------
+
+
+class _OwnText(HTMLParser):
+    """A status's HTML as plain text without what is not the author's command: mentions (links with
+    class "mention"), quotes (Mastodon's "quote-inline" paragraph of a quote post, blockquotes)."""
+
+    SKIPPED = ("mention", "quote-inline")
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skipping: list[str] = []  # tags whose content is being skipped
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        classes = (dict(attrs).get("class") or "").split()
+        if self._skipping or tag == "blockquote" or any(name in classes for name in self.SKIPPED):
+            self._skipping.append(tag)
+        elif tag == "br":
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._skipping and self._skipping[-1] == tag:
+            self._skipping.pop()
+        elif tag == "p" and not self._skipping:
+            self.parts.append("\n\n")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "br" and not self._skipping:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
+
+
+_LEADING_MENTIONS = re.compile(r"^(\s*@[\w.-]+(@[\w.-]+)?)+\s*")
+
+
+def own_text(content: str) -> str:
+    """The command line of a status: its author's first line of text, without mentions or quotes
+    (lines starting with ">" are quotes too)."""
+    parser = _OwnText()
+    parser.feed(content)
+    parser.close()
+    for line in "".join(parser.parts).splitlines():
+        line = _LEADING_MENTIONS.sub("", html.unescape(line)).strip()
+        if line and not line.startswith(">"):
+            return line
+    return ""
+
+
+def screen(notification: dict[str, Any]) -> str | None:
+    """Why this mention is no command at all (counted, never answered); None when it may be one."""
+    status = notification.get("status") or {}
+    sender = notification.get("account") or {}
+    if notification.get("type") != "mention" or not status.get("id"):
+        return "not a mention"
+    if status.get("reblog"):
+        return "boost"
+    if "@" in str(sender.get("acct") or "@"):
+        return "remote account"
+    if status.get("visibility") != "direct":
+        return "not direct"
+    return None
+
+
+def parse(text: str, verbs: list[str]) -> tuple[str, str]:
+    """(verb, the rest): the longest known verb the text starts with (`announce now`), else its first word."""
+    words = text.split()
+    lowered = [word.lower().strip(".,!:") for word in words]
+    for size in (2, 1):
+        verb = " ".join(lowered[:size])
+        if len(lowered) >= size and verb in verbs:
+            return verb, " ".join(words[size:])
+    return (lowered[0] if lowered else ""), " ".join(words[1:])
+
+
+def near_miss(verb: str, verbs: list[str]) -> str | None:
+    found = difflib.get_close_matches(verb, verbs, n=1, cutoff=0.7)
+    return found[0] if found else None
+
+
+def item_numbers(args: str, count: int) -> list[int]:
+    """`approve 1,3` / `1 3` / `2-4`; nothing: all. Raises Refused for numbers the list does not have."""
+    numbers: list[int] = []
+    for part in re.split(r"[,\s]+", args.strip()):
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            raise Refused(f"“{part}” is not an item number; write e.g. approve 1,3")
+        numbers.extend(range(int(low), int(high or low) + 1))
+    if any(number < 1 or number > count for number in numbers):
+        raise Refused(f"the proposal has items 1 to {count}")
+    return sorted(set(numbers)) or list(range(1, count + 1))
+
+
+def normalized_domain(raw: str) -> str:
+    """A server's domain as a moderator may write it (URL, @handle, upper case); Refused if it is none."""
+    text = raw.strip().lower().removeprefix("https://").removeprefix("http://").split("/")[0]
+    text = text.rsplit("@", 1)[-1].rstrip(".")
+    try:
+        ascii_name = text.encode("idna").decode("ascii")
+    except UnicodeError:
+        ascii_name = ""
+    if "." not in ascii_name or not re.fullmatch(r"[a-z0-9.-]+", ascii_name):
+        raise Refused(f"“{raw}” is not a server's domain")
+    return ascii_name
+
+
+# --- The commands every instance has -------------------------------------------------------------
+
+
+def _summary(results: list[Done]) -> str:
+    shown = [result.text for result in results[:5]]
+    more = f"; and {len(results) - 5} more (tocsin audit)" if len(results) > 5 else ""
+    return "; ".join(shown) + more
+
+
+def _act(ctx: Context, request: Request, items: list[tuple[str, Action]], proposal_id: str | None) -> Outcome:
+    """Carry out actions in order (each once, for a proposal); stop at the first refusal."""
+    missing = sorted(
+        {
+            actions.KINDS[a.kind].permission
+            for _n, a in items
+            if not request.moderator.can(actions.KINDS[a.kind].permission)
+        }
+    )
+    if missing:
+        return refused(f"your role cannot {', '.join(flag.replace('_', ' ') for flag in missing)}")
+    destructive = [a for _n, a in items if actions.KINDS[a.kind].destructive(a)]
+    if not request.confirmed and (destructive or len(items) > actions.CONFIRM_ABOVE):
+        what = "; ".join(a.label for _n, a in items[:5]) + (f"; and {len(items) - 5} more" if len(items) > 5 else "")
+        return Outcome("asked", f"This will {what}. Reply yes within 10 minutes to go ahead.")
+    results: list[Done] = []
+    stopped = ""
+    by = f"@{request.moderator.handle}"
+    for number, action in items:
+        origin = f"proposal {proposal_id} item {number}" if proposal_id else f"command {request.command_id}"
+        try:
+            results.append(carry_out(ctx.mastodon, action, f"{action.tag} {origin}, by {by} from a DM"))
+        except Refused as reason:
+            stopped = str(reason)
+            break
+        if proposal_id:
+            actions.mark_done(ctx.redis, proposal_id, number, by)
+    if not results:
+        return refused(stopped)
+    text = f"Done: {_summary(results)}." + (f" Stopped there: {stopped}." if stopped else "")
+    return Outcome(
+        "done",
+        text + " Reply undo within 30 minutes to reverse it.",
+        api="; ".join(result.api for result in results),
+        undo=tuple(result.undo for result in results if result.undo),
+        everyone=True,
+    )
+
+
+def _proposal(ctx: Context, request: Request) -> tuple[str, actions.Proposal]:
+    if not request.subject or not request.subject.startswith("proposal:"):
+        raise Refused(f"{request.verb} acts on a proposal: reply to the DM that proposes it")
+    proposal_id = request.subject.removeprefix("proposal:")
+    found = actions.load_proposal(ctx.redis, proposal_id)
+    if found is None:
+        raise Refused("this proposal is more than 30 days old; act on the situation as it is now")
+    return proposal_id, found
+
+
+def approve(ctx: Context, request: Request) -> Outcome:
+    proposal_id, proposal = _proposal(ctx, request)
+    if not proposal.items:
+        return refused("this DM proposes nothing Tocsin can carry out; reply dismiss once it is handled")
+    numbers = item_numbers(request.args, len(proposal.items))
+    chosen = [
+        (f"{number}.{index}", action)
+        for number in numbers
+        for index, action in enumerate(proposal.items[number - 1].actions, start=1)
+    ]
+    with ctx.redis.lock(actions.PROPOSAL_PREFIX + proposal_id + ":lock", timeout=60, blocking_timeout=60):
+        done = actions.done_actions(ctx.redis, proposal_id)
+        todo = [(number, action) for number, action in chosen if number not in done]
+        if not todo:
+            who = sorted({done[number] for number, _action in chosen})
+            return refused(f"already carried out (approved by {', '.join(who)})")
+        outcome = _act(ctx, request, todo, proposal_id)
+        if len(actions.done_actions(ctx.redis, proposal_id)) == len(proposal.actions):
+            actions.close_proposal(ctx.redis, proposal_id, proposal, f"approved by @{request.moderator.handle}")
+    return outcome
+
+
+def dismiss(ctx: Context, request: Request) -> Outcome:
+    proposal_id, proposal = _proposal(ctx, request)
+    actions.close_proposal(ctx.redis, proposal_id, proposal, f"dismissed by @{request.moderator.handle}")
+    return Outcome("done", "Dismissed: nothing done, and no more escalation DMs about this.", everyone=True)
+
+
+def _domain_action(kind: str, severity: str | None, word: str) -> Callable[[Context, Request], Outcome]:
+    def run(ctx: Context, request: Request) -> Outcome:
+        domain_text, _, reason = request.args.strip().partition(" ")
+        if not domain_text:
+            return refused(f"write {word} DOMAIN" + (" [public reason]" if severity else ""))
+        domain = normalized_domain(domain_text)
+        own = (ctx.settings.mastodon_url or "").split("//")[-1].split("/")[0].lower()
+        if domain == own:
+            return refused(f"{domain} is this instance")
+        action = Action(
+            kind=kind,
+            target=domain,
+            label=f"{word} {domain}",
+            severity=severity,
+            public_comment=reason.strip() or None,
+        )
+        outcome = _act(ctx, request, [("1", action)], None)
+        if outcome.kind != "done":
+            return outcome
+        impact = ctx.mastodon.impact(domain)
+        follows = (
+            f" We follow {impact.local_follows:,} accounts there; {impact.remote_followers:,} there follow us."
+            if impact is not None
+            else ""
+        )
+        link = f" {ctx.settings.instance_url}/admin/instances/{domain}"
+        return Outcome(outcome.kind, outcome.text + follows + link, outcome.api, outcome.undo, everyone=True)
+
+    return run
+
+
+def undo(ctx: Context, request: Request) -> Outcome:
+    key = LAST_PREFIX + request.moderator.account_id
+    raw = ctx.redis.get(key)
+    if raw is None:
+        return refused("you have no action of the last 30 minutes to undo")
+    last = json.loads(raw)
+    reversed_ = [actions.undo(ctx.mastodon, recipe) for recipe in reversed(last["undo"])]
+    ctx.redis.delete(key)
+    return Outcome("done", f"Undone ({last['command']}): {'; '.join(reversed_)}.", api=last["command"], everyone=True)
+
+
+def pause(ctx: Context, request: Request) -> Outcome:
+    ctx.redis.set(defaults.PAUSED, str(time.time()))
+    return Outcome(
+        "done", "Paused: Tocsin posts nothing (alerts and announcements are held) until resume.", everyone=True
+    )
+
+
+def resume(ctx: Context, request: Request) -> Outcome:
+    was_paused = ctx.redis.delete(defaults.PAUSED)
+    released = release_held(ctx.redis, ctx.settings.retry_delays)
+    if not was_paused:
+        return refused("Tocsin is not paused")
+    return Outcome("done", f"Resumed: {released} held post(s) being sent.", everyone=True)
+
+
+def status(ctx: Context, request: Request) -> Outcome:
+    paused = ctx.redis.get(defaults.PAUSED)
+    lines = [
+        f"Paused since {time.strftime('%H:%M UTC', time.gmtime(float(paused)))}." if paused else "Not paused.",
+    ]
+    surges = [
+        f"{detector.name} {bucket.decode() if isinstance(bucket, bytes) else bucket}"
+        for family in registry().families
+        for detector in family.detectors
+        for bucket in ctx.redis.zrange(detector.open_key, 0, -1)
+    ]
+    lines.append(f"Open surges: {', '.join(surges[:8])}." if surges else "No open surge.")
+    lines.append(f"Proposals waiting for a decision: {actions.open_proposals(ctx.redis)}.")
+    for family in registry().families:
+        if family.status is not None:
+            lines.extend(family.status(ctx))
+    return Outcome("help", "\n".join(lines))
+
+
+def help_text() -> str:
+    lines = ["Reply with one of:"] + [f"{command.usage}" for command in all_commands() if command.usage]
+    return "\n".join(lines)
+
+
+def show_help(ctx: Context, request: Request) -> Outcome:
+    return Outcome("help", help_text())
+
+
+def confirm(ctx: Context, request: Request) -> Outcome:
+    raw = ctx.redis.get(CONFIRM_PREFIX + request.moderator.account_id)
+    if raw is None:
+        return refused("nothing is waiting for a yes (a question lasts 10 minutes)")
+    waiting = json.loads(raw)
+    command = find(waiting["verb"], waiting["subject"])
+    if command is None:
+        return refused("the command waiting for a yes is no longer known")
+    outcome = command.run(
+        ctx,
+        Request(
+            command_id=request.command_id,
+            moderator=request.moderator,
+            verb=waiting["verb"],
+            args=waiting["args"],
+            subject=waiting["subject"],
+            text=waiting["text"],
+            confirmed=True,
+        ),
+    )
+    ctx.redis.delete(CONFIRM_PREFIX + request.moderator.account_id)
+    return outcome
+
+
+BUILTIN = (
+    ReplyCommand("approve", "approve (or approve 1,3): carry out this DM's proposal", approve),
+    ReplyCommand("dismiss", "dismiss: nothing to do; no more escalations about it", dismiss),
+    ReplyCommand("limit", "limit DOMAIN [public reason]", _domain_action("domain_block", "silence", "limit")),
+    ReplyCommand("suspend", "suspend DOMAIN [public reason]", _domain_action("domain_block", "suspend", "suspend")),
+    ReplyCommand("lift", "lift DOMAIN: remove its limit or suspension", _domain_action("domain_unblock", None, "lift")),
+    ReplyCommand("undo", "undo: reverse your last action (30 minutes)", undo),
+    ReplyCommand("yes", "", confirm),
+    ReplyCommand("status", "status: surges, proposals, announcements, incidents", status, changes=False),
+    ReplyCommand("pause", "pause: Tocsin posts nothing until resume", pause),
+    ReplyCommand("resume", "resume: send what was held", resume),
+    ReplyCommand("help", "help: this list", show_help, changes=False),
+)
+
+
+def all_commands() -> list[ReplyCommand]:
+    return [*BUILTIN, *(command for family in registry().families for command in family.replies)]
+
+
+def find(verb: str, subject: str | None) -> ReplyCommand | None:
+    """The command for `verb` in a thread about `subject`: one made for that subject first."""
+    matching = [command for command in all_commands() if command.verb == verb]
+    for command in matching:
+        if command.subject is not None and subject is not None and subject.startswith(command.subject):
+            return command
+    return next((command for command in matching if command.subject is None), matching[0] if matching else None)
+
+
+# --- The job -------------------------------------------------------------------------------------
+
+
+def staff_now(ctx: Context, account_id: str, fresh: bool) -> int | None:
+    """The sender's role permissions if it is a local staff account now, else None."""
+    key = ROLE_PREFIX + account_id
+    cached = None if fresh else ctx.redis.get(key)
+    if cached is None:
+        try:
+            account = ctx.mastodon.admin_account(account_id)
+        except MastodonNotFoundError:
+            account = {}
+        role = account.get("role") or {}
+        local = bool(account) and account.get("domain") is None
+        permissions = int(role.get("permissions") or 0) if local else 0
+        cached = str(permissions).encode() if actions.is_staff(permissions) else b"-"
+        ctx.redis.set(key, cached, ex=defaults.STAFF_ROLE_TTL)
+    return None if cached == b"-" else int(cached)
+
+
+def _count(ctx: Context, reason: str) -> str:
+    ctx.redis.hincrby(IGNORED, reason, 1)
+    return f"ignored: {reason}"
+
+
+@fails_at_once_on_permanent_errors
+def handle_mention(notification: dict[str, Any]) -> str:
+    """RQ job (urgent queue): one mention of the bot, read as a command at most once."""
+    ctx = get_context()
+    status = notification.get("status") or {}
+    status_id = str(status.get("id") or "")
+    from bot.mentions import forget  # bot.mentions queues this job: imported here, not at the top
+
+    if not status_id or ctx.redis.exists(HANDLED_PREFIX + status_id):
+        forget(ctx.redis, status_id)
+        return "handled already"
+    result = _handle(ctx, notification, status, status_id)
+    ctx.redis.set(HANDLED_PREFIX + status_id, result, ex=KEEP_SECONDS)
+    forget(ctx.redis, status_id)
+    return result
+
+
+def _handle(ctx: Context, notification: dict[str, Any], status: dict[str, Any], status_id: str) -> str:
+    reason = screen(notification)
+    if reason is not None:
+        return _count(ctx, reason)
+    sender = notification["account"]
+    text = own_text(str(status.get("content") or ""))
+    subject_raw: bytes | None = ctx.redis.get(defaults.THREAD_PREFIX + str(status.get("in_reply_to_id") or ""))  # type: ignore[assignment]
+    subject = subject_raw.decode() if subject_raw else None
+    verbs = [command.verb for command in all_commands()]
+    verb, args = parse(text, verbs)
+    command = find(verb, subject)
+    stored = ctx.redis.get(OUTCOME_PREFIX + status_id)
+    permissions = staff_now(ctx, str(sender["id"]), fresh=command is None or command.changes)
+    handle = str(sender.get("acct") or sender.get("username"))
+    if permissions is None:
+        if handle.lower() not in {acct.lower() for acct in ctx.settings.moderators}:
+            return _count(ctx, "not staff")
+        moderator = Moderator(str(sender["id"]), handle, 0)
+        outcome = refused("your account has no moderator role on this instance now")
+    else:
+        moderator = Moderator(str(sender["id"]), handle, permissions)
+        if stored is not None:
+            outcome = Outcome(**{**json.loads(stored), "undo": tuple(json.loads(stored)["undo"])})
+        else:
+            outcome = _decide(ctx, status, command, verb, verbs, subject, moderator, text, args, status_id)
+    ctx.redis.set(OUTCOME_PREFIX + status_id, json.dumps(asdict(outcome)), ex=KEEP_SECONDS)
+    _remember(ctx, moderator, outcome, verb, args, subject, text)
+    _reply(ctx, status_id, moderator, outcome, subject)
+    audit.record(
+        ctx.redis,
+        audit.Entry(
+            at=time.time(),
+            account_id=moderator.account_id,
+            handle=moderator.handle,
+            command=text[:200],
+            outcome=outcome.kind,
+            did=outcome.text[:500],
+            api=outcome.api[:500],
+            status_id=status_id,
+        ),
+    )
+    return outcome.kind
+
+
+def _decide(
+    ctx: Context,
+    status: dict[str, Any],
+    command: ReplyCommand | None,
+    verb: str,
+    verbs: list[str],
+    subject: str | None,
+    moderator: Moderator,
+    text: str,
+    args: str,
+    status_id: str,
+) -> Outcome:
+    if status.get("edited_at"):
+        return refused("this command was edited after it was posted; send it again as a new reply")
+    written = parse_time(status.get("created_at"))
+    if written is not None and time.time() - written > defaults.COMMAND_MAX_AGE:
+        return refused("this command is more than a day old (Tocsin was not reading); send it again if it stands")
+    if command is None:
+        guess = near_miss(verb, [name for name in verbs if name != "yes"]) if verb else None
+        if guess is not None:
+            return Outcome("help", f"Did you mean “{guess}”? Nothing was done.\n{help_text()}")
+        return Outcome("help", help_text())
+    if command.subject is not None and not (subject or "").startswith(command.subject):
+        return refused(f"{verb} answers a specific DM: reply to it")
+    request = Request(status_id, moderator, verb, args, subject, text)
+    try:
+        return command.run(ctx, request)
+    except Refused as reason:
+        return refused(str(reason))
+
+
+def _remember(
+    ctx: Context, moderator: Moderator, outcome: Outcome, verb: str, args: str, subject: str | None, text: str
+) -> None:
+    if outcome.kind == "done" and outcome.undo:
+        last = {"command": text[:200], "undo": list(outcome.undo), "at": time.time()}
+        ctx.redis.set(LAST_PREFIX + moderator.account_id, json.dumps(last), ex=defaults.UNDO_SECONDS)
+    if outcome.kind == "asked":
+        waiting = {"verb": verb, "args": args, "subject": subject, "text": text}
+        ctx.redis.set(CONFIRM_PREFIX + moderator.account_id, json.dumps(waiting), ex=defaults.CONFIRM_SECONDS)
+
+
+def _reply(ctx: Context, status_id: str, moderator: Moderator, outcome: Outcome, subject: str | None) -> None:
+    """The one answer, in the thread: to every moderator when something changed, else to the sender."""
+    recipients = [moderator.handle]
+    if outcome.everyone:
+        recipients += [acct for acct in ctx.mastodon.moderators() if acct.lower() != moderator.handle.lower()]
+    ctx.outbox.send(
+        Post(
+            key=f"reply:{status_id}",
+            text=outcome.text,
+            visibility="direct",
+            mentions=tuple(recipients),
+            in_reply_to_id=status_id,
+            subject=subject,
+            during_pause=True,
+        )
+    )

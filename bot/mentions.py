@@ -1,0 +1,140 @@
+"""Reading the bot's mentions: where moderators' commands come from (bot/commands.py acts on them).
+
+A poll job every TOCSIN_COMMAND_POLL_SECONDS (one per time slot, like the sweep) reads
+GET /api/v1/notifications?types[]=mention page by page from a cursor kept in Redis, oldest first, and
+queues one `handle_mention` job per status (job id from the status id: a mention seen twice, by two
+pollers or after a restart, is one job). The notification is kept until its job finishes, and the sweep
+queues again any whose job was lost with a killed worker. The very first poll only sets the cursor:
+mentions from before Tocsin read commands are not commands to it.
+
+Mastodon's streaming API would deliver mentions sooner, but needs a long-lived connection per process;
+at a 15-second poll a command is answered well within a minute at 4 requests a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import redis
+
+from bot import defaults
+from bot.context import Context, get_context
+from bot.queue import enqueue_once
+
+log = logging.getLogger(__name__)
+
+CURSOR = "tocsin:mentions:cursor"  # id of the newest notification read
+WAITING = "tocsin:mentions:waiting"  # hash: status id -> the notification (JSON), until its job is done
+POLL_LOCK = "tocsin:mentions:polling"
+PAGE = 40
+"""Mastodon's default page of notifications (it allows 80)."""
+LOST_AFTER = 120
+"""Seconds after which a waiting mention whose job is gone is queued again (from the sweep)."""
+WAITING_DAYS = 2
+"""A mention waiting longer than this is dropped (its job failed for good: see `tocsin failed`)."""
+
+
+def reduced(notification: dict[str, Any]) -> dict[str, Any]:
+    """What a command needs of a notification: no display names, avatars or media."""
+    status = notification.get("status") or {}
+    account = notification.get("account") or {}
+    return {
+        "id": str(notification.get("id")),
+        "type": notification.get("type"),
+        "account": {"id": str(account.get("id")), "acct": account.get("acct"), "username": account.get("username")},
+        "status": {
+            name: status.get(name)
+            for name in ("id", "visibility", "content", "in_reply_to_id", "created_at", "edited_at")
+        }
+        | {"reblog": bool(status.get("reblog"))},
+        "read_at": time.time(),
+    }
+
+
+def poll(ctx: Context) -> int:
+    """Queue a job per new mention; how many were queued. One poller at a time."""
+    if not ctx.redis.set(POLL_LOCK, "1", nx=True, ex=60):
+        return 0
+    try:
+        cursor: bytes | None = ctx.redis.get(CURSOR)  # type: ignore[assignment]
+        if cursor is None:
+            newest = ctx.mastodon.mentions(None, limit=1)
+            ctx.redis.set(CURSOR, newest[-1]["id"] if newest else "0")
+            return 0
+        after = cursor.decode()
+        queued = 0
+        while True:
+            page = ctx.mastodon.mentions(after, limit=PAGE)
+            for notification in page:
+                queued += _queue(ctx, reduced(notification))
+            if not page:
+                return queued
+            after = page[-1]["id"]
+            ctx.redis.set(CURSOR, after)
+            if len(page) < PAGE:
+                return queued
+    finally:
+        ctx.redis.delete(POLL_LOCK)
+
+
+def _queue(ctx: Context, notification: dict[str, Any]) -> int:
+    from bot.commands import handle_mention  # bot.commands reads from here: imported here, not at the top
+
+    status_id = str(notification["status"].get("id") or "")
+    if not status_id:
+        return 0
+    ctx.redis.hsetnx(WAITING, status_id, json.dumps(notification))
+    return int(
+        enqueue_once(
+            ctx.redis,
+            defaults.QUEUE_URGENT,
+            handle_mention,
+            notification,
+            job_id=f"command-{status_id}",
+            retry_delays=ctx.settings.retry_delays,
+        )
+    )
+
+
+def forget(connection: redis.Redis, status_id: str) -> None:
+    connection.hdel(WAITING, status_id)
+
+
+def requeue_lost(ctx: Context, now: float) -> int:
+    """From the sweep: mentions read but not handled whose job is gone (a killed worker) are queued again."""
+    requeued = 0
+    waiting: dict[bytes, bytes] = ctx.redis.hgetall(WAITING)  # type: ignore[assignment]
+    for status_id, raw in waiting.items():
+        notification = json.loads(raw)
+        age = now - float(notification.get("read_at") or now)
+        if age > WAITING_DAYS * 86400:
+            forget(ctx.redis, status_id.decode())
+        elif age > LOST_AFTER:
+            requeued += _queue(ctx, notification)
+    return requeued
+
+
+def schedule_next_poll(ctx: Context, now: float | None = None) -> bool:
+    """Keep one poll queued per slot (from the poll itself, and from the sweep should the chain break)."""
+    interval = ctx.settings.command_poll_seconds
+    if interval <= 0 or not ctx.mastodon.can_read_admin:
+        return False
+    now = time.time() if now is None else now
+    slot = int(now // interval) + 1
+    return enqueue_once(
+        ctx.redis,
+        defaults.QUEUE_URGENT,
+        run,
+        job_id=f"{defaults.MENTIONS_JOB_ID}-{slot}",
+        delay_seconds=max(1.0, slot * interval - now),
+    )
+
+
+def run() -> int:
+    """RQ job: the periodic poll."""
+    ctx = get_context()
+    schedule_next_poll(ctx)
+    return poll(ctx)
