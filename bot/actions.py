@@ -81,6 +81,9 @@ class ActionKind:
     destructive: Callable[[Action], bool] = lambda action: False
 
 
+BLOCK_NOUNS = {"silence": "limit", "suspend": "suspension"}
+
+
 def _block_words(severity: str) -> str:
     return {"silence": "limited", "suspend": "suspended"}.get(severity, f"blocked ({severity})")
 
@@ -118,7 +121,7 @@ def _lift(link: MastodonLink, action: Action, private_comment: str) -> Done:
         raise Refused(f"{action.target} is not limited or suspended")
     link.delete_domain_block(existing["id"])
     return Done(
-        f"{action.target}'s {_block_words(existing['severity']).split()[0].removesuffix('ed')} lifted",
+        f"{action.target}'s {BLOCK_NOUNS.get(existing['severity'], 'block')} lifted",
         f"DELETE /api/v1/admin/domain_blocks/{existing['id']}: 200",
         {"kind": "domain_block.restore", "block": existing},
     )
@@ -178,9 +181,29 @@ KINDS: dict[str, ActionKind] = {
         "manage_users", "admin:write:accounts", _reject_account, destructive=lambda action: True
     ),
 }
-SCOPES = sorted({kind.scope for kind in KINDS.values()})
 CONFIRM_ABOVE = 10
 """Approving more actions than this at once asks for `yes` first."""
+
+
+SCOPE_PROBES: dict[str, Callable[[Any], object]] = {
+    "admin:write:domain_blocks": lambda client: client.admin_create_domain_block(""),
+    "admin:write:email_domain_blocks": lambda client: client.admin_create_email_domain_block(""),
+    "admin:write:accounts": lambda client: client.admin_account_moderate("0", "none"),
+}
+"""Requests Mastodon refuses as invalid (a blank domain: 422; no account 0: 404) once the token's scope
+is checked, which comes first (403 "outside the authorized scopes"): they change nothing either way."""
+
+
+def missing_scopes(link: MastodonLink) -> list[str]:
+    """The write scopes DM commands need that the token lacks (`tocsin doctor`)."""
+    missing = []
+    for scope, probe in SCOPE_PROBES.items():
+        try:
+            probe(link.client)
+        except MastodonAPIError as error:
+            if _status(error) == 403 and OUT_OF_SCOPE in str(error):
+                missing.append(scope)
+    return missing
 
 
 def _status(error: MastodonAPIError) -> int | None:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 import redis
@@ -160,6 +161,7 @@ def redis_command() -> None:
 @main.command()
 def doctor() -> None:
     """Check configuration, Redis, workers, queues, failed jobs and the Mastodon connection."""
+    from bot.actions import missing_scopes
     from bot.mastodon import MastodonLink, make_client
 
     problems = 0
@@ -221,6 +223,13 @@ def doctor() -> None:
                 moderators = link.moderators()
                 report(bool(moderators), f"alerts go to: {', '.join('@' + m for m in moderators) or 'nobody'}")
                 report(True, f"{len(link.domain_blocks())} domain blocks readable")
+                if settings.command_poll_seconds > 0:
+                    missing = missing_scopes(link)
+                    scopes = f"the token lacks {', '.join(missing)}: refused" if missing else "the token has them"
+                    report(
+                        not missing,
+                        f"DM commands read every {settings.command_poll_seconds:g} s; write scopes: {scopes}",
+                    )
         except Exception as error:  # doctor reports, it does not crash
             report(False, f"Mastodon: {type(error).__name__}: {error}")
     ctx = Context(settings, connection)
@@ -291,6 +300,33 @@ def outbox(limit: int, as_json: bool) -> None:
         when = datetime.fromtimestamp(float(entry["at"]), UTC).strftime("%Y-%m-%d %H:%M:%S")  # type: ignore[arg-type]
         click.echo(f"--- {when} {entry['visibility']} {entry['mode']} {entry['key']} ({entry['part']}/{entry['of']})")
         click.echo(str(entry["text"]))
+
+
+@main.group(invoke_without_command=True)
+@click.option("--since", type=click.DateTime(), default=None, help="Only entries from this date (UTC) on.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def audit(click_ctx: click.Context, since: datetime | None, as_json: bool) -> None:
+    """The moderators' commands from DMs and what Tocsin did (oldest first)."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    from bot import audit as audit_log
+
+    settings = with_redis(settings_from_environment())
+    start = since.replace(tzinfo=UTC).timestamp() if since else None
+    for entry in audit_log.read(redis_from_url(settings.redis_url or ""), start):
+        click.echo(audit_log.as_json(entry) if as_json else audit_log.describe(entry))
+
+
+@audit.command("export")
+@click.option("--output", type=click.File("w", encoding="utf-8"), default="-", help="A file (default: stdout).")
+def audit_export(output: Any) -> None:
+    """The whole audit log as JSON lines (for an archive, or another tool)."""
+    from bot import audit as audit_log
+
+    settings = with_redis(settings_from_environment())
+    for entry in audit_log.read(redis_from_url(settings.redis_url or "")):
+        output.write(audit_log.as_json(entry) + "\n")
 
 
 @main.command()

@@ -27,9 +27,10 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import urlsplit
 
 from mastodon import MastodonNotFoundError
 
@@ -83,6 +84,8 @@ class Outcome:
     undo: tuple[dict[str, Any], ...] = ()
     everyone: bool = False
     """The reply goes to every moderator (something changed), not only to the one who asked."""
+    command: str = ""
+    """The command carried out, when not the one written (a `yes` carries out the one it answers)."""
 
 
 def refused(text: str) -> Outcome:
@@ -92,7 +95,7 @@ def refused(text: str) -> Outcome:
 @dataclass(frozen=True)
 class ReplyCommand:
     verb: str  # one or two words, lower case
-    usage: str  # as the help shows it
+    usage: str  # as the help shows it ("" for none)
     run: Callable[[Context, Request], Outcome]
     subject: str | None = None
     """Only in a thread whose subject starts with this ("announce:"); None: anywhere."""
@@ -250,6 +253,8 @@ def _act(ctx: Context, request: Request, items: list[tuple[str, Action]], propos
     if not results:
         return refused(stopped)
     text = f"Done: {_summary(results)}." + (f" Stopped there: {stopped}." if stopped else "")
+    if len(items) == 1 and items[0][1].kind in ("domain_block", "domain_unblock"):
+        text += _server_figures(ctx, items[0][1].target)
     return Outcome(
         "done",
         text + " Reply undo within 30 minutes to reverse it.",
@@ -257,6 +262,17 @@ def _act(ctx: Context, request: Request, items: list[tuple[str, Action]], propos
         undo=tuple(result.undo for result in results if result.undo),
         everyone=True,
     )
+
+
+def _server_figures(ctx: Context, domain: str) -> str:
+    """What a block of this server cuts, and its admin page."""
+    impact = ctx.mastodon.impact(domain)
+    follows = (
+        f" We follow {impact.local_follows:,} accounts there; {impact.remote_followers:,} there follow us."
+        if impact is not None
+        else ""
+    )
+    return f"{follows} {ctx.settings.instance_url}/admin/instances/{domain}"
 
 
 def _proposal(ctx: Context, request: Request) -> tuple[str, actions.Proposal]:
@@ -303,27 +319,10 @@ def _domain_action(kind: str, severity: str | None, word: str) -> Callable[[Cont
         if not domain_text:
             return refused(f"write {word} DOMAIN" + (" [public reason]" if severity else ""))
         domain = normalized_domain(domain_text)
-        own = (ctx.settings.mastodon_url or "").split("//")[-1].split("/")[0].lower()
-        if domain == own:
+        if domain == urlsplit(ctx.settings.instance_url).hostname:
             return refused(f"{domain} is this instance")
-        action = Action(
-            kind=kind,
-            target=domain,
-            label=f"{word} {domain}",
-            severity=severity,
-            public_comment=reason.strip() or None,
-        )
-        outcome = _act(ctx, request, [("1", action)], None)
-        if outcome.kind != "done":
-            return outcome
-        impact = ctx.mastodon.impact(domain)
-        follows = (
-            f" We follow {impact.local_follows:,} accounts there; {impact.remote_followers:,} there follow us."
-            if impact is not None
-            else ""
-        )
-        link = f" {ctx.settings.instance_url}/admin/instances/{domain}"
-        return Outcome(outcome.kind, outcome.text + follows + link, outcome.api, outcome.undo, everyone=True)
+        action = Action(kind, domain, f"{word} {domain}", severity=severity, public_comment=reason.strip() or None)
+        return _act(ctx, request, [("1", action)], None)
 
     return run
 
@@ -374,8 +373,10 @@ def status(ctx: Context, request: Request) -> Outcome:
 
 
 def help_text() -> str:
-    lines = ["Reply with one of:"] + [f"{command.usage}" for command in all_commands() if command.usage]
-    return "\n".join(lines)
+    anywhere = [command.usage for command in all_commands() if command.usage and command.subject is None]
+    in_threads = [command.usage for command in all_commands() if command.usage and command.subject is not None]
+    text = "Reply with: " + " · ".join(anywhere) + "."
+    return text + (f"\nIn a DM about a held announcement: {' · '.join(in_threads)}." if in_threads else "")
 
 
 def show_help(ctx: Context, request: Request) -> Outcome:
@@ -403,21 +404,21 @@ def confirm(ctx: Context, request: Request) -> Outcome:
         ),
     )
     ctx.redis.delete(CONFIRM_PREFIX + request.moderator.account_id)
-    return outcome
+    return replace(outcome, command=waiting["text"])
 
 
 BUILTIN = (
-    ReplyCommand("approve", "approve (or approve 1,3): carry out this DM's proposal", approve),
-    ReplyCommand("dismiss", "dismiss: nothing to do; no more escalations about it", dismiss),
+    ReplyCommand("approve", "approve [1,3] (this DM's proposal)", approve),
+    ReplyCommand("dismiss", "dismiss", dismiss),
     ReplyCommand("limit", "limit DOMAIN [public reason]", _domain_action("domain_block", "silence", "limit")),
     ReplyCommand("suspend", "suspend DOMAIN [public reason]", _domain_action("domain_block", "suspend", "suspend")),
-    ReplyCommand("lift", "lift DOMAIN: remove its limit or suspension", _domain_action("domain_unblock", None, "lift")),
-    ReplyCommand("undo", "undo: reverse your last action (30 minutes)", undo),
+    ReplyCommand("lift", "lift DOMAIN", _domain_action("domain_unblock", None, "lift")),
+    ReplyCommand("undo", "undo (your last action, 30 min)", undo),
     ReplyCommand("yes", "", confirm),
-    ReplyCommand("status", "status: surges, proposals, announcements, incidents", status, changes=False),
-    ReplyCommand("pause", "pause: Tocsin posts nothing until resume", pause),
-    ReplyCommand("resume", "resume: send what was held", resume),
-    ReplyCommand("help", "help: this list", show_help, changes=False),
+    ReplyCommand("status", "status", status, changes=False),
+    ReplyCommand("pause", "pause", pause),
+    ReplyCommand("resume", "resume", resume),
+    ReplyCommand("help", "help", show_help, changes=False),
 )
 
 
@@ -555,7 +556,7 @@ def _remember(
     ctx: Context, moderator: Moderator, outcome: Outcome, verb: str, args: str, subject: str | None, text: str
 ) -> None:
     if outcome.kind == "done" and outcome.undo:
-        last = {"command": text[:200], "undo": list(outcome.undo), "at": time.time()}
+        last = {"command": (outcome.command or text)[:200], "undo": list(outcome.undo), "at": time.time()}
         ctx.redis.set(LAST_PREFIX + moderator.account_id, json.dumps(last), ex=defaults.UNDO_SECONDS)
     if outcome.kind == "asked":
         waiting = {"verb": verb, "args": args, "subject": subject, "text": text}

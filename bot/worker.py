@@ -20,6 +20,7 @@ from bot import defaults
 from bot.config import Settings
 from bot.context import Context, get_context, redis_from_url, set_context
 from bot.events import backlog, enqueue_drain
+from bot.mentions import schedule_next_poll
 from bot.queue import SERIALIZER, queue
 from bot.sweep import schedule_next_sweep
 
@@ -92,9 +93,10 @@ def _stop_was_requested(worker: TocsinWorker) -> bool:
 
 
 def resume_after_restart(connection: redis.Redis, retry_delays: list[int]) -> None:
-    """A (re)started worker: keep the sweep scheduled, drain whatever waits (a spare drain is cheap), and
-    learn the bot's own account id (the handlers only read it from Redis)."""
+    """A (re)started worker: keep the sweep and the mention poll scheduled, drain whatever waits (a spare
+    drain is cheap), and learn the bot's own account id (the handlers only read it from Redis)."""
     schedule_next_sweep(connection)
+    schedule_next_poll(get_context())
     get_context().mastodon.refresh_bot_account_id()
     if backlog(connection)["stream"]:
         enqueue_drain(connection, retry_delays)

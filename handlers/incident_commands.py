@@ -126,9 +126,9 @@ def reply_announce_now(ctx: Context, request: Request) -> Outcome:
 
 
 REPLIES = (
-    ReplyCommand("cancel", "cancel [DOMAIN]: do not post the announcement (in its DM)", reply_cancel, SUBJECT),
-    ReplyCommand("correction", "correction [DOMAIN]: word its lift as a correction", reply_correction, SUBJECT),
-    ReplyCommand("announce now", "announce now: post it without waiting", reply_announce_now, SUBJECT),
+    ReplyCommand("cancel", "cancel [DOMAIN]", reply_cancel, SUBJECT),
+    ReplyCommand("correction", "correction [DOMAIN] (word a lift as a correction)", reply_correction, SUBJECT),
+    ReplyCommand("announce now", "announce now", reply_announce_now, SUBJECT),
 )
 
 

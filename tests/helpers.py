@@ -149,17 +149,17 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "
 
 def quiescent(connection: redis.Redis, running_jobs_lost: bool = False) -> bool:
     """Nothing left to do: the event stream drained and acknowledged, no drain scheduled, no job queued,
-    running, or waiting for its time (a retry, a held announcement) but the periodic sweep. Wait for this
-    (with `wait_for`) before asserting that something happened only once. After Redis was killed, pass
-    `running_jobs_lost`: a job that was running then stays in RQ's started registry until RQ declares it
-    abandoned."""
+    running, or waiting for its time (a retry, a held announcement) but the periodic sweep and mention
+    poll. Wait for this (with `wait_for`) before asserting that something happened only once. After Redis
+    was killed, pass `running_jobs_lost`: a job that was running then stays in RQ's started registry until
+    RQ declares it abandoned."""
 
     def idle(name: str) -> bool:
         jobs = queue(name, connection)
         scheduled = jobs.scheduled_job_registry.get_job_ids()
         return (
             jobs.count == 0
-            and all(job_id.startswith(defaults.SWEEP_JOB_ID) for job_id in scheduled)
+            and all(job_id.startswith((defaults.SWEEP_JOB_ID, defaults.MENTIONS_JOB_ID)) for job_id in scheduled)
             and (running_jobs_lost or jobs.started_job_registry.count == 0)
         )
 

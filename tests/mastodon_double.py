@@ -206,9 +206,10 @@ class MastodonDouble:
         in_reply_to_id: str | None = None,
         visibility: str = "direct",
         domain: str | None = None,
+        username: str | None = None,
     ) -> dict[str, Any]:
         """An account writes a status; a mention notification reaches the bot if the text mentions it."""
-        username = dict(self.staff).get(account_id) or f"user{account_id}"
+        username = username or dict(self.staff).get(account_id) or f"user{account_id}"
         with self._lock:
             status_id = str(117000000000000000 + len(self.statuses) + 1)
             status = {
@@ -512,7 +513,9 @@ class MastodonDouble:
                 form = await request.json()
             else:
                 form = {name: values[-1] for name, values in parse_qs((await request.body()).decode()).items()}
-            domain = str(form["domain"]).lower()
+            domain = str(form.get("domain") or "").lower()
+            if not domain:
+                return JSONResponse({"error": "Validation failed: Domain can't be blank"}, 422)
             existing = next((block for block in double.domain_blocks if block["domain"] == domain), None)
             if existing is not None:
                 return JSONResponse({"error": "Validation failed", "existing_domain_block": existing}, 422)

@@ -130,7 +130,9 @@ def test_spam_wave_alerts_once_early_with_counts_and_impact(
     assert f"{alerts[0]['count']} reports in 3.0 h" in text
     assert "Not limited or suspended." in text
     assert "Cost of limiting: 12 follows from local accounts to there, 30 from there to local accounts" in text
-    assert text.endswith("Reply “approve” to limit spam.example until the wave passes, or “dismiss” if it needs nothing.")
+    assert text.endswith(
+        "Reply “approve” to limit spam.example until the wave passes, or “dismiss” if it needs nothing."
+    )
 
 
 def test_wave_that_quadruples_its_pace_escalates_once(ctx: Context, connection: redis.Redis) -> None:

@@ -1,0 +1,412 @@
+"""Moderators act from the DM: the words that count, who may command, exactly-once effects and replies,
+confirmations, undo, pause, the announcement replies, the audit log. Through the Mastodon double over
+HTTP and a real Redis; one scenario through real worker processes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from bot import audit, commands, mentions
+from bot.actions import Action, Message, Proposal, ProposalItem, Refused
+from bot.commands import item_numbers, normalized_domain, own_text, parse, screen
+from bot.context import Context
+from bot.surges import Alert
+from handlers import announcements, reports
+from handlers.domain_blocks import poll as poll_blocks
+from tests.helpers import feed, run, run_jobs
+from tests.mastodon_double import MastodonDouble
+from tests.waves import burst
+
+ANNA, BEN = "101", "102"  # an admin, and a moderator of Mastodon's default role (no federation rights)
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+# --- pure: whose words, which command ------------------------------------------------------------
+
+
+def test_own_text_drops_mentions_quotes_and_markup() -> None:
+    mention = (
+        '<span class="h-card"><a href="https://s.example/@tocsin" class="u-url mention">@<span>tocsin</span></a></span>'
+    )
+    assert own_text(f"<p>{mention} approve 1,3</p>") == "approve 1,3"
+    assert own_text(f"<p>{mention} {mention} limit spam.example &amp; co</p>") == "limit spam.example & co"
+    # A quote post (4.5+) carries the quoted status in a "quote-inline" paragraph: never the command.
+    quoted = (
+        f'<p class="quote-inline">RE: <a href="https://s.example/@x/1">suspend x.example</a></p><p>{mention} status</p>'
+    )
+    assert own_text(quoted) == "status"
+    assert own_text(f"<blockquote><p>approve</p></blockquote><p>{mention} dismiss</p>") == "dismiss"
+    assert own_text(f"<p>{mention}<br />&gt; approve<br />help</p>") == "help"  # a ">" line is a quote
+    assert own_text(f"<p>{mention}</p>") == ""
+
+
+def test_parse_and_near_misses() -> None:
+    verbs = [command.verb for command in commands.all_commands()]
+    assert parse("APPROVE 1,3", verbs) == ("approve", "1,3")
+    assert parse("announce now please", verbs) == ("announce now", "please")
+    assert parse("limit spam.example Crypto spam", verbs) == ("limit", "spam.example Crypto spam")
+    assert commands.near_miss("aprove", verbs) == "approve"
+    assert commands.near_miss("hello", verbs) is None
+
+
+def test_item_numbers_and_domains() -> None:
+    assert item_numbers("", 3) == [1, 2, 3]
+    assert item_numbers("1,3", 3) == [1, 3]
+    assert item_numbers("2-3 1", 3) == [1, 2, 3]
+    with pytest.raises(Refused, match="items 1 to 3"):
+        item_numbers("4", 3)
+    with pytest.raises(Refused, match="not an item number"):
+        item_numbers("all", 3)
+    assert normalized_domain("https://Spam.Example/about") == "spam.example"
+    assert normalized_domain("@someone@bad.example") == "bad.example"
+    with pytest.raises(Refused):
+        normalized_domain("localhost")
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"account": {"id": "7", "acct": "mod_anna@evil.example"}}, "remote account"),
+        ({"status": {"id": "1", "visibility": "public", "reblog": False}}, "not direct"),
+        ({"status": {"id": "1", "visibility": "direct", "reblog": True}}, "boost"),
+        ({"type": "favourite"}, "not a mention"),
+    ],
+)
+def test_screen_leaves_out_what_is_no_command(change: dict[str, Any], reason: str) -> None:
+    notification = {
+        "type": "mention",
+        "account": {"id": ANNA, "acct": "mod_anna"},
+        "status": {"id": "1", "visibility": "direct", "reblog": False},
+    }
+    assert screen(notification) is None
+    assert screen({**notification, **change}) == reason
+
+
+# --- through the double ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cctx(make_context: Callable[..., Context], mastodon: MastodonDouble) -> Context:
+    """A context reading commands: the first poll (nothing to read yet) sets the cursor."""
+    mastodon.staff = [*mastodon.staff, ("103", "mod_cleo")]
+    mastodon.roles["103"] = "admin"
+    context = make_context(moderators=["mod_anna", "mod_ben", "mod_cleo"], announce_hold_minutes=10)
+    assert mentions.poll(context) == 0
+    return context
+
+
+def say(
+    ctx: Context, mastodon: MastodonDouble, account_id: str, text: str, reply_to: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A status mentioning the bot, then what a worker does: poll, run the jobs."""
+    status = mastodon.say(account_id, f"@tocsin {text}", in_reply_to_id=reply_to, **extra)
+    mentions.poll(ctx)
+    run_jobs(ctx.redis)
+    return status
+
+
+def answer(mastodon: MastodonDouble, status: dict[str, Any]) -> dict[str, Any]:
+    """Tocsin's one reply to a status (fails on none, or on two)."""
+    [reply] = mastodon.replies_to(status["id"])
+    return reply
+
+
+def proposal_dm(ctx: Context, mastodon: MastodonDouble, *items: ProposalItem, key: str = "test:1") -> str:
+    ids = ctx.outbox.propose(
+        key, Message("🔔 Something to decide.", Proposal(items=items)), handles="tocsin:test:handled"
+    )
+    return ids[-1]
+
+
+def limit(domain: str) -> ProposalItem:
+    return ProposalItem(f"limit {domain}", (Action("domain_block", domain, f"limit {domain}", severity="silence"),))
+
+
+def entries(ctx: Context) -> list[audit.Entry]:
+    return list(audit.read(ctx.redis))
+
+
+def test_report_surge_approved_from_the_dm_limits_once(
+    cctx: Context, connection: redis.Redis, mastodon: MastodonDouble
+) -> None:
+    mastodon.measures["spam.example"] = (12, 30, 1500)
+    mastodon.max_characters = 1000
+    feed(cctx, burst(NOW - timedelta(hours=1), "spam.example", reports=60, hours=1))
+    run_jobs(connection)
+    [dm] = mastodon.direct_messages()
+    assert dm["text"].endswith(
+        "Reply “approve” to limit spam.example until the wave passes, or “dismiss” if it needs nothing."
+    )
+
+    command = say(cctx, mastodon, ANNA, "approve", reply_to=dm["id"])
+    [block] = mastodon.domain_blocks
+    assert (block["domain"], block["severity"], block["public_comment"]) == ("spam.example", "silence", None)
+    assert (
+        block["private_comment"].startswith("[tocsin] proposal ")
+        and "by @mod_anna from a DM" in block["private_comment"]
+    )
+    reply = answer(mastodon, command)
+    assert mastodon.recipients(reply) == ["mod_anna", "mod_ben", "mod_cleo"]  # something changed: all of them
+    assert reply["text"].startswith("@mod_anna @mod_ben @mod_cleo\nDone: spam.example limited.")
+    assert "We follow 12 accounts there; 30 there follow us." in reply["text"]
+
+    # The same notification again (a second poll from an old cursor, a duplicate): nothing more happens.
+    mastodon.notify(command)
+    connection.set(mentions.CURSOR, "0")
+    mentions.poll(cctx)
+    run_jobs(connection)
+    assert len(mastodon.domain_blocks) == 1 and len(mastodon.replies_to(command["id"])) == 1
+    [entry] = entries(cctx)
+    assert (entry.handle, entry.command, entry.outcome) == ("mod_anna", "approve", "done")
+    assert entry.api.startswith("POST /api/v1/admin/domain_blocks: 200")
+
+    # Handled: the surge's escalation is not sent.
+    [surge] = [bucket.decode() for bucket in connection.zrange(reports.SURGES.open_key, 0, -1)]
+    state = reports.SURGES.state(connection, surge)
+    assert state is not None
+    escalation = Alert(kind="escalate", bucket=surge, surge_id=state.surge_id, alert_no=2, at=NOW.timestamp())
+    assert reports.SURGES.send(cctx, escalation) == []
+
+
+def test_two_moderators_approving_at_once_make_one_block(cctx: Context, mastodon: MastodonDouble) -> None:
+    dm = proposal_dm(cctx, mastodon, limit("spam.example"))
+    first = mastodon.say(ANNA, "@tocsin approve", in_reply_to_id=dm)
+    second = mastodon.say("103", "@tocsin approve", in_reply_to_id=dm)
+    mentions.poll(cctx)
+    notifications = {n["status"]["id"]: mentions.reduced(n) for n in mastodon.notifications}
+    threads = [
+        threading.Thread(target=commands.handle_mention, args=(notifications[s["id"]],)) for s in (first, second)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(mastodon.domain_blocks) == 1
+    texts = sorted(answer(mastodon, status)["text"].split("\n", 1)[1] for status in (first, second))
+    assert texts[0].startswith("Done: spam.example limited. We follow 0 accounts there")
+    assert texts[0].endswith("Reply undo within 30 minutes to reverse it.")
+    assert texts[1].startswith("Not done: already carried out (approved by @mod_")
+
+
+def test_approve_some_items_then_the_rest(cctx: Context, mastodon: MastodonDouble) -> None:
+    dm = proposal_dm(cctx, mastodon, limit("a.example"), limit("b.example"), limit("c.example"))
+    say(cctx, mastodon, ANNA, "approve 1,3", reply_to=dm)
+    assert sorted(block["domain"] for block in mastodon.domain_blocks) == ["a.example", "c.example"]
+    status = say(cctx, mastodon, ANNA, "approve", reply_to=dm)
+    assert sorted(block["domain"] for block in mastodon.domain_blocks) == ["a.example", "b.example", "c.example"]
+    assert "Done: b.example limited." in answer(mastodon, status)["text"]
+    assert cctx.redis.get("tocsin:test:handled") == b"approved by @mod_anna"
+
+
+def test_non_moderators_get_no_answer_and_are_only_counted(cctx: Context, mastodon: MastodonDouble) -> None:
+    dm = proposal_dm(cctx, mastodon, limit("spam.example"))
+    stranger = say(cctx, mastodon, "555", "approve", reply_to=dm)  # a local user who is no moderator
+    namesake = say(cctx, mastodon, "556", "approve", reply_to=dm, username="mod_anna", domain="evil.example")
+    public = say(cctx, mastodon, ANNA, "approve", reply_to=dm, visibility="public")  # staff, but in public
+    original = mastodon.say(ANNA, "approve", in_reply_to_id=dm)  # no mention of the bot: no notification
+    boosted = mastodon.notify({**original, "id": "999", "reblog": original})["status"]
+    mentions.poll(cctx)
+    run_jobs(cctx.redis)
+    assert mastodon.domain_blocks == []
+    for status in (stranger, namesake, public, boosted):
+        assert mastodon.replies_to(status["id"]) == []
+    assert entries(cctx) == []  # nothing about them is kept but the counts
+    counts = {key.decode(): int(value) for key, value in cctx.redis.hgetall(commands.IGNORED).items()}
+    assert counts == {"not staff": 1, "remote account": 1, "not direct": 1, "boost": 1}
+
+
+def test_a_demoted_moderator_is_refused(cctx: Context, mastodon: MastodonDouble) -> None:
+    dm = proposal_dm(cctx, mastodon, limit("spam.example"))
+    say(cctx, mastodon, "103", "status")  # her role is read (and cached for read-only commands)
+    del mastodon.roles["103"]
+    status = say(cctx, mastodon, "103", "approve", reply_to=dm)
+    assert mastodon.domain_blocks == []
+    reply = answer(mastodon, status)
+    assert mastodon.recipients(reply) == ["mod_cleo"]
+    assert "Not done: your account has no moderator role on this instance now" in reply["text"]
+    assert [entry.outcome for entry in entries(cctx)] == ["help", "refused"]
+
+
+def test_each_refusal_says_why(cctx: Context, mastodon: MastodonDouble) -> None:
+    dm = proposal_dm(cctx, mastodon, limit("spam.example"))
+
+    def refusal(account_id: str, text: str, reply_to: str | None = None) -> str:
+        reply = answer(mastodon, say(cctx, mastodon, account_id, text, reply_to=reply_to))
+        return reply["text"].split("\n", 1)[1]
+
+    assert refusal(BEN, "approve", dm) == "Not done: your role cannot manage federation"
+    assert refusal(ANNA, "approve") == "Not done: approve acts on a proposal: reply to the DM that proposes it"
+    assert refusal(ANNA, "approve 4", dm) == "Not done: the proposal has items 1 to 1"
+    assert refusal(ANNA, "lift calm.example") == "Not done: calm.example is not limited or suspended"
+    assert refusal(ANNA, "limit 127.0.0.1") == "Not done: 127.0.0.1 is this instance"  # the double's host
+    assert refusal(ANNA, "undo") == "Not done: you have no action of the last 30 minutes to undo"
+    assert refusal(ANNA, "yes") == "Not done: nothing is waiting for a yes (a question lasts 10 minutes)"
+    assert refusal(ANNA, "cancel") == "Not done: cancel answers a specific DM: reply to it"
+    assert refusal(ANNA, "resume") == "Not done: Tocsin is not paused"
+    mastodon.scopes = {"read", "write:statuses", "admin:read"}
+    assert refusal(ANNA, "approve", dm) == (
+        "Not done: the bot's token lacks the scope admin:write:domain_blocks; create a token with it"
+    )
+    edited = mastodon.say(ANNA, "@tocsin status")
+    mastodon.edit(edited["id"], "@tocsin suspend spam.example")
+    mentions.poll(cctx)
+    run_jobs(cctx.redis)
+    assert answer(mastodon, edited)["text"].endswith(
+        "this command was edited after it was posted; send it again as a new reply"
+    )
+    assert mastodon.domain_blocks == []
+
+
+def test_unknown_text_gets_the_help_and_a_near_miss_a_suggestion(cctx: Context, mastodon: MastodonDouble) -> None:
+    help_reply = answer(mastodon, say(cctx, mastodon, ANNA, "what can you do?"))
+    assert mastodon.recipients(help_reply) == ["mod_anna"]  # nothing changed: only the one who asked
+    assert (
+        "\nReply with: approve [1,3] (this DM's proposal) · dismiss · limit DOMAIN [public reason] · "
+        in help_reply["text"]
+    )
+    assert help_reply["text"].endswith(
+        "In a DM about a held announcement: cancel [DOMAIN] · correction [DOMAIN] (word a lift as a correction) · "
+        "announce now."
+    )
+    near = answer(mastodon, say(cctx, mastodon, ANNA, "aprove"))
+    assert "Did you mean “approve”? Nothing was done." in near["text"]
+
+
+def test_suspend_asks_for_yes_then_undo_lifts(cctx: Context, mastodon: MastodonDouble) -> None:
+    mastodon.measures["evil.example"] = (3, 1, 40)
+    asked = answer(mastodon, say(cctx, mastodon, ANNA, "suspend evil.example Harassment campaign"))
+    assert "This will suspend evil.example. Reply yes within 10 minutes to go ahead." in asked["text"]
+    assert mastodon.domain_blocks == []
+    done = answer(mastodon, say(cctx, mastodon, ANNA, "yes", reply_to=asked["id"]))
+    [block] = mastodon.domain_blocks
+    assert (block["severity"], block["public_comment"]) == ("suspend", "Harassment campaign")
+    assert "Done: evil.example suspended." in done["text"] and "We follow 3 accounts there" in done["text"]
+    assert "/admin/instances/evil.example" in done["text"]
+    undone = answer(mastodon, say(cctx, mastodon, ANNA, "undo"))
+    assert mastodon.domain_blocks == []
+    assert "Undone (suspend evil.example Harassment campaign): evil.example's block lifted." in undone["text"]
+    assert [entry.outcome for entry in entries(cctx)] == ["asked", "done", "done"]
+
+
+def test_lift_then_undo_restores_the_block(cctx: Context, mastodon: MastodonDouble) -> None:
+    mastodon.add_block("old.example", "suspend", reject_media=True, public_comment="Spam", private_comment="by hand")
+    assert "old.example's suspension lifted" in answer(mastodon, say(cctx, mastodon, ANNA, "lift old.example"))["text"]
+    assert mastodon.domain_blocks == []
+    say(cctx, mastodon, ANNA, "undo")
+    [block] = mastodon.domain_blocks
+    assert (block["severity"], block["reject_media"], block["public_comment"]) == ("suspend", True, "Spam")
+
+
+def test_spam_wave_and_signup_proposals_act_on_accounts(cctx: Context, mastodon: MastodonDouble) -> None:
+    mastodon.accounts = [
+        {"id": str(n), "username": f"bot{n}", "domain": None, "suspended": False, "role": None} for n in range(500, 512)
+    ]
+    suspend = tuple(Action("suspend_account", str(n), f"suspend bot{n} (#{n})") for n in range(500, 512))
+    email = (Action("email_domain_block", "spam.example", "block sign-ups from spam.example"),)
+    dm = proposal_dm(cctx, mastodon, ProposalItem("suspend these 12 accounts", suspend), ProposalItem("block", email))
+    asked = answer(mastodon, say(cctx, mastodon, ANNA, "approve", reply_to=dm))
+    assert "; and 8 more. Reply yes within 10 minutes" in asked["text"]  # 13 actions: more than 10
+    done = answer(mastodon, say(cctx, mastodon, ANNA, "yes"))
+    assert mastodon.account_actions == [(str(n), "suspend") for n in range(500, 512)]
+    assert [block["domain"] for block in mastodon.email_domain_blocks] == ["spam.example"]
+    assert "Done: bot500 (#500) suspended;" in done["text"] and "and 8 more (tocsin audit)" in done["text"]
+    say(cctx, mastodon, ANNA, "undo")
+    assert mastodon.email_domain_blocks == []
+    assert mastodon.account_actions[-12:] == [(str(n), "unsuspend") for n in reversed(range(500, 512))]
+    # Rejecting a pending sign-up deletes it: it always asks first.
+    reject = (Action("reject_account", "510", "reject bot510 (#510)"),)
+    dm = proposal_dm(cctx, mastodon, ProposalItem("reject", reject), key="test:2")
+    assert "Reply yes" in answer(mastodon, say(cctx, mastodon, "103", "approve", reply_to=dm))["text"]
+
+
+def test_dismiss_marks_it_handled(cctx: Context, mastodon: MastodonDouble) -> None:
+    dm = proposal_dm(cctx, mastodon, limit("spam.example"))
+    reply = answer(mastodon, say(cctx, mastodon, BEN, "dismiss", reply_to=dm))
+    assert "Dismissed: nothing done, and no more escalation DMs about this." in reply["text"]
+    assert cctx.redis.get("tocsin:test:handled") == b"dismissed by @mod_ben"
+    assert mastodon.domain_blocks == []
+
+
+def test_pause_holds_an_announcement_and_resume_releases_it(cctx: Context, mastodon: MastodonDouble) -> None:
+    poll_blocks(cctx)  # the first poll records the state
+    say(cctx, mastodon, ANNA, "limit spam.example Crypto spam")
+    assert poll_blocks(cctx) == 1
+    run_jobs(cctx.redis)
+    held_dm = next(status for status in mastodon.direct_messages() if "📣 Public announcement at" in status["text"])
+    assert "we have limited spam.example." in held_dm["text"] and "Why: Crypto spam" in held_dm["text"]
+    assert held_dm["text"].endswith("Reply “cancel” to not post it, “announce now” to post it at once.")
+
+    paused = answer(mastodon, say(cctx, mastodon, BEN, "pause"))
+    assert "Paused:" in paused["text"]  # answered although paused: it answers a moderator
+    say(cctx, mastodon, ANNA, "announce now", reply_to=held_dm["id"])
+    assert [status for status in mastodon.statuses if status["visibility"] == "public"] == []  # held
+    status = answer(mastodon, say(cctx, mastodon, ANNA, "status"))
+    assert "Paused since" in status["text"] and "No open surge." in status["text"]
+    resumed = answer(mastodon, say(cctx, mastodon, ANNA, "resume"))
+    assert "Resumed: 1 held post(s) being sent." in resumed["text"]
+    run_jobs(cctx.redis)
+    [public] = [status for status in mastodon.statuses if status["visibility"] == "public"]
+    assert "we have limited spam.example" in public["text"]
+
+
+def test_cancel_and_correction_in_the_announcement_thread(cctx: Context, mastodon: MastodonDouble) -> None:
+    mastodon.add_block("calm.example")
+    poll_blocks(cctx)
+    say(cctx, mastodon, ANNA, "lift calm.example")
+    poll_blocks(cctx)
+    run_jobs(cctx.redis)
+    held_dm = next(status for status in mastodon.direct_messages() if "📣" in status["text"])
+    assert "“correction” to word the lift as the correction of a mistake" in held_dm["text"]
+    reply = answer(mastodon, say(cctx, mastodon, ANNA, "correction", reply_to=held_dm["id"]))
+    assert "calm.example's lift will be announced as the correction of a mistake." in reply["text"]
+    [(_batch, _due, [item])] = announcements.pending(cctx.redis)
+    assert item.correction
+    say(cctx, mastodon, BEN, "cancel", reply_to=held_dm["id"])
+    [(_batch, _due, [item])] = announcements.pending(cctx.redis)
+    assert item.cancelled
+
+
+def test_old_mentions_are_not_commands_and_lost_jobs_come_back(
+    make_context: Callable[..., Context], mastodon: MastodonDouble
+) -> None:
+    mastodon.say(ANNA, "@tocsin suspend old.example")  # written before Tocsin read commands
+    ctx = make_context()
+    assert mentions.poll(ctx) == 0  # the first poll only sets the cursor
+    fresh = mastodon.say(ANNA, "@tocsin help")
+    assert mentions.poll(ctx) == 1
+    ctx.redis.delete(*ctx.redis.keys("rq:*"))  # the queued job is lost (a killed worker, say)
+    assert mentions.requeue_lost(ctx, datetime.now(UTC).timestamp()) == 0  # not yet: it may still run
+    assert mentions.requeue_lost(ctx, datetime.now(UTC).timestamp() + mentions.LOST_AFTER + 1) == 1
+    run_jobs(ctx.redis)
+    answer(mastodon, fresh)
+    assert mastodon.domain_blocks == [] and ctx.redis.hlen(mentions.WAITING) == 0
+
+
+def test_audit_log_cli_and_memory(cctx: Context, mastodon: MastodonDouble, tocsin: CliRunner) -> None:
+    for _ in range(3):
+        say(cctx, mastodon, ANNA, "status")
+    say(cctx, mastodon, ANNA, "limit spam.example")
+    runner = tocsin
+    text = run(runner, "audit").stdout
+    assert text.count("@mod_anna (101): 'status' -> help") == 3
+    assert "'limit spam.example' -> done: Done: spam.example limited." in text
+    lines = run(runner, "audit", "--json").stdout.splitlines()
+    assert [json.loads(line)["outcome"] for line in lines] == ["help", "help", "help", "done"]
+    assert run(runner, "audit", "--since", "2099-01-01").stdout == ""
+    exported = run(runner, "audit", "export").stdout.splitlines()
+    assert exported == lines
+    # Memory per entry, as the README and bot/audit.py state it (about 350 bytes).
+    before = cctx.redis.memory_usage(audit.STREAM) or 0
+    entry = entries(cctx)[-1]
+    for n in range(200):
+        audit.record(cctx.redis, audit.Entry(**{**entry.__dict__, "status_id": f"m{n}"}))
+    per_entry = ((cctx.redis.memory_usage(audit.STREAM, samples=0) or 0) - before) / 200
+    assert 100 < per_entry < 600, per_entry
