@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx2
 import pytest
 import redis
 from click.testing import CliRunner
@@ -21,7 +22,7 @@ from bot.context import Context
 from bot.surges import Alert
 from handlers import announcements, reports
 from handlers.domain_blocks import poll as poll_blocks
-from tests.helpers import feed, run, run_jobs
+from tests.helpers import feed, quiescent, run, run_jobs, wait_for
 from tests.mastodon_double import MastodonDouble
 from tests.waves import burst
 
@@ -410,3 +411,31 @@ def test_audit_log_cli_and_memory(cctx: Context, mastodon: MastodonDouble, tocsi
         audit.record(cctx.redis, audit.Entry(**{**entry.__dict__, "status_id": f"m{n}"}))
     per_entry = ((cctx.redis.memory_usage(audit.STREAM, samples=0) or 0) - before) / 200
     assert 100 < per_entry < 600, per_entry
+
+
+def test_approve_through_real_workers_races_and_duplicates_make_one_block(
+    redis_url: str, mastodon: MastodonDouble, stack_factory: Callable[..., Any]
+) -> None:
+    """Webhooks in, a surge DM out, two moderators answer `approve` at once (one mention delivered
+    twice), two worker processes polling every second: one block, one answer each, two audit entries."""
+    mastodon.staff = [*mastodon.staff, ("103", "mod_cleo")]
+    mastodon.roles["103"] = "admin"
+    mastodon.max_characters = 1000
+    stack = stack_factory(redis_url, mastodon, workers=2, TOCSIN_COMMAND_POLL_SECONDS="1")
+    connection = redis.Redis.from_url(redis_url)
+    wait_for(lambda: connection.get(mentions.CURSOR) is not None, what="the first mention poll")
+    with httpx2.Client(timeout=10) as client:
+        codes = {stack.deliver(client, event) for event in burst(NOW - timedelta(hours=1), "spam.example", 60, 1)}
+    assert codes == {202}
+    wait_for(lambda: len(mastodon.direct_messages()) >= 1, what="the surge DM")
+    [dm] = mastodon.direct_messages()
+    first = mastodon.say(ANNA, "@tocsin approve", in_reply_to_id=dm["id"])
+    second = mastodon.say("103", "@tocsin approve", in_reply_to_id=dm["id"])
+    mastodon.notify(first)  # Mastodon delivering the same mention twice
+    wait_for(lambda: all(mastodon.replies_to(status["id"]) for status in (first, second)), what="both answers")
+    wait_for(lambda: quiescent(connection), what="the workers to finish")  # a second block or answer would be out
+    assert [block["domain"] for block in mastodon.domain_blocks] == ["spam.example"]
+    texts = sorted(answer(mastodon, status)["text"].split("\n", 1)[1] for status in (first, second))
+    assert texts[0].startswith("Done: spam.example limited.")
+    assert texts[1].startswith("Not done: already carried out (approved by @mod_")
+    assert sorted(entry.outcome for entry in audit.read(connection)) == ["done", "refused"]
