@@ -2,8 +2,9 @@
 Mastodon's answer), append-only in a Redis stream.
 
 Entries older than RETENTION_DAYS are trimmed as new ones are added (XADD MINID, approximate: Redis
-drops whole internal nodes, so a few older entries may linger). An entry is about 350 bytes of Redis
-memory (measured in tests/test_commands.py): a year of 50 commands a day is about 6 MB.
+drops whole internal nodes, so a few older entries may linger). An entry with a typical answer takes
+about 360 bytes of Redis memory, plus a ~100-byte marker for MARKER_SECONDS (tests/test_commands.py
+checks the order of magnitude): a year of 50 commands a day is about 7 MB.
 Only moderators' commands are recorded; what non-moderators write is counted, never kept.
 """
 

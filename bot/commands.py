@@ -348,7 +348,7 @@ def pause(ctx: Context, request: Request) -> Outcome:
 def resume(ctx: Context, request: Request) -> Outcome:
     was_paused = ctx.redis.delete(defaults.PAUSED)
     released = release_held(ctx.redis, ctx.settings.retry_delays)
-    if not was_paused:
+    if not was_paused and not released:
         return refused("Tocsin is not paused")
     return Outcome("done", f"Resumed: {released} held post(s) being sent.", everyone=True)
 
