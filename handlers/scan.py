@@ -133,7 +133,7 @@ def propose(report: ScanReport) -> Proposal:
         words = ", ".join(
             word for word in (f"suspend {suspends}" * bool(suspends), f"limit {limits}" * bool(limits)) if word
         )
-        items.append(ProposalItem(f"{advisory_id}: {words} servers", blocks))
+        items.append(ProposalItem(f"{advisory_id}: {words} server{'s' if len(proposed) > 1 else ''}", blocks))
     return Proposal(items=tuple(items))
 
 

@@ -20,7 +20,7 @@ from bot.actions import Action, Message, Proposal, ProposalItem, Refused
 from bot.commands import item_numbers, normalized_domain, own_text, parse, screen
 from bot.context import Context
 from bot.surges import Alert
-from handlers import announcements, reports
+from handlers import announcements, incidents, reports
 from handlers.domain_blocks import poll as poll_blocks
 from tests.helpers import feed, quiescent, run, run_jobs, wait_for
 from tests.mastodon_double import MastodonDouble
@@ -142,6 +142,7 @@ def test_report_surge_approved_from_the_dm_limits_once(
     mastodon.max_characters = 1000
     feed(cctx, burst(NOW - timedelta(hours=1), "spam.example", reports=60, hours=1))
     run_jobs(connection)
+    poll_blocks(cctx)  # the first poll records the blocks as they are
     [dm] = mastodon.direct_messages()
     assert dm["text"].endswith(
         "Reply “approve” to limit spam.example until the wave passes, or “dismiss” if it needs nothing."
@@ -168,6 +169,14 @@ def test_report_surge_approved_from_the_dm_limits_once(
     [entry] = entries(cctx)
     assert (entry.handle, entry.command, entry.outcome) == ("mod_anna", "approve", "done")
     assert entry.api.startswith("POST /api/v1/admin/domain_blocks: 200")
+
+    # The poller sees the block: the surge's incident records it publicly, without who made it.
+    assert poll_blocks(cctx) == 1
+    run_jobs(connection)
+    [incident] = incidents.list_incidents(connection)
+    assert incident.cause == "spam wave" and [server.domain for server in incident.servers] == ["spam.example"]
+    timeline = " ".join(text for _at, text in incident.timeline)
+    assert "spam.example limited." in timeline and "mod_anna" not in timeline
 
     # Handled: the surge's escalation is not sent.
     [surge] = [bucket.decode() for bucket in connection.zrange(reports.SURGES.open_key, 0, -1)]
@@ -286,11 +295,13 @@ def test_suspend_asks_for_yes_then_undo_lifts(cctx: Context, mastodon: MastodonD
     asked = answer(mastodon, say(cctx, mastodon, ANNA, "suspend evil.example Harassment campaign"))
     assert "This will suspend evil.example. Reply yes within 10 minutes to go ahead." in asked["text"]
     assert mastodon.domain_blocks == []
+    assert 0 < cctx.redis.ttl(commands.CONFIRM_PREFIX + ANNA) <= 600  # a later yes finds nothing to confirm
     done = answer(mastodon, say(cctx, mastodon, ANNA, "yes", reply_to=asked["id"]))
     [block] = mastodon.domain_blocks
     assert (block["severity"], block["public_comment"]) == ("suspend", "Harassment campaign")
     assert "Done: evil.example suspended." in done["text"] and "We follow 3 accounts there" in done["text"]
     assert "/admin/instances/evil.example" in done["text"]
+    assert 0 < cctx.redis.ttl(commands.LAST_PREFIX + ANNA) <= 1800  # undo within 30 minutes only
     undone = answer(mastodon, say(cctx, mastodon, ANNA, "undo"))
     assert mastodon.domain_blocks == []
     assert "Undone (suspend evil.example Harassment campaign): evil.example's block lifted." in undone["text"]

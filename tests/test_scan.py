@@ -24,6 +24,7 @@ from handlers.reports import ACTIVE_BUCKETS
 from handlers.scan import (
     outreach_message,
     peer_domains,
+    propose,
     render_report,
     send_scan_messages,
 )
@@ -139,6 +140,13 @@ def test_the_pixelfed_breakdown_of_the_brief(ctx: Context, scanning: MastodonDou
     assert "tell their admins: tocsin outreach DOMAIN): CVE-2026-33869 (moderate) 1 Mastodon server (masto-q" in text
     assert text.endswith("\n\nReply “approve”, “approve 1,2” or “dismiss”.")
     assert len(scanning.direct_threads()[0]) == 1  # the brief's fleet: one status (at 5,000 characters)
+    # `approve 2` would carry out the Pixelfed item: its blocks, tagged and explained by the advisory.
+    items = propose(report).items
+    assert [item.label for item in items] == ["CVE-2024-23832: suspend 1 server", "CVE-2025-30741: suspend 63 servers"]
+    action = items[1].actions[0]
+    [proposed] = [item for item in report.proposals["CVE-2025-30741"] if item.domain == action.target]
+    assert (action.kind, action.severity, action.tag) == ("domain_block", "suspend", "[tocsin advisory CVE-2025-30741]")
+    assert action.public_comment == proposed.public_comment and "CVE-2025-30741" in proposed.public_comment
     mods = tuple(ctx.mastodon.moderators())
     assert len(split_post(render_report(report, "https://x.example", 10), mods, 500)) <= 2  # at vanilla's 500
     assert "pixelfed.social" not in {exposure.domain for exposure in pixelfed.vulnerable}
