@@ -255,11 +255,12 @@ def _act(ctx: Context, request: Request, items: list[tuple[str, Action]], propos
     text = f"Done: {_summary(results)}." + (f" Stopped there: {stopped}." if stopped else "")
     if len(items) == 1 and items[0][1].kind in ("domain_block", "domain_unblock"):
         text += _server_figures(ctx, items[0][1].target)
+    undo = tuple(result.undo for result in results if result.undo)
     return Outcome(
         "done",
-        text + " Reply undo within 30 minutes to reverse it.",
+        text + (" Reply undo within 30 minutes to reverse it." if undo else ""),
         api="; ".join(result.api for result in results),
-        undo=tuple(result.undo for result in results if result.undo),
+        undo=undo,
         everyone=True,
     )
 
@@ -295,7 +296,12 @@ def approve(ctx: Context, request: Request) -> Outcome:
         for number in numbers
         for index, action in enumerate(proposal.items[number - 1].actions, start=1)
     ]
-    with ctx.redis.lock(actions.PROPOSAL_PREFIX + proposal_id + ":lock", timeout=60, blocking_timeout=60):
+    lock = ctx.redis.lock(
+        actions.PROPOSAL_PREFIX + proposal_id + ":lock",
+        timeout=defaults.JOB_TIMEOUT,
+        blocking_timeout=defaults.JOB_TIMEOUT,
+    )
+    with lock:  # one approval of a proposal at a time: a second one sees what the first did
         done = actions.done_actions(ctx.redis, proposal_id)
         todo = [(number, action) for number, action in chosen if number not in done]
         if not todo:
