@@ -398,6 +398,12 @@ class MastodonDouble:
                 accounts = [account for account in accounts if account.get("domain") is None]
             return paginated(request, accounts, **{name: params[name] for name in ("origin",) if name in params})
 
+        async def form_of(request: Request) -> dict[str, Any]:
+            """The request's parameters, sent as JSON or form-encoded (Mastodon.py sends forms)."""
+            if "json" in request.headers.get("content-type", ""):
+                return dict(await request.json())
+            return {name: values[-1] for name, values in parse_qs((await request.body()).decode()).items()}
+
         def out_of_scope(scope: str) -> JSONResponse | None:
             umbrella = scope.rsplit(":", 1)[0]
             if double.scopes is None or scope in double.scopes or umbrella in double.scopes:
@@ -434,10 +440,7 @@ class MastodonDouble:
             if found is None:
                 return JSONResponse({"error": "Record not found"}, 404)
             if action == "action":
-                form = {name: values[-1] for name, values in parse_qs((await request.body()).decode()).items()}
-                if "json" in request.headers.get("content-type", ""):
-                    form = await request.json()
-                action = str(form.get("type"))
+                action = str((await form_of(request)).get("type"))
             double.account_actions.append((account_id, action))
             if action in ("suspend", "unsuspend"):
                 found["suspended"] = action == "suspend"
@@ -456,8 +459,7 @@ class MastodonDouble:
         async def create_email_domain_block(request: Request) -> JSONResponse:
             if denied := unauthorized(request) or out_of_scope("admin:write:email_domain_blocks"):
                 return denied
-            form = {name: values[-1] for name, values in parse_qs((await request.body()).decode()).items()}
-            domain = str(form.get("domain") or "").lower()
+            domain = str((await form_of(request)).get("domain") or "").lower()
             if not domain or any(block["domain"] == domain for block in double.email_domain_blocks):
                 return JSONResponse({"error": "Validation failed: Domain has already been taken"}, 422)
             block = {
@@ -509,10 +511,7 @@ class MastodonDouble:
         async def create_domain_block(request: Request) -> JSONResponse:
             if denied := unauthorized(request) or out_of_scope("admin:write:domain_blocks"):
                 return denied
-            if "json" in request.headers.get("content-type", ""):
-                form = await request.json()
-            else:
-                form = {name: values[-1] for name, values in parse_qs((await request.body()).decode()).items()}
+            form = await form_of(request)
             domain = str(form.get("domain") or "").lower()
             if not domain:
                 return JSONResponse({"error": "Validation failed: Domain can't be blank"}, 422)
@@ -539,10 +538,9 @@ class MastodonDouble:
             block = next((block for block in double.domain_blocks if block["id"] == block_id), None)
             if block is None:
                 return JSONResponse({"error": "Record not found"}, 404)
-            form = {name: values[-1] for name, values in parse_qs((await request.body()).decode()).items()}
-            for name, value in form.items():
+            for name, value in (await form_of(request)).items():
                 if name in ("reject_media", "reject_reports", "obfuscate"):
-                    block[name] = value.lower() in ("true", "1")
+                    block[name] = str(value).lower() in ("true", "1")
                 elif name in ("severity", "private_comment", "public_comment"):
                     block[name] = value
             return JSONResponse(block)
