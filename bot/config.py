@@ -201,6 +201,7 @@ class Settings(BaseSettings):
     # Peer scan for unpatched software (handlers/scan.py).
     advisory_dir: Path | None = None  # the operator's advisories (*.toml), next to the shipped ones
     scan_interval_hours: float = Field(default=24.0, ge=0)  # 0: only on demand (`tocsin scan`)
+    watch_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)  # audited for who federates
     scan_concurrency: int = Field(default=100, ge=1, le=1000)  # peers fetched at once
     scan_chunk: int = Field(default=500, ge=10, le=10000)  # peers read by one job (a killed job repeats at most these)
     scan_timeout: float = Field(default=10.0, gt=0, le=120)  # seconds for one fetch, redirects included
@@ -257,6 +258,15 @@ class Settings(BaseSettings):
             value = [part for part in value.replace(",", " ").split() if part]
         if isinstance(value, list):
             return [str(acct).lstrip("@") for acct in value]
+        return value
+
+    @field_validator("watch_domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        if isinstance(value, list):
+            return [str(domain).strip().lower().rstrip(".") for domain in value]
         return value
 
     @field_validator("allowed_private_addresses", mode="before")

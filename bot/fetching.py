@@ -23,7 +23,7 @@ import ipaddress
 import json
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -36,6 +36,18 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 Address = tuple[str, int]
 Resolver = Callable[[str, int], Awaitable[list[Address]]]
 """host, port -> addresses to try, in order."""
+
+
+READ_CHUNK = 64 * 1024
+"""Bytes read from a peer at a time."""
+
+
+@dataclass(frozen=True)
+class Sink:
+    """Where a streamed body goes, and how much of it is accepted."""
+
+    take: Callable[[bytes], object]
+    max_bytes: int
 
 
 class FetchError(Exception):
@@ -97,10 +109,31 @@ class Fetcher:
         except TimeoutError:
             raise FetchError("timeout", f"no complete answer within {self.policy.total_timeout:g} s") from None
 
-    async def _get_json(self, url: str) -> Any:
+    async def find(self, url: str, needles: Sequence[bytes], max_bytes: int) -> set[bytes]:
+        """Which of `needles` occur in the JSON document at `url`, searched as it streams: a body of up to
+        `max_bytes` (a peer's list of every server it knows can be megabytes) is never held whole."""
+        found: set[bytes] = set()
+        tail = b""
+        overlap = max(len(needle) for needle in needles) - 1
+
+        def search(chunk: bytes) -> None:
+            nonlocal tail
+            window = tail + chunk
+            found.update(needle for needle in needles if needle in window)
+            tail = window[-overlap:] if overlap > 0 else b""
+
+        try:
+            async with asyncio.timeout(self.policy.total_timeout):
+                await self._get_json(url, Sink(search, max_bytes))
+        except TimeoutError:
+            raise FetchError("timeout", f"no complete answer within {self.policy.total_timeout:g} s") from None
+        return found
+
+    async def _get_json(self, url: str, sink: Sink | None = None) -> Any:
+        """The document at `url` after redirects: parsed, or (with a sink) streamed to the sink."""
         seen = {url}
         for _hop in range(MAX_REDIRECTS + 1):
-            status, headers, body = await self._get(url)
+            status, headers, body = await self._get(url, sink)
             if status in REDIRECTS:
                 location = headers.get("location")
                 if not location:
@@ -114,16 +147,15 @@ class Fetcher:
                 raise FetchError("gone", "410 Gone")
             if status != 200:
                 raise FetchError(f"http-{status}")
-            content_type = headers.get("content-type", "")
-            if "json" not in content_type.lower():
-                raise FetchError("not-json", f"content type {content_type[:80]!r}")
+            if sink is not None:
+                return None
             try:
                 return json.loads(body)
             except (ValueError, UnicodeDecodeError) as error:
                 raise FetchError("invalid-json", str(error)[:80]) from None
         raise FetchError("too-many-redirects", f"more than {MAX_REDIRECTS}")
 
-    async def _get(self, url: str) -> tuple[int, dict[str, str], bytes]:
+    async def _get(self, url: str, sink: Sink | None = None) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname:
             raise FetchError("not-https", url[:120])
@@ -141,9 +173,11 @@ class Fetcher:
         if not usable:
             raise FetchError("refused-address", f"{host}: {refusals[0][1]}")
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return await self._request(usable[0], host, path)
+        return await self._request(usable[0], host, path, sink)
 
-    async def _request(self, address: Address, host: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    async def _request(
+        self, address: Address, host: str, path: str, sink: Sink | None
+    ) -> tuple[int, dict[str, str], bytes]:
         ip, port = address
         try:
             reader, writer = await asyncio.wait_for(
@@ -162,13 +196,15 @@ class Fetcher:
                 f"Accept: application/json\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n".encode()
             )
             await writer.drain()
-            return await self._read_response(reader)
+            return await self._read_response(reader, sink)
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError) as error:
             raise FetchError("broken-response", type(error).__name__) from None
         finally:
             writer.close()
 
-    async def _read_response(self, reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    async def _read_response(
+        self, reader: asyncio.StreamReader, sink: Sink | None
+    ) -> tuple[int, dict[str, str], bytes]:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
@@ -185,34 +221,53 @@ class Fetcher:
         status = int(status_line[1])
         if status in REDIRECTS or status >= 300:
             return status, headers, b""
-        cap = self.policy.max_bytes
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            return status, headers, await self._read_chunked(reader, cap)
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                raise FetchError("not-http", "bad Content-Length")
-            if int(length) > cap:
-                raise FetchError("too-large", f"{length} bytes")
-            return status, headers, await reader.readexactly(int(length))
-        body = await reader.read(cap + 1)
-        while len(body) <= cap and (more := await reader.read(cap + 1 - len(body))):
-            body += more
-        if len(body) > cap:
-            raise FetchError("too-large", f"over {cap} bytes")
-        return status, headers, body
-
-    async def _read_chunked(self, reader: asyncio.StreamReader, cap: int) -> bytes:
+        content_type = headers.get("content-type", "")
+        if "json" not in content_type.lower():
+            raise FetchError("not-json", f"content type {content_type[:80]!r}")
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise FetchError("encoded", f"Content-Encoding {encoding[:40]!r} (identity was asked for)")
         body = bytearray()
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise FetchError("not-http", "bad chunk size") from None
-            if size == 0:
-                return bytes(body)
-            if len(body) + size > cap:
+        target = sink or Sink(body.extend, self.policy.max_bytes)
+        async for chunk in self._body(reader, headers, target.max_bytes):
+            target.take(chunk)
+        return status, headers, bytes(body)
+
+    async def _body(self, reader: asyncio.StreamReader, headers: dict[str, str], cap: int) -> AsyncIterator[bytes]:
+        """The body in chunks as they arrive, stopping with "too-large" past `cap` bytes."""
+        received = 0
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            while True:
+                size_line = await reader.readuntil(b"\r\n")
+                try:
+                    size = int(size_line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise FetchError("not-http", "bad chunk size") from None
+                if size == 0:
+                    return
+                received += size
+                if received > cap:
+                    raise FetchError("too-large", f"over {cap} bytes")
+                while size > 0:
+                    piece = await reader.readexactly(min(size, READ_CHUNK))
+                    size -= len(piece)
+                    yield piece
+                await reader.readexactly(2)
+        length = headers.get("content-length")
+        if length is not None and not length.isdigit():
+            raise FetchError("not-http", "bad Content-Length")
+        if length is not None and int(length) > cap:
+            raise FetchError("too-large", f"{length} bytes")
+        left = int(length) if length is not None else None
+        while left is None or left > 0:
+            piece = await reader.read(READ_CHUNK if left is None else min(left, READ_CHUNK))
+            if not piece:
+                if left:
+                    raise asyncio.IncompleteReadError(piece, left)
+                return
+            received += len(piece)
+            if received > cap:
                 raise FetchError("too-large", f"over {cap} bytes")
-            body += await reader.readexactly(size)
-            await reader.readexactly(2)
+            if left is not None:
+                left -= len(piece)
+            yield piece

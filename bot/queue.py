@@ -72,6 +72,7 @@ def enqueue_once(
     job_id: str,
     retry_delays: list[int] | None = None,
     delay_seconds: float | None = None,
+    timeout: int | None = None,
 ) -> bool:
     """Enqueue unless a job with this id is queued, running, scheduled or failed; True if enqueued.
 
@@ -88,6 +89,8 @@ def enqueue_once(
         "retry": retry_policy(retry_delays or []),
         "args": args,
     }
+    if timeout is not None:  # a long job (an audit of every peer); the others keep JOB_TIMEOUT
+        options["job_timeout" if delay_seconds else "timeout"] = timeout  # (RQ names it both ways)
     try:
         if delay_seconds:
             target.enqueue_in(timedelta(seconds=delay_seconds), function, **options)

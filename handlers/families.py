@@ -8,8 +8,19 @@ from collections.abc import Iterator
 
 from bot.context import Context
 from bot.families import Family
-from handlers import accounts, announcements, domain_blocks, incident_commands, pages, reports, scan_runs, statuses
+from handlers import (
+    accounts,
+    announcements,
+    domain_blocks,
+    federation,
+    incident_commands,
+    pages,
+    reports,
+    scan_runs,
+    statuses,
+)
 from handlers.block_commands import blocks
+from handlers.federation_commands import audit_federation
 from handlers.incident_commands import announcements as announcements_command
 from handlers.incident_commands import incident
 from handlers.scan_commands import outreach
@@ -90,6 +101,11 @@ FAMILIES = [
         sweep=scan_runs.sweep,
         commands=(scan_command, outreach),
         doctor=_scan_status,
+    ),
+    Family(
+        name="federation-audit",
+        sweep=federation.schedule_watched,
+        commands=(audit_federation,),
     ),
     Family(
         name="domain-blocks",

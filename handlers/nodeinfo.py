@@ -107,12 +107,17 @@ class PeerResult:
         return json.dumps(asdict(self), separators=(",", ":"))
 
 
-async def fetch_software(fetcher: Fetcher, domain: str) -> PeerSoftware:
+async def fetch_software_document(fetcher: Fetcher, domain: str) -> Any:
+    """A peer's NodeInfo document, found through its discovery document."""
     discovery = await fetcher.get_json(f"https://{domain}/.well-known/nodeinfo")
     link = nodeinfo_link(discovery)
     if link is None:
         raise FetchError("no-nodeinfo", "no NodeInfo 2.0/2.1 link")
-    return parse_nodeinfo(await fetcher.get_json(link))
+    return await fetcher.get_json(link)
+
+
+async def fetch_software(fetcher: Fetcher, domain: str) -> PeerSoftware:
+    return parse_nodeinfo(await fetch_software_document(fetcher, domain))
 
 
 async def read_peer(fetcher: Fetcher, domain: str) -> PeerResult:

@@ -67,6 +67,8 @@ class Peer:
     slow_body: bool = False  # headers, then a byte a second, forever
     huge: bool = False  # a chunked NodeInfo body that never ends
     contact: dict[str, Any] | None = None  # /api/v2/instance contact
+    domain_blocks: Any = None  # /api/v1/instance/domain_blocks: a list (200), a status code, None (404)
+    peer_list: Any = None  # /api/v1/instance/peers: likewise
 
 
 @dataclass
@@ -209,6 +211,14 @@ class PeerFleet:
                 return None
             body = peer.body if peer.body is not None else json.dumps(peer.document).encode()
             return await _send(writer, peer.status, body, peer.content_type)
+        lists = {"/api/v1/instance/domain_blocks": peer.domain_blocks, "/api/v1/instance/peers": peer.peer_list}
+        if lists.get(path) is not None:
+            listed = lists[path]
+            if isinstance(listed, int):
+                return await _send(
+                    writer, listed, b'{"error":"This method requires an authenticated user"}', "application/json"
+                )
+            return await _send(writer, 200, json.dumps(listed).encode(), "application/json")
         if path == "/api/v2/instance" and peer.contact is not None:
             return await _send(
                 writer, 200, json.dumps({"domain": host, "contact": peer.contact}).encode(), "application/json"
