@@ -57,8 +57,9 @@ public reach; media_removal and the like do not."""
 PRIVATE = frozenset({"http-401", "http-403", "http-404"})
 PEERS_MAX_BYTES = 64 * 1024 * 1024
 """A peers list larger than this is hostile (mastodon.social's, the largest, is a few megabytes)."""
-SIZED = 30
-"""Federating peers whose follows are looked up (admin API), the most active first."""
+SIZED = 20
+"""Peers of each class whose follows are looked up (admin API: 80 calls an audit at most), the most
+active first (NodeInfo's monthly active users, from the scan's cache)."""
 SHOWN = 5
 """Most-followed federating peers named in the DM (and proposed, with --propose limit)."""
 VERDICTS_PREFIX = "tocsin:federation:verdicts:"  # + target: hash peer -> Verdict JSON (the last audit)
@@ -212,16 +213,21 @@ class AuditReport:
     counts: Counter[str] = field(default_factory=Counter)
     unknown: Counter[str] = field(default_factory=Counter)  # why: unreachable, lists not public, …
     severities: Counter[str] = field(default_factory=Counter)  # how the blocking peers block it
-    federating: list[tuple[Verdict, Impact | None]] = field(default_factory=list)  # most followed first
+    ranked: dict[str, list[tuple[Verdict, Impact | None]]] = field(default_factory=dict)
+    """Per class, its most active peers with their follows, most followed first."""
     changes: Counter[str] = field(default_factory=Counter)  # "federates -> blocks": peers, since the last audit
     first: bool = True  # no earlier audit of this target to compare with
+
+    @property
+    def federating(self) -> list[tuple[Verdict, Impact | None]]:
+        return self.ranked.get(FEDERATES, [])
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
     @staticmethod
-    def ranked(counter: Counter[str]) -> list[tuple[str, int]]:
+    def largest_first(counter: Counter[str]) -> list[tuple[str, int]]:
         """Largest first, ties by name: the same words for the same audit, whatever order peers answered."""
         return sorted(counter.items(), key=lambda item: (-item[1], item[0]))
 
@@ -232,9 +238,10 @@ class AuditReport:
             "counts": {kind: self.counts[kind] for kind in CLASSES},
             "unknown": dict(self.unknown),
             "severities": dict(self.severities),
-            "federating": [
-                {**asdict(verdict), "impact": asdict(impact) if impact else None} for verdict, impact in self.federating
-            ],
+            "ranked": {
+                kind: [{**asdict(verdict), "impact": asdict(impact) if impact else None} for verdict, impact in items]
+                for kind, items in self.ranked.items()
+            },
             "changes": dict(self.changes),
         }
 
@@ -259,7 +266,7 @@ def audit(
     staging = f"{key}:new"
     ctx.redis.delete(staging)
     report = AuditReport(target, first=not previous_exists)
-    candidates: list[Verdict] = []
+    candidates: dict[str, list[Verdict]] = {kind: [] for kind in CLASSES}
     batch: dict[str, str] = {}
 
     def keep(verdict: Verdict) -> None:
@@ -268,10 +275,10 @@ def audit(
             report.unknown[unknown_reason(verdict)] += 1
         elif verdict.kind == BLOCKS and verdict.severity:
             report.severities[verdict.severity] += 1
-        elif verdict.kind == FEDERATES:
-            candidates.append(verdict)
-            candidates.sort(key=lambda item: -(item.active_users or 0))
-            del candidates[SIZED:]  # only the most active are kept (and sized): memory stays flat
+        most_active = candidates[verdict.kind]
+        most_active.append(verdict)
+        most_active.sort(key=lambda item: -(item.active_users or 0))
+        del most_active[SIZED:]  # only the most active are kept (and sized): memory stays flat
         batch[verdict.peer] = json.dumps(asdict(verdict))
         if len(batch) >= WRITE_BATCH:
             ctx.redis.hset(staging, mapping=batch)
@@ -288,7 +295,7 @@ def audit(
     else:
         ctx.redis.delete(key)
     ctx.redis.hset(LAST_AUDIT, target, repr(time.time()))
-    report.federating = _sized(ctx, candidates)
+    report.ranked = {kind: _sized(ctx, candidates[kind]) for kind in CLASSES}
     return report
 
 
@@ -320,7 +327,7 @@ def _changes(ctx: Context, key: str, staging: str) -> Counter[str]:
 
 
 def _sized(ctx: Context, candidates: list[Verdict]) -> list[tuple[Verdict, Impact | None]]:
-    """Follows both ways for the most active federating peers (paced: bulk work); most followed first."""
+    """Follows both ways for these peers (paced: bulk work); most followed first."""
     sized: list[tuple[Verdict, Impact | None]] = []
     try:
         with ctx.mastodon.bulk():
@@ -351,7 +358,7 @@ CSV_COLUMNS = ["peer", "class", "severity", "evidence", "software", "active_user
 
 def csv_rows(report: AuditReport, all_verdicts: Iterator[Verdict]) -> Iterator[str]:
     """The CSV, a line at a time (header first); follows only for the peers the audit sized."""
-    impacts = {verdict.peer: impact for verdict, impact in report.federating if impact is not None}
+    impacts = {verdict.peer: impact for items in report.ranked.values() for verdict, impact in items if impact}
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)

@@ -7,12 +7,22 @@ import json
 import click
 
 from bot.clitools import cli_context
-from handlers.federation import BLOCKS, UNKNOWN, Verdict, audit, audited_peers, csv_rows, send_dm, verdicts
+from handlers.federation import (
+    BLOCKS,
+    CLASSES,
+    FEDERATES,
+    NO_CONTACT,
+    UNKNOWN,
+    AuditReport,
+    Verdict,
+    audit,
+    audited_peers,
+    csv_rows,
+    send_dm,
+    verdicts,
+)
 from handlers.scan import normalized_domain
 from handlers.scan_commands import Meter
-
-LISTED = 50
-"""Blocking and unknown peers printed by name (all of them are in --csv and --json)."""
 
 
 @click.command("audit-federation")
@@ -36,14 +46,11 @@ def audit_federation(domain: str, as_json: bool, csv_path: str | None, dm: bool,
     ctx = cli_context()
     peers = audited_peers(ctx, target)
     meter = Meter(len(peers))
-    named: dict[str, list[Verdict]] = {BLOCKS: [], UNKNOWN: []}
 
     def on_verdict(verdict: Verdict) -> None:
         meter.add(1)
         if as_json:
             click.echo(json.dumps(verdict.__dict__))
-        elif verdict.kind in named and len(named[verdict.kind]) < LISTED:
-            named[verdict.kind].append(verdict)
 
     report = audit(ctx, target, peers, on_verdict)
     if csv_path:
@@ -52,23 +59,33 @@ def audit_federation(domain: str, as_json: bool, csv_path: str | None, dm: bool,
     if as_json:
         click.echo(json.dumps({"report": report.to_json()}))
     else:
-        counts = report.counts
-        click.echo(
-            f"Of {report.total:,} peers: {counts['blocks']:,} block {target}, {counts['federates']:,} federate with"
-            f" it, {counts['no-contact']:,} never had contact, {counts['unknown']:,} unknown."
-        )
-        for verdict in named[BLOCKS]:
-            click.echo(f"  blocks     {verdict.peer}: {verdict.evidence}")
-        if report.federating:
-            click.echo("Federating with it, most followed first:")
-        for verdict, impact in report.federating:
-            follows = f"we follow {impact.local_follows:,}, {impact.remote_followers:,} follow us" if impact else "?"
-            click.echo(f"  federates  {verdict.peer} ({follows})")
-        for verdict in named[UNKNOWN]:
-            click.echo(f"  unknown    {verdict.peer}: {verdict.evidence}")
-        hidden = sum(report.counts[kind] for kind in named) - sum(len(items) for items in named.values())
-        if hidden > 0:
-            click.echo(f"  … and {hidden:,} more (--csv)")
+        _print(report)
     if dm:
         send_dm(ctx, report, with_proposal=propose == "limit")
         click.echo("DM sent to the moderators", err=True)
+
+
+HEADINGS = {
+    BLOCKS: "Block it",
+    FEDERATES: "Federate with it",
+    NO_CONTACT: "Never had contact",
+    UNKNOWN: "Unknown",
+}
+
+
+def _print(report: AuditReport) -> None:
+    counts = report.counts
+    click.echo(
+        f"Of {report.total:,} peers: {counts[BLOCKS]:,} block {report.target}, {counts[FEDERATES]:,} federate with"
+        f" it, {counts[NO_CONTACT]:,} never had contact, {counts[UNKNOWN]:,} unknown."
+    )
+    for kind in CLASSES:
+        ranked = report.ranked.get(kind, [])
+        if not ranked:
+            continue
+        click.echo(f"{HEADINGS[kind]} (the most active, most followed first):")
+        for verdict, impact in ranked:
+            follows = f"we follow {impact.local_follows:,}, {impact.remote_followers:,} follow us" if impact else "?"
+            click.echo(f"  {verdict.peer} ({follows}): {verdict.evidence}")
+        if counts[kind] > len(ranked):
+            click.echo(f"  … and {counts[kind] - len(ranked):,} more (--csv)")

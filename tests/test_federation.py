@@ -204,8 +204,11 @@ def test_cli_csv_json_and_a_proposal_approved_from_the_dm(
     result = run(tocsin, "audit-federation", "Threads.NET", "--csv", str(csv_path), "--dm", "--propose", "limit")
     assert result.exit_code == 0, result.output
     assert "Of 13 peers: 4 block threads.net, 5 federate with it, 2 never had contact, 2 unknown." in result.stdout
-    assert "  blocks     akkoma.example: MRF simple policy: reject" in result.stdout
-    assert "  federates  federator-3.example (we follow 120, 90 follow us)" in result.stdout
+    assert "  akkoma.example (we follow 0, 0 follow us): MRF simple policy: reject" in result.stdout
+    assert "Federate with it (the most active, most followed first):\n  federator-3.example (we follow 120, " in (
+        result.stdout
+    )
+    assert "  gone.invalid (we follow 0, 0 follow us): unreachable (dns)" in result.stdout
     rows = list(csv.DictReader(csv_path.open()))
     assert list(rows[0]) == federation.CSV_COLUMNS
     by_peer = {row["peer"]: row for row in rows}
