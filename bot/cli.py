@@ -87,6 +87,8 @@ def serve(workers: int | None) -> None:
         children.append(Child("redis", lambda: server.start().running, lambda: tail_file(server.log_path)))
     children.append(Child("web", process("web")))
     children += [Child(f"worker-{n}", process("worker")) for n in range(1, (workers or settings.workers) + 1)]
+    if settings.access_token is not None and settings.command_poll_seconds > 0:
+        children.append(Child("listener", process("listen")))
     supervisor = Supervisor(children, settings.data_dir / STATUS_FILE)
 
     stopping = False
@@ -143,6 +145,20 @@ def worker(burst: bool, name: str | None) -> None:
     run_worker(with_redis(settings_from_environment()), burst=burst, name=name)
 
 
+@main.command()
+def listen() -> None:
+    """Hold the instance's notification stream and queue moderators' commands as they arrive."""
+    from bot.mentions import listen as listen_for_mentions
+
+    settings = with_redis(settings_from_environment())
+    if settings.access_token is None or settings.command_poll_seconds <= 0:
+        # Idle rather than exit: a Procfile runner (honcho, foreman) stops every process when one exits.
+        log.warning("DM commands are off (no TOCSIN_ACCESS_TOKEN, or TOCSIN_COMMAND_POLL_SECONDS=0): not listening")
+        while True:
+            time.sleep(3600)
+    listen_for_mentions(Context(settings, redis_from_url(settings.redis_url or "")))
+
+
 @main.command("redis")
 def redis_command() -> None:
     """Run only the embedded redis-server in the foreground (for a Procfile on one machine)."""
@@ -163,6 +179,7 @@ def doctor() -> None:
     """Check configuration, Redis, workers, queues, failed jobs and the Mastodon connection."""
     from bot.actions import missing_scopes
     from bot.mastodon import MastodonLink, make_client
+    from bot.mentions import STREAMING
 
     problems = 0
 
@@ -226,10 +243,9 @@ def doctor() -> None:
                 if settings.command_poll_seconds > 0:
                     missing = missing_scopes(link)
                     scopes = f"the token lacks {', '.join(missing)}: refused" if missing else "the token has them"
-                    report(
-                        not missing,
-                        f"DM commands read every {settings.command_poll_seconds:g} s; write scopes: {scopes}",
-                    )
+                    every = f"{settings.command_poll_seconds:g} s"
+                    stream = "stream connected" if connection.exists(STREAMING) else "no stream (tocsin listen)"
+                    report(not missing, f"DM commands: {stream}, polled every {every}; write scopes: {scopes}")
         except Exception as error:  # doctor reports, it does not crash
             report(False, f"Mastodon: {type(error).__name__}: {error}")
     ctx = Context(settings, connection)

@@ -7,8 +7,10 @@ pollers or after a restart, is one job). The notification is kept until its job 
 queues again any whose job was lost with a killed worker. The very first poll only sets the cursor:
 mentions from before Tocsin read commands are not commands to it.
 
-Mastodon's streaming API would deliver mentions sooner, but needs a long-lived connection per process;
-at a 15-second poll a command is answered well within a minute at 4 requests a minute.
+`tocsin listen` (a child of `tocsin serve`, a process type in the Procfile) also holds the streaming
+API's notification stream (GET /api/v1/streaming/user/notification, on the instance's streaming
+server) and queues each mention the moment it arrives, through the same job ids: a command is answered
+within seconds, and polling stays the fallback for whatever the stream missed while it was down.
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
+from mastodon import MastodonError, StreamListener
+from requests import RequestException
 
 from bot import defaults
 from bot.context import Context, get_context
+from bot.mastodon import as_webhook_json
 from bot.queue import enqueue_once
 
 log = logging.getLogger(__name__)
@@ -138,3 +144,55 @@ def run() -> int:
     ctx = get_context()
     schedule_next_poll(ctx)
     return poll(ctx)
+
+
+# --- The streaming API ---------------------------------------------------------------------------
+
+STREAMING = "tocsin:mentions:streaming"  # epoch seconds of the listener's last heartbeat (`tocsin doctor`)
+STREAM_TIMEOUT = 90
+"""Seconds without a byte (Mastodon's streaming server sends a heartbeat every 15) before reconnecting."""
+RECONNECT_DELAYS = (1, 2, 5, 10, 30, 60)
+"""Seconds before connecting again after the stream failed (the last one repeats)."""
+
+
+class StopListening(Exception):
+    """Raised from a listener callback to end the stream (a stop was asked for)."""
+
+
+class MentionListener(StreamListener):
+    """Queues the mentions the stream delivers; notes the heartbeats."""
+
+    def __init__(self, ctx: Context, stop: Callable[[], bool]) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.stop = stop
+
+    def on_notification(self, notification: Any) -> None:
+        if notification.get("type") == "mention":
+            _queue(self.ctx, reduced(as_webhook_json(dict(notification))))
+        self.handle_heartbeat()
+
+    def handle_heartbeat(self) -> None:
+        self.ctx.redis.set(STREAMING, repr(time.time()), ex=STREAM_TIMEOUT)
+        if self.stop():
+            raise StopListening
+
+
+def listen(ctx: Context, stop: Callable[[], bool] = lambda: False) -> None:
+    """Hold the notification stream until `stop()`: reconnect after any failure, with backoff."""
+    client = ctx.mastodon.client
+    if client is None or not ctx.mastodon.can_read_admin:
+        raise RuntimeError("listening for commands needs TOCSIN_MASTODON_URL and TOCSIN_ACCESS_TOKEN")
+    failures = 0
+    while not stop():
+        try:
+            client.stream_user_notifications(MentionListener(ctx, stop), timeout=STREAM_TIMEOUT)
+        except StopListening:
+            return
+        except (MastodonError, RequestException, redis.RedisError) as error:
+            log.warning("notification stream: %s: %s", type(error).__name__, error)
+        delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
+        failures += 1
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not stop():
+            time.sleep(0.2)

@@ -11,12 +11,14 @@ here) in fixed windows of `rate_period` seconds, each answer carrying X-RateLimi
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import html
 import json
 import re
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +27,7 @@ from urllib.parse import parse_qs, parse_qsl
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from bot.embedded_redis import free_port
 
@@ -144,6 +146,10 @@ class MastodonDouble:
     """The token's scopes; None: all. An admin write outside them is answered 403 as Doorkeeper does."""
     notifications: list[dict[str, Any]] = field(default_factory=list)
     email_domain_blocks: list[dict[str, Any]] = field(default_factory=list)
+    streaming: bool = True
+    """The streaming server answers (False: 503, and open streams end)."""
+    heartbeat: float = 0.5
+    """Seconds between heartbeats on a stream (Mastodon's streaming server: 15)."""
     account_actions: list[tuple[str, str]] = field(default_factory=list)
     """(account id, action: suspend | unsuspend | reject | silence …) in the order they were asked for."""
 
@@ -359,7 +365,7 @@ class MastodonDouble:
                     "thumbnail": {"url": f"https://{DOMAIN}/thumb.png"},
                     "languages": ["en"],
                     "configuration": {
-                        "urls": {"streaming": f"wss://{DOMAIN}"},
+                        "urls": {"streaming": double.url.replace("http://", "ws://")},  # the streaming server
                         "accounts": {"max_featured_tags": 10},
                         "statuses": {
                             "max_characters": double.max_characters,
@@ -500,6 +506,31 @@ class MastodonDouble:
             else:
                 page = sorted(found, key=lambda item: int(item["id"]), reverse=True)[:limit]
             return JSONResponse(sorted(page, key=lambda item: int(item["id"]), reverse=True))
+
+        @app.get("/api/v1/streaming/user/notification")
+        async def notification_stream(request: Request) -> Any:
+            """Server-sent events as Mastodon's streaming server sends them: the notifications made after the
+            client connected, and a heartbeat comment (`:thump`) every `heartbeat` seconds."""
+            if denied := unauthorized(request):
+                return denied
+            if not double.streaming:
+                return JSONResponse({"error": "Streaming is unavailable"}, 503)
+
+            async def events() -> AsyncIterator[bytes]:
+                sent = len(double.notifications)
+                beat = time.monotonic()
+                yield b":)\n"
+                while double.streaming:
+                    while sent < len(double.notifications):
+                        data = json.dumps(double.notifications[sent])
+                        sent += 1
+                        yield f"event: notification\ndata: {data}\n\n".encode()
+                    if time.monotonic() - beat > double.heartbeat:
+                        beat = time.monotonic()
+                        yield b":thump\n"
+                    await asyncio.sleep(0.02)
+
+            return StreamingResponse(events(), media_type="text/event-stream")
 
         @app.get("/api/v1/admin/domain_blocks")
         async def domain_blocks(request: Request) -> JSONResponse:

@@ -28,7 +28,10 @@ def test_doctor_names_what_is_wrong_and_what_is_fine(tocsin: CliRunner, connecti
     assert "ok   mode: live" in result.output
     assert "ok   alerts go to: @mod_anna, @mod_ben" in result.output
     assert "ok   domain blocks polled: never" in result.output and "ok   peers scanned: never" in result.output
-    assert "ok   DM commands read every 15 s; write scopes: the token has them" in result.output
+    assert (
+        "ok   DM commands: no stream (tocsin listen), polled every 15 s; write scopes: the token has them"
+        in result.output
+    )
 
 
 def test_doctor_names_the_scopes_dm_commands_lack(
@@ -37,7 +40,7 @@ def test_doctor_names_the_scopes_dm_commands_lack(
     mastodon.scopes = {"read", "write:statuses", "admin:read", "admin:write:domain_blocks"}
     result = run(tocsin, "doctor")
     assert (
-        "BAD  DM commands read every 15 s; write scopes: the token lacks "
+        "BAD  DM commands: no stream (tocsin listen), polled every 15 s; write scopes: the token lacks "
         "admin:write:email_domain_blocks, admin:write:accounts: refused"
     ) in result.output
     assert mastodon.domain_blocks == [] and mastodon.email_domain_blocks == []  # the probes changed nothing

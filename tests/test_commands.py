@@ -450,3 +450,46 @@ def test_approve_through_real_workers_races_and_duplicates_make_one_block(
     assert texts[0].startswith("Done: spam.example limited.")
     assert texts[1].startswith("Not done: already carried out (approved by @mod_")
     assert sorted(entry.outcome for entry in audit.read(connection)) == ["done", "refused"]
+
+
+def test_the_notification_stream_queues_commands_as_they_come(cctx: Context, mastodon: MastodonDouble) -> None:
+    """`tocsin listen`'s loop in a thread: a mention is queued from the stream (no poll), answered once;
+    the stream going away is survived (reconnect), and a stop ends it."""
+    stopping = threading.Event()
+    listener = threading.Thread(target=mentions.listen, args=(cctx, stopping.is_set), daemon=True)
+    listener.start()
+    wait_for(lambda: cctx.redis.exists(mentions.STREAMING) == 1, what="the stream's first heartbeat")
+    first = mastodon.say(ANNA, "@tocsin status")
+    wait_for(lambda: cctx.redis.hexists(mentions.WAITING, first["id"]), what="the mention from the stream")
+    run_jobs(cctx.redis)
+    assert "Not paused." in answer(mastodon, first)["text"]
+    stream = ("GET", "/api/v1/streaming/user/notification")
+    connects = mastodon.requests.count(stream)
+    mastodon.streaming = False  # the streaming server goes away: the stream ends, a reconnect gets 503
+    wait_for(lambda: mastodon.requests.count(stream) >= connects + 1, what="a reconnect refused")
+    cctx.redis.delete(mentions.STREAMING)
+    mastodon.streaming = True
+    wait_for(lambda: cctx.redis.exists(mentions.STREAMING) == 1, what="the stream again")
+    assert mastodon.requests.count(stream) >= connects + 2
+    second = mastodon.say(ANNA, "@tocsin help")
+    wait_for(lambda: cctx.redis.hexists(mentions.WAITING, second["id"]), what="a mention after reconnecting")
+    mentions.poll(cctx)  # the poll sees both again: nothing more happens
+    run_jobs(cctx.redis)
+    assert len(mastodon.replies_to(first["id"])) == 1 and len(mastodon.replies_to(second["id"])) == 1
+    stopping.set()
+    listener.join(10)
+    assert not listener.is_alive()
+
+
+def test_tocsin_listen_answers_without_waiting_for_a_poll(
+    redis_url: str, mastodon: MastodonDouble, stack_factory: Callable[..., Any]
+) -> None:
+    """Real `tocsin listen` and worker processes, polling only hourly: the stream alone brings the command."""
+    stack = stack_factory(redis_url, mastodon, workers=1, TOCSIN_COMMAND_POLL_SECONDS="3600")
+    stack.start_process("listen")
+    connection = redis.Redis.from_url(redis_url)
+    wait_for(lambda: connection.exists(mentions.STREAMING) == 1, what="the listener's stream")
+    status = mastodon.say(ANNA, "@tocsin status")
+    wait_for(lambda: bool(mastodon.replies_to(status["id"])), what="the answer")
+    assert "Not paused." in answer(mastodon, status)["text"]
+    assert connection.get(mentions.CURSOR) is None  # no poll has run
