@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -71,6 +72,11 @@ def serve(workers: int | None) -> None:
         log.info("embedded redis-server on %s, data in %s", redis_url, embedded.directory)
     secret = _webhook_secret(settings)
     env = {**os.environ, "TOCSIN_REDIS_URL": redis_url, "TOCSIN_WEBHOOK_SECRET": secret}
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.data_dir / "metrics"))
+    metrics_dir = Path(env["PROMETHEUS_MULTIPROC_DIR"])
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):  # the counters of an earlier run's processes
+        stale.unlink()
     base = settings.public_url or f"http://{settings.host}:{settings.port}"
     mode = f"dry-run (see `tocsin outbox` or {base}/outbox)" if settings.is_dry_run else "live"
     click.echo(f"\nWebhook URL: {base}/webhooks/mastodon\nSecret:      {secret}\nMode:        {mode}\n", err=True)
@@ -125,6 +131,10 @@ def web(host: str | None, port: int | None) -> None:
     if settings.webhook_secret is None:
         raise click.ClickException("TOCSIN_WEBHOOK_SECRET is not set (the secret Mastodon signs webhooks with)")
     app = create_app(settings)
+    if settings.metrics_port is not None:
+        from bot.metrics import serve_locally
+
+        serve_locally(settings.metrics_port, settings.redis_url or "")
     uvicorn.run(
         app,
         host=host or settings.host,
@@ -343,6 +353,41 @@ def audit_export(output: Any) -> None:
     settings = with_redis(settings_from_environment())
     for entry in audit_log.read(redis_from_url(settings.redis_url or "")):
         output.write(audit_log.as_json(entry) + "\n")
+
+
+@main.command("export")
+@click.option("--output", type=click.File("w", encoding="utf-8"), default="-", help="A file (default: stdout).")
+def export_state(output: Any) -> None:
+    """The state that matters (incidents, announcements, proposals, audit log, baselines…) as JSON lines."""
+    from bot.backup import export_lines
+
+    settings = with_redis(settings_from_environment())
+    connection = redis_from_url(settings.redis_url or "")
+    waiting = backlog(connection)
+    if waiting["stream"]:
+        click.echo(f"note: {waiting['stream']} events not processed yet are not exported", err=True)
+    count = -1  # the header line
+    for line in export_lines(connection):
+        output.write(line + "\n")
+        count += 1
+    click.echo(f"{count} keys exported", err=True)
+
+
+@main.command("import")
+@click.argument("source", type=click.File("r", encoding="utf-8"))
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def import_state(source: Any, yes: bool) -> None:
+    """Write back an export (each key it holds replaces the key of that name)."""
+    from bot.backup import import_lines
+
+    settings = with_redis(settings_from_environment())
+    if not yes:
+        click.confirm(f"Replace the keys of this export in {settings.redis_url}?", abort=True)
+    try:
+        written = import_lines(redis_from_url(settings.redis_url or ""), source)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{written} keys imported")
 
 
 @main.command()

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from mastodon import MastodonNotFoundError
 
-from bot import actions, audit, defaults
+from bot import actions, audit, defaults, metrics
 from bot.actions import Action, Done, Refused, can, carry_out
 from bot.context import Context, get_context
 from bot.events import parse_time
@@ -478,6 +478,7 @@ def handle_mention(notification: dict[str, Any]) -> str:
         forget(ctx.redis, status_id)
         return "handled already"
     result = _handle(ctx, notification, status, status_id)
+    metrics.COMMANDS.labels(result.split(":")[0]).inc()
     ctx.redis.set(HANDLED_PREFIX + status_id, result, ex=KEEP_SECONDS)
     forget(ctx.redis, status_id)
     return result

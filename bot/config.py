@@ -190,6 +190,8 @@ class Settings(BaseSettings):
 
     # Domain actions → announcements and incident pages (handlers/domain_blocks.py, announcements.py).
     domain_poll_seconds: float = Field(default=60.0, ge=0)  # how often blocks are polled; 0: never
+    metrics: bool = False  # GET /metrics on the web listener (Prometheus); see also metrics_port
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # or a listener of its own, on 127.0.0.1
     command_poll_seconds: float = Field(default=15.0, ge=0)  # how often DM commands are read; 0: never
     announce_hold_minutes: float = Field(default=5.0, ge=0)  # moderators may cancel within this
     announce_visibility: Literal["public", "unlisted", "private"] = "public"

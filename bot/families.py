@@ -17,6 +17,7 @@ from functools import cached_property, lru_cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
+from bot import metrics
 from bot.ratelimit import BudgetExhausted
 
 if TYPE_CHECKING:
@@ -76,11 +77,12 @@ class Registry:
     families: tuple[Family, ...]
 
     @cached_property
-    def handlers(self) -> dict[str, list[Handler]]:
-        found: dict[str, list[Handler]] = {}
+    def handlers(self) -> dict[str, list[tuple[str, Handler]]]:
+        """Event name -> (family name, handler), in registry order."""
+        found: dict[str, list[tuple[str, Handler]]] = {}
         for family in self.families:
             for event, handler in family.handlers.items():
-                found.setdefault(event, []).append(handler)
+                found.setdefault(event, []).append((family.name, handler))
         return found
 
     @property
@@ -88,8 +90,17 @@ class Registry:
         return frozenset().union(*(family.webhooks for family in self.families))
 
     def dispatch(self, ctx: Context, event: dict[str, Any]) -> None:
-        for handler in self.handlers.get(str(event.get("event")), ()):
-            handler(ctx, event)
+        """Every family's handler of this event, counted per family (tocsin_events_total)."""
+        for family, handler in self.handlers.get(str(event.get("event")), ()):
+            try:
+                handler(ctx, event)
+            except Rejected:
+                metrics.EVENTS.labels(family, "rejected").inc()
+                raise
+            except Exception:
+                metrics.EVENTS.labels(family, "failed").inc()
+                raise
+            metrics.EVENTS.labels(family, "processed").inc()
 
     def detector(self, name: str) -> SurgeDetector:
         found = [detector for family in self.families for detector in family.detectors if detector.name == name]

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bot import defaults
+from bot import defaults, metrics
 from bot.events import ADDED_DRAIN_NEEDED, APPEND, DUPLICATE, enqueue_drain
 from bot.privacy import reduce_event
 
@@ -148,11 +148,22 @@ async def accept(state: IntakeState, body: bytes, signature: str | None) -> tupl
     """The whole intake decision: (status code, reply) for one delivery."""
     digest = verified_digest(state.secret, body, signature)
     if digest is None:
+        metrics.SIGNATURE_FAILURES.inc()
+        metrics.WEBHOOKS.labels("-", "401").inc()
         return 401, {"status": "rejected", "detail": "missing or invalid X-Hub-Signature"}
     event = parse_event(body)
     if isinstance(event, str):
+        metrics.WEBHOOKS.labels("-", "400").inc()
         return 400, {"status": "rejected", "detail": event}
     name = event["event"]
+    status, reply = await _accept_event(state, event, name, digest)
+    metrics.WEBHOOKS.labels(name if name in state.known_events else "other", str(status)).inc()
+    return status, reply
+
+
+async def _accept_event(
+    state: IntakeState, event: dict[str, Any], name: str, digest: str
+) -> tuple[int, dict[str, str]]:
     try:
         if name not in state.known_events:
             await state.aio.hincrby(defaults.IGNORED_EVENTS, name[:64], 1)
@@ -168,6 +179,7 @@ async def accept(state: IntakeState, body: bytes, signature: str | None) -> tupl
             [state.dedupe_seconds, orjson.dumps(reduced), defaults.DRAIN_FLAG_TTL, name],
         )
         if outcome == DUPLICATE:
+            metrics.DUPLICATES.inc()
             return 200, {"status": "duplicate"}
         if outcome == ADDED_DRAIN_NEEDED:
             try:
@@ -200,6 +212,8 @@ class IntakeApp:
         try:
             body = await self._read_body(receive, headers.get(b"content-length"))
         except BodyTooLarge:
+            metrics.TOO_LARGE.inc()
+            metrics.WEBHOOKS.labels("-", "413").inc()
             await _respond(send, 413, {"status": "rejected", "detail": f"body over {self.max_body_bytes} bytes"})
             return
         signature = headers.get(b"x-hub-signature")

@@ -30,7 +30,7 @@ from mastodon import (
     MastodonServerError,
 )
 
-from bot import defaults
+from bot import defaults, metrics
 from bot.config import Settings
 from bot.ratelimit import UNKNOWN_RESET_WAIT, ApiBudget, BudgetExhausted
 
@@ -120,11 +120,22 @@ class PacedMastodon(Mastodon):
                 self.budget.reserve(bulk=getattr(self._depth, "bulk", False))
             answered_before = self.ratelimit_lastcall
             self._depth.value = 1
+            kind = metrics.api_kind(method.__name__)
             try:
-                return method(*args, **kwargs)
+                answer = method(*args, **kwargs)
             except MastodonRatelimitError as error:  # a 429
+                metrics.API_CALLS.labels(kind, "429").inc()
                 reset = self.ratelimit_reset
                 raise BudgetExhausted(max(reset - time.time() if reset else UNKNOWN_RESET_WAIT, 1.0)) from error
+            except MastodonAPIError as error:
+                metrics.API_CALLS.labels(kind, str(error.args[1] if len(error.args) > 1 else "error")).inc()
+                raise
+            except MastodonError:
+                metrics.API_CALLS.labels(kind, "network").inc()
+                raise
+            else:
+                metrics.API_CALLS.labels(kind, "ok").inc()
+                return answer
             finally:
                 self._depth.value = 0
                 if self.ratelimit_lastcall != answered_before and self.ratelimit_reset:

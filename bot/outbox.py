@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 import redis
 from mastodon import Mastodon
 
-from bot import defaults
+from bot import defaults, metrics
 from bot.actions import Message, Proposal, store_proposal
 from bot.config import Settings
 from bot.mastodon import MastodonLink
@@ -188,14 +188,19 @@ class Outbox:
                 ids.append(reply_to)
                 continue
             mode = self._mode()
+            kind = key.split(":", 1)[0]
             if mode == "sent":
-                status_id = self.link.post_status(
-                    text,
-                    visibility=post.visibility,
-                    idempotency_key=f"{key}#{index}",
-                    in_reply_to_id=reply_to,
-                    spoiler_text=post.spoiler_text,
-                )
+                try:
+                    status_id = self.link.post_status(
+                        text,
+                        visibility=post.visibility,
+                        idempotency_key=f"{key}#{index}",
+                        in_reply_to_id=reply_to,
+                        spoiler_text=post.spoiler_text,
+                    )
+                except Exception:
+                    metrics.POSTS.labels(kind, "failed").inc()
+                    raise
             else:
                 status_id = f"{mode}-{uuid.uuid4().hex[:12]}"
             pipe = self.redis.pipeline()
@@ -223,6 +228,7 @@ class Outbox:
             pipe.ltrim(defaults.OUTBOX_LOG, 0, defaults.OUTBOX_LOG_CAP - 1)
             pipe.execute()
             log.info("outbox %s part %d/%d: %s (%s)", key, index + 1, len(parts), mode, status_id)
+            metrics.POSTS.labels(kind, mode).inc()
             reply_to = status_id
             ids.append(status_id)
         return ids
@@ -257,6 +263,7 @@ class Outbox:
             pipe.ltrim(defaults.OUTBOX_LOG, 0, defaults.OUTBOX_LOG_CAP - 1)
             pipe.execute()
             log.info("outbox %s held: paused", key)
+            metrics.POSTS.labels(key.split(":", 1)[0], "paused").inc()
         return []
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from bot import defaults
+from bot import defaults, metrics
 from bot.actions import Message
 from bot.config import Settings
 from bot.context import Context, get_context
@@ -191,6 +191,7 @@ class SurgeDetector:
         sweep's wall clock, when no events arrive) and queue their "quiet again" alerts."""
         alerts = self.quiet_alerts(ctx.redis, now, self.quiet_seconds(ctx.settings))
         for alert in alerts:
+            metrics.SURGES.labels(self.name, "quiet").inc()
             self.enqueue_alert(ctx, alert)
         return len(alerts)
 
@@ -243,6 +244,7 @@ class SurgeDetector:
         if made is None:
             return None  # another worker made this transition first
         alert_no, surge_id = made
+        metrics.SURGES.labels(self.name, decision.value).inc()
         return Alert(
             kind=decision.value,
             bucket=bucket,

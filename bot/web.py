@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from rq import Worker
 from starlette.concurrency import run_in_threadpool
 
-from bot import defaults
+from bot import defaults, metrics
 from bot.config import Settings
 from bot.context import redis_from_url
 from bot.families import registry
@@ -59,6 +59,13 @@ def create_app(settings: Settings) -> IntakeApp:
     async def redis_unavailable(_request: Request, error: redis.RedisError) -> JSONResponse:
         # Pages and checks read Redis; without it they are unavailable for now, not broken.
         return JSONResponse({"error": "storage unavailable", "retry": True}, status_code=503)
+
+    if settings.metrics:
+
+        @app.get("/metrics", include_in_schema=False)
+        def prometheus_metrics(request: Request) -> Response:
+            body, content_type = metrics.exposition(request.app.state.intake.sync)
+            return Response(body, media_type=content_type)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -40,7 +40,7 @@ from rq import Worker, get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from bot import defaults
+from bot import defaults, metrics
 from bot.context import Context, get_context
 from bot.mastodon import Impact, covering_block
 from bot.queue import SERIALIZER, enqueue_once, fails_at_once_on_permanent_errors
@@ -348,6 +348,10 @@ def complete(ctx: Context, run: Run, report: ScanReport, send: bool) -> int:
     """The run's end, once: the moderators' DM (when `send`), the doctor's timestamp, the keys' expiry."""
     if not ctx.redis.hsetnx(run.key("meta"), "completed", repr(time.time())):
         return 0
+    metrics.SCAN_SECONDS.observe(report.seconds)
+    metrics.SCAN_PEERS.labels("read").inc(report.scanned - sum(report.unreadable.values()))
+    for reason, count in report.unreadable.items():
+        metrics.SCAN_PEERS.labels(reason).inc(count)
     sent = send_scan_messages(ctx, report) if send else 0
     pipe = ctx.redis.pipeline()
     pipe.hset(run.key("meta"), "state", "done")

@@ -4,6 +4,10 @@ Chromium. Shared helpers that are not fixtures live in tests/helpers.py."""
 from __future__ import annotations
 
 import os
+import tempfile
+
+# Before bot/ is imported (bot/metrics.py reads it at import): this run's metrics files, not the repo's.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tocsin-test-metrics-")
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
