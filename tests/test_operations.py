@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -23,8 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_export_flush_import_restores_incidents_baselines_and_the_audit_log(
     ctx: Context, connection: redis.Redis, tocsin: CliRunner, tmp_path: Path
 ) -> None:
-    from datetime import UTC, datetime, timedelta
-
     now = datetime.now(UTC).replace(microsecond=0)
     feed(ctx, background(now - timedelta(days=14), days=14) + burst(now - timedelta(hours=1), "spam.example", 40, 1))
     slug = incidents.open_incident(connection, "spam wave", "Spam from spam.example", "Crypto spam", now.timestamp())
@@ -90,3 +91,161 @@ def test_the_systemd_units_pass_systemd_analyze(tmp_path: Path) -> None:
     assert len(units) == 3
     result = subprocess.run([analyze, "verify", *units], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+METRICS = {
+    "tocsin_webhooks": "counter",
+    "tocsin_webhook_signature_failures": "counter",
+    "tocsin_webhook_duplicates": "counter",
+    "tocsin_webhook_too_large": "counter",
+    "tocsin_events": "counter",
+    "tocsin_stream_backlog": "gauge",
+    "tocsin_stream_oldest_pending_seconds": "gauge",
+    "tocsin_queue_jobs": "gauge",
+    "tocsin_queue_failed_jobs": "gauge",
+    "tocsin_surge_transitions": "counter",
+    "tocsin_posts": "counter",
+    "tocsin_mastodon_api_calls": "counter",
+    "tocsin_mastodon_ratelimit_remaining": "gauge",
+    "tocsin_scan_duration_seconds": "histogram",
+    "tocsin_scan_peers": "counter",
+    "tocsin_announcements_held": "gauge",
+    "tocsin_commands": "counter",
+}
+
+
+def scrape(url: str) -> dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+    """/metrics parsed by the client library's own parser: family -> (sample, labels) -> value."""
+    import httpx2
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx2.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {
+        family.name: {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for sample in family.samples
+            if not sample.name.endswith("_created")
+        }
+        for family in text_string_to_metric_families(response.text)
+    }
+
+
+def unmoved(snapshots: list[dict[str, Any]]) -> list[str]:
+    """The metrics whose samples never changed from one scrape to the next."""
+    return [
+        name
+        for name in METRICS
+        if not any(a != b for a, b in itertools.pairwise(snapshot.get(name, {}) for snapshot in snapshots))
+    ]
+
+
+def test_every_metric_moves_during_an_end_to_end_run(
+    redis_url: str, mastodon: Any, stack_factory: Any, tmp_path: Path
+) -> None:
+    import signal
+    import sys
+    import time
+
+    import httpx2
+
+    from bot import defaults, sweep
+    from bot.queue import enqueue_once
+    from tests.helpers import report_event, sign, wait_for
+
+    mastodon.max_characters = 1000
+    mastodon.peers = ["gone.invalid"]
+    stack = stack_factory(
+        redis_url,
+        mastodon,
+        workers=2,
+        TOCSIN_METRICS="true",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+        TOCSIN_COMMAND_POLL_SECONDS="1",
+        TOCSIN_SCAN_TIMEOUT="2",
+        TOCSIN_MODERATORS="mod_anna,mod_ben",
+    )
+    (tmp_path / "metrics").mkdir(exist_ok=True)
+    connection = redis.Redis.from_url(redis_url)
+    cli = [sys.executable, "-m", "bot.cli"]
+    snapshots = [scrape(stack.url)]
+    # An event that waits (no drain yet), then fails in its handler: the backlog and its age move.
+    connection.xadd(defaults.EVENT_STREAM, {"event": json.dumps({"event": "domain_block.changes", "object": {}})})
+    time.sleep(1.1)  # the oldest pending age is measured in seconds: let one pass
+    snapshots.append(scrape(stack.url))
+    subprocess.run([*cli, "blocks", "poll"], env=stack.env, check=True, timeout=60)  # the first poll: state
+    mastodon.fail_next_posts = [422]  # the first alert's post is refused: a failed post and a failed job
+    now = datetime.now(UTC).replace(microsecond=0)
+    events = burst(now - timedelta(hours=1), "a.example", 30, 1) + burst(
+        now - timedelta(hours=1), "b.example", 30, 1, first_id=500000
+    )
+    with httpx2.Client(timeout=10) as client:
+
+        def post(body: bytes, signature: str) -> int:
+            headers = {"Content-Type": "application/json", "X-Hub-Signature": signature}
+            return client.post(f"{stack.url}/webhooks/mastodon", content=body, headers=headers).status_code
+
+        assert {stack.deliver(client, event) for event in events} == {202}
+        assert stack.deliver(client, events[0]) == 200  # a duplicate
+        body = json.dumps(report_event(9, "2026-11-20T12:00:00.000Z", "c.example", "9")).encode()
+        assert post(body, "sha256=00") == 401
+        huge = b"{" + b" " * (2 * 1024 * 1024) + b"}"
+        assert post(huge, sign(huge)) == 413
+    wait_for(lambda: len(mastodon.direct_messages()) >= 1, what="a surge DM")
+    workers = stack.processes[1:]
+    for worker in workers:  # frozen: jobs wait in their queue, for a scrape to see. (A worker blocked in
+        worker.send_signal(signal.SIGSTOP)  # Redis's BLMOVE still takes one job each: Redis moves it.)
+    try:
+        for n in range(len(workers) + 1):
+            assert enqueue_once(connection, defaults.QUEUE_BACKGROUND, sweep.run, job_id=f"a-sweep-to-see-{n}")
+        snapshots.append(scrape(stack.url))
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGCONT)
+    mastodon.add_block("spam.example")
+    subprocess.run([*cli, "blocks", "poll"], env=stack.env, check=True, timeout=60)  # an announcement is held
+    wait_for(lambda: connection.zcard("tocsin:announce:pending") == 1, what="the held announcement")
+    subprocess.run([*cli, "scan"], env=stack.env, check=True, timeout=120, capture_output=True)
+    command = mastodon.say("101", "@tocsin status")
+    wait_for(lambda: bool(mastodon.replies_to(command["id"])), what="the command's answer")
+
+    def all_moved() -> bool:
+        snapshots.append(scrape(stack.url))
+        return not unmoved(snapshots)
+
+    try:
+        wait_for(all_moved, what="every metric to move")
+    except AssertionError:
+        raise AssertionError(
+            f"never moved: {unmoved(snapshots)}; last: {snapshots[-1]}"
+        ) from None  # (the last alerts and posts are being worked on)
+    assert set(METRICS) <= set(snapshots[-1]), set(METRICS) - set(snapshots[-1])
+    last = snapshots[-1]
+    assert last["tocsin_webhook_duplicates"][("tocsin_webhook_duplicates_total", ())] == 1
+    assert last["tocsin_events"][("tocsin_events_total", (("family", "domain-blocks"), ("outcome", "failed")))] == 1
+    failed_posts = {
+        labels: value for (_name, labels), value in last["tocsin_posts"].items() if ("outcome", "failed") in labels
+    }
+    assert list(failed_posts.values()) == [1.0], failed_posts
+    assert last["tocsin_scan_peers"][("tocsin_scan_peers_total", (("result", "dns"),))] == 1
+
+
+def test_metrics_are_off_on_the_public_listener_unless_asked_and_a_local_port_serves_them(
+    make_context: Any, redis_url: str
+) -> None:
+    import httpx2
+    from fastapi.testclient import TestClient
+
+    from bot.embedded_redis import free_port
+    from bot.metrics import serve_locally
+    from bot.web import create_app
+
+    with TestClient(create_app(make_context().settings)) as client:
+        assert client.get("/metrics").status_code == 404  # off by default
+    with TestClient(create_app(make_context(metrics=True).settings)) as client:
+        response = client.get("/metrics")
+        assert response.status_code == 200 and "tocsin_stream_backlog 0.0" in response.text
+    port = free_port()
+    serve_locally(port, redis_url)
+    response = httpx2.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    assert response.status_code == 200 and "tocsin_queue_jobs" in response.text
