@@ -1,4 +1,5 @@
-"""Real `tocsin web` and `tocsin worker` processes against a Redis URL, configured through the environment."""
+"""Real processes: `tocsin web` and `tocsin worker` against a Redis URL (Stack), or a whole `tocsin serve`
+(Serve), configured through the environment like a deployment."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import redis
 
 from bot.embedded_redis import free_port
+from bot.supervise import STATUS_FILE
 from tests.helpers import SECRET, sign, wait_for
 from tests.mastodon_double import MastodonDouble
 
@@ -77,3 +80,72 @@ class Stack:
             process.send_signal(signal.SIGTERM)
         for process in self.processes:
             process.wait(15)  # a process that ignores SIGTERM fails the test here
+
+
+class Serve:
+    """`tocsin serve` in its own data directory, with a known webhook secret: dry-run, or live against a
+    Mastodon double."""
+
+    def __init__(
+        self, tmp_path: Path, workers: int = 1, mastodon: MastodonDouble | None = None, **extra_env: str
+    ) -> None:
+        self.data = tmp_path / "data"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / "serve.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
+        env.update(
+            TOCSIN_PORT=str(self.port),
+            TOCSIN_DATA_DIR=str(self.data),
+            TOCSIN_WEBHOOK_SECRET=SECRET,
+            TOCSIN_MODERATORS="mod_anna",
+            TOCSIN_RETRY_DELAYS="1,1,2",
+        )
+        if mastodon is not None:
+            env.update(TOCSIN_MASTODON_URL=mastodon.url, TOCSIN_ACCESS_TOKEN=mastodon.token)
+        env.update(extra_env)
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bot.cli", "serve", "--workers", str(workers)],
+                env=env,
+                cwd=tmp_path,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(self.ready, timeout=60, what="serve to be ready")
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.data / STATUS_FILE).read_text())["children"]  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return {}
+
+    def ready(self) -> bool:
+        assert self.process.poll() is None, f"serve exited:\n{self.log.read_text()}"
+        try:
+            return httpx2.get(f"{self.url}/readyz", timeout=2).status_code == 200
+        except httpx2.HTTPError:
+            return False
+
+    def redis(self) -> redis.Redis:
+        port = int((self.data / "redis" / "redis.port").read_text())
+        return redis.Redis(port=port)
+
+    def deliver(self, client: httpx2.Client, event: dict[str, Any]) -> int:
+        body = json.dumps(event).encode()
+        try:
+            return client.post(
+                f"{self.url}/webhooks/mastodon", content=body, headers={"X-Hub-Signature": sign(body)}
+            ).status_code
+        except httpx2.HTTPError:
+            return 0
+
+    def kill(self, child: str) -> int:
+        pid = int(self.status()[child]["pid"])
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(30)

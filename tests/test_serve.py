@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import pytest
@@ -20,73 +19,11 @@ import redis
 from bot import defaults
 from bot.embedded_redis import free_port
 from bot.supervise import STATUS_FILE, Child, CrashLoop, Supervisor
-from tests.helpers import SECRET, quiescent, sign, wait_for
+from tests.helpers import SECRET, quiescent, wait_for
+from tests.stack import Serve
 from tests.waves import burst
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=4)
-
-
-class Serve:
-    """`tocsin serve` in its own data directory, dry-run, with a known webhook secret."""
-
-    def __init__(self, tmp_path: Path, workers: int = 1) -> None:
-        self.data = tmp_path / "data"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp_path / "serve.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
-        env.update(
-            TOCSIN_PORT=str(self.port),
-            TOCSIN_DATA_DIR=str(self.data),
-            TOCSIN_WEBHOOK_SECRET=SECRET,
-            TOCSIN_MODERATORS="mod_anna",
-            TOCSIN_RETRY_DELAYS="1,1,2",
-        )
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "bot.cli", "serve", "--workers", str(workers)],
-                env=env,
-                cwd=tmp_path,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for(self.ready, timeout=60, what="serve to be ready")
-
-    def status(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.data / STATUS_FILE).read_text())["children"]  # type: ignore[no-any-return]
-        except (OSError, ValueError):
-            return {}
-
-    def ready(self) -> bool:
-        assert self.process.poll() is None, f"serve exited:\n{self.log.read_text()}"
-        try:
-            return httpx2.get(f"{self.url}/readyz", timeout=2).status_code == 200
-        except httpx2.HTTPError:
-            return False
-
-    def redis(self) -> redis.Redis:
-        port = int((self.data / "redis" / "redis.port").read_text())
-        return redis.Redis(port=port)
-
-    def deliver(self, client: httpx2.Client, event: dict[str, Any]) -> int:
-        body = json.dumps(event).encode()
-        try:
-            return client.post(
-                f"{self.url}/webhooks/mastodon", content=body, headers={"X-Hub-Signature": sign(body)}
-            ).status_code
-        except httpx2.HTTPError:
-            return 0
-
-    def kill(self, child: str) -> int:
-        pid = int(self.status()[child]["pid"])
-        os.kill(pid, signal.SIGKILL)
-        return pid
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(30)
 
 
 @pytest.fixture
