@@ -66,6 +66,9 @@ class Peer:
     redirect: str | None = None  # answer the discovery request with 302 to this URL
     slow_body: bool = False  # headers, then a byte a second, forever
     huge: bool = False  # a chunked NodeInfo body that never ends
+    gzip: bool = False  # the NodeInfo document gzip-encoded (Content-Encoding: gzip), although identity was asked
+    declared_bytes: int | None = None  # a Content-Length this large, then the body streamed up to it
+    slow_headers: bool = False  # the status line, then a header byte a second
     contact: dict[str, Any] | None = None  # /api/v2/instance contact
     domain_blocks: Any = None  # /api/v1/instance/domain_blocks: a list (200), a status code, None (404)
     peer_list: Any = None  # /api/v1/instance/peers: likewise
@@ -198,6 +201,32 @@ class PeerFleet:
                     if writer.is_closing() or reader_gone(writer):
                         return None
                     writer.write(b" ")
+                    await writer.drain()
+                return None
+            if peer.gzip:
+                import gzip
+
+                packed = gzip.compress(json.dumps(peer.document).encode())
+                return await _send(writer, 200, packed, "application/json", {"Content-Encoding": "gzip"})
+            if peer.declared_bytes is not None:
+                writer.write(
+                    f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {peer.declared_bytes}"
+                    "\r\n\r\n".encode()
+                )
+                chunk = b" " * 65536
+                for _chunk in range(peer.declared_bytes // len(chunk)):
+                    if writer.is_closing() or reader_gone(writer):
+                        return None
+                    writer.write(chunk)
+                    await writer.drain()
+                return None
+            if peer.slow_headers:
+                writer.write(b"HTTP/1.1 200 OK\r\n")
+                for _second in range(120):
+                    await asyncio.sleep(1)
+                    if writer.is_closing() or reader_gone(writer):
+                        return None
+                    writer.write(b"X")
                     await writer.drain()
                 return None
             if peer.huge:
