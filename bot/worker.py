@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import time
+from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker
@@ -26,6 +27,8 @@ from bot.sweep import schedule_next_sweep
 
 log = logging.getLogger(__name__)
 
+SCHEDULER_CHECK_SECONDS = 10
+"""How soon an idle worker notices that no RQ scheduler is running (see TocsinWorker)."""
 RESTART_DELAYS = (1, 2, 5, 10, 30)
 """Seconds before starting a fresh worker after one quit on a Redis outage (the last one repeats)."""
 
@@ -43,6 +46,26 @@ class TocsinWorker(SimpleWorker):
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
         _keep_sweep_scheduled(self.connection)
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """An idle worker wakes up this often (RQ: every 405 s), to look after the scheduler (below)."""
+        return SCHEDULER_CHECK_SECONDS
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        super().heartbeat(*args, **kwargs)
+        self._keep_scheduler_running()
+
+    def _keep_scheduler_running(self) -> None:
+        """RQ's scheduler (a process the worker forks; it moves retries and delayed jobs, the sweep among
+        them, onto their queues) exits when Redis goes away, and RQ starts another only at its next
+        maintenance round, ten minutes on: every retry and the sweep itself would wait that long after a
+        Redis restart. Start one as soon as the lock is free."""
+        scheduler = self.scheduler
+        if scheduler is None or (scheduler._process is not None and scheduler._process.is_alive()):
+            return
+        with contextlib.suppress(redis.RedisError):
+            scheduler.acquire_locks(auto_start=True)  # type: ignore[no-untyped-call]
 
 
 def _keep_sweep_scheduled(connection: redis.Redis) -> None:
