@@ -256,20 +256,14 @@ class Settings(BaseSettings):
     @field_validator("moderators", mode="before")
     @classmethod
     def _split_moderators(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [part for part in value.replace(",", " ").split() if part]
-        if isinstance(value, list):
-            return [str(acct).lstrip("@") for acct in value]
-        return value
+        items = _words(value)
+        return [str(acct).lstrip("@") for acct in items] if isinstance(items, list) else items
 
     @field_validator("watch_domains", mode="before")
     @classmethod
     def _split_domains(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [part for part in value.replace(",", " ").split() if part]
-        if isinstance(value, list):
-            return [str(domain).strip().lower().rstrip(".") for domain in value]
-        return value
+        items = _words(value)
+        return [str(domain).strip().lower().rstrip(".") for domain in items] if isinstance(items, list) else items
 
     @field_validator("allowed_private_addresses", mode="before")
     @classmethod
@@ -311,6 +305,11 @@ class Settings(BaseSettings):
     @property
     def secret_file(self) -> Path:
         return self.data_dir / "webhook-secret"
+
+
+def _words(value: object) -> object:
+    """A list setting written as one string: comma- or space-separated."""
+    return [part for part in value.replace(",", " ").split() if part] if isinstance(value, str) else value
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -87,3 +87,11 @@ def test_detector_settings_from_the_environment_with_their_bounds(
     monkeypatch.setenv("TOCSIN_SIGNUP_CLUSTER_MIN", "1")  # below the section's bound (2)
     with pytest.raises(ConfigError, match="TOCSIN_SIGNUP_CLUSTER_MIN"):
         load_settings()
+
+
+def test_list_settings_are_split_on_commas_and_spaces() -> None:
+    settings = load_settings(
+        _env_file=None, moderators="@alice, bob@example.org", watch_domains="Threads.NET. bad.example"
+    )
+    assert settings.moderators == ["alice", "bob@example.org"]
+    assert settings.watch_domains == ["threads.net", "bad.example"]

@@ -183,8 +183,12 @@ def test_soak_with_redis_and_worker_kills_and_mastodon_failures(
                 )
                 for name in defaults.QUEUES
             }
-            state["locks"] = [(k.decode(), connection.ttl(k), connection.get(k)) for k in connection.keys("rq:scheduler*")]
-            raise AssertionError(f"not quiescent: {stream_backlog(connection)}, {state}, {connection.exists(defaults.DRAIN_FLAG)}") from None
+            state["locks"] = [
+                (k.decode(), connection.ttl(k), connection.get(k)) for k in connection.keys("rq:scheduler*")
+            ]
+            raise AssertionError(
+                f"not quiescent: {stream_backlog(connection)}, {state}, {connection.exists(defaults.DRAIN_FLAG)}"
+            ) from None
         sampling.set()
 
         alerts = [thread[0]["text"].split("\n")[1] for thread in mastodon.direct_threads()]
