@@ -64,6 +64,8 @@ class TocsinWorker(SimpleWorker):
         scheduler = self.scheduler
         if scheduler is None or (scheduler._process is not None and scheduler._process.is_alive()):
             return
+        if _stop_was_requested(self):
+            return  # shutting down: RQ stopped the scheduler on purpose (a new one would keep us alive)
         with contextlib.suppress(redis.RedisError):
             scheduler.acquire_locks(auto_start=True)  # type: ignore[no-untyped-call]
 

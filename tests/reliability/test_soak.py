@@ -81,7 +81,7 @@ class Sender(threading.Thread):
                             break
                         self.refused[status] = self.refused.get(status, 0) + 1
                         assert time.monotonic() < deadline, f"no 2xx for a minute: {status}"
-                        time.sleep(0.05)
+                        time.sleep(0.05)  # as Mastodon waits before it redelivers
                     self.sent = n + 1
         except BaseException as error:  # reported by the test
             self.error = error
