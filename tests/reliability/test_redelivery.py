@@ -1,5 +1,5 @@
 """Mastodon redelivers: every event 1 to 16 times, in random order, interleaved with the others, gives
-the same alerts as one delivery of each (short form: 600 events; `--long`: 3,000)."""
+the same alerts as one delivery of each (short form: 400 events; `--long`: 3,000)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_redelivered_and_shuffled_events_give_the_same_alerts(
 ) -> None:
     mastodon.max_characters = 5000
     ctx = make_context(moderators=["mod_anna"])
-    stream = events(3000 if long_form else 600)
+    stream = events(3000 if long_form else 400)
     assert set(deliver_all(ctx, stream)) == {202}
     once = alerts(ctx.redis)
     assert len(once) >= 3  # two report surges and the sign-up surge, at least
