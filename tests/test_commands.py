@@ -265,6 +265,13 @@ def test_each_refusal_says_why(cctx: Context, mastodon: MastodonDouble) -> None:
     assert refusal(ANNA, "approve", dm) == (
         "Not done: the bot's token lacks the scope admin:write:domain_blocks; create a token with it"
     )
+    stale = mastodon.say(ANNA, "@tocsin limit old.example")
+    stale["created_at"] = "2026-01-02T03:04:05.000Z"  # read long after it was written (Tocsin was down)
+    mentions.poll(cctx)
+    run_jobs(cctx.redis)
+    assert answer(mastodon, stale)["text"].endswith(
+        "more than a day old (Tocsin was not reading); send it again if it stands"
+    )
     edited = mastodon.say(ANNA, "@tocsin status")
     mastodon.edit(edited["id"], "@tocsin suspend spam.example")
     mentions.poll(cctx)
