@@ -247,7 +247,8 @@ class PeerFleet:
                 return await _send(
                     writer, listed, b'{"error":"This method requires an authenticated user"}', "application/json"
                 )
-            return await _send(writer, 200, json.dumps(listed).encode(), "application/json")
+            body = listed if isinstance(listed, bytes) else json.dumps(listed).encode()  # bytes: sent as they are
+            return await _send(writer, 200, body, "application/json")
         if path == "/api/v2/instance" and peer.contact is not None:
             return await _send(
                 writer, 200, json.dumps({"domain": host, "contact": peer.contact}).encode(), "application/json"
