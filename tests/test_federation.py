@@ -141,7 +141,7 @@ def auditing(
     monkeypatch.setattr(
         "handlers.nodeinfo.make_fetcher",
         lambda settings: Fetcher(
-            fleet.policy(total_timeout=5.0), resolver=fleet.resolver, ssl_context=fleet.client_context()
+            fleet.policy(total_timeout=20.0), resolver=fleet.resolver, ssl_context=fleet.client_context()
         ),
     )
     mastodon.peers = [*FLEET, "gone.invalid", f"www.{TARGET}"]
@@ -153,7 +153,7 @@ def auditing(
 
 
 def test_streamed_search_finds_a_needle_across_chunks_and_bounds_the_body(fleet: PeerFleet) -> None:
-    fetcher = Fetcher(fleet.policy(total_timeout=5.0), resolver=fleet.resolver, ssl_context=fleet.client_context())
+    fetcher = Fetcher(fleet.policy(total_timeout=20.0), resolver=fleet.resolver, ssl_context=fleet.client_context())
     url = "https://big.example/api/v1/instance/peers"
     assert asyncio.run(fetcher.find(url, needles(TARGET), 8 * 1024 * 1024)) == {needles(TARGET)[1]}
     assert asyncio.run(fetcher.find(url, (b'"nowhere.example"',), 8 * 1024 * 1024)) == set()
