@@ -32,7 +32,7 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlsplit
 
-from mastodon import MastodonNotFoundError
+from mastodon import MastodonAPIError, MastodonNotFoundError
 
 from bot import actions, audit, defaults, metrics
 from bot.actions import Action, Done, Refused, can, carry_out
@@ -40,7 +40,7 @@ from bot.context import Context, get_context
 from bot.events import parse_time
 from bot.families import registry
 from bot.outbox import Post, release_held
-from bot.queue import fails_at_once_on_permanent_errors
+from bot.queue import PERMANENT_STATUSES, fails_at_once_on_permanent_errors
 
 log = logging.getLogger(__name__)
 
@@ -557,6 +557,11 @@ def _decide(
         return command.run(ctx, request)
     except Refused as reason:
         return refused(str(reason))
+    except MastodonAPIError as error:  # 401/403/404/422 (undo, lift, …): retrying cannot help, the reply can
+        code = error.args[1] if len(error.args) > 1 else None
+        if code not in PERMANENT_STATUSES:
+            raise  # 429, 5xx: the job is retried
+        return refused(f"Mastodon answered {code}: {PERMANENT_STATUSES[code]}")
 
 
 def _remember(

@@ -315,6 +315,16 @@ def test_suspend_asks_for_yes_then_undo_lifts(cctx: Context, mastodon: MastodonD
     assert [entry.outcome for entry in entries(cctx)] == ["asked", "done", "done"]
 
 
+def test_a_permanent_mastodon_refusal_is_answered_not_dropped(cctx: Context, mastodon: MastodonDouble) -> None:
+    say(cctx, mastodon, ANNA, "limit spam.example")
+    mastodon.scopes = {"read", "write:statuses", "admin:read"}  # the token lost its write scopes meanwhile
+    reply = answer(mastodon, say(cctx, mastodon, ANNA, "undo"))
+    assert reply["text"].endswith(
+        "Not done: Mastodon answered 403: the token lacks a scope this needs (see the README's token scopes)"
+    )
+    assert len(mastodon.domain_blocks) == 1 and [entry.outcome for entry in entries(cctx)] == ["done", "refused"]
+
+
 def test_lift_then_undo_restores_the_block(cctx: Context, mastodon: MastodonDouble) -> None:
     mastodon.add_block("old.example", "suspend", reject_media=True, public_comment="Spam", private_comment="by hand")
     assert "old.example's suspension lifted" in answer(mastodon, say(cctx, mastodon, ANNA, "lift old.example"))["text"]
