@@ -393,8 +393,10 @@ def import_state(source: Any, yes: bool) -> None:
 @main.command()
 def pause() -> None:
     """Panic stop: hold posts back (shown in the outbox) until `tocsin resume`."""
+    from bot.outbox import pause as pause_posts
+
     settings = with_redis(settings_from_environment())
-    redis_from_url(settings.redis_url or "").set(defaults.PAUSED, str(time.time()))
+    pause_posts(redis_from_url(settings.redis_url or ""))
     click.echo("paused: nothing will be posted until `tocsin resume`")
 
 
@@ -402,15 +404,11 @@ def pause() -> None:
 @click.option("--drop", is_flag=True, help="Discard the posts held while paused instead of sending them.")
 def resume(drop: bool) -> None:
     """End the panic stop: the posts held meanwhile are sent (or, with --drop, discarded)."""
-    from bot.outbox import drop_held, release_held
+    from bot.outbox import resume as resume_posts
 
     settings = with_redis(settings_from_environment())
-    connection = redis_from_url(settings.redis_url or "")
-    connection.delete(defaults.PAUSED)
-    if drop:
-        click.echo(f"resumed; {drop_held(connection)} held post(s) discarded")
-    else:
-        click.echo(f"resumed; {release_held(connection, settings.retry_delays)} held post(s) being sent")
+    _was_paused, count = resume_posts(redis_from_url(settings.redis_url or ""), settings.retry_delays, drop)
+    click.echo(f"resumed; {count} held post(s) {'discarded' if drop else 'being sent'}")
 
 
 if __name__ == "__main__":

@@ -34,12 +34,12 @@ from urllib.parse import urlsplit
 
 from mastodon import MastodonAPIError, MastodonNotFoundError
 
-from bot import actions, audit, defaults, metrics
+from bot import actions, audit, defaults, metrics, outbox
 from bot.actions import Action, Done, Refused, can, carry_out
 from bot.context import Context, get_context
 from bot.events import parse_time
 from bot.families import registry
-from bot.outbox import Post, release_held
+from bot.outbox import Post
 from bot.queue import PERMANENT_STATUSES, fails_at_once_on_permanent_errors
 
 log = logging.getLogger(__name__)
@@ -345,15 +345,14 @@ def undo(ctx: Context, request: Request) -> Outcome:
 
 
 def pause(ctx: Context, request: Request) -> Outcome:
-    ctx.redis.set(defaults.PAUSED, str(time.time()))
+    outbox.pause(ctx.redis)
     return Outcome(
         "done", "Paused: Tocsin posts nothing (alerts and announcements are held) until resume.", everyone=True
     )
 
 
 def resume(ctx: Context, request: Request) -> Outcome:
-    was_paused = ctx.redis.delete(defaults.PAUSED)
-    released = release_held(ctx.redis, ctx.settings.retry_delays)
+    was_paused, released = outbox.resume(ctx.redis, ctx.settings.retry_delays)
     if not was_paused and not released:
         return refused("Tocsin is not paused")
     return Outcome("done", f"Resumed: {released} held post(s) being sent.", everyone=True)

@@ -267,6 +267,17 @@ class Outbox:
         return []
 
 
+def pause(connection: redis.Redis) -> None:
+    """The panic stop (`tocsin pause`, or `pause` in a DM): posts are held until `resume`."""
+    connection.set(defaults.PAUSED, str(time.time()))
+
+
+def resume(connection: redis.Redis, retry_delays: list[int], drop: bool = False) -> tuple[bool, int]:
+    """End the panic stop: (whether it was paused, how many held posts are sent — or, with `drop`, dropped)."""
+    was_paused = bool(connection.delete(defaults.PAUSED))
+    return was_paused, drop_held(connection) if drop else release_held(connection, retry_delays)
+
+
 def release_held(connection: redis.Redis, retry_delays: list[int]) -> int:
     """`tocsin resume`: a job per held post (sent with retries by the workers); how many."""
     released = 0
