@@ -19,27 +19,25 @@ import base64
 import json
 import time
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from typing import Any
 
 import redis
+
+from bot.families import registry
 
 FORMAT = 1
 EPHEMERAL = (
     "tocsin:cache:",
     "tocsin:seen:",
-    "tocsin:nodeinfo:",
     "tocsin:events:drain-scheduled",
     "tocsin:api-budget",
-    "tocsin:incidents:lock",
-    "tocsin:domain-blocks:poll-claimed",
     "tocsin:mentions:polling",
     "tocsin:mentions:streaming",
     "tocsin:commands:role:",
-    "tocsin:scan:claimed",
-    "tocsin:scan:current",
-    "tocsin:scan:run:",
 )
-"""Prefixes of keys that are not exported (they rebuild themselves, or are only in flight)."""
+"""Prefixes of the platform's keys that are not exported (they rebuild themselves, or are only in
+flight); each family adds its own (Family.ephemeral_keys)."""
 UNPROCESSED_EVENTS = "tocsin:events"
 
 
@@ -57,7 +55,12 @@ def _raw(value: str | dict[str, str]) -> bytes:
 
 
 def exported(name: str) -> bool:
-    return name.startswith("tocsin:") and name != UNPROCESSED_EVENTS and not name.startswith(EPHEMERAL)
+    return name.startswith("tocsin:") and name != UNPROCESSED_EVENTS and not name.startswith(_ephemeral())
+
+
+@lru_cache(maxsize=1)
+def _ephemeral() -> tuple[str, ...]:
+    return EPHEMERAL + tuple(prefix for family in registry().families for prefix in family.ephemeral_keys)
 
 
 def export_lines(connection: redis.Redis) -> Iterator[str]:

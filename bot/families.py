@@ -22,6 +22,7 @@ from bot.ratelimit import BudgetExhausted
 
 if TYPE_CHECKING:
     import click
+    import redis
     from fastapi import FastAPI
 
     from bot.commands import ReplyCommand
@@ -70,6 +71,10 @@ class Family:
     """Commands moderators write in a DM (bot/commands.py), besides the platform's own."""
     status: Callable[[Context], Iterable[str]] | None = None
     """Lines for the `status` DM command: what is waiting (held announcements, open incidents)."""
+    gauges: Callable[[redis.Redis], Iterable[tuple[str, str, float]]] | None = None
+    """Its state for /metrics, read from Redis when scraped: (metric name, help, value)."""
+    ephemeral_keys: tuple[str, ...] = ()
+    """Prefixes of its Redis keys that `tocsin export` leaves out: caches, claims, work in flight."""
 
 
 @dataclass(frozen=True)

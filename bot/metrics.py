@@ -101,9 +101,11 @@ class RedisState(Collector):
             failed.add_metric([name], queue.failed_job_registry.count)
         yield queued
         yield failed
-        yield GaugeMetricFamily(
-            "tocsin_announcements_held", "Announcement batches in their hold-off.", value=self.redis.zcard(HELD_BATCHES)
-        )
+        from bot.families import registry  # (bot.families counts events here: imported when scraped)
+
+        for family in registry().families:
+            for name, documentation, value in family.gauges(self.redis) if family.gauges is not None else ():
+                yield GaugeMetricFamily(name, documentation, value=value)
         yield GaugeMetricFamily(
             "tocsin_paused", "1 while the panic stop holds posts back.", value=int(self.redis.exists(defaults.PAUSED))
         )
@@ -113,10 +115,6 @@ class RedisState(Collector):
         )
         remaining.add_metric([], float(budget.get(b"remaining", b"-1")))
         yield remaining
-
-
-HELD_BATCHES = "tocsin:announce:pending"
-"""handlers/announcements.py's sorted set of held batches (the platform reads it by name, as a gauge)."""
 
 
 def _oldest_age(connection: redis.Redis) -> float:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import redis
+
 from bot.context import Context
 from bot.families import Family
 from handlers import (
@@ -14,6 +16,8 @@ from handlers import (
     domain_blocks,
     federation,
     incident_commands,
+    incidents,
+    nodeinfo,
     pages,
     reports,
     scan_runs,
@@ -47,6 +51,16 @@ def _scan_status(ctx: Context) -> Iterator[tuple[bool, str]]:
             if now.state == "sizing":
                 step = f"follows looked up for {now.sized:,}/{now.to_size:,} servers"
             yield True, f"scan under way (started {_ago(str(now.started).encode())}): {step}"
+
+
+def _held_announcements(connection: redis.Redis) -> list[tuple[str, str, float]]:
+    return [
+        (
+            "tocsin_announcements_held",
+            "Announcement batches in their hold-off.",
+            connection.zcard(announcements.PENDING),
+        )
+    ]
 
 
 def _backfill_reports(ctx: Context, days: float | None) -> str:
@@ -99,6 +113,7 @@ FAMILIES = [
     Family(
         name="peer-scan",
         sweep=scan_runs.sweep,
+        ephemeral_keys=(nodeinfo.CACHE_PREFIX, scan_runs.SCAN_CLAIM, scan_runs.CURRENT_RUN, scan_runs.RUN_PREFIX),
         commands=(scan_command, outreach),
         doctor=_scan_status,
     ),
@@ -111,6 +126,7 @@ FAMILIES = [
         name="domain-blocks",
         handlers=dict.fromkeys(BLOCK_EVENTS, domain_blocks.handle_block_changes),
         sweep=domain_blocks.schedule_poll,
+        ephemeral_keys=(domain_blocks.POLL_CLAIM,),
         commands=(blocks,),
         doctor=_poll_status,
     ),
@@ -120,6 +136,14 @@ FAMILIES = [
         commands=(incident, announcements_command),
         replies=incident_commands.REPLIES,
         status=incident_commands.status_lines,
+        gauges=lambda connection: [
+            (
+                "tocsin_announcements_held",
+                "Announcement batches in their hold-off.",
+                connection.zcard(announcements.PENDING),
+            )
+        ],
+        ephemeral_keys=(incidents.LOCK,),
         routes=pages.add_incident_pages,
     ),
 ]

@@ -31,12 +31,13 @@ def test_export_flush_import_restores_incidents_baselines_and_the_audit_log(
     slug = incidents.open_incident(connection, "spam wave", "Spam from spam.example", "Crypto spam", now.timestamp())
     incidents.attach(connection, slug, "spam.example")
     connection.set("tocsin:cache:staff", "[]")  # rebuilds itself: not exported
+    connection.set("tocsin:nodeinfo:peer.example", "{}")  # the scan family's cache (Family.ephemeral_keys)
     connection.set("tocsin:secret:pii-key", bytes(range(256)))  # not UTF-8: exported as base64
     connection.xadd("tocsin:audit", {"handle": "mod_anna", "command": "approve"})
     before = {
         key: connection.dump(key)
         for key in connection.scan_iter(match="tocsin:*")
-        if not key.startswith((b"tocsin:cache:", b"tocsin:events"))
+        if not key.startswith((b"tocsin:cache:", b"tocsin:events", b"tocsin:nodeinfo:"))
     }
     baseline = connection.zcard("tocsin:reports:times:spam.example")
     assert baseline == 40 and reports.SURGES.state(connection, "spam.example") is not None
@@ -47,7 +48,7 @@ def test_export_flush_import_restores_incidents_baselines_and_the_audit_log(
     lines = path.read_text().splitlines()
     assert json.loads(lines[0])["tocsin_export"] == 1
     assert f"{len(lines) - 1} keys exported" in result.stderr
-    assert not any(json.loads(line)["key"].startswith("tocsin:cache:") for line in lines[1:])
+    assert not any(json.loads(line)["key"].startswith(("tocsin:cache:", "tocsin:nodeinfo:")) for line in lines[1:])
 
     connection.flushall()
     assert run(tocsin, "import", str(path), "--yes").stdout.strip() == f"{len(lines) - 1} keys imported"
