@@ -29,6 +29,7 @@ from bot import defaults, metrics
 from bot.actions import Message, Proposal, store_proposal
 from bot.config import Settings
 from bot.mastodon import MastodonLink
+from bot.privacy import RECIPIENT, unmention
 from bot.queue import enqueue_once, fails_at_once_on_permanent_errors
 
 log = logging.getLogger(__name__)
@@ -145,9 +146,17 @@ def _inside(
 
 
 def split_post(text: str, mentions: tuple[str, ...], max_characters: int, spoiler_text: str | None = None) -> list[str]:
-    """Statuses of at most `max_characters`, each starting with the mentions; numbered when more than one."""
+    """Statuses of at most `max_characters`, each starting with the mentions; numbered when more than one.
+
+    The mentions at the top are the only ones: every "@" of the text and spoiler is broken
+    (bot.privacy.unmention), so no template, label or quoted word can add a recipient.
+    """
+    for acct in mentions:
+        if not RECIPIENT.fullmatch(acct):
+            raise ValueError(f"not an account to address a post to: {acct!r}")
     prefix = " ".join(f"@{acct}" for acct in mentions)
     prefix = f"{prefix}\n" if prefix else ""
+    text = unmention(text)
     whole = prefix + text
     if status_length(whole, spoiler_text) <= max_characters:
         return [whole]
@@ -176,7 +185,8 @@ class Outbox:
             return self._hold(key, post)
         sent_key = defaults.OUTBOX_SENT_PREFIX + key
         posted: dict[bytes, bytes] = self.redis.hgetall(sent_key)  # type: ignore[assignment]
-        parts = split_post(post.text, post.mentions, self.link.max_characters(), post.spoiler_text)
+        spoiler_text = unmention(post.spoiler_text) if post.spoiler_text else post.spoiler_text
+        parts = split_post(post.text, post.mentions, self.link.max_characters(), spoiler_text)
         if post.visibility == "direct" and not post.mentions and not self.settings.is_dry_run:
             raise RuntimeError("a direct message without recipients reaches no one; set TOCSIN_MODERATORS")
         ids: list[str] = []
@@ -196,7 +206,7 @@ class Outbox:
                         visibility=post.visibility,
                         idempotency_key=f"{key}#{index}",
                         in_reply_to_id=reply_to,
-                        spoiler_text=post.spoiler_text,
+                        spoiler_text=spoiler_text,
                     )
                 except Exception:
                     metrics.POSTS.labels(kind, "failed").inc()
@@ -216,7 +226,7 @@ class Outbox:
                         "part": index + 1,
                         "of": len(parts),
                         "visibility": post.visibility,
-                        "spoiler_text": post.spoiler_text,
+                        "spoiler_text": spoiler_text,
                         "text": text,
                         "status_id": status_id,
                         "in_reply_to_id": reply_to,

@@ -93,27 +93,44 @@ def reduce_event(event: dict[str, Any], key: bytes) -> dict[str, Any]:
     return {**event, "object": obj}
 
 
-# Mastodon's Account::MENTION_RE needs [a-z0-9_] right after "@"; a zero-width space there breaks it.
-# "@" after "/" or a word character is left alone: it cannot start a mention (profile URLs, emails).
-_MENTION_AT = re.compile(r"(?<![/\w])@")
-# Mastodon links text that starts with a scheme; "https[:]//" is still readable and is not a link.
-_URL_SCHEME = re.compile(r"\b([a-z][a-z0-9+.-]{1,15}):(//)", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 ZERO_WIDTH_SPACE = "\u200b"
+# Mastodon's Account::MENTION_RE (app/models/account.rb) reads a mention at an "@" followed by
+# [a-z0-9_] and preceded by anything but "=", "/" or a Ruby [[:word:]] character (letters, marks,
+# decimal digits, connector punctuation: not Python's \w, which also takes "½", "²", "Ⅻ" and misses
+# marks). Guessing that class is a hole, so every "@" is broken: a zero-width space after it leaves
+# no [a-z0-9_] there, whatever precedes it.
+_AT = re.compile("@(?!" + ZERO_WIDTH_SPACE + ")")
+# Mastodon links http(s), dat, dweb, ipfs, ipns, ssb, gopher and gemini URLs only with their "://",
+# and xmpp: and magnet: URIs (config/initializers/twitter_regex.rb), whatever precedes them.
+_LINK = re.compile(r"(://)|(xmpp|magnet)(:)", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+RECIPIENT = re.compile(
+    r"[a-z0-9_]+(?:[.-]+[a-z0-9_]+)*(?:@[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)?", re.IGNORECASE | re.ASCII
+)
+"""An acct a post may be addressed to: Mastodon's USERNAME_RE, then an ASCII domain."""
+
+
+def unmention(text: str) -> str:
+    """`text` with no "@" that Mastodon could read as the start of a mention (it still reads the same)."""
+    return _AT.sub("@" + ZERO_WIDTH_SPACE, text)
+
+
+def _unlink(match: re.Match[str]) -> str:
+    return "[:]//" if match.group(1) else f"{match.group(2)}[:]"
 
 
 def neutralize(text: object, limit: int = 280) -> str:
     """User-supplied text made safe to quote in a status: it mentions no one and links nowhere.
 
     A direct message is delivered to every account it mentions, so an unescaped `@victim@example.org`
-    in a quoted report comment would send the moderators' DM to the victim.
+    in a quoted report comment would send the moderators' DM to the victim. (The outbox breaks every
+    "@" of a post's body too, bot/outbox.py: this is the first of two locks.)
     """
     if text is None:
         return ""
-    clean = _CONTROL.sub(" ", str(text))
-    clean = _MENTION_AT.sub("@" + ZERO_WIDTH_SPACE, clean)
-    clean = _URL_SCHEME.sub(r"\1[:]\2", clean)
-    clean = " ".join(clean.split())
+    clean = " ".join(_CONTROL.sub(" ", str(text)).split())
     if len(clean) > limit:
         clean = clean[: limit - 1].rstrip() + "…"
-    return clean
+    return unmention(_LINK.sub(_unlink, clean))

@@ -31,6 +31,7 @@ from bot.context import Context
 from bot.fetching import FetchError
 from bot.mastodon import DomainBlock
 from bot.outbox import Post
+from bot.privacy import RECIPIENT
 from bot.templating import render_text
 from handlers import nodeinfo, proposals, reports
 from handlers.advisories import (
@@ -192,6 +193,8 @@ def outreach_message(ctx: Context, domain: str) -> Outreach:
     acct = str(account.get("acct") or account.get("username") or "").strip().lstrip("@") or None
     if acct is not None and "@" not in acct:
         acct = f"{acct}@{domain}"
+    if acct is not None and not RECIPIENT.fullmatch(acct):  # the peer's words: one account, or none
+        acct = None
     instance_url = ctx.settings.mastodon_url or "https://your.instance"
     text = render_text(
         ctx.settings.template_dir,

@@ -15,7 +15,6 @@ import asyncio
 import copy
 import html
 import json
-import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl
 
+import regex
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -34,8 +34,16 @@ from bot.embedded_redis import free_port
 FIXTURES = Path(__file__).parent / "fixtures" / "mastodon"
 DOMAIN = "social.example.org"
 
-# Account::MENTION_RE and USERNAME_RE (app/models/account.rb), case-insensitive like Mastodon's.
-MENTION_RE = re.compile(r"(?<![=/\w])@(([a-z0-9_]+(?:[.-]+[a-z0-9_]+)*)(?:@(\w+(?:[.-]+\w+)*))?)", re.IGNORECASE)
+# Account::MENTION_RE (app/models/account.rb, 4.x), transcribed with Ruby's character classes:
+#   USERNAME_RE = /[a-z0-9_]+([.-]+[a-z0-9_]+)*/i
+#   MENTION_RE  = %r{(?<![=/[:word:]])@((#{USERNAME_RE})(?:@[[:word:]]+([.-]+[[:word:]]+)*)?)}
+# Onigmo's [[:word:]] is Letter | Mark | Decimal_Number | Connector_Punctuation — not Python's \w, which
+# also takes other numbers ("½", "²", "Ⅻ") and misses marks; `regex` spells the class exactly. The /i
+# of USERNAME_RE is interpolated with it (Ruby keeps an embedded regexp's flags); the domain has none.
+RUBY_WORD = r"\p{L}\p{M}\p{Nd}\p{Pc}"
+MENTION_RE = regex.compile(
+    rf"(?<![=/{RUBY_WORD}])@(((?i:[a-z0-9_]+(?:[.-]+[a-z0-9_]+)*))(?:@([{RUBY_WORD}]+(?:[.-]+[{RUBY_WORD}]+)*))?)"
+)
 
 
 def mentioned_accts(text: str) -> list[str]:
@@ -101,7 +109,7 @@ def _admin_account(account_id: str, username: str, staff: bool, role: str | None
 def _content(text: str) -> str:
     """Status HTML as Mastodon's TextFormatter makes it: paragraphs, <br>, mentions as h-card links."""
 
-    def mention(match: re.Match[str]) -> str:
+    def mention(match: regex.Match[str]) -> str:
         username, domain = match.group(2), match.group(3) or DOMAIN
         return (
             f'<span class="h-card" translate="no"><a href="https://{domain}/@{username}" '

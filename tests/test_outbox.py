@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 
 import pytest
@@ -12,7 +13,7 @@ from bot import defaults
 from bot.cli import main
 from bot.context import Context
 from bot.outbox import Post, read_log, split_post, status_length
-from bot.privacy import neutralize
+from bot.privacy import ZERO_WIDTH_SPACE, neutralize
 from bot.queue import enqueue_once, queue
 from bot.surges import Alert, send_alert
 from tests.helpers import run, run_jobs, run_until
@@ -96,6 +97,7 @@ def test_a_single_overlong_word_is_cut() -> None:
         ("ping @victim", "victim"),
         ("(@Victim_1.x@example.org)", "victim_1.x@example.org"),
         ("line\n@victim@example.org", "victim@example.org"),
+        ("½@eve@evil.example", "eve@evil.example"),  # Python's \w takes "½"; Ruby's [[:word:]] does not
     ],
 )
 def test_neutralized_text_mentions_no_one(text: str, must_not_mention: str) -> None:
@@ -103,11 +105,69 @@ def test_neutralized_text_mentions_no_one(text: str, must_not_mention: str) -> N
     assert mentioned_accts(neutralize(text)) == []
 
 
+# Characters of every Unicode category that can precede an "@" in a report comment. Mastodon's
+# MENTION_RE reads "<c>@eve@evil.example" as a mention unless <c> is Ruby's [[:word:]] (L*, M*, Nd, Pc)
+# — Python's \w differs on No, Nl and M* — and whatever <c> is, the neutralized text mentions no one.
+PRECEDING = [
+    "A", "é", "ǅ", "ʰ", "字", "\u0301", "\u0903", "\u20dd", "٣", "7", "Ⅻ", "½", "²", "①", "‿", "_", "-", "(", "!",
+    "+", "$", "^", "©", "=", "/", " ", "\u200d", "\u202e", "\t", "\ue000",
+]  # fmt: skip
+RUBY_WORD_CATEGORIES = {"Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Pc"}
+
+
+@pytest.mark.parametrize("character", PRECEDING, ids=lambda c: f"U+{ord(c):04X}")
+def test_no_character_before_an_at_sign_lets_a_mention_through(character: str) -> None:
+    text = f"{character}@eve@evil.example"
+    shielded = unicodedata.category(character) in RUBY_WORD_CATEGORIES or character in "=/"
+    assert (mentioned_accts(text) == []) is shielded  # Mastodon's own reading of it
+    assert mentioned_accts(neutralize(text)) == []
+    assert neutralize(text).replace(ZERO_WIDTH_SPACE, "") == " ".join(text.replace("\t", " ").split())
+
+
+HOSTILE_TEXT = st.lists(
+    st.one_of(
+        st.text(alphabet=st.characters(codec="utf-8"), max_size=20),
+        st.sampled_from(["@eve", "@Eve@evil.example", "½@x", "@@x", "=@x", "https://x.example/@y", "\u200b@z", "@"]),
+        st.characters(codec="utf-8").map(lambda c: c + "@eve@evil.example"),
+    ),
+    max_size=12,
+).map("".join)
+"""Text as an attacker writes it: random Unicode with at-signs after every kind of character."""
+
+
+@settings(max_examples=500, deadline=None)
+@given(HOSTILE_TEXT, st.integers(min_value=1, max_value=300))
+def test_neutralized_text_never_mentions_anyone(text: str, limit: int) -> None:
+    assert mentioned_accts(neutralize(text, limit=limit)) == []
+    assert mentioned_accts(neutralize("x" + text + "@eve")) == []
+
+
+ACCTS = st.from_regex(r"\A[a-z0-9_]{1,8}(@[a-z]{1,6}\.example)?\Z")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(HOSTILE_TEXT, max_size=8).map("\n".join),
+    st.lists(ACCTS, max_size=3, unique=True),
+    HOSTILE_TEXT,
+)
+def test_a_post_mentions_exactly_its_recipients(text: str, recipients: list[str], spoiler: str) -> None:
+    """Whatever a template, a label or a quoted word puts in the text: only the addressed accounts."""
+    for part in split_post(text, tuple(recipients), 500, spoiler or None):
+        assert mentioned_accts(part) == [acct.lower() for acct in recipients]
+
+
+@pytest.mark.parametrize("acct", ["anna @victim@evil.example", "anna\n@victim", "", "anna@", "@anna", "ann a"])
+def test_a_post_is_not_addressed_to_what_is_no_acct(acct: str) -> None:
+    with pytest.raises(ValueError, match="not an account"):
+        split_post("Hello", ("mod_ben", acct), 500)
+
+
 def test_neutralized_text_keeps_emails_and_profile_urls_readable_and_disarms_links() -> None:
-    text = neutralize("mail dave@example.com, see https://evil.example/@erin/1 and http://x.example")
-    assert "dave@example.com" in text
-    assert "https[:]//evil.example/@erin/1" in text
-    assert "http[:]//x.example" in text
+    text = neutralize("mail dave@example.com, see https://evil.example/@erin/1 and http://x.example ½xmpp:a@b")
+    assert "dave@\u200bexample.com" in text
+    assert "https[:]//evil.example/@\u200berin/1" in text
+    assert "http[:]//x.example" in text and "½xmpp[:]a@\u200bb" in text
     assert status_length("https[:]//evil.example/very/long/path") == len("https[:]//evil.example/very/long/path")
 
 
