@@ -53,6 +53,11 @@ def _webhook_secret(settings: Settings) -> str:
     return secret
 
 
+def _web_port(settings: Settings) -> int:
+    """Where `tocsin web` listens without --port: $PORT, which Heroku-style platforms set, else TOCSIN_PORT."""
+    return int(os.environ.get("PORT", settings.port))
+
+
 @click.group()
 def main() -> None:
     """Tocsin: Mastodon admin webhooks in, moderator alerts out."""
@@ -77,7 +82,7 @@ def serve(workers: int | None) -> None:
     metrics_dir.mkdir(parents=True, exist_ok=True)
     for stale in metrics_dir.glob("*.db"):  # the counters of an earlier run's processes
         stale.unlink()
-    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    base = settings.public_url or f"http://{settings.host}:{_web_port(settings)}"  # where `web` (below) listens
     mode = f"dry-run (see `tocsin outbox` or {base}/outbox)" if settings.is_dry_run else "live"
     click.echo(f"\nWebhook URL: {base}/webhooks/mastodon\nSecret:      {secret}\nMode:        {mode}\n", err=True)
 
@@ -138,7 +143,7 @@ def web(host: str | None, port: int | None) -> None:
     uvicorn.run(
         app,
         host=host or settings.host,
-        port=port or int(os.environ.get("PORT", settings.port)),  # PORT: set by Heroku-style platforms
+        port=port or _web_port(settings),
         log_level="warning",
         access_log=False,
         proxy_headers=True,

@@ -88,6 +88,9 @@ SWEEP_INTERVAL = 60
 SWEEP_JOB_ID = "tocsin-sweep"
 WORKER_SEEN_SECONDS = 600
 """/readyz wants a worker heartbeat at most this old."""
+PUBSUB_STOP_SECONDS = 1.0
+"""A stopping worker waits this long for its RQ command listener (a thread reading a socket) to finish,
+as RQ itself did before redis-py 8.2; the listener normally leaves at once (bot/worker.py)."""
 
 # --- Commands from moderators' DMs (bot/commands.py, bot/mentions.py).
 MENTIONS_JOB_ID = "tocsin-mentions"

@@ -56,6 +56,28 @@ class TocsinWorker(SimpleWorker):
         super().heartbeat(*args, **kwargs)
         self._keep_scheduler_running()
 
+    def unsubscribe(self) -> None:
+        """Stop listening for RQ's commands (`rq shutdown`, stop-job) without waiting on the listener.
+
+        RQ sends UNSUBSCRIBE, then stops its listener thread. That thread reads UNSUBSCRIBE's reply, finds
+        no subscription left and, when it loops before the stop flag is down, waits for a new subscription
+        for RQ's poll period, 60 s; since redis-py 8.2 stopping the thread waits for it, so a stopped
+        worker outlived the 15 s that our systemd units, `tocsin serve` and the tests give it (one worker
+        in six, four stopped together on two cores). Here the flag goes down first, so the thread leaves
+        as soon as it reads the reply, and the wait for it is bounded."""
+        listener = self.pubsub_thread
+        if listener is None:
+            return
+        listener._running.clear()  # PubSubWorkerThread.stop() without its (8.2) unbounded wait
+        try:
+            # The reply wakes the thread. Should the thread close the connection under us (woken by
+            # something else just now), the error changes nothing: the connection is closed next anyway.
+            with contextlib.suppress(redis.RedisError):
+                self.pubsub.unsubscribe()
+        finally:
+            listener.join(timeout=defaults.PUBSUB_STOP_SECONDS)  # a daemon thread: never holds the exit
+            self.pubsub.close()
+
     def _keep_scheduler_running(self) -> None:
         """RQ's scheduler (a process the worker forks; it moves retries and delayed jobs, the sweep among
         them, onto their queues) exits when Redis goes away, and RQ starts another only at its next

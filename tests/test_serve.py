@@ -189,3 +189,32 @@ def test_a_worker_alone_outlives_a_redis_outage_that_outlasts_its_first_retry(tm
         worker.wait(30)
         if server is not None:
             server.stop()
+
+
+def test_serve_prints_the_webhook_url_its_web_process_listens_on(tmp_path: Path) -> None:
+    """`PORT=… tocsin serve` (a platform's port wins over TOCSIN_PORT): the URL a newcomer pastes into
+    Mastodon answers."""
+    port, other = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
+    env.update(PORT=str(port), TOCSIN_PORT=str(other), TOCSIN_DATA_DIR=str(tmp_path / "data"))
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "serve"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(lambda: "Webhook URL: " in log.read_text(), what="the webhook URL")
+        [url] = [line.split()[-1] for line in log.read_text().splitlines() if line.startswith("Webhook URL: ")]
+        assert url == f"http://127.0.0.1:{port}/webhooks/mastodon"
+
+        def answers() -> bool:
+            assert serve.poll() is None, log.read_text()
+            try:
+                return httpx2.get(url.removesuffix("/webhooks/mastodon") + "/healthz", timeout=2).status_code == 200
+            except httpx2.HTTPError:
+                return False
+
+        wait_for(answers, timeout=60, what="web on the printed URL")
+    finally:
+        serve.terminate()
+        serve.wait(30)
