@@ -26,10 +26,25 @@ from bot.mastodon import MastodonLink
 # UserRole::FLAGS (app/models/user_role.rb): the permissions bitmask of an Admin::Account's role.
 ROLE_FLAGS = {
     "administrator": 1 << 0,
+    "view_devops": 1 << 1,
+    "view_audit_log": 1 << 2,
+    "view_dashboard": 1 << 3,
     "manage_reports": 1 << 4,
     "manage_federation": 1 << 5,
+    "manage_settings": 1 << 6,
     "manage_blocks": 1 << 7,
+    "manage_taxonomies": 1 << 8,
+    "manage_appeals": 1 << 9,
     "manage_users": 1 << 10,
+    "manage_invites": 1 << 11,
+    "manage_rules": 1 << 12,
+    "manage_announcements": 1 << 13,
+    "manage_custom_emojis": 1 << 14,
+    "manage_webhooks": 1 << 15,
+    "invite_users": 1 << 16,
+    "manage_roles": 1 << 17,
+    "manage_user_access": 1 << 18,
+    "delete_user_data": 1 << 19,
 }
 STAFF_FLAGS = ("manage_reports", "manage_users", "manage_federation", "manage_blocks")
 """A role with any of these (or administrator) is staff: Tocsin's DMs are for the people who moderate."""
@@ -98,7 +113,7 @@ def _domain_block(link: MastodonLink, action: Action, private_comment: str) -> D
         return Done(
             f"{action.target} {_block_words(severity)} (was {_block_words(existing['severity'])})",
             f"PUT /api/v1/admin/domain_blocks/{existing['id']}: 200",
-            {"kind": "domain_block.restore", "block": existing},
+            _restore(existing, left={"id": str(existing["id"]), "severity": severity}),
         )
     try:
         block_id = link.create_domain_block(
@@ -111,7 +126,12 @@ def _domain_block(link: MastodonLink, action: Action, private_comment: str) -> D
     return Done(
         f"{action.target} {_block_words(severity)}",
         f"POST /api/v1/admin/domain_blocks: 200 (block {block_id})",
-        {"kind": "domain_block.delete", "id": block_id, "domain": action.target},
+        {
+            "kind": "domain_block.delete",
+            "id": block_id,
+            "domain": action.target,
+            "left": {"id": block_id, "severity": severity},
+        },
     )
 
 
@@ -123,7 +143,7 @@ def _lift(link: MastodonLink, action: Action, private_comment: str) -> Done:
     return Done(
         f"{action.target}'s {BLOCK_NOUNS.get(existing['severity'], 'block')} lifted",
         f"DELETE /api/v1/admin/domain_blocks/{existing['id']}: 200",
-        {"kind": "domain_block.restore", "block": existing},
+        _restore(existing, left=None),
     )
 
 
@@ -142,8 +162,10 @@ def _email_domain_block(link: MastodonLink, action: Action, private_comment: str
 
 
 def _suspend_account(link: MastodonLink, action: Action, private_comment: str) -> Done:
+    # No `text`: Mastodon shows it to the suspended account as the moderators' message, and who acted
+    # is nobody's business but the audit log's (the private comment is for domain blocks only).
     try:
-        link.moderate_account(action.target, "suspend", text=private_comment)
+        link.moderate_account(action.target, "suspend")
     except MastodonNotFoundError:
         return Done(f"{action.label}: the account is gone", f"404 (account {action.target})")
     return Done(
@@ -225,14 +247,44 @@ def carry_out(link: MastodonLink, action: Action, private_comment: str) -> Done:
 
 # --- Undo ----------------------------------------------------------------------------------------
 
+UNDO_PERMISSIONS = {
+    "domain_block.delete": "manage_federation",
+    "domain_block.restore": "manage_federation",
+    "email_domain_block.delete": "manage_blocks",
+    "account.unsuspend": "manage_users",
+}
+"""The role permission an undo needs: the one Mastodon requires for the reversing call."""
+
+
+class Changed(Refused):
+    """Not undone: the target is no longer as the action left it (someone changed it since)."""
+
+    def __init__(self, target: str, now: str) -> None:
+        super().__init__(f"{target} changed since: it is {now} now")
+        self.target = target
+
+
+def _restore(block: dict[str, Any], left: dict[str, str] | None) -> dict[str, Any]:
+    """How to put `block` back; `left`: the block as the action left it (None: no block)."""
+    return {"kind": "domain_block.restore", "block": block, "domain": block["domain"], "left": left}
+
+
+def _block_state(link: MastodonLink, domain: str) -> dict[str, str] | None:
+    current = link.domain_block(domain)
+    return None if current is None else {"id": str(current["id"]), "severity": str(current["severity"])}
+
 
 def undo(link: MastodonLink, recipe: dict[str, Any]) -> str:
-    """Reverse one Done; what was reversed."""
+    """Reverse one Done, if its target is still as the action left it; what was reversed. Raises
+    Changed when someone (another moderator, the admin interface) changed the target since: their
+    change is never undone."""
     kind = recipe["kind"]
+    if kind.startswith("domain_block."):
+        domain = recipe["domain"]
+        now = _block_state(link, domain)
+        if now != recipe["left"]:
+            raise Changed(domain, "not blocked" if now is None else _block_words(now["severity"]))
     if kind == "domain_block.delete":
-        existing = link.domain_block(recipe["domain"])
-        if existing is None or existing["id"] != recipe["id"]:
-            return f"{recipe['domain']}'s block was lifted already"
         link.delete_domain_block(recipe["id"])
         return f"{recipe['domain']}'s block lifted"
     if kind == "domain_block.restore":
@@ -241,11 +293,10 @@ def undo(link: MastodonLink, recipe: dict[str, Any]) -> str:
             name: block.get(name)
             for name in ("severity", "reject_media", "reject_reports", "private_comment", "public_comment", "obfuscate")
         }
-        existing = link.domain_block(block["domain"])
-        if existing is None:
+        if recipe["left"] is None:
             link.create_domain_block(block["domain"], **fields)
         else:
-            link.update_domain_block(existing["id"], **fields)
+            link.update_domain_block(recipe["left"]["id"], **fields)
         return f"{block['domain']} {_block_words(block['severity'])} again"
     if kind == "email_domain_block.delete":
         try:
@@ -254,6 +305,8 @@ def undo(link: MastodonLink, recipe: dict[str, Any]) -> str:
             return f"sign-ups from {recipe['domain']} were unblocked already"
         return f"sign-ups from {recipe['domain']} allowed again"
     if kind == "account.unsuspend":
+        if not link.admin_account(recipe["id"]).get("suspended"):
+            raise Changed(f"account {recipe['id']}", "not suspended")
         link.unsuspend_account(recipe["id"])
         return f"account {recipe['id']} unsuspended"
     raise ValueError(f"unknown undo {kind!r}")

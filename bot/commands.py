@@ -21,18 +21,19 @@ The outcome is stored before the reply: a job retried after a crash answers what
 from __future__ import annotations
 
 import difflib
-import html
+import functools
 import json
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import urlsplit
 
 from mastodon import MastodonAPIError, MastodonNotFoundError
+from publicsuffixlist import PublicSuffixList
 
 from bot import actions, audit, defaults, metrics, outbox
 from bot.actions import Action, Done, Refused, can, carry_out
@@ -40,6 +41,7 @@ from bot.context import Context, get_context
 from bot.events import parse_time
 from bot.families import registry
 from bot.outbox import Post
+from bot.privacy import neutralize
 from bot.queue import PERMANENT_STATUSES, fails_at_once_on_permanent_errors
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,9 @@ HANDLED_PREFIX = "tocsin:commands:handled:"  # + status id: this command is done
 OUTCOME_PREFIX = "tocsin:commands:outcome:"  # + status id: what the command did (JSON), before replying
 ROLE_PREFIX = "tocsin:commands:role:"  # + account id: permissions bitmask, or "-" (not local staff)
 LAST_PREFIX = "tocsin:commands:last:"  # + account id: the moderator's last undoable action (JSON)
-CONFIRM_PREFIX = "tocsin:commands:confirm:"  # + account id: the command waiting for its `yes` (JSON)
+CONFIRM_PREFIX = "tocsin:commands:confirm:"  # + question status id: the command waiting for its `yes` (JSON)
+ASKED_PREFIX = "tocsin:commands:asked:"  # + account id: sorted set, question status id -> when it lapses
+ACTED_BY_PREFIX = "tocsin:commands:acted-by:"  # + target: who last acted on it through Tocsin (undo window)
 KEEP_SECONDS = 30 * 86400
 
 
@@ -74,6 +78,7 @@ class Request:
     subject: str | None  # what the thread it was written in is about (Post.subject), if anything
     text: str  # the command as written
     confirmed: bool = False  # a `yes` answered it
+    replying_to: str | None = None  # the status the command replies to
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,11 @@ class ReplyCommand:
     subject: str | None = None
     """Only in a thread whose subject starts with this ("announce:"); None: anywhere."""
     changes: bool = True
-    """It changes something: the sender's role is asked of Mastodon now, not taken from the cache."""
+    """It changes something: the sender's role is asked of Mastodon now, not taken from the cache, and
+    the command's status is read again before acting (deleted or edited since: not carried out)."""
+    permission: str | None = None
+    """The role permission Mastodon requires for what this command does (bot.actions.ROLE_FLAGS);
+    None: any staff role, or the command checks its own targets' (approve, undo, dismiss, limit …)."""
 
 
 # --- The moderator's own words (pure) ------------------------------------------------------------
@@ -144,12 +153,14 @@ _LEADING_MENTIONS = re.compile(r"^(\s*@[\w.-]+(@[\w.-]+)?)+\s*")
 
 def own_text(content: str) -> str:
     """The command line of a status: its author's first line of text, without mentions or quotes
-    (lines starting with ">" are quotes too)."""
+    (lines starting with ">" are quotes too), as the moderator sees it: the HTML decoded once (a typed
+    "&#108;ift" stays those characters) and without invisible format characters."""
     parser = _OwnText()
     parser.feed(content)
     parser.close()
-    for line in "".join(parser.parts).splitlines():
-        line = _LEADING_MENTIONS.sub("", html.unescape(line)).strip()
+    for raw in "".join(parser.parts).splitlines():
+        visible = "".join(char for char in raw if unicodedata.category(char) != "Cf")  # zero-width, bidi, …
+        line = _LEADING_MENTIONS.sub("", visible).strip()
         if line and not line.startswith(">"):
             return line
     return ""
@@ -186,19 +197,33 @@ def near_miss(verb: str, verbs: list[str]) -> str | None:
     return found[0] if found else None
 
 
+MAX_ITEM_DIGITS = 4
+"""An item number longer than this is no item number (a proposal lists a few items, never 10,000)."""
+
+
 def item_numbers(args: str, count: int) -> list[int]:
-    """`approve 1,3` / `1 3` / `2-4`; nothing: all. Raises Refused for numbers the list does not have."""
-    numbers: list[int] = []
+    """`approve 1,3` / `1 3` / `2-4`; nothing: all. Raises Refused, naming the problem, for anything
+    else: a word, a number the list does not have, a backward range — never read as "all"."""
+    numbers: set[int] = set()
     for part in re.split(r"[,\s]+", args.strip()):
         if not part:
             continue
-        low, _, high = part.partition("-")
-        if not low.isdigit() or (high and not high.isdigit()):
-            raise Refused(f"“{part}” is not an item number; write e.g. approve 1,3")
-        numbers.extend(range(int(low), int(high or low) + 1))
-    if any(number < 1 or number > count for number in numbers):
-        raise Refused(f"the proposal has items 1 to {count}")
-    return sorted(set(numbers)) or list(range(1, count + 1))
+        low, dash, high = part.partition("-")
+        if not _is_number(low) or (dash and not _is_number(high)):
+            raise Refused(f"“{neutralize(part, 20)}” is not an item number; write e.g. approve 1,3")
+        first, last = int(low), int(high if dash else low)
+        if first > last:
+            raise Refused(f"“{part}” counts backwards; write e.g. approve {last}-{first}")
+        if first < 1 or last > count:
+            raise Refused(f"the proposal has items 1 to {count}")
+        numbers.update(range(first, last + 1))  # at most `count` numbers: checked above
+    if not numbers and args.strip():
+        raise Refused("write the item numbers, e.g. approve 1,3 (or approve alone for all)")
+    return sorted(numbers) or list(range(1, count + 1))
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= MAX_ITEM_DIGITS
 
 
 def normalized_domain(raw: str) -> str:
@@ -210,7 +235,7 @@ def normalized_domain(raw: str) -> str:
     except UnicodeError:
         ascii_name = ""
     if "." not in ascii_name or not re.fullmatch(r"[a-z0-9.-]+", ascii_name):
-        raise Refused(f"“{raw}” is not a server's domain")
+        raise Refused(f"“{neutralize(raw, 80)}” is not a server's domain")
     return ascii_name
 
 
@@ -223,21 +248,21 @@ def _summary(results: list[Done]) -> str:
     return "; ".join(shown) + more
 
 
+def _missing(moderator: Moderator, permissions: set[str]) -> str | None:
+    """The refusal for a role without all of `permissions`, or None."""
+    missing = sorted(flag for flag in permissions if not moderator.can(flag))
+    return f"your role cannot {', '.join(flag.replace('_', ' ') for flag in missing)}" if missing else None
+
+
 def _act(ctx: Context, request: Request, items: list[tuple[str, Action]], proposal_id: str | None) -> Outcome:
     """Carry out actions in order (each once, for a proposal); stop at the first refusal."""
-    missing = sorted(
-        {
-            actions.KINDS[a.kind].permission
-            for _n, a in items
-            if not request.moderator.can(actions.KINDS[a.kind].permission)
-        }
-    )
+    missing = _missing(request.moderator, {actions.KINDS[a.kind].permission for _n, a in items})
     if missing:
-        return refused(f"your role cannot {', '.join(flag.replace('_', ' ') for flag in missing)}")
+        return refused(missing)
     destructive = [a for _n, a in items if actions.KINDS[a.kind].destructive(a)]
     if not request.confirmed and (destructive or len(items) > actions.CONFIRM_ABOVE):
         what = "; ".join(a.label for _n, a in items[:5]) + (f"; and {len(items) - 5} more" if len(items) > 5 else "")
-        return Outcome("asked", f"This will {what}. Reply yes within 10 minutes to go ahead.")
+        return Outcome("asked", f"This will {what}. Reply yes to this message within 10 minutes to go ahead.")
     results: list[Done] = []
     stopped = ""
     by = f"@{request.moderator.handle}"
@@ -248,6 +273,7 @@ def _act(ctx: Context, request: Request, items: list[tuple[str, Action]], propos
         except Refused as reason:
             stopped = str(reason)
             break
+        ctx.redis.set(ACTED_BY_PREFIX + action.target, by, ex=defaults.UNDO_SECONDS)
         if proposal_id:
             actions.mark_done(ctx.redis, proposal_id, number, by)
     if not results:
@@ -290,6 +316,9 @@ def approve(ctx: Context, request: Request) -> Outcome:
     proposal_id, proposal = _proposal(ctx, request)
     if not proposal.items:
         return refused("this DM proposes nothing Tocsin can carry out; reply dismiss once it is handled")
+    needs = [{actions.KINDS[a.kind].permission for a in item.actions} for item in proposal.items]
+    if all(_missing(request.moderator, need) for need in needs):  # before reading a single number
+        return refused(_missing(request.moderator, set().union(*needs)) or "")
     numbers = item_numbers(request.args, len(proposal.items))
     chosen = [
         (f"{number}.{index}", action)
@@ -314,7 +343,11 @@ def approve(ctx: Context, request: Request) -> Outcome:
 
 
 def dismiss(ctx: Context, request: Request) -> Outcome:
+    """Closing a proposal stops its escalations: it takes every permission acting on it would."""
     proposal_id, proposal = _proposal(ctx, request)
+    missing = _missing(request.moderator, {actions.KINDS[a.kind].permission for a in proposal.actions})
+    if missing:
+        return refused(missing)
     actions.close_proposal(ctx.redis, proposal_id, proposal, f"dismissed by @{request.moderator.handle}")
     return Outcome("done", "Dismissed: nothing done, and no more escalation DMs about this.", everyone=True)
 
@@ -325,23 +358,62 @@ def _domain_action(kind: str, severity: str | None, word: str) -> Callable[[Cont
         if not domain_text:
             return refused(f"write {word} DOMAIN" + (" [public reason]" if severity else ""))
         domain = normalized_domain(domain_text)
-        if domain == urlsplit(ctx.settings.instance_url).hostname:
-            return refused(f"{domain} is this instance")
+        if kind == "domain_block":
+            refuse_blocking(domain, ctx.mastodon.own_domains())
         action = Action(kind, domain, f"{word} {domain}", severity=severity, public_comment=reason.strip() or None)
         return _act(ctx, request, [("1", action)], None)
 
     return run
 
 
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    return PublicSuffixList()  # the list the package ships (ICANN and private sections), read once
+
+
+def refuse_blocking(domain: str, own: list[str]) -> None:
+    """Raise Refused for a domain no moderator means to block: this instance under any of its names, a
+    parent of one (a block covers subdomains), or a public suffix (`co.uk`, `social`, `github.io`)."""
+    if domain in own:
+        raise Refused(f"{domain} is this instance")
+    for name in own:
+        if name.endswith("." + domain):
+            raise Refused(f"{domain} contains this instance ({name})")
+    if _public_suffixes().is_public(domain):
+        raise Refused(f"{domain} is a public suffix: a block would cover every server under it")
+
+
 def undo(ctx: Context, request: Request) -> Outcome:
+    """Reverse the sender's own last action, as far as nobody changed its targets since."""
     key = LAST_PREFIX + request.moderator.account_id
     raw = ctx.redis.get(key)
     if raw is None:
         return refused("you have no action of the last 30 minutes to undo")
     last = json.loads(raw)
-    reversed_ = [actions.undo(ctx.mastodon, recipe) for recipe in reversed(last["undo"])]
+    missing = _missing(request.moderator, {actions.UNDO_PERMISSIONS[recipe["kind"]] for recipe in last["undo"]})
+    if missing:
+        return refused(missing)
+    reversed_: list[str] = []
+    kept: list[str] = []
+    for recipe in reversed(last["undo"]):
+        try:
+            reversed_.append(actions.undo(ctx.mastodon, recipe))
+        except actions.Changed as change:
+            kept.append(_who_changed(ctx, change, request.moderator))
     ctx.redis.delete(key)
-    return Outcome("done", f"Undone ({last['command']}): {'; '.join(reversed_)}.", api=last["command"], everyone=True)
+    if not reversed_:
+        return refused(f"not undone: {'; '.join(kept)}")
+    text = f"Undone ({last['command']}): {'; '.join(reversed_)}."
+    if kept:
+        text += f" Left as it is: {'; '.join(kept)}."
+    return Outcome("done", text, api=last["command"], everyone=True)
+
+
+def _who_changed(ctx: Context, change: actions.Changed, moderator: Moderator) -> str:
+    """What changed a target since the sender's action: the last one through Tocsin, else not Tocsin."""
+    raw: bytes | None = ctx.redis.get(ACTED_BY_PREFIX + change.target)  # type: ignore[assignment]
+    by = raw.decode() if raw else f"@{moderator.handle}"
+    return f"{change} (by {by} through Tocsin)" if by != f"@{moderator.handle}" else f"{change} (outside Tocsin)"
 
 
 def pause(ctx: Context, request: Request) -> Outcome:
@@ -389,10 +461,17 @@ def show_help(ctx: Context, request: Request) -> Outcome:
 
 
 def confirm(ctx: Context, request: Request) -> Outcome:
-    raw = ctx.redis.get(CONFIRM_PREFIX + request.moderator.account_id)
+    """`yes` in reply to a question carries out the command that question is about — only that one,
+    and only for the moderator it was asked of."""
+    raw = ctx.redis.get(CONFIRM_PREFIX + request.replying_to) if request.replying_to else None
     if raw is None:
-        return refused("nothing is waiting for a yes (a question lasts 10 minutes)")
+        asked = open_questions(ctx, request.moderator.account_id)
+        if not asked:
+            return refused("nothing is waiting for a yes (a question lasts 10 minutes)")
+        return refused(f"which? Reply yes to the question itself: {'; '.join(asked)}")
     waiting = json.loads(raw)
+    if waiting["account_id"] != request.moderator.account_id:
+        return refused(f"this question was asked of @{waiting['handle']}: only they can answer it")
     command = find(waiting["verb"], waiting["subject"])
     if command is None:
         return refused("the command waiting for a yes is no longer known")
@@ -408,8 +487,22 @@ def confirm(ctx: Context, request: Request) -> Outcome:
             confirmed=True,
         ),
     )
-    ctx.redis.delete(CONFIRM_PREFIX + request.moderator.account_id)
+    ctx.redis.delete(*(CONFIRM_PREFIX + part for part in waiting["parts"]))
+    ctx.redis.zrem(ASKED_PREFIX + request.moderator.account_id, *waiting["parts"])
     return replace(outcome, command=waiting["text"])
+
+
+def open_questions(ctx: Context, account_id: str) -> list[str]:
+    """The commands waiting for this moderator's `yes`, as they wrote them."""
+    key = ASKED_PREFIX + account_id
+    ctx.redis.zremrangebyscore(key, "-inf", time.time())
+    texts = []
+    parts: list[bytes] = ctx.redis.zrange(key, 0, -1)  # type: ignore[assignment]
+    for part in parts:
+        raw = ctx.redis.get(CONFIRM_PREFIX + part.decode())
+        if raw is not None:
+            texts.append(f"“{json.loads(raw)['text'][:80]}”")
+    return list(dict.fromkeys(texts))
 
 
 BUILTIN = (
@@ -421,10 +514,12 @@ BUILTIN = (
     ReplyCommand("undo", "undo (your last action, 30 min)", undo),
     ReplyCommand("yes", "", confirm),
     ReplyCommand("status", "status", status, changes=False),
-    ReplyCommand("pause", "pause", pause),
-    ReplyCommand("resume", "resume", resume),
+    ReplyCommand("pause", "pause", pause, permission="manage_settings"),
+    ReplyCommand("resume", "resume", resume, permission="manage_settings"),
     ReplyCommand("help", "help", show_help, changes=False),
 )
+"""pause and resume hold or release everything Tocsin says, alerts included: an instance setting, so
+they take Manage Settings (a role that moderates reports only cannot silence the alerts about it)."""
 
 
 def all_commands() -> list[ReplyCommand]:
@@ -444,20 +539,26 @@ def find(verb: str, subject: str | None) -> ReplyCommand | None:
 
 
 def staff_now(ctx: Context, account_id: str, fresh: bool) -> int | None:
-    """The sender's role permissions if it is a local staff account now, else None."""
+    """The sender's role permissions if it is a local staff account now (not suspended, not disabled),
+    else None. A "not staff" answer is always taken from the cache while it lasts: whatever a member
+    sends, a few members cannot spend the API budget on look-ups."""
     key = ROLE_PREFIX + account_id
-    cached = None if fresh else ctx.redis.get(key)
-    if cached is None:
+    cached = ctx.redis.get(key)
+    if cached is None or (fresh and cached != NOT_STAFF):
         try:
             account = ctx.mastodon.admin_account(account_id)
         except MastodonNotFoundError:
             account = {}
         role = account.get("role") or {}
-        local = bool(account) and account.get("domain") is None
-        permissions = int(role.get("permissions") or 0) if local else 0
-        cached = str(permissions).encode() if actions.is_staff(permissions) else b"-"
+        active = bool(account) and account.get("domain") is None
+        active = active and not account.get("suspended") and not account.get("disabled")
+        permissions = int(role.get("permissions") or 0) if active else 0
+        cached = str(permissions).encode() if actions.is_staff(permissions) else NOT_STAFF
         ctx.redis.set(key, cached, ex=defaults.STAFF_ROLE_TTL)
-    return None if cached == b"-" else int(cached)
+    return None if cached == NOT_STAFF else int(cached)
+
+
+NOT_STAFF = b"-"
 
 
 def _count(ctx: Context, reason: str) -> str:
@@ -489,7 +590,8 @@ def _handle(ctx: Context, notification: dict[str, Any], status: dict[str, Any], 
         return _count(ctx, reason)
     sender = notification["account"]
     text = own_text(str(status.get("content") or ""))
-    subject_raw: bytes | None = ctx.redis.get(defaults.THREAD_PREFIX + str(status.get("in_reply_to_id") or ""))  # type: ignore[assignment]
+    replying_to = str(status.get("in_reply_to_id") or "") or None
+    subject_raw: bytes | None = ctx.redis.get(defaults.THREAD_PREFIX + (replying_to or ""))  # type: ignore[assignment]
     subject = subject_raw.decode() if subject_raw else None
     verbs = [command.verb for command in all_commands()]
     verb, args = parse(text, verbs)
@@ -507,10 +609,22 @@ def _handle(ctx: Context, notification: dict[str, Any], status: dict[str, Any], 
         if stored is not None:
             outcome = Outcome(**{**json.loads(stored), "undo": tuple(json.loads(stored)["undo"])})
         else:
-            outcome = _decide(ctx, status, command, verb, verbs, subject, moderator, text, args, status_id)
+            if command is not None and command.changes:  # as it is now: deleted or edited since it was read?
+                current = ctx.mastodon.status(status_id)
+                if current is None:  # nobody to answer: the command is gone
+                    _audit(ctx, moderator, text, Outcome("refused", "deleted before it was carried out"), status_id)
+                    return "refused: deleted"
+                status = current
+            request = Request(status_id, moderator, verb, args, subject, text, replying_to=replying_to)
+            outcome = _decide(ctx, status, command, verbs, request)
     ctx.redis.set(OUTCOME_PREFIX + status_id, json.dumps(asdict(outcome)), ex=KEEP_SECONDS)
-    _remember(ctx, moderator, outcome, verb, args, subject, text)
-    _reply(ctx, status_id, moderator, outcome, subject)
+    parts = _reply(ctx, status_id, moderator, outcome, subject)
+    _remember(ctx, moderator, outcome, verb, args, subject, text, parts)
+    _audit(ctx, moderator, text, outcome, status_id)
+    return outcome.kind
+
+
+def _audit(ctx: Context, moderator: Moderator, text: str, outcome: Outcome, status_id: str) -> None:
     audit.record(
         ctx.redis,
         audit.Entry(
@@ -524,34 +638,26 @@ def _handle(ctx: Context, notification: dict[str, Any], status: dict[str, Any], 
             status_id=status_id,
         ),
     )
-    return outcome.kind
 
 
 def _decide(
-    ctx: Context,
-    status: dict[str, Any],
-    command: ReplyCommand | None,
-    verb: str,
-    verbs: list[str],
-    subject: str | None,
-    moderator: Moderator,
-    text: str,
-    args: str,
-    status_id: str,
+    ctx: Context, status: dict[str, Any], command: ReplyCommand | None, verbs: list[str], request: Request
 ) -> Outcome:
+    """What the command does: checked (written when, by whom with what role, where), then run."""
     if status.get("edited_at"):
         return refused("this command was edited after it was posted; send it again as a new reply")
     written = parse_time(status.get("created_at"))
     if written is not None and time.time() - written > defaults.COMMAND_MAX_AGE:
         return refused("this command is more than a day old (Tocsin was not reading); send it again if it stands")
     if command is None:
-        guess = near_miss(verb, [name for name in verbs if name != "yes"]) if verb else None
+        guess = near_miss(request.verb, [name for name in verbs if name != "yes"]) if request.verb else None
         if guess is not None:
             return Outcome("help", f"Did you mean “{guess}”? Nothing was done.\n{help_text()}")
         return Outcome("help", help_text())
-    if command.subject is not None and not (subject or "").startswith(command.subject):
-        return refused(f"{verb} answers a specific DM: reply to it")
-    request = Request(status_id, moderator, verb, args, subject, text)
+    if command.subject is not None and not (request.subject or "").startswith(command.subject):
+        return refused(f"{request.verb} answers a specific DM: reply to it")
+    if command.permission is not None and not request.moderator.can(command.permission):
+        return refused(_missing(request.moderator, {command.permission}) or "")
     try:
         return command.run(ctx, request)
     except Refused as reason:
@@ -564,22 +670,44 @@ def _decide(
 
 
 def _remember(
-    ctx: Context, moderator: Moderator, outcome: Outcome, verb: str, args: str, subject: str | None, text: str
+    ctx: Context,
+    moderator: Moderator,
+    outcome: Outcome,
+    verb: str,
+    args: str,
+    subject: str | None,
+    text: str,
+    parts: list[str],
 ) -> None:
+    """The bookkeeping for `undo` (the sender's last action) and `yes` (keyed by the question's posts)."""
     if outcome.kind == "done" and outcome.undo:
         last = {"command": (outcome.command or text)[:200], "undo": list(outcome.undo), "at": time.time()}
         ctx.redis.set(LAST_PREFIX + moderator.account_id, json.dumps(last), ex=defaults.UNDO_SECONDS)
-    if outcome.kind == "asked":
-        waiting = {"verb": verb, "args": args, "subject": subject, "text": text}
-        ctx.redis.set(CONFIRM_PREFIX + moderator.account_id, json.dumps(waiting), ex=defaults.CONFIRM_SECONDS)
+    if outcome.kind == "asked" and parts:
+        waiting = {
+            "verb": verb,
+            "args": args,
+            "subject": subject,
+            "text": text,
+            "account_id": moderator.account_id,
+            "handle": moderator.handle,
+            "parts": parts,
+        }
+        pipe = ctx.redis.pipeline()
+        for part in parts:
+            pipe.set(CONFIRM_PREFIX + part, json.dumps(waiting), ex=defaults.CONFIRM_SECONDS)
+            pipe.zadd(ASKED_PREFIX + moderator.account_id, {part: time.time() + defaults.CONFIRM_SECONDS})
+        pipe.expire(ASKED_PREFIX + moderator.account_id, defaults.CONFIRM_SECONDS)
+        pipe.execute()
 
 
-def _reply(ctx: Context, status_id: str, moderator: Moderator, outcome: Outcome, subject: str | None) -> None:
-    """The one answer, in the thread: to every moderator when something changed, else to the sender."""
+def _reply(ctx: Context, status_id: str, moderator: Moderator, outcome: Outcome, subject: str | None) -> list[str]:
+    """The one answer, in the thread: to every moderator when something changed, else to the sender.
+    Its status ids (a question's `yes` must reply to one of them)."""
     recipients = [moderator.handle]
     if outcome.everyone:
         recipients += [acct for acct in ctx.mastodon.moderators() if acct.lower() != moderator.handle.lower()]
-    ctx.outbox.send(
+    return ctx.outbox.send(
         Post(
             key=f"reply:{status_id}",
             text=outcome.text,

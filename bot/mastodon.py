@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import redis
 from mastodon import (
@@ -26,6 +27,7 @@ from mastodon import (
     MastodonAPIError,
     MastodonError,
     MastodonNetworkError,
+    MastodonNotFoundError,
     MastodonRatelimitError,
     MastodonServerError,
 )
@@ -246,6 +248,28 @@ class MastodonLink:
         self.redis.delete(defaults.CACHE_PREFIX + BOT_ACCOUNT_ID + ":failed")
         self._bot_id = (time.monotonic(), found)
         return found
+
+    def own_domains(self) -> list[str]:
+        """This instance's names: its LOCAL_DOMAIN (the instance's `domain`), its WEB_DOMAIN (the host of
+        the bot's profile URL) and the host Tocsin reaches it at (TOCSIN_MASTODON_URL)."""
+        names = {urlsplit(self.settings.mastodon_url or "").hostname or ""}
+        if self.can_read_admin:
+
+            def read() -> list[str]:
+                instance = self.client.instance_v2()  # type: ignore[union-attr]
+                me = self.client.account_verify_credentials()  # type: ignore[union-attr]
+                return [str(instance.get("domain") or ""), urlsplit(str(me.get("url") or "")).hostname or ""]
+
+            names.update(self._cached("own-domains", defaults.INSTANCE_CACHE_TTL, read))
+        return sorted(name.lower() for name in names if name)
+
+    def status(self, status_id: str) -> dict[str, Any] | None:
+        """A status as it is now (None: deleted, or not visible to the bot)."""
+        try:
+            found = self._admin(lambda client: client.status(status_id))
+        except MastodonNotFoundError:
+            return None
+        return dict(as_webhook_json(dict(found)))
 
     def moderators(self) -> list[str]:
         """Accts to address alerts to: TOCSIN_MODERATORS, else the instance's active local staff."""

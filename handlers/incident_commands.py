@@ -125,10 +125,18 @@ def reply_announce_now(ctx: Context, request: Request) -> Outcome:
     return Outcome("done", "Announcing now.", everyone=True)
 
 
+ANNOUNCING = "manage_announcements"
+"""What the replies about a held announcement take: they decide what the instance says in public."""
 REPLIES = (
-    ReplyCommand("cancel", "cancel [DOMAIN]", reply_cancel, SUBJECT),
-    ReplyCommand("correction", "correction [DOMAIN] (word a lift as a correction)", reply_correction, SUBJECT),
-    ReplyCommand("announce now", "announce now", reply_announce_now, SUBJECT),
+    ReplyCommand("cancel", "cancel [DOMAIN]", reply_cancel, SUBJECT, permission=ANNOUNCING),
+    ReplyCommand(
+        "correction",
+        "correction [DOMAIN] (word a lift as a correction)",
+        reply_correction,
+        SUBJECT,
+        permission=ANNOUNCING,
+    ),
+    ReplyCommand("announce now", "announce now", reply_announce_now, SUBJECT, permission=ANNOUNCING),
 )
 
 

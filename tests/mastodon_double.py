@@ -129,6 +129,8 @@ class MastodonDouble:
     max_characters: int = 500
     bot_id: str = "900"
     bot_username: str = "tocsin"
+    web_domain: str = DOMAIN
+    """WEB_DOMAIN: where the instance's pages are (its accounts' URLs); LOCAL_DOMAIN is DOMAIN."""
     staff: list[tuple[str, str]] = field(default_factory=lambda: [("101", "mod_anna"), ("102", "mod_ben")])
     measures: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     """domain -> (instance_follows, instance_followers, instance_accounts)"""
@@ -160,6 +162,12 @@ class MastodonDouble:
     """Seconds between heartbeats on a stream (Mastodon's streaming server: 15)."""
     account_actions: list[tuple[str, str]] = field(default_factory=list)
     """(account id, action: suspend | unsuspend | reject | silence …) in the order they were asked for."""
+    messages_to_accounts: list[tuple[str, str]] = field(default_factory=list)
+    """(account id, the `text` of an account action): what the account itself is shown."""
+    locked_out: dict[str, str] = field(default_factory=dict)
+    """Staff account id -> "suspended" or "disabled": the role stays, the account cannot log in."""
+    permissions: dict[str, int] = field(default_factory=dict)
+    """Staff account id -> a role's permissions bitmask of its own (overrides `roles`)."""
 
     def __post_init__(self) -> None:
         self.port = free_port()
@@ -264,6 +272,12 @@ class MastodonDouble:
         """The author edits a status: new content, `edited_at` set, no new notification (as Mastodon)."""
         status = next(status for status in self.statuses if status["id"] == status_id)
         status.update(content=_content(text), text=text, edited_at=_now())
+
+    def delete(self, status_id: str) -> None:
+        """The author deletes a status: gone from the API (GET answers 404); notifications stay, as in Mastodon
+        until its RemoveStatusService clears them."""
+        status = next(status for status in self.statuses if status["id"] == status_id)
+        status["deleted"] = True
 
     def replies_to(self, status_id: str) -> list[dict[str, Any]]:
         return [status for status in self.statuses if status.get("in_reply_to_id") == status_id]
@@ -392,7 +406,8 @@ class MastodonDouble:
         async def verify_credentials(request: Request) -> JSONResponse:
             if denied := unauthorized(request):
                 return denied
-            return JSONResponse(_account(double.bot_id, double.bot_username))
+            me = _account(double.bot_id, double.bot_username)
+            return JSONResponse({**me, "url": f"https://{double.web_domain}/@{double.bot_username}"})
 
         @app.get("/api/v2/admin/accounts")
         async def admin_accounts(request: Request) -> JSONResponse:
@@ -427,7 +442,12 @@ class MastodonDouble:
         def admin_account_by_id(account_id: str) -> dict[str, Any] | None:
             for staff_id, name in double.staff:
                 if staff_id == account_id:
-                    return _admin_account(staff_id, name, staff=True, role=double.roles.get(staff_id, "everyone"))
+                    found = _admin_account(staff_id, name, staff=True, role=double.roles.get(staff_id, "everyone"))
+                    if staff_id in double.permissions:
+                        found["role"] = {**found["role"], "id": "77", "permissions": str(double.permissions[staff_id])}
+                    if staff_id in double.locked_out:
+                        found[double.locked_out[staff_id]] = True
+                    return found
             if account_id == double.bot_id:
                 return _admin_account(double.bot_id, double.bot_username, staff=False, role="admin")
             found = next((account for account in double.accounts if account["id"] == account_id), None)
@@ -438,6 +458,15 @@ class MastodonDouble:
                 username, domain = status["account"]["acct"].split("@")
                 return {**_admin_account(account_id, username, staff=False), "domain": domain, "role": None}
             return found
+
+        @app.get("/api/v1/statuses/{status_id}")
+        async def get_status(request: Request, status_id: str) -> JSONResponse:
+            if denied := unauthorized(request):
+                return denied
+            found = next((s for s in double.statuses if s["id"] == status_id and not s.get("deleted")), None)
+            if found is None:
+                return JSONResponse({"error": "Record not found"}, 404)
+            return JSONResponse({name: value for name, value in found.items() if name != "text"})
 
         @app.get("/api/v1/admin/accounts/{account_id}")
         async def admin_account(request: Request, account_id: str) -> JSONResponse:
@@ -454,7 +483,10 @@ class MastodonDouble:
             if found is None:
                 return JSONResponse({"error": "Record not found"}, 404)
             if action == "action":
-                action = str((await form_of(request)).get("type"))
+                form = await form_of(request)
+                action = str(form.get("type"))
+                if form.get("text"):  # Mastodon shows it to the account as the moderators' message
+                    double.messages_to_accounts.append((account_id, str(form["text"])))
             double.account_actions.append((account_id, action))
             if action in ("suspend", "unsuspend"):
                 found["suspended"] = action == "suspend"

@@ -13,12 +13,15 @@ from typing import Any
 import httpx2
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from click.testing import CliRunner
 
 from bot import audit, commands, mentions
 from bot.actions import Action, Message, Proposal, ProposalItem, Refused
 from bot.commands import item_numbers, normalized_domain, own_text, parse, screen
 from bot.context import Context
+from bot.privacy import ZERO_WIDTH_SPACE
 from bot.surges import Alert
 from handlers import announcements, incidents, reports
 from handlers.domain_blocks import poll as poll_blocks
@@ -56,6 +59,46 @@ def test_parse_and_near_misses() -> None:
     assert parse("limit spam.example Crypto spam", verbs) == ("limit", "spam.example Crypto spam")
     assert commands.near_miss("aprove", verbs) == "approve"
     assert commands.near_miss("hello", verbs) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        ("4-2", "counts backwards"),  # once read as every item
+        ("2-0", "counts backwards"),
+        ("0", "items 1 to 3"),
+        ("1-999999999", "is not an item number"),  # once a billion-number list before any check
+        ("9" * 5000, "is not an item number"),  # once a ValueError: no answer at all
+        ("²", "is not an item number"),  # str.isdigit says yes; int() says no
+        ("1-", "is not an item number"),
+        (",", "write the item numbers"),
+        ("1,,x", "is not an item number"),
+        ("3-4", "items 1 to 3"),
+    ],
+)
+def test_item_numbers_refuse_what_they_cannot_read(args: str, why: str) -> None:
+    with pytest.raises(Refused, match=why):
+        item_numbers(args, 3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789-, ²x", max_size=30), st.integers(min_value=1, max_value=12))
+def test_item_numbers_are_what_was_written_or_refused(args: str, count: int) -> None:
+    """Never more than the words name: either exactly the numbers written (all only for no words at all)
+    or a refusal."""
+    try:
+        numbers = item_numbers(args, count)
+    except Refused:
+        return
+    assert numbers and all(1 <= number <= count for number in numbers)
+    if not args.strip():
+        assert numbers == list(range(1, count + 1))
+        return
+    named: set[int] = set()
+    for part in args.replace(",", " ").split():
+        low, _, high = part.partition("-")
+        named.update(range(int(low), int(high or low) + 1))
+    assert numbers == sorted(named)
 
 
 def test_item_numbers_and_domains() -> None:
@@ -115,9 +158,10 @@ def say(
 
 
 def answer(mastodon: MastodonDouble, status: dict[str, Any]) -> dict[str, Any]:
-    """Tocsin's one reply to a status (fails on none, or on two)."""
+    """Tocsin's one reply to a status (fails on none, or on two), its text as a reader sees it (the
+    zero-width spaces that keep every "@" of a post's body from mentioning anyone left out)."""
     [reply] = mastodon.replies_to(status["id"])
-    return reply
+    return {**reply, "text": reply["text"].replace(ZERO_WIDTH_SPACE, "")}
 
 
 def proposal_dm(ctx: Context, mastodon: MastodonDouble, *items: ProposalItem, key: str = "test:1") -> str:
@@ -282,6 +326,138 @@ def test_each_refusal_says_why(cctx: Context, mastodon: MastodonDouble) -> None:
     assert mastodon.domain_blocks == []
 
 
+def test_approve_reads_only_the_numbers_written(cctx: Context, mastodon: MastodonDouble) -> None:
+    dm = proposal_dm(cctx, mastodon, limit("a.example"), limit("b.example"), limit("c.example"))
+    for args, why in [
+        ("4-2", "“4-2” counts backwards; write e.g. approve 2-4"),
+        ("1-999999999", "“1-999999999” is not an item number; write e.g. approve 1,3"),
+        ("9" * 5000, "is not an item number; write e.g. approve 1,3"),
+    ]:
+        reply = answer(mastodon, say(cctx, mastodon, ANNA, f"approve {args}", reply_to=dm))
+        assert reply["text"].endswith(why), reply["text"]
+    assert mastodon.domain_blocks == []
+    # A role that can do none of it is refused before a number is read.
+    reply = answer(mastodon, say(cctx, mastodon, BEN, "approve " + "9" * 5000, reply_to=dm))
+    assert reply["text"].endswith("Not done: your role cannot manage federation")
+
+
+def test_undo_never_reverses_another_moderators_later_change(cctx: Context, mastodon: MastodonDouble) -> None:
+    say(cctx, mastodon, ANNA, "limit spam.example")
+    asked = answer(mastodon, say(cctx, mastodon, "103", "suspend spam.example"))
+    say(cctx, mastodon, "103", "yes", reply_to=asked["id"])
+    [block] = mastodon.domain_blocks
+    assert block["severity"] == "suspend"  # Cleo raised Anna's limit: the same block
+    reply = answer(mastodon, say(cctx, mastodon, ANNA, "undo"))
+    assert reply["text"].endswith(
+        "Not done: not undone: spam.example changed since: it is suspended now (by @mod_cleo through Tocsin)"
+    )
+    assert [(b["domain"], b["severity"]) for b in mastodon.domain_blocks] == [("spam.example", "suspend")]
+    # Changed by hand in the admin interface: the same.
+    say(cctx, mastodon, ANNA, "limit other.example")
+    mastodon.domain_blocks[-1]["severity"] = "suspend"
+    reply = answer(mastodon, say(cctx, mastodon, ANNA, "undo"))
+    assert reply["text"].endswith("other.example changed since: it is suspended now (outside Tocsin)")
+    assert len(mastodon.domain_blocks) == 2
+
+
+def test_undo_takes_the_permission_of_what_it_reverses(cctx: Context, mastodon: MastodonDouble) -> None:
+    say(cctx, mastodon, ANNA, "limit spam.example")
+    mastodon.permissions[ANNA] = 1 << 4  # her role now: Manage Reports only
+    reply = answer(mastodon, say(cctx, mastodon, ANNA, "undo"))
+    assert reply["text"].endswith("Not done: your role cannot manage federation")
+    assert len(mastodon.domain_blocks) == 1
+
+
+@pytest.mark.parametrize("how", ["suspended", "disabled"])
+def test_a_locked_out_staff_account_is_no_moderator(cctx: Context, mastodon: MastodonDouble, how: str) -> None:
+    mastodon.locked_out["103"] = how
+    status = say(cctx, mastodon, "103", "limit spam.example")
+    assert mastodon.domain_blocks == []
+    assert answer(mastodon, status)["text"].endswith("your account has no moderator role on this instance now")
+
+
+def test_a_command_deleted_or_edited_before_its_job_runs_is_not_carried_out(
+    cctx: Context, mastodon: MastodonDouble
+) -> None:
+    deleted = mastodon.say(ANNA, "@tocsin limit spam.example")
+    edited = mastodon.say(ANNA, "@tocsin limit other.example")
+    mentions.poll(cctx)  # both queued as they were written …
+    mastodon.delete(deleted["id"])  # … then one deleted, one edited, before a worker took them
+    mastodon.edit(edited["id"], "@tocsin status")
+    run_jobs(cctx.redis)
+    assert mastodon.domain_blocks == []
+    assert mastodon.replies_to(deleted["id"]) == []  # nobody to answer
+    assert answer(mastodon, edited)["text"].endswith("edited after it was posted; send it again as a new reply")
+    assert [(entry.command, entry.outcome, entry.did) for entry in entries(cctx)] == [
+        ("limit spam.example", "refused", "deleted before it was carried out"),
+        ("limit other.example", "refused", "Not done: this command was edited after it was posted; send it again "
+         "as a new reply"),
+    ]  # fmt: skip
+
+
+def test_yes_answers_the_question_it_replies_to_and_only_its_asker(cctx: Context, mastodon: MastodonDouble) -> None:
+    first = answer(mastodon, say(cctx, mastodon, ANNA, "suspend a.example"))
+    second = answer(mastodon, say(cctx, mastodon, ANNA, "suspend b.example"))
+    which = answer(mastodon, say(cctx, mastodon, ANNA, "yes"))  # not in reply to either question
+    assert which["text"].endswith(
+        "Not done: which? Reply yes to the question itself: “suspend a.example”; “suspend b.example”"
+    )
+    other = answer(mastodon, say(cctx, mastodon, "103", "yes", reply_to=first["id"]))
+    assert other["text"].endswith("Not done: this question was asked of @mod_anna: only they can answer it")
+    assert mastodon.domain_blocks == []
+    say(cctx, mastodon, ANNA, "yes", reply_to=first["id"])  # the older question: not the latest one
+    assert [(b["domain"], b["severity"]) for b in mastodon.domain_blocks] == [("a.example", "suspend")]
+    again = answer(mastodon, say(cctx, mastodon, ANNA, "yes", reply_to=first["id"]))
+    assert again["text"].endswith("which? Reply yes to the question itself: “suspend b.example”")
+    say(cctx, mastodon, ANNA, "yes", reply_to=second["id"])
+    assert sorted(b["domain"] for b in mastodon.domain_blocks) == ["a.example", "b.example"]
+
+
+def test_limit_refuses_this_instance_its_parents_and_public_suffixes(cctx: Context, mastodon: MastodonDouble) -> None:
+    mastodon.web_domain = "mastodon.social.example.org"  # WEB_DOMAIN apart from LOCAL_DOMAIN
+
+    def refusal(text: str) -> str:
+        return str(answer(mastodon, say(cctx, mastodon, ANNA, text))["text"].split("\n", 1)[1])
+
+    assert refusal("limit social.example.org") == "Not done: social.example.org is this instance"
+    assert refusal("suspend mastodon.social.example.org") == "Not done: mastodon.social.example.org is this instance"
+    assert refusal("limit example.org") == (
+        "Not done: example.org contains this instance (mastodon.social.example.org)"
+    )
+    for suffix in ("co.uk", "github.io", "com.br"):
+        assert refusal(f"limit {suffix}") == (
+            f"Not done: {suffix} is a public suffix: a block would cover every server under it"
+        )
+    assert refusal("limit social") == "Not done: “social” is not a server's domain"
+    assert mastodon.domain_blocks == []
+    assert refusal("limit spam.co.uk").startswith("Done: spam.co.uk limited.")
+
+
+def test_the_command_is_what_the_moderator_sees(cctx: Context, mastodon: MastodonDouble) -> None:
+    mastodon.add_block("calm.example")
+    # Typed "&#108;ift": Mastodon escapes the "&", the text is decoded once: no lift.
+    assert "Reply with:" in answer(mastodon, say(cctx, mastodon, ANNA, "&#108;ift calm.example"))["text"]
+    assert len(mastodon.domain_blocks) == 1
+    assert own_text("<p>ap\u200bpro\u2066ve 1</p>") == "approve 1"  # invisible characters are not there
+    assert own_text("<p>\u202eevorppa</p>") == "evorppa"  # shown reversed, but no command
+    assert own_text("<p>&amp;#108;ift x</p>") == "&#108;ift x"
+
+
+def test_a_suspended_account_is_not_told_who_suspended_it(cctx: Context, mastodon: MastodonDouble) -> None:
+    mastodon.accounts = [{"id": "500", "username": "bot500", "domain": None, "suspended": False, "role": None}]
+    dm = proposal_dm(cctx, mastodon, ProposalItem("suspend", (Action("suspend_account", "500", "suspend bot500"),)))
+    say(cctx, mastodon, ANNA, "approve", reply_to=dm)
+    assert mastodon.account_actions == [("500", "suspend")]
+    assert mastodon.messages_to_accounts == []
+    assert entries(cctx)[-1].handle == "mod_anna"  # who did it: the audit log knows
+
+
+def test_members_cannot_spend_the_api_budget_on_role_lookups(cctx: Context, mastodon: MastodonDouble) -> None:
+    for text in ("hello", "approve", "what is this", "limit spam.example", "help"):
+        assert mastodon.replies_to(say(cctx, mastodon, "555", text)["id"]) == []
+    assert mastodon.requests.count(("GET", "/api/v1/admin/accounts/555")) == 1
+
+
 def test_unknown_text_gets_the_help_and_a_near_miss_a_suggestion(cctx: Context, mastodon: MastodonDouble) -> None:
     help_reply = answer(mastodon, say(cctx, mastodon, ANNA, "what can you do?"))
     assert mastodon.recipients(help_reply) == ["mod_anna"]  # nothing changed: only the one who asked
@@ -300,9 +476,9 @@ def test_unknown_text_gets_the_help_and_a_near_miss_a_suggestion(cctx: Context, 
 def test_suspend_asks_for_yes_then_undo_lifts(cctx: Context, mastodon: MastodonDouble) -> None:
     mastodon.measures["evil.example"] = (3, 1, 40)
     asked = answer(mastodon, say(cctx, mastodon, ANNA, "suspend evil.example Harassment campaign"))
-    assert "This will suspend evil.example. Reply yes within 10 minutes to go ahead." in asked["text"]
+    assert "This will suspend evil.example. Reply yes to this message within 10 minutes to go ahead." in asked["text"]
     assert mastodon.domain_blocks == []
-    assert 0 < cctx.redis.ttl(commands.CONFIRM_PREFIX + ANNA) <= 600  # a later yes finds nothing to confirm
+    assert 0 < cctx.redis.ttl(commands.CONFIRM_PREFIX + asked["id"]) <= 600  # a later yes finds nothing to confirm
     done = answer(mastodon, say(cctx, mastodon, ANNA, "yes", reply_to=asked["id"]))
     [block] = mastodon.domain_blocks
     assert (block["severity"], block["public_comment"]) == ("suspend", "Harassment campaign")
@@ -342,8 +518,8 @@ def test_spam_wave_and_signup_proposals_act_on_accounts(cctx: Context, mastodon:
     email = (Action("email_domain_block", "spam.example", "block sign-ups from spam.example"),)
     dm = proposal_dm(cctx, mastodon, ProposalItem("suspend these 12 accounts", suspend), ProposalItem("block", email))
     asked = answer(mastodon, say(cctx, mastodon, ANNA, "approve", reply_to=dm))
-    assert "; and 8 more. Reply yes within 10 minutes" in asked["text"]  # 13 actions: more than 10
-    done = answer(mastodon, say(cctx, mastodon, ANNA, "yes"))
+    assert "; and 8 more. Reply yes to this message within 10 minutes" in asked["text"]  # 13 actions: more than 10
+    done = answer(mastodon, say(cctx, mastodon, ANNA, "yes", reply_to=asked["id"]))
     assert mastodon.account_actions == [(str(n), "suspend") for n in range(500, 512)]
     assert [block["domain"] for block in mastodon.email_domain_blocks] == ["spam.example"]
     assert "Done: bot500 (#500) suspended;" in done["text"] and "and 8 more (tocsin audit)" in done["text"]
@@ -356,11 +532,16 @@ def test_spam_wave_and_signup_proposals_act_on_accounts(cctx: Context, mastodon:
     assert "Reply yes" in answer(mastodon, say(cctx, mastodon, "103", "approve", reply_to=dm))["text"]
 
 
-def test_dismiss_marks_it_handled(cctx: Context, mastodon: MastodonDouble) -> None:
+def test_dismiss_marks_it_handled_and_takes_the_proposals_permissions(cctx: Context, mastodon: MastodonDouble) -> None:
     dm = proposal_dm(cctx, mastodon, limit("spam.example"))
-    reply = answer(mastodon, say(cctx, mastodon, BEN, "dismiss", reply_to=dm))
+    # Ben's role (reports, users) could not limit the server: it cannot silence the proposal either.
+    assert answer(mastodon, say(cctx, mastodon, BEN, "dismiss", reply_to=dm))["text"].endswith(
+        "Not done: your role cannot manage federation"
+    )
+    assert cctx.redis.get("tocsin:test:handled") is None
+    reply = answer(mastodon, say(cctx, mastodon, ANNA, "dismiss", reply_to=dm))
     assert "Dismissed: nothing done, and no more escalation DMs about this." in reply["text"]
-    assert cctx.redis.get("tocsin:test:handled") == b"dismissed by @mod_ben"
+    assert cctx.redis.get("tocsin:test:handled") == b"dismissed by @mod_anna"
     assert mastodon.domain_blocks == []
 
 
@@ -373,7 +554,9 @@ def test_pause_holds_an_announcement_and_resume_releases_it(cctx: Context, masto
     assert "we have limited spam.example." in held_dm["text"] and "Why: Crypto spam" in held_dm["text"]
     assert held_dm["text"].endswith("Reply “cancel” to not post it, “announce now” to post it at once.")
 
-    paused = answer(mastodon, say(cctx, mastodon, BEN, "pause"))
+    refused_pause = answer(mastodon, say(cctx, mastodon, BEN, "pause"))  # Manage Reports and Users only
+    assert refused_pause["text"].endswith("Not done: your role cannot manage settings")
+    paused = answer(mastodon, say(cctx, mastodon, "103", "pause"))
     assert "Paused:" in paused["text"]  # answered although paused: it answers a moderator
     say(cctx, mastodon, ANNA, "announce now", reply_to=held_dm["id"])
     assert [status for status in mastodon.statuses if status["visibility"] == "public"] == []  # held
@@ -398,7 +581,9 @@ def test_cancel_and_correction_in_the_announcement_thread(cctx: Context, mastodo
     assert "calm.example's lift will be announced as the correction of a mistake." in reply["text"]
     [(_batch, _due, [item])] = announcements.pending(cctx.redis)
     assert item.correction
-    say(cctx, mastodon, BEN, "cancel", reply_to=held_dm["id"])
+    refused_cancel = answer(mastodon, say(cctx, mastodon, BEN, "cancel", reply_to=held_dm["id"]))
+    assert refused_cancel["text"].endswith("Not done: your role cannot manage announcements")
+    say(cctx, mastodon, "103", "cancel", reply_to=held_dm["id"])
     [(_batch, _due, [item])] = announcements.pending(cctx.redis)
     assert item.cancelled
 
