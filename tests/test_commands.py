@@ -13,9 +13,9 @@ from typing import Any
 import httpx2
 import pytest
 import redis
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from click.testing import CliRunner
 
 from bot import audit, commands, mentions
 from bot.actions import Action, Message, Proposal, ProposalItem, Refused
