@@ -44,7 +44,7 @@ from pathlib import Path
 GLITCH_SOC = Path("/work/.mirror/glitch-soc+mastodon/repo")
 OUTPUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "versions" / "corpus.tsv"
 UPSTREAM_TIP = "df1439c18b6160ba69562504ec5726d436c4b462"  # Mastodon main as glitch-soc merged it, 2026-08-07
-GLITCH_TIP = "main"
+GLITCH_TIP = "839591f21bde483366347a4e5e9a85603f20d0a2"  # glitch-soc main, 2026-08-08
 NIGHTLY_HOUR = 2  # both workflows: cron '0 2 * * *' (UTC)
 RELEASE_BUMP_HOURS = 6  # a fix merged this long before the next version bump ships with that bump
 ADVISORIES = ("CVE-2023-36460", "CVE-2024-23832", "CVE-2025-30741", "CVE-2026-33869")
