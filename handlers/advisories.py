@@ -3,16 +3,23 @@ I/O but reading the advisory and fork files.
 
 An advisory is a TOML file (`handlers/advisories/`, plus the operator's TOCSIN_ADVISORY_DIR): the
 software it concerns, the first fixed version of each release branch, optionally the first affected
-version and the date the fixes were published, and who is harmed: `exposes` says what of *this*
-instance is at risk on a vulnerable peer ("none" when the harm falls on that server only) and
-`exploited` whether exploitation is known. Matching is branch-aware: 4.1.13 is patched although 4.2's
-fix is 4.2.5, while a branch that got no fix of its own (older than the oldest fixed branch, or between
-two) is affected. A pre-release of a branch newer than every fix is affected when it was built before
-the fixes were published, fixed when built after, and uncertain when it carries no date.
+version and the dates the vulnerable code and the fixes reached the development branch, and who is
+harmed: `exposes` says what of *this* instance is at risk on a vulnerable peer ("none" when the harm falls
+on that server only) and `exploited` whether exploitation is known.
+
+Matching is branch-aware (a branch is major.minor): 4.1.13 is patched although 4.2's fix is 4.2.5, while
+a branch that got no fix of its own (older than the newest fixed branch) is affected, and a release of a
+newer branch was made after the fixes. Pre-releases are judged by what the string tells: a branch's
+pre-releases are cut after the previous branch's final release, so when that final contains the fix (it
+is newer than every fixed branch, or the newest fixed branch's entry is its first release, x.y.0 or one
+of its pre-releases) they contain it too. Only pre-releases that may predate the fix are read closer:
+alpha/beta/rc labels against a pre-release the advisory names, dated nightlies against its dates; what
+the string cannot tell is *uncertain*.
 
 Forks (`handlers/forks.toml`, plus `forks.toml` in TOCSIN_ADVISORY_DIR) report their own NodeInfo
 software name; the table maps each to its upstream, so Mastodon's advisories apply to Hometown, glitch-soc
-derivatives and the like, read through the upstream version in their version string.
+derivatives and the like, read through the upstream version in their version string (a fork that reports
+only its own numbering, like Fedibird's "0.1", has an unreadable upstream version).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -43,15 +50,21 @@ moderators' DM words it. `exposes = ["none"]` (or empty): the harm falls on that
 # A version starts with at least major.minor: a bare number is a git hash or a build counter, not a version.
 _RELEASE = re.compile(r"^\s*v?(\d+(?:\.\d+)+)(.*)$", re.DOTALL)
 # After the numbers: a pre-release marker (4.7.0-alpha.2, 0.8.0rc1, 2.0.0a2, "3.0.0 RC5",
-# 4.5.0-nightly.2025-07-17, 24.04-dev.2). Build metadata and fork names (+glitch, +git-6574dc8,
+# 4.5.0-nightly.2025-07-17, 24.04-dev.2), or a nightly build named in the metadata (Mastodon's nightlies
+# of 2023: 4.1.2+nightly-20230601). Other build metadata and fork names (+glitch, +git-6574dc8,
 # -724-gf917285b-develop, -m544) are not pre-releases.
 _PRE_RELEASE = re.compile(
-    r"^(?:[-.~_ ]?(?:alpha|beta|rc|pre|preview|nightly|dev|snapshot)(?![a-z])|[ab]\d)", re.IGNORECASE
+    r"^(?:[-.~_ ]?(?:alpha|beta|rc|pre|preview|nightly|dev|snapshot)(?![a-z])|[ab]\d|\+nightly(?![a-z]))",
+    re.IGNORECASE,
 )
 # What may follow the numbers at all: nothing, a separator, or a pre-release marker. "582abc1" (a git
 # hash that starts with digits) is then no version.
 _AFTER_NUMBERS = re.compile(r"^(?:$|[-+~_ .(]|rc|a\d|b\d)", re.IGNORECASE)
 _BUILD_DATE = re.compile(r"(20\d\d)-?([01]\d)-?([0-3]\d)")
+# A pre-release that orders: alpha < beta < rc, then its number (4.3.0-alpha.1, 4.2.0-beta1, 0.8.0rc1,
+# 2.0.0a2). Nightlies, dev builds and snapshots do not order by their label (their date may).
+_STAGE = re.compile(r"^[-.~_ ]?(alpha|beta|rc|a|b)\.?(\d*)(?![a-z])", re.IGNORECASE)
+_STAGE_RANK = {"alpha": 0, "a": 0, "beta": 1, "b": 1, "rc": 2}
 
 
 @dataclass(frozen=True, order=True)
@@ -60,10 +73,16 @@ class Version:
     final: bool  # False for a pre-release, which comes before its release
     text: str = field(compare=False)
     built: date | None = field(default=None, compare=False)  # a nightly's date (4.5.0-nightly.2025-07-17)
+    stage: tuple[int, int] | None = field(default=None, compare=False)  # alpha.1 → (0, 1), rc2 → (2, 2)
 
     @property
     def branch(self) -> tuple[int, int]:
         return self.release[0], self.release[1]
+
+    @property
+    def opens_branch(self) -> bool:
+        """x.y.0 or one of its pre-releases: the branch's first final release (not a patch release)."""
+        return not any(self.release[2:])
 
     def __str__(self) -> str:
         return self.text
@@ -79,8 +98,13 @@ def parse_version(text: object) -> Version | None:
         return None
     numbers = tuple(int(part) for part in match.group(1).split("."))
     release = (*numbers, 0, 0, 0)[: max(3, len(numbers))]
-    final = _PRE_RELEASE.match(match.group(2)) is None
-    return Version(release, final=final, text=text.strip(), built=None if final else _build_date(match.group(2)))
+    rest = match.group(2)
+    if _PRE_RELEASE.match(rest) is None:
+        return Version(release, final=True, text=text.strip())
+    built = _build_date(rest)
+    stage = _STAGE.match(rest) if built is None else None  # a dated build is placed by its date
+    ordered = (_STAGE_RANK[stage.group(1).lower()], int(stage.group(2) or 0)) if stage else None
+    return Version(release, final=False, text=text.strip(), built=built, stage=ordered)
 
 
 def _build_date(rest: str) -> date | None:
@@ -93,6 +117,25 @@ def _build_date(rest: str) -> date | None:
         return None
 
 
+def contains(version: Version, first: Version, reached: date | None) -> bool | None:
+    """Whether a build reporting `version` contains a change whose first release is `first` and which
+    reached the development branch on `reached`; None when the version string cannot tell.
+
+    A build dated on the day itself is counted as before it: nightlies are built early in the day
+    (Mastodon's at 02:00 UTC), fixes and releases land later."""
+    if version.release != first.release:
+        return version.release > first.release
+    if version.final:
+        return True  # the release itself, or a final of the release a pre-release names
+    if version.stage is not None and first.stage is not None:
+        return version.stage >= first.stage  # alpha.1 before beta.2 before rc.1
+    if version.built is not None and reached is not None:
+        return version.built > reached
+    if first.final and not first.opens_branch:
+        return False  # a patch release's pre-release is cut just before it, from the branch without the change
+    return None  # a new branch's development build, cut before or after the change
+
+
 # --- Forks ---------------------------------------------------------------------------------------
 
 
@@ -102,6 +145,7 @@ class Fork:
     upstream: str  # the software whose advisories apply to it
     label: str  # as moderators read it ("Hometown")
     upstream_label: str  # "Mastodon"
+    own_version: bool = False  # its version is its own numbering (Fedibird's "0.1"), not the upstream's
 
 
 @dataclass(frozen=True)
@@ -128,10 +172,17 @@ def load_forks(operator_dir: Path | None = None) -> dict[str, Fork]:
                     upstream,
                     str(entry.get("label", name)),
                     str(entry.get("upstream_label", upstream.title())),
+                    _own_version(entry.get("version", "upstream"), path),
                 )
         except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError, OSError) as error:
             raise AdvisoryError(f"{path}: {type(error).__name__}: {error}") from None
     return forks
+
+
+def _own_version(value: object, path: Path) -> bool:
+    if value not in ("upstream", "own"):
+        raise AdvisoryError(f'{path}: version = "upstream" (the default) or "own", not {value!r}')
+    return value == "own"
 
 
 def read_running(name: str, version_text: str, forks: dict[str, Fork]) -> Running:
@@ -139,7 +190,8 @@ def read_running(name: str, version_text: str, forks: dict[str, Fork]) -> Runnin
 
     A fork's version string carries its upstream version either first ("4.2.10+hometown-1.1.2",
     "4.6.5+glitch") or, in Hometown's old format, after the `+` ("1.0.7+3.5.5": Hometown 1.0.7 on
-    Mastodon 3.5.5). The part after the `+` is the upstream version when it reads as one."""
+    Mastodon 3.5.5). The part after the `+` is the upstream version when it reads as one. A fork whose
+    version is its own numbering (`version = "own"` in the table) has no other upstream version."""
     name = name.lower()
     fork = forks.get(name)
     if fork is None:
@@ -149,7 +201,7 @@ def read_running(name: str, version_text: str, forks: dict[str, Fork]) -> Runnin
     upstream = parse_version(after) if plus else None
     if upstream is not None:  # "1.0.7+3.5.5"
         return Running(fork.upstream, upstream, f"{fork.label} {own.strip()} ({fork.upstream_label} {upstream.text})")
-    upstream = parse_version(version_text)
+    upstream = None if fork.own_version else parse_version(version_text)
     if upstream is None:
         return Running(fork.upstream, None, f"{fork.label} {version_text}")
     fork_version = _FORK_VERSION.search(after)  # "hometown-1.1.2", "kmyblue.17.1"
@@ -166,7 +218,7 @@ _FORK_VERSION = re.compile(r"\d+(?:\.\d+)+")
 class Verdict(StrEnum):
     AFFECTED = "affected"
     FIXED = "fixed"  # or never affected
-    UNCERTAIN = "uncertain"  # a dateless pre-release of a branch newer than every fix
+    UNCERTAIN = "uncertain"  # a pre-release the string cannot place before or after the fix (or the flaw)
 
 
 @dataclass(frozen=True)
@@ -176,11 +228,12 @@ class Advisory:
     severity: str  # low | moderate | high | critical
     summary: str
     url: str
-    fixed: tuple[Version, ...]  # first fixed version per release branch, ascending
+    fixed: tuple[Version, ...]  # first fixed version per release branch, ascending (one per branch)
     introduced: Version | None = None  # first affected version; None: every version before a fix
     exposes: tuple[str, ...] = ()  # keys of EXPOSURES; empty: harm to the vulnerable server only
     exploited: bool = False  # known exploitation
-    published: date | None = None  # when the fixes were released
+    published: date | None = None  # when the fixes were released (and reached the development branch)
+    introduced_date: date | None = None  # when the vulnerable code reached the development branch
 
     @property
     def exposes_members(self) -> bool:
@@ -195,26 +248,51 @@ class Advisory:
         return software.lower() in self.software
 
     def assess(self, version: Version) -> Verdict:
-        if self.introduced is not None and version < self.introduced:
+        flawed = True if self.introduced is None else contains(version, self.introduced, self.introduced_date)
+        if flawed is False:
+            return Verdict.FIXED  # older than the flaw
+        patched = self._has_fix(version)
+        if patched:
             return Verdict.FIXED
-        for fix in self.fixed:
-            if fix.branch == version.branch:
-                return Verdict.AFFECTED if version < fix else Verdict.FIXED
-        if version.release < self.fixed[-1].release:
-            return Verdict.AFFECTED  # a branch with no fix of its own, older than the newest
-        if version.final:
-            return Verdict.FIXED  # a release of a newer branch: made after the fixes
-        # A pre-release or nightly of a newer branch: it has the fix only if it was built after it.
+        if flawed is None or patched is None:
+            return Verdict.UNCERTAIN
+        return Verdict.AFFECTED
+
+    def _has_fix(self, version: Version) -> bool | None:
+        fix = next((fix for fix in self.fixed if fix.branch == version.branch), None)
+        if fix is not None:
+            return contains(version, fix, self.published)
+        newest = self.fixed[-1]
+        if version.branch < newest.branch:
+            return False  # a branch with no fix of its own, older than the newest fixed one
+        if version.final or self._previous_final_has_fix(version.branch):
+            return True  # a newer branch's release, or a pre-release cut after a final with the fix
         if version.built is not None and self.published is not None:
-            return Verdict.AFFECTED if version.built < self.published else Verdict.FIXED
-        return Verdict.UNCERTAIN
+            return version.built > self.published
+        return None  # an undated pre-release of the branch right after the newest fixed one
+
+    def _previous_final_has_fix(self, branch: tuple[int, int]) -> bool:
+        """Whether the final release of the branch before `branch` (newer than every fixed branch)
+        contains the fix: surely when that branch is newer than the newest fixed branch, else only when
+        the newest fixed branch's entry is its first release. Release branches are numbered
+        consecutively (4.6 comes before 4.7); before 5.0 comes some 4.x, at least the newest fixed one."""
+        newest = self.fixed[-1]
+        major, minor = branch
+        lowest_previous = (major, minor - 1) if minor > 0 else (major - 1, 0)
+        if minor > 0 and lowest_previous > newest.branch:
+            return True
+        if minor == 0 and lowest_previous[0] > newest.branch[0]:
+            return True
+        return newest.opens_branch
 
     def affects(self, version: Version) -> bool:
         return self.assess(version) is Verdict.AFFECTED
 
     def fixed_in(self, version: Version) -> Version:
-        """The version to upgrade to: its branch's fix, else the newest branch's."""
-        return next((fix for fix in self.fixed if fix.branch == version.branch), self.fixed[-1])
+        """The version to upgrade to: its branch's fix, else the newest fixed release."""
+        same_branch = next((fix for fix in self.fixed if fix.branch == version.branch), None)
+        finals = [fix for fix in self.fixed if fix.final]
+        return same_branch or (finals[-1] if finals else self.fixed[-1])
 
 
 class AdvisoryError(ValueError):
@@ -238,10 +316,11 @@ def _advisory(data: dict[str, object], path: Path) -> Advisory:
         severity = str(data.get("severity", "high")).lower()
         if severity not in SEVERITIES or not fixed:
             raise AdvisoryError(f"{path}: severity must be one of {', '.join(SEVERITIES)}, and fixed not empty")
+        if len({fix.branch for fix in fixed}) != len(fixed):
+            raise AdvisoryError(f"{path}: fixed names one version per release branch (major.minor)")
         introduced = data.get("introduced")
-        published = data.get("published")
-        if published is not None and not isinstance(published, date):
-            raise AdvisoryError(f"{path}: published must be a date (published = 2024-02-01)")
+        published = _date(data, "published", path)
+        introduced_date = _date(data, "introduced_date", path)
         return Advisory(
             id=str(data["id"]),
             software=tuple(str(name).lower() for name in data["software"]),  # type: ignore[attr-defined]
@@ -253,9 +332,17 @@ def _advisory(data: dict[str, object], path: Path) -> Advisory:
             exposes=_exposes(data.get("exposes"), path),
             exploited=bool(data.get("exploited", False)),
             published=published,
+            introduced_date=introduced_date,
         )
     except (KeyError, TypeError) as error:
         raise AdvisoryError(f"{path}: {type(error).__name__}: {error}") from None
+
+
+def _date(data: dict[str, object], key: str, path: Path) -> date | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, date):
+        raise AdvisoryError(f"{path}: {key} must be a date ({key} = 2024-02-01)")
+    return value.date() if isinstance(value, datetime) else value  # a TOML date-time: its day
 
 
 def _exposes(value: object, path: Path) -> tuple[str, ...]:

@@ -54,7 +54,8 @@ LARGE = {
     **{f"big-{n}.example": ["4.4.14", "4.5.7", "4.4.10+glitch", "4.5.2"][n % 4] for n in range(24)},
     "town.example": ("hometown", "4.4.9+hometown-1.1.3"),
     "chuckya.example": ("chuckya", "4.5.2+glitch+chuckya"),
-    "nightly.example": "4.6.0-nightly.2025-07-17",  # a newer branch's nightly: uncertain (no publication date)
+    # a nightly without its date, of the branch the fix reached during development: it may predate the fix
+    "nightly.example": "4.6.0-nightly",
     "hash.example": "582a1b3",  # a bare git hash: unreadable, never 582.0.0
     "current.example": "4.6.5",
     "oldtown.example": ("hometown", "1.0.7+3.5.5"),  # Hometown's old format: Mastodon 3.5.5, takeover advisory
