@@ -55,7 +55,7 @@ def test_first_alert_for_a_remote_server() -> None:
         "17 reports in 3.0 h, 54.2/h now (normal: 0.0 per 3.0 h; 1 in the 28 days before).\n"
         "12 accounts reported by 15 reporters · 16 open, 1 resolved · spam 16, other 1\n"
         "Comments (mentions and links disabled):\n"
-        "“Crypto giveaway @\u200bvictim@example.org https[:]//scam.example/x”\n"
+        "“Crypto giveaway @\u200bvictim@\u200bexample.org https[:]//scam.example/x”\n"
         "“same bot again”\n"
         "Not limited or suspended.\n"
         "Cost of limiting: 12 follows from local accounts to there, 30 from there to local accounts; "
@@ -116,7 +116,8 @@ def test_quiet_again_for_a_limited_server() -> None:
 def test_hostile_comment_never_adds_a_recipient_or_a_link(
     ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
 ) -> None:
-    hostile = "@victim@example.org @victim look https://phish.example/login"
+    # "½" and "①" before an "@" once slipped through (Python's \w took them; Ruby's [[:word:]] does not).
+    hostile = "@victim@example.org @victim look https://phish.example/login ½@eve@evil.example ①@mallory"
     for event in burst(datetime(2026, 11, 20, tzinfo=UTC), "spam.example", 20, 1, comment=hostile):
         connection.xadd(defaults.EVENT_STREAM, {"event": json.dumps(event)})
     drain_with(ctx)
@@ -126,7 +127,8 @@ def test_hostile_comment_never_adds_a_recipient_or_a_link(
     for status in threads[0]:
         assert mastodon.recipients(status) == ["mod_anna", "mod_ben"]
         assert "https://phish.example" not in status["text"]
-    assert "@\u200bvictim@example.org" in mastodon.direct_texts()[0]
+    assert "@\u200bvictim@\u200bexample.org" in mastodon.direct_texts()[0]
+    assert "½@\u200beve@\u200bevil.example" in mastodon.direct_texts()[0]
 
 
 def test_example_payload_is_counted_in_its_servers_bucket(ctx: Context, connection: redis.Redis) -> None:
