@@ -572,15 +572,13 @@ def handle_mention(notification: dict[str, Any]) -> str:
     ctx = get_context()
     status = notification.get("status") or {}
     status_id = str(status.get("id") or "")
-    from bot.mentions import forget  # bot.mentions queues this job: imported here, not at the top
-
     if not status_id or ctx.redis.exists(HANDLED_PREFIX + status_id):
-        forget(ctx.redis, status_id)
+        ctx.redis.hdel(defaults.MENTIONS_WAITING, status_id)  # read by bot/mentions.py, done here
         return "handled already"
     result = _handle(ctx, notification, status, status_id)
     metrics.COMMANDS.labels(result.split(":")[0]).inc()
     ctx.redis.set(HANDLED_PREFIX + status_id, result, ex=KEEP_SECONDS)
-    forget(ctx.redis, status_id)
+    ctx.redis.hdel(defaults.MENTIONS_WAITING, status_id)
     return result
 
 

@@ -95,6 +95,9 @@ as RQ itself did before redis-py 8.2; the listener normally leaves at once (bot/
 # --- Commands from moderators' DMs (bot/commands.py, bot/mentions.py).
 MENTIONS_JOB_ID = "tocsin-mentions"
 """Prefix of the mention-poll jobs, one per time slot (like the sweep's)."""
+MENTIONS_WAITING = "tocsin:mentions:waiting"
+"""Hash: status id -> a mention read (JSON) whose command job has not finished: kept by bot/mentions.py
+(which queues the job, and again should it be lost), dropped by bot/commands.py when the job is done."""
 STAFF_ROLE_TTL = 60
 """Seconds a moderator's role is trusted without asking Mastodon again (read-only commands only: a
 command that changes something always asks): a demoted moderator is refused within a minute."""

@@ -26,6 +26,7 @@ from mastodon import MastodonError, StreamListener
 from requests import RequestException
 
 from bot import defaults
+from bot.commands import handle_mention
 from bot.context import Context, get_context
 from bot.mastodon import as_webhook_json
 from bot.queue import enqueue_once
@@ -33,7 +34,7 @@ from bot.queue import enqueue_once
 log = logging.getLogger(__name__)
 
 CURSOR = "tocsin:mentions:cursor"  # id of the newest notification read
-WAITING = "tocsin:mentions:waiting"  # hash: status id -> the notification (JSON), until its job is done
+WAITING = defaults.MENTIONS_WAITING
 POLL_LOCK = "tocsin:mentions:polling"
 PAGE = 40
 """Mastodon's default page of notifications (it allows 80)."""
@@ -87,8 +88,6 @@ def poll(ctx: Context) -> int:
 
 
 def _queue(ctx: Context, notification: dict[str, Any]) -> int:
-    from bot.commands import handle_mention  # bot.commands reads from here: imported here, not at the top
-
     status_id = str(notification["status"].get("id") or "")
     if not status_id:
         return 0
@@ -105,10 +104,6 @@ def _queue(ctx: Context, notification: dict[str, Any]) -> int:
     )
 
 
-def forget(connection: redis.Redis, status_id: str) -> None:
-    connection.hdel(WAITING, status_id)
-
-
 def requeue_lost(ctx: Context, now: float) -> int:
     """From the sweep: mentions read but not handled whose job is gone (a killed worker) are queued again."""
     requeued = 0
@@ -117,7 +112,7 @@ def requeue_lost(ctx: Context, now: float) -> int:
         notification = json.loads(raw)
         age = now - float(notification.get("read_at") or now)
         if age > WAITING_DAYS * 86400:
-            forget(ctx.redis, status_id.decode())
+            ctx.redis.hdel(WAITING, status_id)
         elif age > LOST_AFTER:
             requeued += _queue(ctx, notification)
     return requeued
