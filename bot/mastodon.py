@@ -537,14 +537,16 @@ def covering_block(domain: str, by_domain: dict[str, DomainBlock]) -> DomainBloc
     return None
 
 
-def pages_by_max_id(fetch: Callable[..., list[Any]], **params: Any) -> Iterator[list[Any]]:
-    """Every page of a newest-first listing, asked for by max_id.
+def pages_by_max_id(
+    fetch: Callable[..., list[Any]], *, before_id: int | None = None, **params: Any
+) -> Iterator[list[Any]]:
+    """Every page of a newest-first listing, asked for by max_id (from `before_id` down, when given).
 
     Mastodon.py 2.3.3's fetch_next cannot cast the next page of endpoints typed as a plain list or a
     Union (admin_domain_blocks, admin_accounts_v2), so Tocsin pages itself. A page can be shorter than
     asked (servers cap `limit` differently by version), so only an empty page ends the listing.
     """
-    max_id: int | None = None
+    max_id: int | None = before_id
     while True:
         page = fetch(max_id=max_id, **params)
         oldest = min((int(item["id"]) for item in page), default=None)
@@ -552,6 +554,12 @@ def pages_by_max_id(fetch: Callable[..., list[Any]], **params: Any) -> Iterator[
             return
         yield page
         max_id = oldest
+
+
+def snowflake_at(moment: float) -> int:
+    """The smallest id Mastodon gives a row made at `moment` (statuses, accounts: Mastodon::Snowflake,
+    milliseconds since the epoch shifted 16 bits): `max_id` of it lists what was made before."""
+    return int(moment * 1000) << 16
 
 
 def _iso(value: object) -> str | None:
