@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     MastodonNetworkError,
-    MastodonNotFoundError,
     MastodonRatelimitError,
     MastodonServerError,
 )
