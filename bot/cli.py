@@ -192,7 +192,7 @@ def redis_command() -> None:
 @main.command()
 def doctor() -> None:
     """Check configuration, Redis, workers, queues, failed jobs and the Mastodon connection."""
-    from bot.actions import missing_scopes
+    from bot.actions import is_staff, missing_scopes
     from bot.mastodon import MastodonLink, make_client
     from bot.mentions import STREAMING
 
@@ -244,7 +244,7 @@ def doctor() -> None:
     held = int(connection.hlen(defaults.OUTBOX_HELD))
     paused = f" (PAUSED, {held} post(s) held: tocsin resume)" if connection.exists(defaults.PAUSED) else ""
     report(True, f"mode: {mode}{paused}")
-    link = MastodonLink(settings, connection, make_client(settings, connection))
+    link = MastodonLink(settings, connection, make_client(settings, connection), is_staff=is_staff)
     if link.client is None:
         report(settings.is_dry_run, "no TOCSIN_MASTODON_URL: alerts are rendered without impact data")
     else:
@@ -252,6 +252,15 @@ def doctor() -> None:
             report(True, f"instance answers; statuses up to {link.max_characters()} characters")
             if link.can_read_admin:
                 report(True, f"token belongs to account id {link.bot_account_id()}")
+                if settings.moderators:  # read now, not from the cache: the doctor says how things are
+                    kept, dropped = link.moderator_check(fresh=True)
+                    gone = ", ".join("@" + acct for acct in dropped)
+                    report(
+                        not dropped,
+                        f"TOCSIN_MODERATORS not local staff now (no alerts for them): {gone}"
+                        if dropped
+                        else f"TOCSIN_MODERATORS: all {len(kept)} are local staff now",
+                    )
                 moderators = link.moderators()
                 report(bool(moderators), f"alerts go to: {', '.join('@' + m for m in moderators) or 'nobody'}")
                 report(True, f"{len(link.domain_blocks())} domain blocks readable")

@@ -7,6 +7,7 @@ from functools import cached_property
 
 import redis
 
+from bot.actions import is_staff
 from bot.config import Settings, load_settings
 from bot.mastodon import MastodonLink, make_client
 from bot.outbox import Outbox
@@ -24,7 +25,7 @@ class Context:
 
     @cached_property
     def mastodon(self) -> MastodonLink:
-        return MastodonLink(self.settings, self.redis, make_client(self.settings, self.redis))
+        return MastodonLink(self.settings, self.redis, make_client(self.settings, self.redis), is_staff=is_staff)
 
     @cached_property
     def outbox(self) -> Outbox:

@@ -71,8 +71,10 @@ OUTBOX_HELD = "tocsin:outbox:held"
 CACHE_PREFIX = "tocsin:cache:"
 INSTANCE_CACHE_TTL = 24 * 3600
 """max_characters rarely changes; re-read it daily."""
-STAFF_CACHE_TTL = 3600
-"""Moderators added in Mastodon receive alerts within the hour."""
+STAFF_CACHE_TTL = 60
+"""Who is staff now (and which of TOCSIN_MODERATORS still are): alerts quote report comments, so a
+moderator demoted, suspended or disabled in Mastodon stops receiving them within a minute, like a
+command (STAFF_ROLE_TTL). One admin request a minute at most, and only while DMs are being sent."""
 IMPACT_CACHE_TTL = 3600
 """Follow counts move slowly; a scan of hundreds of servers should not ask twice within the hour."""
 DOMAIN_BLOCKS_CACHE_TTL = 60

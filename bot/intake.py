@@ -124,7 +124,10 @@ def verified_digest(secret: bytes, body: bytes, header: str | None) -> str | Non
     if not header or not header.startswith(defaults.SIGNATURE_PREFIX):
         return None
     expected = hmac.digest(secret, body, "sha256").hex()
-    if hmac.compare_digest(expected, header[len(defaults.SIGNATURE_PREFIX) :].strip().lower()):
+    # As bytes: compare_digest refuses str with non-ASCII characters (TypeError), and a header is any
+    # latin-1 text a client cares to send. Non-ASCII bytes simply never match a hex digest.
+    provided = header[len(defaults.SIGNATURE_PREFIX) :].encode("utf-8", "replace").strip().lower()
+    if hmac.compare_digest(expected.encode(), provided):
         return expected
     return None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import inspect
 import json
 import logging
@@ -170,12 +171,24 @@ def make_client(settings: Settings, connection: redis.Redis) -> Mastodon | None:
 
 
 class MastodonLink:
-    """The instance as Tocsin sees it. `client` is None when no TOCSIN_MASTODON_URL is set."""
+    """The instance as Tocsin sees it. `client` is None when no TOCSIN_MASTODON_URL is set.
 
-    def __init__(self, settings: Settings, connection: redis.Redis, client: Mastodon | None) -> None:
+    `is_staff` tells, from a role's permissions bitmask, whether it makes its holder staff (bot.actions
+    owns that rule, and imports this module: the rule is handed in rather than imported back).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        connection: redis.Redis,
+        client: Mastodon | None,
+        *,
+        is_staff: Callable[[int], bool],
+    ) -> None:
         self.settings = settings
         self.redis = connection
         self.client = client
+        self.is_staff = is_staff
         self._bot_id: tuple[float, str | None] | None = None  # (read at, id): known_bot_account_id's memo
 
     @property
@@ -272,24 +285,109 @@ class MastodonLink:
         return dict(as_webhook_json(dict(found)))
 
     def moderators(self) -> list[str]:
-        """Accts to address alerts to: TOCSIN_MODERATORS, else the instance's active local staff."""
+        """Accts to address alerts to, asked for at send time: those of TOCSIN_MODERATORS who are local staff
+        now (all of them when the admin API cannot be read), else the instance's local staff."""
         if self.settings.moderators:
-            return list(self.settings.moderators)
+            return self.moderator_check()[0] if self.can_read_admin else list(self.settings.moderators)
         if not self.can_read_admin:
             return []
+        return self.staff()
+
+    def staff(self) -> list[str]:
+        """Usernames of the local accounts that are staff now (bot excepted), cached STAFF_CACHE_TTL.
+
+        One request: Mastodon's `permissions=staff` lists the accounts whose role can manage reports
+        (administrators included), suspended ones left out by `status=active`; a disabled login, or a role
+        that is not staff by Tocsin's rule, is left out here.
+        """
 
         def read() -> list[str]:
             bot_id = self.bot_account_id()
-            staff = self.client.admin_accounts_v2(  # type: ignore[union-attr]
+            listed = self.client.admin_accounts_v2(  # type: ignore[union-attr]
                 origin="local", status="active", permissions="staff", limit=200
             )
             return sorted(
                 str(account["username"])
-                for account in staff
-                if str(account["id"]) != bot_id and not account.get("suspended")
+                for account in listed
+                if str(account["id"]) != bot_id and self._is_staff_account(account)
             )
 
         return self._cached("staff", defaults.STAFF_CACHE_TTL, read)
+
+    def moderator_check(self, fresh: bool = False) -> tuple[list[str], list[str]]:
+        """TOCSIN_MODERATORS split into (local staff now, not): a moderator removed, demoted, suspended or
+        disabled in Mastodon, or an account of another server, gets no alert (alerts quote reports).
+
+        Cached STAFF_CACHE_TTL: a demotion stops DMs within a minute. The staff list answers for most; an
+        acct it does not name (a role that is staff without managing reports, or no staff at all) is
+        looked up on its own, two requests. A 403 (the token or the bot's role cannot list accounts) means
+        the admin API cannot tell: every configured acct is kept, and the log says so.
+        """
+        key = "moderators:" + hashlib.sha256("\n".join(self.settings.moderators).encode()).hexdigest()[:16]
+        if fresh:
+            self.redis.delete(defaults.CACHE_PREFIX + key, defaults.CACHE_PREFIX + "staff")
+
+        def read() -> list[list[str]]:
+            try:
+                staff = {name.lower() for name in self.staff()}
+                kept: list[str] = []
+                dropped: list[str] = []
+                for acct in self.settings.moderators:
+                    username = self._local_username(acct)
+                    is_staff = username is not None and (username.lower() in staff or self._staff_by_name(username))
+                    (kept if is_staff else dropped).append(acct)
+            except MastodonAPIError as error:
+                if _status_of(error) != 403:
+                    raise
+                log.warning("TOCSIN_MODERATORS not checked against current staff: the admin API answered 403")
+                return [list(self.settings.moderators), []]
+            for position, acct in enumerate(self.settings.moderators, start=1):
+                if acct in dropped:  # its position only: which account is for `tocsin doctor` to say
+                    log.warning(
+                        "TOCSIN_MODERATORS entry %d of %d is not local staff now: no alerts for it (tocsin doctor)",
+                        position,
+                        len(self.settings.moderators),
+                    )
+            return [kept, dropped]
+
+        kept, dropped = self._cached(key, defaults.STAFF_CACHE_TTL, read)
+        return kept, dropped
+
+    def _is_staff_account(self, account: dict[str, Any]) -> bool:
+        """An Admin::Account that is local staff now: local, not suspended, login not disabled, a staff role."""
+        role = account.get("role") or {}
+        return (
+            account.get("domain") is None
+            and not account.get("suspended")
+            and not account.get("disabled")
+            and self.is_staff(int(role.get("permissions") or 0))
+        )
+
+    def _staff_by_name(self, username: str) -> bool:
+        """A configured moderator the staff list does not name, looked up (exactly, by name) and read."""
+        try:
+            found = self.client.account_lookup(username)  # type: ignore[union-attr]
+            account = self.client.admin_account(found["id"])  # type: ignore[union-attr]
+        except MastodonNotFoundError:
+            return False
+        return self._is_staff_account(as_webhook_json(dict(account)))
+
+    def _local_username(self, acct: str) -> str | None:
+        """`alice` or `alice@<this instance>` → `alice`; None for an account of another server."""
+        username, _, domain = acct.lstrip("@").partition("@")
+        if not domain:
+            return username
+        return username if domain.lower() in self._local_domains() else None
+
+    def _local_domains(self) -> set[str]:
+        """This instance's account domain (LOCAL_DOMAIN, which may differ from the API's host) and host."""
+        host = (urlsplit(self.settings.mastodon_url or "").hostname or "").lower()
+        domain = self._cached(
+            "local-domain",
+            defaults.INSTANCE_CACHE_TTL,
+            lambda: str(self.client.instance_v2().get("domain") or ""),  # type: ignore[union-attr]
+        )
+        return {host, domain.lower()} - {""}
 
     def domain_blocks(self) -> list[DomainBlock]:
         if not self.can_read_admin:
@@ -446,6 +544,10 @@ class MastodonLink:
         return str(status["id"])
 
 
+def _status_of(error: MastodonAPIError) -> int | None:
+    return error.args[1] if len(error.args) > 1 and isinstance(error.args[1], int) else None
+
+
 def covering_block(domain: str, by_domain: dict[str, DomainBlock]) -> DomainBlock | None:
     """The block of `domain` or of its nearest parent domain, from blocks indexed by domain."""
     parts = domain.split(".")
@@ -456,14 +558,16 @@ def covering_block(domain: str, by_domain: dict[str, DomainBlock]) -> DomainBloc
     return None
 
 
-def pages_by_max_id(fetch: Callable[..., list[Any]], **params: Any) -> Iterator[list[Any]]:
-    """Every page of a newest-first listing, asked for by max_id.
+def pages_by_max_id(
+    fetch: Callable[..., list[Any]], *, before_id: int | None = None, **params: Any
+) -> Iterator[list[Any]]:
+    """Every page of a newest-first listing, asked for by max_id (from `before_id` down, when given).
 
     Mastodon.py 2.3.3's fetch_next cannot cast the next page of endpoints typed as a plain list or a
     Union (admin_domain_blocks, admin_accounts_v2), so Tocsin pages itself. A page can be shorter than
     asked (servers cap `limit` differently by version), so only an empty page ends the listing.
     """
-    max_id: int | None = None
+    max_id: int | None = before_id
     while True:
         page = fetch(max_id=max_id, **params)
         oldest = min((int(item["id"]) for item in page), default=None)
@@ -471,6 +575,12 @@ def pages_by_max_id(fetch: Callable[..., list[Any]], **params: Any) -> Iterator[
             return
         yield page
         max_id = oldest
+
+
+def snowflake_at(moment: float) -> int:
+    """The smallest id Mastodon gives a row made at `moment` (statuses, accounts: Mastodon::Snowflake,
+    milliseconds since the epoch shifted 16 bits): `max_id` of it lists what was made before."""
+    return int(moment * 1000) << 16
 
 
 def _iso(value: object) -> str | None:

@@ -12,23 +12,29 @@ Only what intake kept reaches this module: an email's domain and a keyed hash of
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import re
 import time
+import tomllib
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import redis
+from mastodon import MastodonError
 
 from bot.actions import Action, Message, Proposal, ProposalItem
 from bot.config import SignupSurgeSettings
 from bot.context import Context
+from bot.events import parse_time
 from bot.families import Rejected
-from bot.mastodon import as_webhook_json, pages_by_max_id
-from bot.privacy import pii_key, reduce_admin_account
+from bot.mastodon import as_webhook_json, pages_by_max_id, snowflake_at
+from bot.privacy import email_domain, pii_key, reduce_admin_account
 from bot.scripting import Lua
 from bot.surges import (
     DAY,
@@ -74,17 +80,26 @@ ACCOUNTS_PAGE = 200
 """Accounts asked for per request by backfill: GET /api/v2/admin/accounts allows up to 200."""
 NEWEST_SHOWN = 5
 """Accounts of the largest cluster listed in a DM, with their admin links."""
+SHOWN_CLUSTERS = 4
+"""Clusters a DM lists (largest first)."""
 
-SHARED_MAIL_PROVIDERS = frozenset(
-    {
-        "aol.com", "fastmail.com", "gmail.com", "gmx.com", "gmx.de", "gmx.net", "googlemail.com",
-        "hotmail.com", "icloud.com", "live.com", "mail.com", "mail.ru", "me.com", "msn.com", "outlook.com",
-        "pm.me", "proton.me", "protonmail.com", "qq.com", "tutanota.com", "web.de", "yahoo.com",
-        "yandex.com", "yandex.ru", "zoho.com",
-    }
-)  # fmt: skip
-"""Big mail providers: a cluster there is worth seeing, but blocking the domain would shut out ordinary
-people, so the DM does not propose it."""
+MAIL_PROVIDERS_FILE = Path(__file__).with_name("mail_providers.toml")
+"""Big mail providers, their address domains and their documented mail servers (the file says why and
+where from): a cluster there is worth seeing, but blocking it would shut out ordinary people, so no DM
+proposes it."""
+ESTABLISHED_MIN = 3
+"""An email domain at least this many established members signed up with (confirmed, not suspended,
+made before the surge: see ESTABLISHED_BEFORE) is where people come from (a school, a company, a small
+provider), not a throwaway spam domain: blocking it would refuse their peers, so it is not proposed. A
+spammer's own domain has none; a few sleeper accounts stay under this, and the DM shows the cluster
+either way."""
+ESTABLISHED_BEFORE = DAY
+"""An account is established when made at least this long before the surge's window: the day before a
+wave may hold its vanguard (accounts made ahead, confirmed by the same script)."""
+ESTABLISHED_PAGES = 2
+"""Pages of older accounts read to count a domain's established members (GET /api/v2/admin/accounts
+with Mastodon's own "same email domain" filter, `email=%domain`): two requests at most per alert and
+domain; found no answer within them, the block is not proposed."""
 
 
 # --- Pure: numbers, names, clusters --------------------------------------------------------------
@@ -230,7 +245,84 @@ class Cluster:
 
     @property
     def shared_provider(self) -> bool:
-        return self.kind == ClusterKind.EMAIL_DOMAIN and self.value in SHARED_MAIL_PROVIDERS
+        """An email domain no block may be proposed for, whatever the instance: a big provider's."""
+        return self.kind == ClusterKind.EMAIL_DOMAIN and provider_refusal(self.value) is not None
+
+
+# --- Pure: which email domains a block must never be proposed for --------------------------------
+
+
+@dataclass(frozen=True)
+class MailProvider:
+    name: str
+    domains: tuple[str, ...]  # of the addresses people have there
+    mx: tuple[str, ...]  # its documented mail servers
+    source: str
+
+
+def _domain_name(raw: object) -> str:
+    return str(raw).strip().lower().rstrip(".")
+
+
+@functools.cache
+def mail_providers() -> tuple[MailProvider, ...]:
+    data = tomllib.loads(MAIL_PROVIDERS_FILE.read_text(encoding="utf-8"))
+    return tuple(
+        MailProvider(
+            name=str(item["name"]),
+            domains=tuple(_domain_name(domain) for domain in item.get("domains", [])),
+            mx=tuple(_domain_name(host) for host in item.get("mx", [])),
+            source=str(item["source"]),
+        )
+        for item in data["provider"]
+    )
+
+
+@functools.cache
+def _protected() -> tuple[dict[str, tuple[str, bool]], dict[str, tuple[str, bool]]]:
+    """(every provider domain and mail server, every proper parent domain of one): name -> (provider,
+    whether it is about mail servers)."""
+    names: dict[str, tuple[str, bool]] = {}
+    parents: dict[str, tuple[str, bool]] = {}
+    for provider in mail_providers():
+        for mx, listed in ((False, provider.domains), (True, provider.mx)):
+            for name in listed:
+                names.setdefault(name, (provider.name, mx))
+                labels = name.split(".")
+                for start in range(1, len(labels)):
+                    parents.setdefault(".".join(labels[start:]), (provider.name, mx))
+    return names, parents
+
+
+def provider_refusal(domain: str) -> str | None:
+    """Why an email-domain block on `domain` must never be proposed, or None: it is a big provider's
+    domain or mail server (mail_providers.toml), a subdomain or a parent domain of one, or a top-level
+    domain. Mastodon matches a block against an address's domain, its MX hosts and all their parent
+    domains, so any of these would refuse a provider's every address."""
+    name = _domain_name(domain)
+    if "." not in name:
+        return "a top-level domain"
+    names, parents = _protected()
+    labels = name.split(".")
+    relations = [  # (provider, about its mail servers, how `domain` relates to the name)
+        (*names[suffix], "is" if start == 0 else "a subdomain of")
+        for start in range(len(labels))
+        if (suffix := ".".join(labels[start:])) in names
+    ]
+    if name in parents:
+        relations.append((*parents[name], "a parent domain of"))
+    if not relations:
+        return None
+    provider, mx, how = relations[0]
+    if how == "is" and not mx:
+        return f"a big mail provider ({provider})"
+    mail_servers = next((provider for provider, mx, _how in relations if mx), None)
+    if mail_servers is not None:
+        return (
+            f"it covers the mail servers of {mail_servers} (Mastodon matches a block against sign-ups' mail"
+            " servers too: every address they serve would be refused)"
+        )
+    return f"{how} a big mail provider's ({provider})"
 
 
 def _cluster_keys(signup: Signup) -> list[tuple[ClusterKind, str]]:
@@ -383,6 +475,75 @@ def backfill_signups(ctx: Context, days: float) -> int:
     return recorded
 
 
+# --- Which email domain a proposal may block (reads the admin API) -------------------------------
+
+
+def established_members(ctx: Context, domain: str, before: float) -> int | None:
+    """Local accounts made before `before`, confirmed and not suspended, with an address at `domain` or
+    under it (a block on a domain refuses its subdomains too), counted up to ESTABLISHED_MIN; None when
+    the admin API cannot tell (no token, an error, Tocsin's share of the rate limit spent, or more pages
+    than ESTABLISHED_PAGES). Read now, not kept: Tocsin remembers sign-ups for a week, members joined
+    years ago. The addresses are reduced to their domain as they are read, as at intake."""
+    client = ctx.mastodon.client
+    if client is None or not ctx.mastodon.can_read_admin:
+        return None
+    found = 0
+    pages = pages_by_max_id(
+        client.admin_accounts_v2,
+        before_id=snowflake_at(before),  # skips the surge's own accounts
+        origin="local",
+        status="active",
+        email=f"%{domain}",  # ILIKE '%domain%': the exact domain is picked below
+        limit=ACCOUNTS_PAGE,
+    )
+    try:
+        for number, page in enumerate(pages, start=1):
+            for item in page:
+                account = as_webhook_json(dict(item))
+                at = email_domain(account.get("email")) or ""
+                created = parse_time(account.get("created_at"))
+                if (
+                    (at == domain or at.endswith("." + domain))
+                    and account.get("confirmed")
+                    and not account.get("suspended")
+                    and created is not None
+                    and created < before
+                ):
+                    found += 1
+            if found >= ESTABLISHED_MIN:
+                return found
+            if number == ESTABLISHED_PAGES:
+                return None  # more may follow: not known
+    except MastodonError as error:  # BudgetExhausted among them: an alert does not wait for the budget
+        log.warning("established members of an email domain not counted: %s", type(error).__name__)
+        return None
+    return found
+
+
+def email_block_refusals(ctx: Context, domains: Iterable[str], before: float) -> dict[str, str]:
+    """Why each of these email domains (a DM's clusters, largest first) will not be proposed for a block:
+    a big provider's (every one), or established members use it (asked of Mastodon for the candidates in
+    order, until the first that may be blocked: a DM proposes one email block)."""
+    candidates = list(dict.fromkeys(domains))
+    refused = {domain: reason for domain in candidates if (reason := provider_refusal(domain)) is not None}
+    for domain in candidates:
+        if domain in refused:
+            continue
+        members = established_members(ctx, domain, before)
+        if members is None:
+            refused[domain] = "Tocsin could not count the established members using it (admin API)"
+        elif members >= ESTABLISHED_MIN:
+            refused[domain] = f"{members}+ established members (confirmed, joined before this) use it"
+        else:
+            break
+    return refused
+
+
+def static_refusals(domains: Iterable[str]) -> dict[str, str]:
+    """The refusals that need no API: big providers only (renderings from fixtures)."""
+    return {domain: reason for domain in domains if (reason := provider_refusal(domain)) is not None}
+
+
 # --- Alert job: read the window, find clusters, render, post -------------------------------------
 
 
@@ -417,10 +578,14 @@ def render_alert(
     cfg: SignupSurgeSettings,
     instance_url: str,
     template_dir: Any = None,
+    refused: Mapping[str, str] | None = None,
 ) -> str:
-    """The DM text for one alert: pure, so tests render it from fixtures."""
+    """The DM text for one alert: pure, so tests render it from fixtures. `refused`: email domains not to
+    propose blocking, and why (email_block_refusals; without it, the big providers)."""
     clusters = find_clusters(signups, cfg.cluster_min)
-    proposal = propose(alert, clusters)
+    if refused is None:
+        refused = static_refusals(email_domains(clusters))
+    proposal = propose(alert, clusters, refused)
     return render_text(
         template_dir,
         "signup_quiet.txt.j2" if alert.kind == "quiet" else "signup_surge.txt.j2",
@@ -429,23 +594,33 @@ def render_alert(
         pending=sum(signup.pending for signup in signups),
         suspended=sum(signup.suspended for signup in signups),
         able_to_post=sum(signup.able_to_post for signup in signups),
-        clusters=clusters[:4],
+        clusters=clusters[:SHOWN_CLUSTERS],
         largest=clusters[0] if clusters else None,
         newest_shown=NEWEST_SHOWN,
         cfg=cfg,
         links=admin_links(instance_url),
         hours=lambda seconds: round(seconds / HOUR, 1),
         proposal=proposal or Proposal(),
+        refused=refused,
     )
 
 
-def propose(alert: Alert, clusters: list[Cluster]) -> Proposal | None:
+def email_domains(clusters: Iterable[Cluster]) -> list[str]:
+    return [cluster.value for cluster in clusters if cluster.kind == ClusterKind.EMAIL_DOMAIN]
+
+
+def propose(alert: Alert, clusters: list[Cluster], refused: Mapping[str, str]) -> Proposal | None:
     """What `approve` does for a sign-up surge: block the email domain most of the wave shares (never a
-    big provider's), and reject that cluster's pending sign-ups (or the largest cluster's)."""
+    big provider's, nor one established members use: `refused`), and reject that cluster's pending
+    sign-ups (or the largest cluster's)."""
     if alert.kind == "quiet" or not clusters:
         return None
-    by_email = next(
-        (cluster for cluster in clusters if cluster.kind == ClusterKind.EMAIL_DOMAIN and not cluster.shared_provider),
+    by_email = next(  # among the clusters shown, those email_block_refusals looked at
+        (
+            cluster
+            for cluster in clusters[:SHOWN_CLUSTERS]
+            if cluster.kind == ClusterKind.EMAIL_DOMAIN and cluster.value not in refused and not cluster.shared_provider
+        ),
         None,
     )
     target = by_email or clusters[0]
@@ -464,13 +639,14 @@ def propose(alert: Alert, clusters: list[Cluster]) -> Proposal | None:
 
 def compose_alert(ctx: Context, alert: Alert) -> Message:
     """The alert job's DM: gather what it needs now (it may read Mastodon), render it."""
+    cfg = ctx.settings.signup_surge
     total, signups = window_signups(ctx, alert.at)
+    clusters = find_clusters(signups, cfg.cluster_min)
+    refused: Mapping[str, str] = {}
+    if alert.kind != "quiet":
+        before = alert.at - cfg.window_hours * HOUR - ESTABLISHED_BEFORE
+        refused = email_block_refusals(ctx, email_domains(clusters[:SHOWN_CLUSTERS]), before)
     text = render_alert(
-        alert,
-        total,
-        signups,
-        ctx.settings.signup_surge,
-        ctx.settings.instance_url,
-        ctx.settings.template_dir,
+        alert, total, signups, cfg, ctx.settings.instance_url, ctx.settings.template_dir, refused=refused
     )
-    return Message(text, propose(alert, find_clusters(signups, ctx.settings.signup_surge.cluster_min)))
+    return Message(text, propose(alert, clusters, refused))

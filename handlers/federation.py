@@ -37,6 +37,7 @@ from typing import Any
 from bot import defaults
 from bot.actions import Action, Message, Proposal, ProposalItem
 from bot.context import Context, get_context
+from bot.csvsafe import safe_row
 from bot.fetching import Fetcher, FetchError
 from bot.mastodon import Impact
 from bot.queue import enqueue_once
@@ -357,27 +358,30 @@ CSV_COLUMNS = ["peer", "class", "severity", "evidence", "software", "active_user
 
 
 def csv_rows(report: AuditReport, all_verdicts: Iterator[Verdict]) -> Iterator[str]:
-    """The CSV, a line at a time (header first); follows only for the peers the audit sized."""
+    """The CSV, a line at a time (header first); follows only for the peers the audit sized. Peers wrote
+    much of it (software, evidence, even the peer's name as listed): every cell is made formula-safe."""
     impacts = {verdict.peer: impact for items in report.ranked.values() for verdict, impact in items if impact}
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(safe_row(CSV_COLUMNS))
     yield out.getvalue()
     for verdict in all_verdicts:
         out.seek(0)
         out.truncate()
         impact = impacts.get(verdict.peer)
         writer.writerow(
-            [
-                verdict.peer,
-                verdict.kind,
-                verdict.severity or "",
-                verdict.evidence,
-                verdict.software or "",
-                "" if verdict.active_users is None else verdict.active_users,
-                impact.local_follows if impact else "",
-                impact.remote_followers if impact else "",
-            ]
+            safe_row(
+                [
+                    verdict.peer,
+                    verdict.kind,
+                    verdict.severity,
+                    verdict.evidence,
+                    verdict.software,
+                    verdict.active_users,
+                    impact.local_follows if impact else None,
+                    impact.remote_followers if impact else None,
+                ]
+            )
         )
         yield out.getvalue()
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bot.csvsafe import safe_row
 from bot.mastodon import DomainBlock, Impact
 from handlers.advisories import Advisory, Fork, Running, Verdict, Version, read_running
 from handlers.domain_blocks import CSV_HEADER, tagged_advisory
@@ -177,9 +178,11 @@ def blocks_csv(proposals: Iterable[Proposal]) -> str:
     """Mastodon's domain-block CSV, importable in Administration → Federation."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    for proposal in proposals:
-        writer.writerow([proposal.domain, proposal.severity, "false", "false", proposal.public_comment, "false"])
+    writer.writerow(safe_row(CSV_HEADER))
+    for proposal in proposals:  # the domain and the version in the comment come from peers: formula-safe
+        writer.writerow(
+            safe_row([proposal.domain, proposal.severity, "false", "false", proposal.public_comment, "false"])
+        )
     return out.getvalue()
 
 

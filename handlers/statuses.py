@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,8 +47,11 @@ from handlers.accounts import (
     ClusterKind,
     Signup,
     account_state,
+    email_block_refusals,
+    email_domains,
     find_clusters,
     remembered_signups,
+    static_refusals,
 )
 from handlers.content import examine
 
@@ -87,6 +91,8 @@ POSTS_CAP = 1000
 ACTIVITY_HOURS = 24
 """Hours of everyone's posting that define how fast an active account normally posts."""
 ACCOUNTS_SHOWN = 10
+PATHS_SHOWN = 3
+"""Shared sign-up paths a DM lists."""
 
 SIGNS = ("duplicate", "mentions", "fast")
 """duplicate: same content from several young accounts; mentions: many mentions in one post;
@@ -309,20 +315,25 @@ def render_alert(
     cfg: SpamWaveSettings,
     instance_url: str,
     template_dir: Any = None,
+    refused: Mapping[str, str] | None = None,
 ) -> str:
-    """The DM text for one alert: pure, so tests render it from fixtures."""
+    """The DM text for one alert: pure, so tests render it from fixtures. `refused`: email domains not to
+    propose blocking, and why (accounts.email_block_refusals; without it, the big providers)."""
     paths = shared_paths(details)
+    if refused is None:
+        refused = static_refusals(email_domains(paths))
     return render_text(
         template_dir,
         "spam_quiet.txt.j2" if alert.kind == "quiet" else "spam_wave.txt.j2",
         alert=alert,
         details=details,
-        paths=paths[:3],
+        paths=paths[:PATHS_SHOWN],
         accounts_shown=ACCOUNTS_SHOWN,
         cfg=cfg,
         links=admin_links(instance_url),
         hours=lambda seconds: round(seconds / HOUR, 1),
-        proposal=propose(details, paths) or Proposal(),
+        proposal=propose(details, paths, refused) or Proposal(),
+        refused=refused,
     )
 
 
@@ -333,9 +344,10 @@ def shared_paths(details: WaveDetails | None) -> list[Cluster]:
     return find_clusters(details.signups, max(2, (len(details.signups) + 1) // 2))
 
 
-def propose(details: WaveDetails | None, paths: list[Cluster]) -> Proposal | None:
+def propose(details: WaveDetails | None, paths: list[Cluster], refused: Mapping[str, str]) -> Proposal | None:
     """What `approve` does for a spam wave: suspend the flagged accounts not suspended yet, and block the
-    email domain their sign-ups share (never a big provider's)."""
+    email domain their sign-ups share (never a big provider's, nor one established members use:
+    `refused`)."""
     if details is None or not details.active:
         return None
     suspensions = tuple(
@@ -343,8 +355,8 @@ def propose(details: WaveDetails | None, paths: list[Cluster]) -> Proposal | Non
         for account in details.active
     )
     items = [ProposalItem(f"suspend these {len(suspensions)} accounts", suspensions)]
-    for path in paths:
-        if path.kind == ClusterKind.EMAIL_DOMAIN and not path.shared_provider:
+    for path in paths[:PATHS_SHOWN]:  # those email_block_refusals looked at
+        if path.kind == ClusterKind.EMAIL_DOMAIN and path.value not in refused and not path.shared_provider:
             block = Action("email_domain_block", path.value, f"block sign-ups from {path.value}")
             items.append(ProposalItem(f"block sign-ups with email addresses at {path.value}", (block,)))
             break
@@ -353,12 +365,11 @@ def propose(details: WaveDetails | None, paths: list[Cluster]) -> Proposal | Non
 
 def compose_alert(ctx: Context, alert: Alert) -> Message:
     """The alert job's DM: gather what it needs now (it may read Mastodon), render it."""
+    cfg = ctx.settings.spam_wave
     details = None if alert.kind == "quiet" else wave_details(ctx, alert.at)
-    text = render_alert(
-        alert,
-        details,
-        ctx.settings.spam_wave,
-        ctx.settings.instance_url,
-        ctx.settings.template_dir,
-    )
-    return Message(text, propose(details, shared_paths(details)))
+    paths = shared_paths(details)
+    # Established: older than any account this detector calls young, at the window's first post.
+    before = alert.at - cfg.window_hours * HOUR - cfg.young_days * DAY
+    refused = email_block_refusals(ctx, email_domains(paths[:PATHS_SHOWN]), before) if details else {}
+    text = render_alert(alert, details, cfg, ctx.settings.instance_url, ctx.settings.template_dir, refused=refused)
+    return Message(text, propose(details, paths, refused))

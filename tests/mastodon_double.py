@@ -15,6 +15,7 @@ import asyncio
 import copy
 import html
 import json
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl
+from urllib.parse import parse_qs, parse_qsl, quote
 
 import regex
 import uvicorn
@@ -73,8 +74,40 @@ def _account(account_id: str, username: str, domain: str | None = None) -> dict[
 ROLES = {
     "admin": ("2", "Admin", "1"),  # administrator: every permission
     "moderator": ("3", "Moderator", "1308"),  # Mastodon's default Moderator: reports, users, no federation
+    "federation": ("4", "Federation", "32"),  # a custom role: manage_federation only, no reports
     "everyone": ("-99", "", "65536"),  # invite_users only
 }
+MANAGE_REPORTS, ADMINISTRATOR = 1 << 4, 1 << 0
+
+
+def _can_manage_reports(account: dict[str, Any]) -> bool:
+    """In UserRole.that_can(:manage_reports): what `permissions=staff` lists (Api::V2::Admin::AccountsController)."""
+    permissions = int((account.get("role") or {}).get("permissions") or 0)
+    return bool(permissions & (MANAGE_REPORTS | ADMINISTRATOR))
+
+
+def _like(pattern: str, value: object) -> bool:
+    """PostgreSQL's ILIKE, as Arel's `matches` makes it: `%` any run, `_` one character, `\\` escapes."""
+    translated, escaped = "", False
+    for char in pattern:
+        if escaped:
+            translated, escaped = translated + re.escape(char), False
+        elif char == "\\":
+            escaped = True
+        else:
+            translated += ".*" if char == "%" else "." if char == "_" else re.escape(char)
+    return isinstance(value, str) and re.fullmatch(translated, value, re.IGNORECASE | re.DOTALL) is not None
+
+
+def _status_filter(status: str, account: dict[str, Any]) -> bool:
+    """AccountFilter#status_scope."""
+    if status == "active":
+        return not account.get("suspended")
+    if status == "pending":
+        return account.get("approved") is False
+    if status == "disabled":
+        return bool(account.get("disabled")) and not account.get("suspended")
+    return bool(account.get(status))  # suspended, silenced, sensitized
 
 
 def _admin_account(account_id: str, username: str, staff: bool, role: str | None = None) -> dict[str, Any]:
@@ -152,6 +185,8 @@ class MastodonDouble:
     """Answer every request with 503, as a Mastodon whose web processes are gone."""
     roles: dict[str, str] = field(default_factory=lambda: {"101": "admin", "102": "moderator"})
     """Staff account id -> role (ROLES); an account of `staff` not listed here has lost its role."""
+    staff_flags: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Staff account id -> Admin::Account fields that differ (`{"suspended": True}`, `{"disabled": True}`)."""
     scopes: set[str] | None = None
     """The token's scopes; None: all. An admin write outside them is answered 403 as Doorkeeper does."""
     notifications: list[dict[str, Any]] = field(default_factory=list)
@@ -164,8 +199,6 @@ class MastodonDouble:
     """(account id, action: suspend | unsuspend | reject | silence …) in the order they were asked for."""
     messages_to_accounts: list[tuple[str, str]] = field(default_factory=list)
     """(account id, the `text` of an account action): what the account itself is shown."""
-    locked_out: dict[str, str] = field(default_factory=dict)
-    """Staff account id -> "suspended" or "disabled": the role stays, the account cannot log in."""
     permissions: dict[str, int] = field(default_factory=dict)
     """Staff account id -> a role's permissions bitmask of its own (overrides `roles`)."""
 
@@ -360,7 +393,7 @@ class MastodonDouble:
             page = ordered[:limit]
             headers: dict[str, str] = {}
             if len(ordered) > limit:
-                params = "".join(f"&{name}={value}" for name, value in query.items())
+                params = "".join(f"&{name}={quote(str(value), safe='')}" for name, value in query.items())
                 headers["Link"] = (
                     f'<{double.url}{request.url.path}?limit={limit}{params}&max_id={page[-1]["id"]}>; rel="next"'
                 )
@@ -409,23 +442,55 @@ class MastodonDouble:
             me = _account(double.bot_id, double.bot_username)
             return JSONResponse({**me, "url": f"https://{double.web_domain}/@{double.bot_username}"})
 
+        def staff_account(account_id: str, name: str) -> dict[str, Any]:
+            account = _admin_account(account_id, name, staff=True, role=double.roles.get(account_id, "everyone"))
+            if account_id in double.permissions:
+                account["role"] = {**account["role"], "id": "77", "permissions": str(double.permissions[account_id])}
+            return {**account, **double.staff_flags.get(account_id, {})}
+
         @app.get("/api/v2/admin/accounts")
         async def admin_accounts(request: Request) -> JSONResponse:
-            if denied := unauthorized(request):
+            """AccountFilter as Mastodon applies it: origin, status, permissions=staff (roles that can manage
+            reports), username (a prefix), email (ILIKE `value%`: Mastodon's own "same email domain" link
+            asks for `%@domain`), newest first by id."""
+            if denied := unauthorized(request) or out_of_scope("admin:read:accounts"):
                 return denied
             params = request.query_params
-            accounts = [
-                _admin_account(account_id, name, staff=True, role=double.roles[account_id])
-                for account_id, name in double.staff
-                if account_id in double.roles
-            ]
-            if params.get("permissions") == "staff":
-                return JSONResponse(accounts)
-            accounts.append(_admin_account(double.bot_id, double.bot_username, staff=False))
+            accounts = [staff_account(account_id, name) for account_id, name in double.staff]
+            accounts.append(_admin_account(double.bot_id, double.bot_username, staff=False, role="admin"))
             accounts.extend(double.accounts)
             if params.get("origin") == "local":
                 accounts = [account for account in accounts if account.get("domain") is None]
-            return paginated(request, accounts, **{name: params[name] for name in ("origin",) if name in params})
+            if params.get("origin") == "remote":
+                accounts = [account for account in accounts if account.get("domain") is not None]
+            if params.get("status"):
+                accounts = [account for account in accounts if _status_filter(params["status"], account)]
+            if params.get("permissions") == "staff":
+                accounts = [account for account in accounts if _can_manage_reports(account)]
+            if params.get("username"):
+                prefix = params["username"].strip().removeprefix("@")  # unescaped, as Mastodon has it: `_` is any
+                accounts = [account for account in accounts if _like(prefix + "%", account.get("username"))]
+            if params.get("email"):
+                pattern = params["email"].strip() + "%"
+                accounts = [account for account in accounts if _like(pattern, account.get("email"))]
+            kept = ("origin", "status", "permissions", "username", "email")
+            return paginated(request, accounts, **{name: params[name] for name in kept if name in params})
+
+        @app.get("/api/v1/accounts/lookup")
+        async def lookup(request: Request) -> JSONResponse:
+            """A local account by its username (`acct`, `@` and this domain allowed), suspended ones too."""
+            double.requests.append((request.method, request.url.path))
+            acct = request.query_params.get("acct", "").removeprefix("@")
+            username, _, domain = acct.partition("@")
+            if domain and domain.lower() != DOMAIN:
+                return JSONResponse({"error": "Record not found"}, 404)
+            for account_id, name in [*double.staff, (double.bot_id, double.bot_username)]:
+                if name.lower() == username.lower():
+                    return JSONResponse(_account(account_id, name))
+            for account in double.accounts:
+                if account.get("domain") is None and str(account.get("username")).lower() == username.lower():
+                    return JSONResponse(_account(str(account["id"]), str(account["username"])))
+            return JSONResponse({"error": "Record not found"}, 404)
 
         async def form_of(request: Request) -> dict[str, Any]:
             """The request's parameters, sent as JSON or form-encoded (Mastodon.py sends forms)."""
@@ -442,12 +507,7 @@ class MastodonDouble:
         def admin_account_by_id(account_id: str) -> dict[str, Any] | None:
             for staff_id, name in double.staff:
                 if staff_id == account_id:
-                    found = _admin_account(staff_id, name, staff=True, role=double.roles.get(staff_id, "everyone"))
-                    if staff_id in double.permissions:
-                        found["role"] = {**found["role"], "id": "77", "permissions": str(double.permissions[staff_id])}
-                    if staff_id in double.locked_out:
-                        found[double.locked_out[staff_id]] = True
-                    return found
+                    return staff_account(staff_id, name)
             if account_id == double.bot_id:
                 return _admin_account(double.bot_id, double.bot_username, staff=False, role="admin")
             found = next((account for account in double.accounts if account["id"] == account_id), None)

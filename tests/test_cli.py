@@ -34,6 +34,18 @@ def test_doctor_names_what_is_wrong_and_what_is_fine(tocsin: CliRunner, connecti
     )
 
 
+def test_doctor_names_the_configured_moderators_who_are_not_staff_now(
+    tocsin: CliRunner, connection: redis.Redis, mastodon: MastodonDouble
+) -> None:
+    tocsin.env["TOCSIN_MODERATORS"] = "mod_anna,mod_ben,someone@elsewhere.example"
+    del mastodon.roles["102"]  # mod_ben demoted in Mastodon; nobody edited Tocsin's settings
+    result = run(tocsin, "doctor")
+    assert "BAD  TOCSIN_MODERATORS not local staff now (no alerts for them): @mod_ben, @someone@elsewhere.example" in (
+        result.output
+    )
+    assert "ok   alerts go to: @mod_anna\n" in result.output
+
+
 def test_doctor_names_the_scopes_dm_commands_lack(
     tocsin: CliRunner, connection: redis.Redis, mastodon: MastodonDouble
 ) -> None:

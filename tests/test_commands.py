@@ -370,7 +370,7 @@ def test_undo_takes_the_permission_of_what_it_reverses(cctx: Context, mastodon: 
 
 @pytest.mark.parametrize("how", ["suspended", "disabled"])
 def test_a_locked_out_staff_account_is_no_moderator(cctx: Context, mastodon: MastodonDouble, how: str) -> None:
-    mastodon.locked_out["103"] = how
+    mastodon.staff_flags["103"] = {how: True}
     status = say(cctx, mastodon, "103", "limit spam.example")
     assert mastodon.domain_blocks == []
     assert answer(mastodon, status)["text"].endswith("your account has no moderator role on this instance now")

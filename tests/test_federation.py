@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,16 +14,22 @@ from pathlib import Path
 import pytest
 import redis
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot import mentions
 from bot.context import Context
+from bot.csvsafe import CELL_MAX, FORMULA_START
 from bot.fetching import Fetcher, FetchError
 from handlers import federation
 from handlers.federation import (
     BLOCKS,
+    CLASSES,
     FEDERATES,
     NO_CONTACT,
     UNKNOWN,
+    AuditReport,
+    Verdict,
     audit,
     match_mrf,
     match_public_blocks,
@@ -39,6 +46,34 @@ FEDERATORS = ["federator-1.example", "federator-2.example", "federator-3.example
 
 
 # --- pure -----------------------------------------------------------------------------------------
+PEER_TEXT = st.text(max_size=1200)
+"""Anything a peer can write: its name as another peer lists it, its software, how it blocks."""
+VERDICTS = st.lists(
+    st.builds(
+        Verdict,
+        peer=PEER_TEXT,
+        kind=st.sampled_from(CLASSES),
+        evidence=PEER_TEXT,
+        severity=st.none() | PEER_TEXT,
+        software=st.none() | PEER_TEXT,
+        active_users=st.none() | st.integers(),
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(verdicts=VERDICTS)
+def test_audit_csv_never_holds_a_formula(verdicts: list[Verdict]) -> None:
+    """CSV injection: no cell of `audit-federation --csv` starts a formula, and the file parses back a
+    row a peer, every row as long as the header."""
+    text = "".join(federation.csv_rows(AuditReport(TARGET), iter(verdicts)))
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows[0] == federation.CSV_COLUMNS and len(rows) == len(verdicts) + 1
+    assert {len(row) for row in rows} == {len(federation.CSV_COLUMNS)}
+    for cell in (cell for row in rows for cell in row):
+        assert not cell.lstrip(" ").startswith(FORMULA_START), cell
+        assert len(cell) <= CELL_MAX + 1
 
 
 def test_public_block_lists_match_by_name_parent_and_digest() -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot import defaults
 from bot.config import Settings
@@ -65,6 +67,26 @@ def test_bad_signature_is_401_and_stores_nothing(client: TestClient, connection:
     assert status == 401
     assert "X-Hub-Signature" in str(reply["detail"])
     assert stored_events(connection) == []
+
+
+LATIN_1 = st.characters(max_codepoint=255)
+HEADER_VALUES = st.one_of(
+    st.text(LATIN_1, max_size=80),
+    st.text(LATIN_1, max_size=80).map(lambda rest: "sha256=" + rest),  # past the prefix check, to the comparison
+    st.text(LATIN_1, min_size=1, max_size=2).map(lambda odd: sign(b"{}")[:-2] + odd),  # a near miss
+)
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(signature=HEADER_VALUES)
+def test_any_signature_header_is_401_never_a_server_error(tmp_path: Path, redis_url: str, signature: str) -> None:
+    """A header is any latin-1 text a client sends (the ASGI server hands over its bytes): a non-ASCII
+    one used to reach hmac.compare_digest as str, which raises, and the delivery got a 500."""
+    with TestClient(create_app(make_settings(tmp_path, redis_url)), raise_server_exceptions=False) as client:
+        response = client.post(
+            "/webhooks/mastodon", content=b"{}", headers={"X-Hub-Signature": signature.encode("latin-1")}
+        )
+    assert response.status_code == 401, (response.status_code, signature)
 
 
 def test_signature_is_checked_over_raw_bytes_not_reserialized_json(client: TestClient) -> None:

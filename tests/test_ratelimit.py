@@ -10,6 +10,7 @@ from collections.abc import Callable
 import httpx2
 import pytest
 
+from bot.actions import is_staff
 from bot.context import Context
 from bot.mastodon import MastodonLink, make_client
 from bot.ratelimit import BUDGET_KEY, BudgetExhausted
@@ -52,7 +53,7 @@ def test_every_process_spends_the_same_share(
     mastodon: MastodonDouble, make_context: Callable[..., Context], connection: object
 ) -> None:
     ctx = limited(mastodon, make_context, 10, 6.0)
-    other = MastodonLink(ctx.settings, ctx.redis, make_client(ctx.settings, ctx.redis))  # another worker
+    other = MastodonLink(ctx.settings, ctx.redis, make_client(ctx.settings, ctx.redis), is_staff=is_staff)  # a worker
     spend(ctx, 3)
     other._read_impact("a.example")
     other._read_impact("b.example")

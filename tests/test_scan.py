@@ -8,14 +8,19 @@ moderators when a blocked server upgrades.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.context import Context
+from bot.csvsafe import CELL_MAX, FORMULA_START
 from bot.fetching import Fetcher
 from bot.outbox import split_post
 from handlers.domain_blocks import CSV_HEADER, read_blocks_csv
@@ -361,3 +366,49 @@ def test_sizing_names_every_proposal_and_the_most_active_of_the_rest_once_all_is
     proposals = ["pf0.example", "pf1.example", "pf2.example"]  # exposes our members' posts: every one
     assert sizing_targets(findings, complete=False) == proposals
     assert sizing_targets(findings) == proposals + [f"quotes{n}.example" for n in (7, 6, 5, 4, 3)]
+
+
+PEER_TEXT = st.text(max_size=1200)
+"""Anything a peer can put in its NodeInfo or its listed name."""
+HOSTNAMES = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?)+", fullmatch=True)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(domain=PEER_TEXT, version=PEER_TEXT)
+def test_proposed_blocks_csv_never_holds_a_formula(domain: str, version: str) -> None:
+    """CSV injection: what peers wrote reaches no cell as a formula, and the file still parses, a row a
+    proposal."""
+    from handlers.findings import Proposal
+
+    proposals = [
+        Proposal(domain, "suspend", "", f"Runs {version}, affected by X", "X"),
+        Proposal(version, "silence", "", version, "X"),
+    ]
+    rows = list(csv.reader(io.StringIO(blocks_csv(proposals), newline="")))
+    assert rows[0] == CSV_HEADER and len(rows) == 3 and {len(row) for row in rows} == {6}
+    for cell in (cell for row in rows for cell in row):
+        assert not cell.lstrip(" ").startswith(FORMULA_START), cell
+        assert len(cell) <= CELL_MAX + 1
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    domain=HOSTNAMES,
+    severity=st.sampled_from(["silence", "suspend"]),
+    version=st.from_regex(r"[0-9]{1,3}(\.[0-9]{1,3}){0,3}", fullmatch=True),
+)
+def test_real_proposed_blocks_import_as_written(domain: str, severity: str, version: str) -> None:
+    """The guard changes no value Mastodon's import reads (domains, severities, booleans, our comments)."""
+    from handlers.findings import Proposal
+
+    comment = f"Runs Pixelfed {version}, affected by CVE-2025-30741 (fixed in 0.12.5). Upgrade, then ask us."
+    assert read_blocks_csv(blocks_csv([Proposal(domain, severity, "", comment, "CVE-2025-30741")])) == [
+        {
+            "domain": domain,
+            "severity": severity,
+            "reject_media": "false",
+            "reject_reports": "false",
+            "public_comment": comment,
+            "obfuscate": "false",
+        }
+    ]

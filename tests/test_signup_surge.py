@@ -8,15 +8,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot import defaults
 from bot.config import SignupSurgeSettings
 from bot.context import Context
 from bot.events import current_clock
 from bot.families import registry
+from bot.surges import Alert
 from handlers.accounts import (
+    ESTABLISHED_PAGES,
     SIGNUP_PREFIX,
     SIGNUPS,
+    Cluster,
     ClusterKind,
     Signup,
     SignupStats,
@@ -24,7 +29,10 @@ from handlers.accounts import (
     find_clusters,
     is_surge,
     looks_generated,
+    mail_providers,
     name_stem,
+    propose,
+    provider_refusal,
 )
 from tests.helpers import alert_jobs, feed, run_jobs
 from tests.mastodon_double import MastodonDouble
@@ -33,6 +41,7 @@ from tests.waves import iso, signup_background, signup_burst, signup_event
 CFG = SignupSurgeSettings()
 NOW = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
 T = NOW.timestamp()
+SURGE = Alert(kind="open", bucket="local", surge_id="1", alert_no=1, at=T)
 
 
 @pytest.mark.parametrize(
@@ -245,3 +254,98 @@ def test_backfill_seeds_the_baseline_from_the_admin_api(
         b"post.example.net",
         b"gmail.com",
     }
+
+
+# --- never a big provider, nor a domain members use
+
+
+PROVIDER_NAMES = sorted({name for provider in mail_providers() for name in (*provider.domains, *provider.mx)})
+LABELS = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,12}[a-z0-9])?", fullmatch=True)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(name=st.sampled_from(PROVIDER_NAMES), prefix=st.lists(LABELS, max_size=3), cut=st.integers(0, 5))
+def test_no_block_is_proposed_on_a_provider_its_mail_servers_their_parents_or_subdomains(
+    name: str, prefix: list[str], cut: int
+) -> None:
+    """Mastodon matches a block against the address's domain, the MX hosts it resolves to, and every
+    parent of either: a block on any of these names would refuse a big provider's every address."""
+    subdomain = ".".join([*prefix, name])
+    labels = name.split(".")
+    parent = ".".join(labels[min(cut, len(labels) - 1) :])
+    for domain in (name, subdomain, parent, subdomain.upper() + "."):
+        assert provider_refusal(domain) is not None, domain
+        cluster = Cluster(ClusterKind.EMAIL_DOMAIN, domain, tuple(signup(n, email_domain=domain) for n in range(5)))
+        proposal = propose(SURGE, [cluster], {})  # no refusals handed in: the providers are refused anyway
+        assert proposal is None or "email_domain_block" not in {action.kind for action in proposal.actions}
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(labels=st.lists(LABELS, min_size=1, max_size=3))
+def test_a_spam_domain_of_its_own_is_still_proposed(labels: list[str]) -> None:
+    domain = ".".join([*labels, "example"])  # reserved: no provider is under it
+    assert provider_refusal(domain) is None
+    cluster = Cluster(ClusterKind.EMAIL_DOMAIN, domain, tuple(signup(n, email_domain=domain) for n in range(5)))
+    proposal = propose(SURGE, [cluster], {})
+    assert proposal is not None and [action.target for action in proposal.actions] == [domain]
+
+
+@pytest.mark.parametrize(
+    ("domain", "why"),
+    [
+        ("google.com", "it covers the mail servers of Gmail / Google Workspace"),
+        ("protection.outlook.com", "it covers the mail servers of Outlook.com / Microsoft 365"),
+        ("mail.protection.outlook.com", "it covers the mail servers of Outlook.com / Microsoft 365"),
+        ("eu.gmail.com", "a subdomain of a big mail provider's (Gmail / Google Workspace)"),
+        ("yahoodns.net", "it covers the mail servers of Yahoo / AOL"),
+    ],
+)
+def test_a_surge_at_a_providers_mail_servers_is_shown_but_no_block_is_proposed(
+    ctx: Context, connection: redis.Redis, mastodon: MastodonDouble, domain: str, why: str
+) -> None:
+    mastodon.max_characters = 3000
+    feed(ctx, signup_background(NOW - timedelta(days=14), days=14))
+    feed(ctx, signup_burst(NOW, count=60, minutes=60, mail_domain=domain))
+    run_jobs(connection)
+    [text] = mastodon.direct_texts()
+    assert f"- email domain {domain}: " in text and f"— no block proposed: {why}" in text
+    assert "block sign-ups with email addresses at" not in text
+    assert "Reply “approve” to reject the " in text  # the pending sign-ups are still offered
+
+
+def established(count: int, domain: str, **changes: object) -> list[dict[str, object]]:
+    """Members who signed up in 2024 with addresses at `domain`, as GET /api/v2/admin/accounts lists them."""
+    members = []
+    for n in range(count):
+        event = signup_event(400000 + n, "2024-05-01T10:00:00.000Z", f"member{n}", f"member{n}@{domain}", "192.0.2.7")
+        members.append({**event["object"], "confirmed": True, "approved": True, **changes})
+    return members
+
+
+@pytest.mark.parametrize(
+    ("members", "proposed"),
+    [
+        (established(3, "uni.example"), False),
+        (established(2, "uni.example") + established(1, "cs.uni.example"), False),  # a block covers subdomains
+        (established(2, "uni.example"), True),
+        (established(3, "uni.example", confirmed=False), True),
+        (established(3, "uni.example", suspended=True), True),
+        (established(3, "uni.example.org"), True),  # Mastodon's `%uni.example%` finds it; not the same domain
+        (established(3, "uni.example", created_at="2026-11-20T13:30:00.000Z"), True),  # joined with the surge
+    ],
+)
+def test_a_domain_established_members_use_is_not_proposed(
+    ctx: Context, connection: redis.Redis, mastodon: MastodonDouble, members: list[dict[str, object]], proposed: bool
+) -> None:
+    mastodon.max_characters = 3000
+    mastodon.accounts.extend(members)
+    feed(ctx, signup_background(NOW - timedelta(days=14), days=14))
+    feed(ctx, signup_burst(NOW, count=60, minutes=60, mail_domain="uni.example"))
+    mastodon.requests.clear()
+    run_jobs(connection)
+    [text] = mastodon.direct_texts()
+    assert ("block sign-ups with email addresses at uni.example" in text) is proposed
+    if not proposed:
+        assert "- email domain uni.example: " in text
+        assert "— no block proposed: 3+ established members (confirmed, joined before this) use it" in text
+    assert mastodon.requests.count(("GET", "/api/v2/admin/accounts")) <= 1 + ESTABLISHED_PAGES  # staff + count

@@ -241,3 +241,29 @@ def test_an_unreachable_mastodon_is_asked_again_only_after_a_pause(
     assert connection.exists("tocsin:cache:bot-account-id:failed")
     assert ctx.mastodon.refresh_bot_account_id() is None  # within the pause: not even tried
     feed(ctx, burst(NOW, "spam.example", reports=5, hours=1))  # detection goes on meanwhile
+
+
+@pytest.mark.parametrize(
+    ("domain", "refusal"),
+    [
+        ("google.com", "it covers the mail servers of Gmail / Google Workspace"),
+        ("outlook.com", "a big mail provider (Outlook.com / Microsoft 365)"),
+        ("spam.example", None),
+    ],
+)
+def test_the_sign_up_path_a_wave_shares_is_blocked_only_when_no_provider_is_hit(
+    ctx: Context, connection: redis.Redis, mastodon: MastodonDouble, domain: str, refusal: str | None
+) -> None:
+    mastodon.max_characters = 3000
+    signups = [
+        signup_event(80000 + n, iso(NOW - timedelta(hours=1)), f"spambot{n}", f"bot{n}@{domain}", "192.0.2.9")
+        for n in range(10)
+    ]
+    feed(ctx, signups)
+    feed(ctx, mention_spam(NOW, posts=10, minutes=10))
+    run_jobs(connection)
+    [text] = mastodon.direct_texts()
+    assert f"Sign-up path they share:\n- email domain {domain}: 10 of them" in text
+    assert ("block sign-ups with email addresses at" in text) is (refusal is None)
+    if refusal is not None:
+        assert f"— no block proposed: {refusal}" in text

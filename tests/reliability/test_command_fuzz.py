@@ -115,7 +115,7 @@ def test_no_sender_and_no_words_make_tocsin_act_beyond_its_role(
         mastodon.accounts = [{"id": "500", "username": "bot500", "domain": None, "suspended": False, "role": None}]
         mastodon.permissions[DORA] = permissions
         if kind in ("suspended staff", "disabled staff"):
-            mastodon.locked_out[DORA] = kind.split()[0]
+            mastodon.staff_flags[DORA] = {kind.split()[0]: True}
         assert mentions.poll(ctx) == 0  # the cursor
         key = f"fuzz:{len(mastodon.statuses)}"  # a new DM each case (Mastodon keeps idempotency keys an hour)
         [dm] = ctx.outbox.propose(key, Message("🔔 To decide.", Proposal(items=ITEMS)), handles="fuzz:handled")
@@ -170,7 +170,7 @@ def _reset(ctx: Context, mastodon: MastodonDouble) -> None:
     mastodon.account_actions.clear()
     mastodon.messages_to_accounts.clear()
     mastodon.requests.clear()
-    mastodon.locked_out.clear()
+    mastodon.staff_flags.clear()
 
 
 def _say(ctx: Context, mastodon: MastodonDouble, kind: str, text: str, reply_to: str | None) -> dict[str, Any]:
