@@ -472,3 +472,12 @@ def test_a_block_only_where_it_stops_the_harm_and_never_a_suspension_above_the_t
             assert f"a suspension would cut {server.follows:,} follows" in proposal.reason
         else:
             assert proposal.severity == "suspend"
+
+
+def test_no_all_clear_about_a_server_nobody_follows(ctx: Context, scanning: MastodonDouble) -> None:
+    scanning.measures["pixelfed.social"] = (0, 0, 5200)  # the largest unaffected, but nothing shared with it
+    report = run_scan(ctx)
+    assert finding(report, "CVE-2025-30741").all_clear[0].domain == "pixelfed.social"  # it was sized
+    text = render_report(report, "https://x.example", 10)
+    assert "not affected, not proposed" not in text
+    assert "Vulnerable: 63 of 96 Pixelfed servers" in text
