@@ -51,7 +51,7 @@ MASTODON_VERSIONS = (
     + ["4.4.15"] * 20
     + ["4.4.14"] * 8  # the quote bug
     + ["4.3.12"] * 30
-    + ["4.2.4", "4.2.4", "3.5.3"]  # the account-takeover advisory: proposals
+    + ["4.2.4", "4.2.4", "3.5.3"]  # the account-takeover advisory (a block would not stop it: outreach)
     + ["4.6.0-nightly.2025-07-17", "4.2.10+glitch", "4.4.9+hometown-1.1.3"]
 )
 OTHERS = ["misskey"] * 10 + ["akkoma"] * 4 + ["gotosocial"] * 4

@@ -38,14 +38,38 @@ FORKS_FILE = "forks.toml"
 
 SEVERITIES = ("low", "moderate", "high", "critical")
 
+
+@dataclass(frozen=True)
+class Exposed:
+    """One thing of this instance a vulnerable peer puts at risk, and whether a domain block protects it.
+
+    A domain block stops what we deliver to that server (posts, followers-only posts, DMs, media: a
+    suspension severs its follows of our members) and what it delivers to us. It does not stop that
+    server from believing activities forged in our members' names: those go from the attacker to it,
+    never through us."""
+
+    words: str  # as the moderators' DM names it
+    block_protects: bool
+    why: str  # what a block stops, or why it stops nothing (said in the DM and `tocsin scan`)
+
+
 EXPOSURES = {
-    "followers-only-posts": "our members' followers-only posts",
-    "direct-messages": "our members' direct messages",
-    "account-takeover-of-our-users": "our members' accounts as seen there",
-    "media": "our members' media",
+    "followers-only-posts": Exposed(
+        "our members' followers-only posts", True, "a block stops our followers-only posts reaching them"
+    ),
+    "direct-messages": Exposed("our members' direct messages", True, "a block stops our direct messages reaching them"),
+    "media": Exposed("our members' media", True, "a block stops our media reaching them"),
+    "account-takeover-of-our-users": Exposed(
+        "our members' accounts as seen there",
+        False,
+        "activities forged in our members' names go to them, never through us",
+    ),
 }
-"""What of this instance a vulnerable peer puts at risk, as an advisory's `exposes` names it, and as the
-moderators' DM words it. `exposes = ["none"]` (or empty): the harm falls on that server only."""
+"""What of this instance a vulnerable peer puts at risk, as an advisory's `exposes` names it, with the
+stated answer to "does blocking protect": a block is proposed only for an advisory where it does.
+`exposes = ["none"]` (or empty): the harm falls on that server only, which no block of ours changes."""
+NO_BLOCK = "a block would not stop this: tell their admins"
+HARM_THEIRS_ONLY = "the harm is theirs"
 
 # A version starts with at least major.minor: a bare number is a git hash or a build counter, not a version.
 _RELEASE = re.compile(r"^\s*v?(\d+(?:\.\d+)+)(.*)$", re.DOTALL)
@@ -237,12 +261,30 @@ class Advisory:
 
     @property
     def exposes_members(self) -> bool:
-        """Whether this instance's members are harmed by a vulnerable peer: only then is a block proposed."""
+        """Whether this instance's members are harmed by a vulnerable peer (a block may still not help)."""
         return bool(self.exposes)
 
     @property
+    def block_protects(self) -> bool:
+        """Whether a block stops some of the harm to our members: only then is a block proposed."""
+        return any(EXPOSURES[key].block_protects for key in self.exposes)
+
+    @property
+    def block_why(self) -> str:
+        """Why a block is proposed (what it stops), or that it would not stop the harm (tell their admins)."""
+        protecting = [EXPOSURES[key].why for key in self.exposes if EXPOSURES[key].block_protects]
+        return "; ".join(protecting) or NO_BLOCK
+
+    @property
+    def no_block_reason(self) -> str:
+        """Why a block would not stop the harm ("" when it would)."""
+        if self.block_protects:
+            return ""
+        return "; ".join(EXPOSURES[key].why for key in self.exposes) or HARM_THEIRS_ONLY
+
+    @property
     def exposure_words(self) -> str:
-        return ", ".join(EXPOSURES[key] for key in self.exposes) or "nothing of ours (harm to that server only)"
+        return ", ".join(EXPOSURES[key].words for key in self.exposes) or "nothing of ours (harm to that server only)"
 
     def concerns(self, software: str) -> bool:
         return software.lower() in self.software

@@ -1,6 +1,7 @@
 """What a scan found, pure: which servers each advisory affects (through the fork table), the impact
-buckets, the proposals (only where a vulnerable server exposes this instance's members), Mastodon's
-domain-block CSV, and which of Tocsin's blocks can be lifted since the server upgraded."""
+buckets, the proposals (only where a block stops the harm to this instance's members), the largest
+servers it does not affect (the all-clear), Mastodon's domain-block CSV, and which of Tocsin's blocks can
+be lifted since the server upgraded."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ OUTREACH_SIZED = 5
 """Of the servers an advisory harms only themselves (often thousands at a large instance), this many, the
 most active by their NodeInfo, have their follows looked up (one admin API call each): the DM names the
 largest; `tocsin scan` lists the others with follows unknown."""
+ALL_CLEAR_SIZED = 3
+"""Of the servers an advisory with proposals does not affect, this many, the most active by their NodeInfo,
+have their follows looked up: the DM names the largest by follows as not proposed (the brief's report
+led with it: "pixelfed.social is running v0.12.5, so we will not be defederating with pixelfed.social")."""
 
 
 @dataclass(frozen=True)
@@ -56,11 +61,33 @@ class Finding:
 
     @property
     def outreach(self) -> list[Exposure]:
-        """Vulnerable servers whose admins should hear of it, though blocking them protects no one of ours
-        (the advisory exposes nothing of this instance): largest first."""
-        if self.advisory.exposes_members:
+        """Vulnerable servers whose admins should hear of it, since blocking them protects no one of ours
+        (the harm is theirs, or a block does not stop it): largest first."""
+        if self.advisory.block_protects:
             return []
         return sorted(self.vulnerable, key=_largest_first)
+
+    @property
+    def all_clear(self) -> list[Exposure]:
+        """Servers running the software that the advisory does not affect (patched, or never affected),
+        of an advisory that proposes blocks: those whose follows were looked up, largest first."""
+        if not self.advisory.block_protects or not self.vulnerable:
+            return []
+        return sorted((item for item in self.fixed if item.impact is not None), key=_largest_first)
+
+    def unaffected(self) -> list[Exposure]:
+        """Every server the all-clear could name: the sized ones largest first, then the rest (follows
+        unknown) by their NodeInfo activity (`tocsin scan --all`, `--json`)."""
+        if not self.advisory.block_protects or not self.vulnerable:
+            return []
+        rest = sorted((item for item in self.fixed if item.impact is None), key=_largest_first)
+        return self.all_clear + rest
+
+    def largest_clear(self) -> Exposure | None:
+        """The all-clear worth saying: the largest unaffected server by follows, unless nobody follows
+        either way (an all-clear about a server we share nothing with tells the moderators nothing)."""
+        largest = next(iter(self.all_clear), None)
+        return largest if largest is not None and largest.follows else None
 
     def largest(self) -> Exposure | None:
         """The vulnerable server with the most follows either way (then the most active)."""
@@ -87,19 +114,23 @@ def _largest_first(item: Exposure) -> tuple[int, int, str]:
 
 def sizing_targets(findings: Iterable[Finding], complete: bool = True) -> list[str]:
     """The servers whose follows a scan looks up, most needed first: every vulnerable or uncertain server
-    of an advisory that exposes our members (a proposal's severity depends on its follows), then the
-    OUTREACH_SIZED most active of each advisory that harms only its own servers (the DM names the largest)
-    — those only from `complete` results: the most active of part of the peers may not be the top ones."""
+    of an advisory whose harm a block stops (a proposal's severity depends on its follows), then the
+    OUTREACH_SIZED most active of each advisory a block does not help (the DM names the largest), then
+    the ALL_CLEAR_SIZED most active unaffected servers of each advisory with proposals (the all-clear)
+    — those two only from `complete` results: the most active of part of the peers may not be the top ones."""
     findings = list(findings)
     needed = [
         item.domain
         for finding in findings
-        if finding.advisory.exposes_members
+        if finding.advisory.block_protects
         for item in finding.vulnerable + finding.uncertain
     ]
     for finding in findings if complete else ():
-        if not finding.advisory.exposes_members:
+        if not finding.advisory.block_protects:
             needed += [item.domain for item in sorted(finding.vulnerable, key=_largest_first)[:OUTREACH_SIZED]]
+    for finding in findings if complete else ():
+        if finding.advisory.block_protects and finding.vulnerable:
+            needed += [item.domain for item in sorted(finding.fixed, key=_largest_first)[:ALL_CLEAR_SIZED]]
     return list(dict.fromkeys(needed))
 
 
@@ -147,12 +178,13 @@ class Proposal:
 
 def propose(finding: Finding, limit_above_follows: int) -> list[Proposal]:
     """Suspend the vulnerable servers not already suspended; limit instead where more than
-    `limit_above_follows` follows would be cut, unless the advisory is critical. Nothing at all when the
-    advisory exposes nothing of this instance: a block would cut our members off and protect no one
-    (those servers' admins are told instead, see Finding.outreach)."""
+    `limit_above_follows` follows would be cut, whatever the advisory's severity (the reason names the
+    cost, and that their admins should be told too). Nothing at all when a block does not stop the harm
+    to our members (the advisory's `exposes`, see handlers/advisories.EXPOSURES): it would cut our
+    members off and protect no one (those servers' admins are told instead, see Finding.outreach)."""
     proposals: list[Proposal] = []
     advisory = finding.advisory
-    if not advisory.exposes_members:
+    if not advisory.block_protects:
         return proposals
     for exposure in sorted(finding.vulnerable, key=lambda item: (-(item.follows or 0), item.domain)):
         if exposure.block is not None and exposure.block.severity == "suspend":
@@ -161,17 +193,28 @@ def propose(finding: Finding, limit_above_follows: int) -> list[Proposal]:
         comment = f"Runs {exposure.shown}, affected by {advisory.id} (fixed in {fix}). Upgrade, then ask us."
         follows = exposure.follows
         many = follows is not None and follows > limit_above_follows
-        severity = "silence" if many and advisory.severity != "critical" else "suspend"
-        if many and severity == "silence":
-            reason = f"limit, not suspend: {follows} follows would be cut (more than {limit_above_follows})"
-        elif many:
-            reason = f"suspend although {follows} follows would be cut: the advisory is critical"
-        else:
-            reason = ""
+        severity = "silence" if many else "suspend"
+        reason = (
+            f"limit, not suspend: {cost(exposure)} (more than {limit_above_follows}); "
+            f"a limit keeps those follows, so tell their admins too: tocsin outreach {exposure.domain}"
+            if many
+            else ""
+        )
         if exposure.block is not None and exposure.block.severity == severity:
             continue  # already blocked as proposed
         proposals.append(Proposal(exposure.domain, severity, reason, comment[:1000], advisory.id))
     return proposals
+
+
+def cost(exposure: Exposure) -> str:
+    """What a suspension would cut, in the moderators' words."""
+    if exposure.impact is None:
+        return "follows unknown"
+    impact = exposure.impact
+    return (
+        f"a suspension would cut {exposure.follows:,} follows "
+        f"(we follow {impact.local_follows:,} there; {impact.remote_followers:,} follow us)"
+    )
 
 
 def blocks_csv(proposals: Iterable[Proposal]) -> str:
@@ -236,6 +279,8 @@ class ScanReport:
                     "software": list(finding.advisory.software),
                     "severity": finding.advisory.severity,
                     "exposes": list(finding.advisory.exposes),
+                    "block_protects": finding.advisory.block_protects,
+                    "block_why": finding.advisory.block_why,
                     "exploited": finding.advisory.exploited,
                     "running": finding.total,
                     "vulnerable": [exposure(item) for item in finding.vulnerable],
@@ -243,6 +288,7 @@ class ScanReport:
                     "uncertain": [exposure(item) for item in finding.uncertain],
                     "unparsable": finding.unparsable,
                     "outreach": [item.domain for item in finding.outreach],
+                    "not_affected": [exposure(item) for item in finding.unaffected()],
                     "impact": dict(impact_buckets(finding.vulnerable)),
                     "proposals": [asdict(proposal) for proposal in self.proposals.get(finding.advisory.id, [])],
                 }

@@ -8,9 +8,11 @@ A scan lists the instance's peers (GET /api/v1/instance/peers, which leaves out 
 the domains Tocsin blocked for an advisory, so upgrades are seen), reads each one's NodeInfo through
 bot.fetching (SSRF-guarded, bounded), and for every advisory sorts the servers running that software
 into fixed, vulnerable and unreadable. Vulnerable ones are sized by admin measures (follows both ways)
-and proposed for suspension, or for a limit where many follows would be cut, as a Mastodon domain-block
-CSV. Blocks Tocsin applies carry BLOCK_TAG in their private comment; a later scan that finds such a
-server on a fixed version tells the moderators it can be refederated.
+and, where a block stops the harm to our members, proposed for suspension, or for a limit where many
+follows would be cut, as a Mastodon domain-block CSV; where it does not, their admins are to be told.
+The largest servers the advisory does not affect are named too, as an all-clear. Blocks Tocsin applies
+carry BLOCK_TAG in their private comment; a later scan that finds such a server on a fixed version
+tells the moderators it can be refederated.
 
 Parsing and classification are pure functions; fetching, the admin API and posting stay at the edges.
 """
@@ -35,6 +37,7 @@ from bot.privacy import RECIPIENT
 from bot.templating import render_text
 from handlers import nodeinfo, proposals, reports
 from handlers.advisories import (
+    NO_BLOCK,
     SEVERITIES,
     Advisory,
     Running,
@@ -99,6 +102,7 @@ def render_report(report: ScanReport, instance_url: str, limit_above_follows: in
         buckets=impact_buckets,
         instance_url=instance_url,
         limit_above_follows=limit_above_follows,
+        no_block=NO_BLOCK,
         proposal=propose(report),
         numbers={advisory_id: number for number, (advisory_id, _) in enumerate(_proposing(report), start=1)},
     )
@@ -109,7 +113,7 @@ def _proposing(report: ScanReport) -> list[tuple[str, list[BlockProposal]]]:
     return [
         (finding.advisory.id, report.proposals[finding.advisory.id])
         for finding in report.findings
-        if finding.vulnerable and finding.advisory.exposes_members and report.proposals.get(finding.advisory.id)
+        if finding.vulnerable and finding.advisory.block_protects and report.proposals.get(finding.advisory.id)
     ]
 
 

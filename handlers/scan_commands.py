@@ -9,7 +9,7 @@ import time
 import click
 
 from bot.clitools import cli_context
-from handlers.findings import ScanReport, blocks_csv, impact_buckets
+from handlers.findings import ALL_CLEAR_SIZED, Exposure, Finding, ScanReport, blocks_csv, impact_buckets
 from handlers.nodeinfo import PeerResult
 from handlers.scan import outreach_message, send_scan_messages
 from handlers.scan_runs import progress, run_scan, start_run
@@ -70,7 +70,10 @@ def _peer_line(result: PeerResult) -> str:
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the proposed blocks as Mastodon CSV.")
 @click.option("--fresh", is_flag=True, help="Read every peer again, ignoring cached NodeInfo.")
 @click.option("--dm", is_flag=True, help="Also DM the moderators the summary, as the daily scan does.")
-def scan(advisory_ids: tuple[str, ...], as_json: bool, csv_path: str | None, fresh: bool, dm: bool) -> None:
+@click.option("--all", "show_all", is_flag=True, help="List every server an advisory with proposals does not affect.")
+def scan(
+    advisory_ids: tuple[str, ...], as_json: bool, csv_path: str | None, fresh: bool, dm: bool, show_all: bool
+) -> None:
     """Scan the peers' software for known advisories, size the impact, propose blocks."""
     ctx = cli_context()
     run = start_run(ctx, advisory_ids, fresh)
@@ -89,14 +92,30 @@ def scan(advisory_ids: tuple[str, ...], as_json: bool, csv_path: str | None, fre
     if as_json:
         click.echo(json.dumps({"report": report.to_json()}))
     else:
-        _print_scan(report)
+        _print_scan(report, show_all)
         if csv_path:
             click.echo(f"\n{len(proposals)} proposed blocks written to {csv_path}: tocsin blocks apply {csv_path}")
     if dm:
         click.echo(f"{send_scan_messages(ctx, report)} message(s) to the moderators", err=True)
 
 
-def _print_scan(report: object) -> None:
+def _all_clear(finding: Finding, show_all: bool) -> list[Exposure]:
+    """The servers an advisory with proposals does not affect, largest first: those sized (the largest by
+    follows), or with `show_all` every one (the rest by their NodeInfo activity, follows unknown)."""
+    return finding.unaffected() if show_all else finding.all_clear[:ALL_CLEAR_SIZED]
+
+
+def _clear_line(item: Exposure) -> str:
+    impact = item.impact
+    follows = (
+        f"we follow {impact.local_follows:,} there; {impact.remote_followers:,} follow us"
+        if impact
+        else "follows unknown"
+    )
+    return f"{item.domain} runs {item.shown}: not affected, not proposed ({follows})"
+
+
+def _print_scan(report: object, show_all: bool = False) -> None:
     assert isinstance(report, ScanReport)
     unreadable = sum(report.unreadable.values())
     click.echo(f"{report.scanned} servers in {report.seconds:.1f} s; {unreadable} unreadable", nl=False)
@@ -108,6 +127,12 @@ def _print_scan(report: object) -> None:
         click.echo(f"\n{advisory.id} ({advisory.severity}, {'/'.join(advisory.software)}): {advisory.summary}")
         exploited = "; exploited" if advisory.exploited else ""
         click.echo(f"  exposes: {advisory.exposure_words}{exploited}")
+        if finding.vulnerable:
+            verdict = "proposed" if advisory.block_protects else "not proposed"
+            reason = f" ({advisory.no_block_reason})" if advisory.no_block_reason else ""
+            click.echo(f"  block: {verdict}: {advisory.block_why}{reason}")
+        for item in _all_clear(finding, show_all):
+            click.echo(f"  {_clear_line(item)}")
         uncertain = f", {len(finding.uncertain)} uncertain" if finding.uncertain else ""
         click.echo(
             f"  {finding.total} servers: {len(finding.fixed)} fixed"

@@ -10,8 +10,9 @@ through three steps, each an RQ job that can die and be run again without repeat
    in flight across chunk boundaries; it skips peers whose result is stored, stores results in batches
    that renew the chunk's lease, and hands over to a fresh reader while chunks remain;
 3. size and finish: match advisories against the results stored so far and look up follows for the
-   servers the DM and proposals will name, paced to Tocsin's share of the API limit — while the peers
-   are still being read, so the share of several rate-limit windows is used, not just the last one's.
+   servers the DM and proposals will name (the largest unaffected ones too, for the all-clear), paced
+   to Tocsin's share of the API limit — while the peers are still being read, so the share of several
+   rate-limit windows is used, not just the last one's.
    The job reschedules itself (for the window's reset when the share is spent; SIZE_POLL later while
    reading goes on; a worker never sleeps for either); once every chunk is read and every named
    server sized, it builds the report and DMs the moderators once.
@@ -309,6 +310,7 @@ def build_report(ctx: Context, run: Run) -> ScanReport:
     for finding in findings:
         finding.vulnerable = [named(item) for item in finding.vulnerable]
         finding.uncertain = [named(item) for item in finding.uncertain]
+        finding.fixed = [named(item) for item in finding.fixed]  # the all-clear's follows
         proposals[finding.advisory.id] = propose(finding, ctx.settings.scan_limit_above_follows)
     unreadable = Counter(result.error for result in results if result.error)
     software = Counter(result.software.name for result in results if result.software)

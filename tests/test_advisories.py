@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from handlers.advisories import (
+    EXPOSURES,
     Advisory,
     AdvisoryError,
     Verdict,
@@ -408,3 +409,24 @@ def test_a_broken_advisory_is_named(tmp_path: Path, content: str) -> None:
     path.write_text(content)
     with pytest.raises(AdvisoryError, match=r"broken\.toml"):
         load_advisory(path)
+
+
+def test_each_exposure_states_whether_a_block_protects_and_the_shipped_advisories_follow_it() -> None:
+    for name, exposed in EXPOSURES.items():
+        assert exposed.words and exposed.why, name
+    assert not EXPOSURES["account-takeover-of-our-users"].block_protects  # forged to them, not through us
+    assert EXPOSURES["followers-only-posts"].block_protects
+    takeover, pixelfed = ADVISORIES["CVE-2024-23832"], ADVISORIES["CVE-2025-30741"]
+    assert takeover.exposes_members and not takeover.block_protects  # tell their admins, no block
+    assert takeover.block_why == "a block would not stop this: tell their admins"
+    assert "forged" in takeover.no_block_reason
+    assert pixelfed.block_protects and pixelfed.block_why == "a block stops our followers-only posts reaching them"
+    for advisory_id in ("CVE-2023-36460", "CVE-2026-33869"):  # harm to that server only
+        assert not ADVISORIES[advisory_id].block_protects and ADVISORIES[advisory_id].no_block_reason
+
+
+@given(st.lists(st.sampled_from(sorted(EXPOSURES)), unique=True))
+def test_a_block_protects_exactly_when_one_exposure_it_names_is_stopped_by_a_block(exposes: list[str]) -> None:
+    advisory = advisory_with(["1.0.1"], exposes=tuple(exposes))
+    assert advisory.block_protects == any(EXPOSURES[name].block_protects for name in exposes)
+    assert advisory.block_why != "" and (advisory.no_block_reason == "") == advisory.block_protects

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +23,12 @@ from hypothesis import strategies as st
 from bot.context import Context
 from bot.csvsafe import CELL_MAX, FORMULA_START
 from bot.fetching import Fetcher
+from bot.mastodon import Impact
 from bot.outbox import split_post
+from handlers.advisories import EXPOSURES, SEVERITIES, Advisory, parse_version
 from handlers.domain_blocks import CSV_HEADER, read_blocks_csv
-from handlers.findings import ScanReport, blocks_csv
+from handlers.findings import ALL_CLEAR_SIZED, Exposure, Finding, ScanReport, blocks_csv
+from handlers.findings import propose as propose_blocks
 from handlers.reports import ACTIVE_BUCKETS
 from handlers.scan import (
     outreach_message,
@@ -84,6 +88,9 @@ def fleet() -> Iterator[PeerFleet]:
     }
     for domain in FIXED:
         fleet.peers[domain] = Peer(nodeinfo("pixelfed", "0.12.5"))
+    # the flagship is the most active by its NodeInfo, as it is the most followed
+    big = {"users": {"total": 300000, "activeMonth": 20000}, "localPosts": 9_000_000}
+    fleet.peers["pixelfed.social"] = Peer(nodeinfo("pixelfed", "0.12.5", usage=big))
     for domain in ON_0124:
         fleet.peers[domain] = Peer(nodeinfo("pixelfed", "0.12.4"))
     for n, domain in enumerate(OLDER):
@@ -136,40 +143,108 @@ def test_the_pixelfed_breakdown_of_the_brief(ctx: Context, scanning: MastodonDou
 
     send_scan_messages(ctx, report)
     [text] = scanning.direct_texts()
+    # The biggest peer's all-clear, as the brief's report led with it, with its follows both ways.
+    all_clear = "pixelfed.social runs 0.12.5: not affected, not proposed (we follow 1,073 there; 864 follow us)."
     assert (
-        "CVE-2025-30741 (high) exposes our members' followers-only posts. Vulnerable: 63 of 96 Pixelfed "
-        "servers. Largest: pf-0124-30.example (0.12.4; we follow 7 there, 3 follow us)." in text
+        "CVE-2025-30741 (high) exposes our members' followers-only posts. " + all_clear + " Vulnerable: 63 of 96 "
+        "Pixelfed servers. Largest: pf-0124-30.example (0.12.4; we follow 7 there, 3 follow us)." in text
     )
+    assert [item.domain for item in pixelfed.all_clear][:1] == ["pixelfed.social"]
     assert "CVE-2023-36460" not in text  # no server it affects: not in the DM
-    assert "2. Suspend 63 (list: tocsin scan --advisory CVE-2025-30741)." in text
-    # A moderate advisory that harms only the vulnerable server: no block, its admins are told.
-    assert "tell their admins: tocsin outreach DOMAIN): CVE-2026-33869 (moderate) 1 Mastodon server (masto-q" in text
-    assert text.endswith("\n\nReply “approve”, “approve 1,2” or “dismiss”.")
+    assert (
+        "1. Suspend 63: a block stops our followers-only posts reaching them "
+        "(list: tocsin scan --advisory CVE-2025-30741)." in text
+    )
+    # A critical advisory whose harm a block does not stop (forged activities go to the vulnerable
+    # server, never through us): no block, and the DM says why.
+    assert report.proposals["CVE-2024-23832"] == []
+    # A moderate advisory that harms only the vulnerable server: no block either, its admins are told.
+    assert (
+        "No block proposed: a block would not stop this: tell their admins (tocsin outreach DOMAIN). "
+        "CVE-2024-23832 (critical) exposes our members' accounts as seen there: 1 Mastodon server "
+        "(masto-old.example). CVE-2026-33869 (moderate) harms only theirs: 1 Mastodon server (masto-quotes.example)."
+        in text
+    )
+    assert text.endswith("\n\nReply “approve” to CVE-2025-30741: suspend 63 servers, or “dismiss” if it needs nothing.")
     assert len(scanning.direct_threads()[0]) == 1  # the brief's fleet: one status (at 5,000 characters)
-    # `approve 2` would carry out the Pixelfed item: its blocks, tagged and explained by the advisory.
+    # `approve` would carry out the Pixelfed item: its blocks, tagged and explained by the advisory.
     items = propose(report).items
-    assert [item.label for item in items] == ["CVE-2024-23832: suspend 1 server", "CVE-2025-30741: suspend 63 servers"]
-    action = items[1].actions[0]
+    assert [item.label for item in items] == ["CVE-2025-30741: suspend 63 servers"]
+    action = items[0].actions[0]
     [proposed] = [item for item in report.proposals["CVE-2025-30741"] if item.domain == action.target]
     assert (action.kind, action.severity, action.tag) == ("domain_block", "suspend", "[tocsin advisory CVE-2025-30741]")
     assert action.public_comment == proposed.public_comment and "CVE-2025-30741" in proposed.public_comment
     mods = tuple(ctx.mastodon.moderators())
-    assert len(split_post(render_report(report, "https://x.example", 10), mods, 500)) <= 2  # at vanilla's 500
+    parts = split_post(render_report(report, "https://x.example", 10), mods, 500)  # at vanilla's 500
+    assert len(parts) <= 2 and any(all_clear in part for part in parts)
     assert "pixelfed.social" not in {exposure.domain for exposure in pixelfed.vulnerable}
     assert "pixelfed.social" not in {proposal.domain for proposal in report.proposals["CVE-2025-30741"]}
 
 
-def test_severity_is_capped_at_limit_for_many_follows_unless_critical(ctx: Context, scanning: MastodonDouble) -> None:
+def test_above_the_follow_threshold_a_limit_is_proposed_with_its_cost_never_a_suspension_even_if_critical(
+    make_context: Callable[..., Context], scanning: MastodonDouble, tmp_path: Path
+) -> None:
+    # An operator who judges the Pixelfed flaw critical: severity alone still never cuts 30 follows.
+    (tmp_path / "critical.toml").write_text('id = "CVE-2025-30741"\nseverity = "critical"\n')
+    ctx = make_context(advisory_dir=tmp_path, moderators=["mod_anna"])
     scanning.measures["pf-0124-7.example"] = (30, 25, 200)
+    scanning.measures["masto-old.example"] = (2929, 2100, 9000)  # as mastodon.nl was
     report = run_scan(ctx)
     proposals = {proposal.domain: proposal for proposal in report.proposals["CVE-2025-30741"]}
     assert proposals["pf-0124-7.example"].severity == "silence"
-    assert "30 follows would be cut (more than 10)" in proposals["pf-0124-7.example"].reason
+    assert proposals["pf-0124-7.example"].reason == (
+        "limit, not suspend: a suspension would cut 30 follows (we follow 30 there; 25 follow us) (more than 10); "
+        "a limit keeps those follows, so tell their admins too: tocsin outreach pf-0124-7.example"
+    )
+    assert {proposal.severity for domain, proposal in proposals.items() if domain != "pf-0124-7.example"} == {"suspend"}
     assert report.proposals["CVE-2026-33869"] == []  # it exposes nothing of ours
-    critical = {proposal.domain: proposal for proposal in report.proposals["CVE-2024-23832"]}
-    assert list(critical) == ["masto-old.example"]  # 4.2.5+glitch is patched
-    assert critical["masto-old.example"].severity == "suspend"
-    assert "the advisory is critical" in critical["masto-old.example"].reason
+    assert report.proposals["CVE-2024-23832"] == []  # a block does not stop forged activities reaching them
+    send_scan_messages(ctx, report)
+    [text] = scanning.direct_texts()
+    assert "1. Suspend 62, limit 1 (more than 10 follows would be cut: tell their admins too): a block stops" in text
+    assert "although" not in text
+
+
+def test_a_block_is_proposed_only_where_it_stops_the_harm(tocsin: CliRunner, scanning: MastodonDouble) -> None:
+    """CVE-2024-23832 (critical): forged activities go to the vulnerable server, never through us. No
+    suspension cutting 2,929 follows; `tocsin scan` says to tell their admins, and why."""
+    scanning.measures["masto-old.example"] = (2929, 2100, 9000)
+    output = run(tocsin, "scan", "--advisory", "CVE-2024-23832").output
+    assert (
+        "  block: not proposed: a block would not stop this: tell their admins "
+        "(activities forged in our members' names go to them, never through us)" in output
+    )
+    [row] = [line for line in output.splitlines() if line.lstrip().startswith("masto-old.example")]
+    assert row.split()[2:] == ["2929", "2100", "tell", "their", "admins:", "tocsin", "outreach", "masto-old.example"]
+    assert "suspend" not in output
+
+
+def test_the_largest_unaffected_servers_are_named_as_an_all_clear(scanning: MastodonDouble, tocsin: CliRunner) -> None:
+    import json
+
+    scanning.requests.clear()
+    output = run(tocsin, "scan", "--advisory", "CVE-2025-30741").output
+    sized = [request for request in scanning.requests if request == ("POST", "/api/v1/admin/measures")]
+    assert len(sized) == 63 + ALL_CLEAR_SIZED  # the vulnerable, then the most active unaffected: a few calls
+    clear = [line.strip() for line in output.splitlines() if "not affected, not proposed" in line]
+    assert len(clear) == ALL_CLEAR_SIZED
+    assert clear[0] == "pixelfed.social runs 0.12.5: not affected, not proposed (we follow 1,073 there; 864 follow us)"
+    everything = run(tocsin, "scan", "--advisory", "CVE-2025-30741", "--all").output
+    clear = [line.strip() for line in everything.splitlines() if "not affected, not proposed" in line]
+    assert len(clear) == 33 and clear[0].startswith("pixelfed.social runs 0.12.5")
+    assert clear[-1].endswith("(follows unknown)")
+    [report] = [json.loads(line) for line in run(tocsin, "scan", "--json").stdout.splitlines() if "report" in line]
+    pixelfed = next(item for item in report["report"]["advisories"] if item["id"] == "CVE-2025-30741")
+    assert pixelfed["not_affected"][0] == {
+        "domain": "pixelfed.social",
+        "version": "0.12.5",
+        "local_follows": 1073,
+        "remote_followers": 864,
+        "blocked": None,
+    }
+    assert len(pixelfed["not_affected"]) == len(pixelfed["fixed"]) == 33 and pixelfed["block_protects"]
+    takeover = next(item for item in report["report"]["advisories"] if item["id"] == "CVE-2024-23832")
+    assert takeover["not_affected"] == [] and not takeover["block_protects"]  # it proposes nothing
 
 
 def test_large_servers_harmed_only_themselves_are_told_not_blocked_and_the_dm_fits_three_posts(
@@ -181,7 +256,7 @@ def test_large_servers_harmed_only_themselves_are_told_not_blocked_and_the_dm_fi
         scanning.measures[domain] = (2000 + 300 * n, 1500 + 200 * n, 90000)
     report = run_scan(ctx)
     proposed = {proposal.domain for proposals in report.proposals.values() for proposal in proposals}
-    assert proposed & set(LARGE) == {"oldtown.example"}  # only the one whose advisory exposes our members
+    assert proposed & set(LARGE) == set()  # no advisory they run is one whose harm a block stops
     quotes = finding(report, "CVE-2026-33869")
     told = [item.domain for item in quotes.outreach]
     assert len(told) == 1 + 24 + 2  # masto-quotes, the 24 big ones, town, chuckya
@@ -190,6 +265,7 @@ def test_large_servers_harmed_only_themselves_are_told_not_blocked_and_the_dm_fi
     assert "hash.example" in quotes.unparsable and "hash.example" not in {i.domain for i in quotes.fixed}
     assert "current.example" in {item.domain for item in quotes.fixed}  # discovery links as one object
     takeover = finding(report, "CVE-2024-23832")
+    assert [item.domain for item in takeover.outreach] == ["oldtown.example", "masto-old.example"]
     assert [item.shown for item in takeover.vulnerable if item.domain == "oldtown.example"] == [
         "Hometown 1.0.7 (Mastodon 3.5.5)"
     ]
@@ -197,14 +273,15 @@ def test_large_servers_harmed_only_themselves_are_told_not_blocked_and_the_dm_fi
 
     send_scan_messages(ctx, report)
     [thread] = scanning.direct_threads()
-    assert len(thread) <= 3  # two advisories' proposals, 28 servers to tell, the reply that approves
+    assert len(thread) <= 3  # one advisory's proposals, 29 servers to tell, the reply that approves
     text = "\n".join(status["text"] for status in thread)
     assert (
-        "Harm their own servers only (tell their admins: tocsin outreach DOMAIN): CVE-2023-36460 "
-        "(critical) 1 Mastodon server (oldtown.example); CVE-2026-33869 (moderate) 27 Mastodon servers, "
-        "1 uncertain (largest chuckya.example)." in text
+        "No block proposed: a block would not stop this: tell their admins (tocsin outreach DOMAIN). "
+        "CVE-2023-36460 (critical) harms only theirs: 1 Mastodon server (oldtown.example). CVE-2024-23832 "
+        "(critical) exposes our members' accounts as seen there: 2 Mastodon servers (largest oldtown.example). "
+        "CVE-2026-33869 (moderate) harms only theirs: 27 Mastodon servers, 1 uncertain (largest chuckya.example)."
+        in text
     )
-    assert "Largest: oldtown.example (Hometown 1.0.7 (Mastodon 3.5.5); we follow 10,700 there, 7,300 " in text
     for status in thread:  # each part ends at a line or between words, and reads on its own
         body = status["text"].rsplit(" (", 1)[0] if len(thread) > 1 else status["text"]
         assert not body[-1].isspace()
@@ -412,3 +489,44 @@ def test_real_proposed_blocks_import_as_written(domain: str, severity: str, vers
             "obfuscate": "false",
         }
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    exposes=st.lists(st.sampled_from(sorted(EXPOSURES)), unique=True),
+    severity=st.sampled_from(SEVERITIES),
+    follows=st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 5000)), min_size=1, max_size=8),
+    limit=st.integers(0, 100),
+)
+def test_a_block_only_where_it_stops_the_harm_and_never_a_suspension_above_the_threshold(
+    exposes: list[str], severity: str, follows: list[tuple[int, int]], limit: int
+) -> None:
+    fixed, running = parse_version("0.12.5"), parse_version("0.12.4")
+    assert fixed is not None and running is not None
+    advisory = Advisory("T", ("pixelfed",), severity, "s", "", (fixed,), exposes=tuple(exposes))
+    servers = [
+        Exposure(f"s{n}.example", running, "0.12.4", impact=Impact(ours, theirs, 0))
+        for n, (ours, theirs) in enumerate(follows)
+    ]
+    proposals = {proposal.domain: proposal for proposal in propose_blocks(Finding(advisory, servers), limit)}
+    if not any(EXPOSURES[name].block_protects for name in exposes):
+        assert proposals == {}  # a block would cut our members off and stop nothing: their admins are told
+        assert len(Finding(advisory, servers).outreach) == len(servers)
+        return
+    for server in servers:
+        proposal = proposals[server.domain]
+        assert "although" not in proposal.reason
+        if server.follows is not None and server.follows > limit:  # whatever the severity
+            assert proposal.severity == "silence"
+            assert f"a suspension would cut {server.follows:,} follows" in proposal.reason
+        else:
+            assert proposal.severity == "suspend"
+
+
+def test_no_all_clear_about_a_server_nobody_follows(ctx: Context, scanning: MastodonDouble) -> None:
+    scanning.measures["pixelfed.social"] = (0, 0, 5200)  # the largest unaffected, but nothing shared with it
+    report = run_scan(ctx)
+    assert finding(report, "CVE-2025-30741").all_clear[0].domain == "pixelfed.social"  # it was sized
+    text = render_report(report, "https://x.example", 10)
+    assert "not affected, not proposed" not in text
+    assert "Vulnerable: 63 of 96 Pixelfed servers" in text

@@ -20,6 +20,7 @@ from bot.context import Context
 from bot.fetching import Fetcher
 from bot.queue import enqueue_once, queue
 from handlers import nodeinfo, scan_runs
+from handlers.findings import ALL_CLEAR_SIZED
 from handlers.nodeinfo import CACHE_PREFIX, DEAD_BACKOFF, DEAD_COUNT_PREFIX, FAILURE_TTL, SUCCESS_TTL
 from tests.helpers import quiescent, run, run_until, wait_for
 from tests.mastodon_double import MastodonDouble
@@ -106,8 +107,9 @@ def run_of(connection: redis.Redis) -> scan_runs.Run:
 def test_sizing_waits_for_the_reset_instead_of_hitting_the_limit(
     make_context: Callable[..., Context], mastodon: MastodonDouble, local_fleet: PeerFleet, connection: redis.Redis
 ) -> None:
-    """40 vulnerable Pixelfed servers to size at 10 admin calls per 3 s window (share 0.5 of 20): the finish
-    reschedules itself for each reset; Mastodon never answers 429; one DM."""
+    """40 vulnerable Pixelfed servers (and 3 unaffected ones, for the all-clear) to size at 10 admin calls
+    per 3 s window (share 0.5 of 20): the finish reschedules itself for each reset; Mastodon never
+    answers 429; one DM."""
     ctx = make_context(api_budget=0.5, scan_chunk=100, scan_timeout=1.0, moderators=["mod_anna"])
     mastodon.rate_limit, mastodon.rate_period = 20, 3.0
     mastodon.peers = PIXELFED
@@ -115,7 +117,7 @@ def test_sizing_waits_for_the_reset_instead_of_hitting_the_limit(
     assert scan_runs.schedule_scan(ctx, 1_000_000.0)
     run_until(connection, lambda: connection.get(scan_runs.LAST_SCAN) is not None, timeout=60)
     sized = [request for request in mastodon.requests if request == ("POST", "/api/v1/admin/measures")]
-    assert len(sized) == 40 and mastodon.throttled == 0
+    assert len(sized) == 40 + ALL_CLEAR_SIZED and mastodon.throttled == 0  # and the all-clear's few
     assert int(connection.hget(run_of(connection).key("jobs"), "finish:jobs") or 0) >= 4  # rescheduled 3+ times
     [text] = mastodon.direct_texts()
     assert "Vulnerable: 40 of 60 Pixelfed servers" in text
