@@ -109,29 +109,27 @@ def _domain_block(link: MastodonLink, action: Action, private_comment: str) -> D
     if existing is not None:
         if existing["severity"] == severity or existing["severity"] == "suspend":
             return Done(f"{action.target} was {_block_words(existing['severity'])} already", "nothing to change")
-        link.update_domain_block(existing["id"], severity=severity, private_comment=private_comment)
+        updated = link.update_domain_block(existing["id"], severity=severity, private_comment=private_comment)
         return Done(
             f"{action.target} {_block_words(severity)} (was {_block_words(existing['severity'])})",
             f"PUT /api/v1/admin/domain_blocks/{existing['id']}: 200",
-            _restore(existing, left={"id": str(existing["id"]), "severity": severity}),
+            _restore(existing, left=block_state(updated)),
         )
     try:
-        block_id = link.create_domain_block(
+        created = link.create_domain_block(
             action.target, severity=severity, private_comment=private_comment, public_comment=action.public_comment
         )
     except MastodonAPIError as error:
-        if _status(error) == 422:  # made meanwhile (by hand, or a racing command)
-            return Done(f"{action.target} was blocked already", "POST /api/v1/admin/domain_blocks: 422 (exists)")
-        raise
+        now = link.domain_block(action.target) if _status(error) == 422 else None
+        if now is None:  # a 422 for another reason (Mastodon found the domain invalid, say): not done
+            raise
+        return Done(  # made meanwhile (by hand, or a racing command)
+            f"{action.target} was {_block_words(now['severity'])} already", "POST /api/v1/admin/domain_blocks: 422"
+        )
     return Done(
         f"{action.target} {_block_words(severity)}",
-        f"POST /api/v1/admin/domain_blocks: 200 (block {block_id})",
-        {
-            "kind": "domain_block.delete",
-            "id": block_id,
-            "domain": action.target,
-            "left": {"id": block_id, "severity": severity},
-        },
+        f"POST /api/v1/admin/domain_blocks: 200 (block {created['id']})",
+        {"kind": "domain_block.delete", "id": created["id"], "domain": action.target, "left": block_state(created)},
     )
 
 
@@ -264,14 +262,28 @@ class Changed(Refused):
         self.target = target
 
 
-def _restore(block: dict[str, Any], left: dict[str, str] | None) -> dict[str, Any]:
+def _changes(left: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
+    """How a block differs now from how an action left it, in a moderator's words."""
+    if now is None:
+        return "not blocked"
+    if left is None or left["id"] != now["id"] or left["severity"] != now["severity"]:
+        return _block_words(str(now["severity"]))
+    changed = [name.replace("_", " ") for name in BLOCK_FIELDS if left.get(name) != now.get(name)]
+    return f"{_block_words(str(now['severity']))}, its {', '.join(changed)} changed"
+
+
+def _restore(block: dict[str, Any], left: dict[str, Any] | None) -> dict[str, Any]:
     """How to put `block` back; `left`: the block as the action left it (None: no block)."""
     return {"kind": "domain_block.restore", "block": block, "domain": block["domain"], "left": left}
 
 
-def _block_state(link: MastodonLink, domain: str) -> dict[str, str] | None:
-    current = link.domain_block(domain)
-    return None if current is None else {"id": str(current["id"]), "severity": str(current["severity"])}
+BLOCK_FIELDS = ("severity", "reject_media", "reject_reports", "private_comment", "public_comment", "obfuscate")
+"""What a domain block is, beyond its domain: what `undo` compares and restores."""
+
+
+def block_state(block: dict[str, Any]) -> dict[str, Any]:
+    """A block as an action left it (or as it is now): its id and every field a moderator can change."""
+    return {"id": str(block["id"]), **{name: block.get(name) for name in BLOCK_FIELDS}}
 
 
 def undo(link: MastodonLink, recipe: dict[str, Any]) -> str:
@@ -281,18 +293,16 @@ def undo(link: MastodonLink, recipe: dict[str, Any]) -> str:
     kind = recipe["kind"]
     if kind.startswith("domain_block."):
         domain = recipe["domain"]
-        now = _block_state(link, domain)
+        current = link.domain_block(domain)
+        now = None if current is None else block_state(current)
         if now != recipe["left"]:
-            raise Changed(domain, "not blocked" if now is None else _block_words(now["severity"]))
+            raise Changed(domain, _changes(recipe["left"], now))
     if kind == "domain_block.delete":
         link.delete_domain_block(recipe["id"])
         return f"{recipe['domain']}'s block lifted"
     if kind == "domain_block.restore":
         block = recipe["block"]
-        fields = {
-            name: block.get(name)
-            for name in ("severity", "reject_media", "reject_reports", "private_comment", "public_comment", "obfuscate")
-        }
+        fields = {name: block.get(name) for name in BLOCK_FIELDS}
         if recipe["left"] is None:
             link.create_domain_block(block["domain"], **fields)
         else:

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, replace
 from html.parser import HTMLParser
 from typing import Any
 
+import idna
 from mastodon import MastodonAPIError, MastodonNotFoundError
 from publicsuffixlist import PublicSuffixList
 
@@ -152,18 +153,20 @@ _LEADING_MENTIONS = re.compile(r"^(\s*@[\w.-]+(@[\w.-]+)?)+\s*")
 
 
 def own_text(content: str) -> str:
-    """The command line of a status: its author's first line of text, without mentions or quotes
-    (lines starting with ">" are quotes too), as the moderator sees it: the HTML decoded once (a typed
+    """The command of a status: its author's own lines of text, without mentions or quotes (lines
+    starting with ">" are quotes too), read as one line ("approve" then "1,3" on the next line is
+    `approve 1,3`, never a bare `approve`), as the moderator sees it: the HTML decoded once (a typed
     "&#108;ift" stays those characters) and without invisible format characters."""
     parser = _OwnText()
     parser.feed(content)
     parser.close()
+    lines = []
     for raw in "".join(parser.parts).splitlines():
         visible = "".join(char for char in raw if unicodedata.category(char) != "Cf")  # zero-width, bidi, …
         line = _LEADING_MENTIONS.sub("", visible).strip()
         if line and not line.startswith(">"):
-            return line
-    return ""
+            lines.append(line)
+    return " ".join(lines)
 
 
 def screen(notification: dict[str, Any]) -> str | None:
@@ -226,15 +229,25 @@ def _is_number(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= MAX_ITEM_DIGITS
 
 
+_FULL_STOPS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
+"""Ideographic and fullwidth full stops: IDNA reads them as dots, so they are dots before anything else."""
+
+
 def normalized_domain(raw: str) -> str:
-    """A server's domain as a moderator may write it (URL, @handle, upper case); Refused if it is none."""
-    text = raw.strip().lower().removeprefix("https://").removeprefix("http://").split("/")[0]
-    text = text.rsplit("@", 1)[-1].rstrip(".")
+    """A server's domain as a moderator may write it (upper case, a URL of the server, IDN); Refused if it
+    is none — or if it names an account (`user@host`, a profile or post URL): acting on a whole server
+    takes its domain written alone."""
+    text = raw.strip().lower().translate(_FULL_STOPS)
+    host, _, path = text.split("://", 1)[-1].partition("/")
+    if "@" in host or "@" in path or path.startswith("users/"):
+        raise Refused(f"“{neutralize(raw, 80)}” names an account; to act on its server, write the domain alone")
+    host = re.sub(r":\d+$", "", host)  # a port
     try:
-        ascii_name = text.encode("idna").decode("ascii")
-    except UnicodeError:
+        ascii_name = idna.encode(host, uts46=True).decode("ascii").rstrip(".")  # UTS 46, as browsers
+    except (idna.IDNAError, UnicodeError):
         ascii_name = ""
-    if "." not in ascii_name or not re.fullmatch(r"[a-z0-9.-]+", ascii_name):
+    labels = ascii_name.split(".")
+    if len(labels) < 2 or "" in labels or not re.fullmatch(r"[a-z0-9.-]+", ascii_name):
         raise Refused(f"“{neutralize(raw, 80)}” is not a server's domain")
     return ascii_name
 
@@ -259,6 +272,9 @@ def _act(ctx: Context, request: Request, items: list[tuple[str, Action]], propos
     missing = _missing(request.moderator, {actions.KINDS[a.kind].permission for _n, a in items})
     if missing:
         return refused(missing)
+    blocks = [action.target for _n, action in items if action.kind == "domain_block"]
+    for domain in blocks:  # whatever proposed it: a command's words, a surge's bucket, a scan
+        refuse_blocking(domain, ctx.mastodon.own_domains())
     destructive = [a for _n, a in items if actions.KINDS[a.kind].destructive(a)]
     if not request.confirmed and (destructive or len(items) > actions.CONFIRM_ABOVE):
         what = "; ".join(a.label for _n, a in items[:5]) + (f"; and {len(items) - 5} more" if len(items) > 5 else "")
@@ -358,8 +374,6 @@ def _domain_action(kind: str, severity: str | None, word: str) -> Callable[[Cont
         if not domain_text:
             return refused(f"write {word} DOMAIN" + (" [public reason]" if severity else ""))
         domain = normalized_domain(domain_text)
-        if kind == "domain_block":
-            refuse_blocking(domain, ctx.mastodon.own_domains())
         action = Action(kind, domain, f"{word} {domain}", severity=severity, public_comment=reason.strip() or None)
         return _act(ctx, request, [("1", action)], None)
 
@@ -390,6 +404,8 @@ def undo(ctx: Context, request: Request) -> Outcome:
     if raw is None:
         return refused("you have no action of the last 30 minutes to undo")
     last = json.loads(raw)
+    if not last["undo"]:
+        return refused(f"your last action ({last['command']}) cannot be undone from here")
     missing = _missing(request.moderator, {actions.UNDO_PERMISSIONS[recipe["kind"]] for recipe in last["undo"]})
     if missing:
         return refused(missing)
@@ -475,6 +491,8 @@ def confirm(ctx: Context, request: Request) -> Outcome:
     command = find(waiting["verb"], waiting["subject"])
     if command is None:
         return refused("the command waiting for a yes is no longer known")
+    if command.permission is not None and not request.moderator.can(command.permission):
+        return refused(_missing(request.moderator, {command.permission}) or "")
     outcome = command.run(
         ctx,
         Request(
@@ -561,7 +579,7 @@ def staff_now(ctx: Context, account_id: str, fresh: bool) -> int | None:
 NOT_STAFF = b"-"
 
 
-def _count(ctx: Context, reason: str) -> str:
+def count_ignored(ctx: Context, reason: str) -> str:
     ctx.redis.hincrby(IGNORED, reason, 1)
     return f"ignored: {reason}"
 
@@ -585,8 +603,9 @@ def handle_mention(notification: dict[str, Any]) -> str:
 def _handle(ctx: Context, notification: dict[str, Any], status: dict[str, Any], status_id: str) -> str:
     reason = screen(notification)
     if reason is not None:
-        return _count(ctx, reason)
+        return count_ignored(ctx, reason)
     sender = notification["account"]
+    handle = str(sender.get("acct") or sender.get("username"))
     text = own_text(str(status.get("content") or ""))
     replying_to = str(status.get("in_reply_to_id") or "") or None
     subject_raw: bytes | None = ctx.redis.get(defaults.THREAD_PREFIX + (replying_to or ""))  # type: ignore[assignment]
@@ -595,18 +614,18 @@ def _handle(ctx: Context, notification: dict[str, Any], status: dict[str, Any], 
     verb, args = parse(text, verbs)
     command = find(verb, subject)
     stored = ctx.redis.get(OUTCOME_PREFIX + status_id)
-    permissions = staff_now(ctx, str(sender["id"]), fresh=command is None or command.changes)
-    handle = str(sender.get("acct") or sender.get("username"))
-    if permissions is None:
-        if handle.lower() not in {acct.lower() for acct in ctx.settings.moderators}:
-            return _count(ctx, "not staff")
+    if stored is not None:  # decided (and done) before a crash: answered as decided, whoever the sender is now
         moderator = Moderator(str(sender["id"]), handle, 0)
-        outcome = refused("your account has no moderator role on this instance now")
+        outcome = Outcome(**{**json.loads(stored), "undo": tuple(json.loads(stored)["undo"])})
     else:
-        moderator = Moderator(str(sender["id"]), handle, permissions)
-        if stored is not None:
-            outcome = Outcome(**{**json.loads(stored), "undo": tuple(json.loads(stored)["undo"])})
+        permissions = staff_now(ctx, str(sender["id"]), fresh=command is None or command.changes)
+        if permissions is None:
+            if handle.lower() not in {acct.lower() for acct in ctx.settings.moderators}:
+                return count_ignored(ctx, "not staff")
+            moderator = Moderator(str(sender["id"]), handle, 0)
+            outcome = refused("your account has no moderator role on this instance now")
         else:
+            moderator = Moderator(str(sender["id"]), handle, permissions)
             if command is not None and command.changes:  # as it is now: deleted or edited since it was read?
                 current = ctx.mastodon.status(status_id)
                 if current is None:  # nobody to answer: the command is gone
@@ -615,10 +634,10 @@ def _handle(ctx: Context, notification: dict[str, Any], status: dict[str, Any], 
                 status = current
             request = Request(status_id, moderator, verb, args, subject, text, replying_to=replying_to)
             outcome = _decide(ctx, status, command, verbs, request)
-    ctx.redis.set(OUTCOME_PREFIX + status_id, json.dumps(asdict(outcome)), ex=KEEP_SECONDS)
+        _store(ctx, status_id, moderator, outcome, text, verb)
+    _audit(ctx, moderator, text, outcome, status_id)  # before the answer: an answer that fails loses no record
     parts = _reply(ctx, status_id, moderator, outcome, subject)
-    _remember(ctx, moderator, outcome, verb, args, subject, text, parts)
-    _audit(ctx, moderator, text, outcome, status_id)
+    _ask(ctx, moderator, outcome, verb, args, subject, text, parts)
     return outcome.kind
 
 
@@ -667,7 +686,17 @@ def _decide(
         return refused(f"Mastodon answered {code}: {PERMANENT_STATUSES[code]}")
 
 
-def _remember(
+def _store(ctx: Context, status_id: str, moderator: Moderator, outcome: Outcome, text: str, verb: str) -> None:
+    """The outcome, and what `undo` will reverse, in one transaction: a crash leaves both or neither."""
+    pipe = ctx.redis.pipeline(transaction=True)
+    pipe.set(OUTCOME_PREFIX + status_id, json.dumps(asdict(outcome)), ex=KEEP_SECONDS)
+    if outcome.kind == "done" and outcome.api and verb != "undo":  # it acted: `undo` is about this now
+        last = {"command": (outcome.command or text)[:200], "undo": list(outcome.undo), "at": time.time()}
+        pipe.set(LAST_PREFIX + moderator.account_id, json.dumps(last), ex=defaults.UNDO_SECONDS)
+    pipe.execute()
+
+
+def _ask(
     ctx: Context,
     moderator: Moderator,
     outcome: Outcome,
@@ -677,26 +706,24 @@ def _remember(
     text: str,
     parts: list[str],
 ) -> None:
-    """The bookkeeping for `undo` (the sender's last action) and `yes` (keyed by the question's posts)."""
-    if outcome.kind == "done" and outcome.undo:
-        last = {"command": (outcome.command or text)[:200], "undo": list(outcome.undo), "at": time.time()}
-        ctx.redis.set(LAST_PREFIX + moderator.account_id, json.dumps(last), ex=defaults.UNDO_SECONDS)
-    if outcome.kind == "asked" and parts:
-        waiting = {
-            "verb": verb,
-            "args": args,
-            "subject": subject,
-            "text": text,
-            "account_id": moderator.account_id,
-            "handle": moderator.handle,
-            "parts": parts,
-        }
-        pipe = ctx.redis.pipeline()
-        for part in parts:
-            pipe.set(CONFIRM_PREFIX + part, json.dumps(waiting), ex=defaults.CONFIRM_SECONDS)
-            pipe.zadd(ASKED_PREFIX + moderator.account_id, {part: time.time() + defaults.CONFIRM_SECONDS})
-        pipe.expire(ASKED_PREFIX + moderator.account_id, defaults.CONFIRM_SECONDS)
-        pipe.execute()
+    """A question waits for its `yes`, keyed by the posts that ask it."""
+    if outcome.kind != "asked" or not parts:
+        return
+    waiting = {
+        "verb": verb,
+        "args": args,
+        "subject": subject,
+        "text": text,
+        "account_id": moderator.account_id,
+        "handle": moderator.handle,
+        "parts": parts,
+    }
+    pipe = ctx.redis.pipeline()
+    for part in parts:
+        pipe.set(CONFIRM_PREFIX + part, json.dumps(waiting), ex=defaults.CONFIRM_SECONDS)
+        pipe.zadd(ASKED_PREFIX + moderator.account_id, {part: time.time() + defaults.CONFIRM_SECONDS})
+    pipe.expire(ASKED_PREFIX + moderator.account_id, defaults.CONFIRM_SECONDS)
+    pipe.execute()
 
 
 def _reply(ctx: Context, status_id: str, moderator: Moderator, outcome: Outcome, subject: str | None) -> list[str]:
@@ -705,14 +732,18 @@ def _reply(ctx: Context, status_id: str, moderator: Moderator, outcome: Outcome,
     recipients = [moderator.handle]
     if outcome.everyone:
         recipients += [acct for acct in ctx.mastodon.moderators() if acct.lower() != moderator.handle.lower()]
-    return ctx.outbox.send(
-        Post(
-            key=f"reply:{status_id}",
-            text=outcome.text,
-            visibility="direct",
-            mentions=tuple(recipients),
-            in_reply_to_id=status_id,
-            subject=subject,
-            during_pause=True,
-        )
+    post = Post(
+        key=f"reply:{status_id}",
+        text=outcome.text,
+        visibility="direct",
+        mentions=tuple(recipients),
+        in_reply_to_id=status_id,
+        subject=subject,
+        during_pause=True,
     )
+    try:
+        return ctx.outbox.send(post)
+    except ValueError:  # more moderators than a status can address: the sender alone is told
+        return ctx.outbox.send(replace(post, mentions=(moderator.handle,)))
+    except MastodonNotFoundError:  # the command was deleted since: the answer starts a thread of its own
+        return ctx.outbox.send(replace(post, in_reply_to_id=None))

@@ -457,14 +457,14 @@ class MastodonLink:
             )
         )
 
-    def create_domain_block(self, domain: str, *, private_comment: str, **fields: Any) -> str:
-        """An admin write: a new domain block (422 if the domain is blocked already), its id; the cached
-        list is dropped so the next read sees it."""
+    def create_domain_block(self, domain: str, *, private_comment: str, **fields: Any) -> dict[str, Any]:
+        """An admin write: a new domain block (422 if the domain is blocked already), as Mastodon answers
+        it; the cached list is dropped so the next read sees it."""
         created = self._admin(
             lambda client: client.admin_create_domain_block(domain, private_comment=private_comment, **fields),
             "domain-blocks",
         )
-        return str(created["id"])
+        return dict(as_webhook_json(dict(created)))
 
     def delete_domain_block(self, block_id: str) -> None:
         """An admin write: lift a domain block; the cached list is dropped."""
@@ -475,8 +475,10 @@ class MastodonLink:
         found = next((block for block in self.all_domain_blocks() if str(block["domain"]) == domain), None)
         return None if found is None else as_webhook_json(dict(found))
 
-    def update_domain_block(self, block_id: str, **fields: Any) -> None:
-        self._admin(lambda client: client.admin_update_domain_block(block_id, **fields), "domain-blocks")
+    def update_domain_block(self, block_id: str, **fields: Any) -> dict[str, Any]:
+        """An admin write: change a domain block; the block as Mastodon answers it."""
+        updated = self._admin(lambda client: client.admin_update_domain_block(block_id, **fields), "domain-blocks")
+        return dict(as_webhook_json(dict(updated)))
 
     def create_email_domain_block(self, domain: str) -> str:
         """An admin write: new sign-ups from addresses at `domain` are refused; the block's id."""

@@ -26,7 +26,7 @@ from mastodon import MastodonError, StreamListener
 from requests import RequestException
 
 from bot import defaults
-from bot.commands import handle_mention
+from bot.commands import count_ignored, handle_mention, screen
 from bot.context import Context, get_context
 from bot.mastodon import as_webhook_json
 from bot.queue import enqueue_once
@@ -38,6 +38,11 @@ WAITING = defaults.MENTIONS_WAITING
 POLL_LOCK = "tocsin:mentions:polling"
 PAGE = 40
 """Mastodon's default page of notifications (it allows 80)."""
+MAX_PAGES = 10
+"""Pages one poll reads at most: a flood of mentions is read over several polls, not in one burst of calls."""
+SCREENED_PREFIX = "tocsin:mentions:screened:"  # + status id: counted as no command already (stream and poll)
+SCREENED_SECONDS = 3600
+"""The stream and the poll see a mention within minutes of each other: an hour is ample to count it once."""
 LOST_AFTER = 120
 """Seconds after which a waiting mention whose job is gone is queued again (from the sweep)."""
 WAITING_DAYS = 2
@@ -73,7 +78,7 @@ def poll(ctx: Context) -> int:
             return 0
         after = cursor.decode()
         queued = 0
-        while True:
+        for _page in range(MAX_PAGES):
             page = ctx.mastodon.mentions(after, limit=PAGE)
             for notification in page:
                 queued += _queue(ctx, reduced(notification))
@@ -83,13 +88,21 @@ def poll(ctx: Context) -> int:
             ctx.redis.set(CURSOR, after)
             if len(page) < PAGE:
                 return queued
+        return queued  # a flood of mentions: the rest on the next poll, from the cursor
     finally:
         ctx.redis.delete(POLL_LOCK)
 
 
 def _queue(ctx: Context, notification: dict[str, Any]) -> int:
+    """A job for a mention that may be a command; one that cannot be (a boost, a remote account, not
+    direct) is only counted, once: anyone can mention the bot, and that costs no job and no key."""
     status_id = str(notification["status"].get("id") or "")
     if not status_id:
+        return 0
+    reason = screen(notification)
+    if reason is not None:
+        if ctx.redis.set(SCREENED_PREFIX + status_id, "1", nx=True, ex=SCREENED_SECONDS):
+            count_ignored(ctx, reason)
         return 0
     ctx.redis.hsetnx(WAITING, status_id, json.dumps(notification))
     return int(

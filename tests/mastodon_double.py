@@ -741,6 +741,11 @@ class MastodonDouble:
                 if key and key in double._idempotency:
                     return JSONResponse(double._idempotency[key])
                 text = str(form.get("status", ""))
+                reply_to = form.get("in_reply_to_id")
+                if reply_to and not any(s["id"] == reply_to and not s.get("deleted") for s in double.statuses):
+                    # Api::V1::StatusesController#set_thread: a reply to a status that is gone is a 404
+                    error = "The post you are trying to reply to does not appear to exist."
+                    return JSONResponse({"error": error}, status_code=404)
                 if not text.strip():
                     return JSONResponse({"error": "Validation failed: Text can't be blank"}, status_code=422)
                 from mastodon import Mastodon

@@ -110,9 +110,22 @@ def test_item_numbers_and_domains() -> None:
     with pytest.raises(Refused, match="not an item number"):
         item_numbers("all", 3)
     assert normalized_domain("https://Spam.Example/about") == "spam.example"
-    assert normalized_domain("@someone@bad.example") == "bad.example"
-    with pytest.raises(Refused):
-        normalized_domain("localhost")
+    assert normalized_domain("BAD.example:443") == "bad.example"
+    assert normalized_domain("straße.example") == "xn--strae-oqa.example"  # UTS 46, not Python's 2003 codec
+    # Ideographic and fullwidth full stops are dots: "social.example.org。" is the instance, not another name.
+    assert normalized_domain("social.example.org\u3002") == normalized_domain("social\uff0eexample\uff61org.")
+    assert normalized_domain("social.example.org\u3002") == "social.example.org"
+    for account in (
+        "@someone@bad.example",
+        "someone@bad.example",
+        "https://bad.example/@someone/1",
+        "https://bad.example/users/x",
+    ):
+        with pytest.raises(Refused, match="names an account; to act on its server, write the domain alone"):
+            normalized_domain(account)
+    for junk in ("localhost", "-evil.example", "xn--zz.example", "a..example", "evil.example。。"):
+        with pytest.raises(Refused, match="is not a server's domain"):
+            normalized_domain(junk)
 
 
 @pytest.mark.parametrize(
@@ -456,6 +469,82 @@ def test_members_cannot_spend_the_api_budget_on_role_lookups(cctx: Context, mast
     for text in ("hello", "approve", "what is this", "limit spam.example", "help"):
         assert mastodon.replies_to(say(cctx, mastodon, "555", text)["id"]) == []
     assert mastodon.requests.count(("GET", "/api/v1/admin/accounts/555")) == 1
+
+
+def test_a_command_on_several_lines_is_read_whole(cctx: Context, mastodon: MastodonDouble) -> None:
+    dm = proposal_dm(cctx, mastodon, limit("a.example"), limit("b.example"), limit("c.example"))
+    say(cctx, mastodon, ANNA, "approve\n1,3", reply_to=dm)  # not a bare "approve": never all three
+    assert sorted(block["domain"] for block in mastodon.domain_blocks) == ["a.example", "c.example"]
+    assert own_text("<p>@tocsin approve<br />2</p><p>&gt; approve<br />thanks</p>") == "approve 2 thanks"
+
+
+def test_a_proposal_cannot_block_this_instance_or_a_parent_of_it(cctx: Context, mastodon: MastodonDouble) -> None:
+    dm = proposal_dm(cctx, mastodon, limit("example.org"))  # a surge "from" the parent of social.example.org
+    reply = answer(mastodon, say(cctx, mastodon, ANNA, "approve", reply_to=dm))
+    assert reply["text"].endswith("Not done: example.org contains this instance (social.example.org)")
+    assert mastodon.domain_blocks == []
+
+
+def test_undo_after_an_action_it_cannot_reverse_reverses_nothing_older(cctx: Context, mastodon: MastodonDouble) -> None:
+    say(cctx, mastodon, ANNA, "limit x.example")
+    mastodon.add_block("y.example")
+    say(cctx, mastodon, ANNA, "limit y.example")  # was limited already: nothing Tocsin did, nothing to undo
+    reply = answer(mastodon, say(cctx, mastodon, ANNA, "undo"))
+    assert reply["text"].endswith("Not done: your last action (limit y.example) cannot be undone from here")
+    assert sorted(block["domain"] for block in mastodon.domain_blocks) == ["x.example", "y.example"]
+
+
+def test_undo_leaves_a_block_someone_edited_since(cctx: Context, mastodon: MastodonDouble) -> None:
+    say(cctx, mastodon, ANNA, "limit x.example")
+    mastodon.domain_blocks[0]["reject_media"] = True  # Cleo, in the admin interface
+    reply = answer(mastodon, say(cctx, mastodon, ANNA, "undo"))
+    assert reply["text"].endswith(
+        "x.example changed since: it is limited, its reject media changed now (outside Tocsin)"
+    )
+    assert len(mastodon.domain_blocks) == 1
+
+
+def test_an_answer_to_a_command_deleted_after_it_acted_is_still_given_and_audited(
+    cctx: Context, mastodon: MastodonDouble
+) -> None:
+    status = mastodon.say(ANNA, "@tocsin limit spam.example")
+    mentions.poll(cctx)
+    real_reply = cctx.outbox.send
+
+    def delete_then_reply(post: Any) -> list[str]:  # the moderator deletes it between the act and the answer
+        mastodon.delete(status["id"])
+        return real_reply(post)
+
+    cctx.outbox.send = delete_then_reply  # type: ignore[method-assign]
+    run_jobs(cctx.redis)
+    assert [block["domain"] for block in mastodon.domain_blocks] == ["spam.example"]
+    [reply] = [s for s in mastodon.direct_messages() if s["text"].startswith("@mod_anna") and "Done:" in s["text"]]
+    assert reply["in_reply_to_id"] is None  # a thread of its own: the command is gone
+    assert [(entry.command, entry.outcome) for entry in entries(cctx)] == [("limit spam.example", "done")]
+    assert cctx.redis.exists(commands.LAST_PREFIX + ANNA)  # and it can be undone
+
+
+def test_more_moderators_than_a_status_can_address_still_get_an_answer(
+    make_context: Callable[..., Context], mastodon: MastodonDouble
+) -> None:
+    mastodon.staff = [*mastodon.staff, *((str(700 + n), f"moderator_number_{n}") for n in range(40))]
+    mastodon.roles.update({str(700 + n): "admin" for n in range(40)})
+    ctx = make_context()  # every staff account: 42 of them
+    mentions.poll(ctx)
+    reply = answer(mastodon, say(ctx, mastodon, ANNA, "limit spam.example"))
+    assert mastodon.recipients(reply) == ["mod_anna"] and "Done: spam.example limited." in reply["text"]
+
+
+def test_mentions_that_cannot_be_commands_cost_no_job(cctx: Context, mastodon: MastodonDouble) -> None:
+    for n in range(5):
+        mastodon.say(str(600 + n), "@tocsin approve", visibility="public")
+        mastodon.say("556", "@tocsin limit x.example", username="mod_anna", domain="evil.example")
+    assert mentions.poll(cctx) == 0
+    assert cctx.redis.hlen(mentions.WAITING) == 0 and not cctx.redis.keys("rq:job:*")
+    cctx.redis.set(mentions.CURSOR, "0")
+    mentions.poll(cctx)  # read again (the stream and the poll): counted once
+    counts = {key.decode(): int(value) for key, value in cctx.redis.hgetall(commands.IGNORED).items()}
+    assert counts == {"not direct": 5, "remote account": 5}
 
 
 def test_unknown_text_gets_the_help_and_a_near_miss_a_suggestion(cctx: Context, mastodon: MastodonDouble) -> None:
