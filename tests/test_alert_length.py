@@ -9,7 +9,7 @@ workers, the outbox's real splitter and the Mastodon double at its default `max_
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,8 +20,16 @@ from bot.context import Context
 from bot.events import current_clock
 from bot.families import registry
 from bot.outbox import status_length
+from handlers import federation
+from handlers.scan import send_scan_messages
+from handlers.scan_runs import run_scan
 from tests.helpers import alert_jobs, feed, report_event, run_jobs
 from tests.mastodon_double import MastodonDouble
+from tests.peers import PeerFleet
+from tests.test_federation import FLEET, TARGET
+from tests.test_federation import federate_with as federate_with_audited
+from tests.test_scan import LARGE, build_fleet
+from tests.test_scan import federate_with as federate_with_scanned
 from tests.waves import (
     background,
     burst,
@@ -142,7 +150,56 @@ def test_every_alert_fits_two_statuses_of_500_characters(
     assert alert_jobs(connection), "the scenario raised no alert"
     run_jobs(connection)
     thread = mastodon.direct_threads()[-1]
-    for status in thread:
-        print(f"--- {scenario}: {status_length(status['text'])}\n{status['text']}")
+    assert_fits(thread)
+
+
+def assert_fits(thread: list[dict[str, object]]) -> None:
     assert len(thread) <= MAX_STATUSES, [status["text"] for status in thread]
-    assert all(status_length(status["text"]) <= LIMIT for status in thread)
+    assert all(status_length(str(status["text"])) <= LIMIT for status in thread)
+
+
+@pytest.fixture(scope="module")
+def scan_fleet() -> Iterator[PeerFleet]:
+    fleet = build_fleet()
+    fleet.start()
+    yield fleet
+    fleet.stop()
+
+
+@pytest.fixture(scope="module")
+def audit_fleet() -> Iterator[PeerFleet]:
+    fleet = PeerFleet(list(FLEET))
+    fleet.peers.update(FLEET)
+    fleet.start()
+    yield fleet
+    fleet.stop()
+
+
+@pytest.mark.parametrize("fleet_size", ["the brief's fleet", "with large servers told, not blocked"])
+def test_the_scan_dm_fits_two_statuses_of_500_characters(
+    fleet_size: str, ctx: Context, mastodon: MastodonDouble, scan_fleet: PeerFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    federate_with_scanned(mastodon, scan_fleet, monkeypatch)
+    mastodon.max_characters = LIMIT
+    if fleet_size != "the brief's fleet":
+        mastodon.peers = [*(mastodon.peers or []), *LARGE]
+        for n, domain in enumerate(LARGE):
+            mastodon.measures[domain] = (2000 + 300 * n, 1500 + 200 * n, 90000)
+    assert send_scan_messages(ctx, run_scan(ctx))
+    [thread] = mastodon.direct_threads()
+    assert_fits(thread)
+
+
+@pytest.mark.parametrize("with_proposal", [False, True])
+def test_the_federation_audit_dm_fits_two_statuses_of_500_characters(
+    with_proposal: bool,
+    ctx: Context,
+    mastodon: MastodonDouble,
+    audit_fleet: PeerFleet,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    federate_with_audited(mastodon, audit_fleet, monkeypatch)
+    assert mastodon.max_characters == LIMIT
+    federation.send_dm(ctx, federation.audit(ctx, TARGET), with_proposal=with_proposal)
+    [thread] = mastodon.direct_threads()
+    assert_fits(thread)
