@@ -416,8 +416,10 @@ def render_alert(
     cfg: SignupSurgeSettings,
     instance_url: str,
     template_dir: Any = None,
+    compact: bool = False,
 ) -> str:
-    """The DM text for one alert: pure, so tests render it from fixtures."""
+    """The DM text for one alert: pure, so tests render it from fixtures. `compact`: two clusters, not
+    four (the rendering sent when the full one would take more than two statuses)."""
     clusters = find_clusters(signups, cfg.cluster_min)
     proposal = propose(alert, clusters)
     return render_text(
@@ -428,7 +430,7 @@ def render_alert(
         pending=sum(signup.pending for signup in signups),
         suspended=sum(signup.suspended for signup in signups),
         able_to_post=sum(signup.able_to_post for signup in signups),
-        clusters=clusters[:4],
+        clusters=clusters[: 2 if compact else 4],
         largest=clusters[0] if clusters else None,
         cfg=cfg,
         links=admin_links(instance_url),
@@ -466,12 +468,17 @@ def propose(alert: Alert, clusters: list[Cluster]) -> Proposal | None:
 def compose_alert(ctx: Context, alert: Alert) -> Message:
     """The alert job's DM: gather what it needs now (it may read Mastodon), render it."""
     total, signups = window_signups(ctx, alert.at)
-    text = render_alert(
-        alert,
-        total,
-        signups,
-        ctx.settings.signup_surge,
-        ctx.settings.instance_url,
-        ctx.settings.template_dir,
-    )
-    return Message(text, propose(alert, find_clusters(signups, ctx.settings.signup_surge.cluster_min)))
+    texts = [
+        render_alert(
+            alert,
+            total,
+            signups,
+            ctx.settings.signup_surge,
+            ctx.settings.instance_url,
+            ctx.settings.template_dir,
+            compact,
+        )
+        for compact in (False, True)
+    ]
+    proposal = propose(alert, find_clusters(signups, ctx.settings.signup_surge.cluster_min))
+    return Message(texts[0], proposal, shorter=(texts[1],))

@@ -9,18 +9,24 @@ workers, the outbox's real splitter and the Mastodon double at its default `max_
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot import defaults
+from bot.config import ReportSurgeSettings, SignupSurgeSettings, SpamWaveSettings
 from bot.context import Context
 from bot.events import current_clock
 from bot.families import registry
-from bot.outbox import status_length
-from handlers import federation
+from bot.mastodon import DomainBlock, Impact
+from bot.outbox import fitting, split_post, status_length
+from bot.surges import Alert
+from handlers import accounts, federation, reports, statuses
 from handlers.scan import send_scan_messages
 from handlers.scan_runs import run_scan
 from tests.helpers import alert_jobs, feed, report_event, run_jobs
@@ -98,6 +104,17 @@ def signup_escalate(ctx: Context, connection: redis.Redis, mastodon: MastodonDou
     feed(ctx, signup_burst(NOW + timedelta(minutes=75), count=400, minutes=30, first_id=950000, seed=5))
 
 
+def signup_every_cluster(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
+    """Five kinds of cluster at once (mail domain, network, name stem, invite, app) and some already
+    confirmed or suspended: the full DM would take three statuses, so its shorter rendering is sent."""
+    feed(ctx, signup_background(NOW - timedelta(days=14), days=14))
+    burst = signup_burst(NOW, count=300, minutes=60, mail_domain="free-crypto-giveaways-every-day.example")
+    for n, event in enumerate(burst):
+        event["object"].update(invited_by_account_id="109876543210987654", created_by_application_id="123456")
+        event["object"]["confirmed"] = event["object"]["approved"] = n % 3 == 0
+    feed(ctx, burst)
+
+
 def signup_quiet(ctx: Context, connection: redis.Redis, mastodon: MastodonDouble) -> None:
     feed(ctx, signup_background(NOW - timedelta(days=14), days=14))
     feed(ctx, signup_burst(NOW, count=60, minutes=60))
@@ -134,6 +151,7 @@ SCENARIOS: dict[str, Callable[[Context, redis.Redis, MastodonDouble], None]] = {
     "reports quiet again": report_quiet,
     "sign-up surge": signup_open,
     "sign-up surge escalating": signup_escalate,
+    "sign-up surge in every kind of cluster": signup_every_cluster,
     "sign-ups back to normal": signup_quiet,
     "local spam wave": spam_open,
     "local spam wave escalating": spam_escalate,
@@ -203,3 +221,135 @@ def test_the_federation_audit_dm_fits_two_statuses_of_500_characters(
     federation.send_dm(ctx, federation.audit(ctx, TARGET), with_proposal=with_proposal)
     [thread] = mastodon.direct_threads()
     assert_fits(thread)
+
+
+# --- Any alert of bounded size, through the outbox's choice and splitter (pure: no Redis, no HTTP)
+
+MODERATORS = ("mod_anna", "mod_ben")
+INSTANCE = "https://social.example.org"
+labels = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=5, max_size=20)
+domains = st.builds(
+    lambda name, tld: f"{name}.{tld}",
+    st.text("abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=30),
+    st.sampled_from(["example", "example.org", "example.net"]),
+)
+counts = st.integers(min_value=0, max_value=999_999)
+rates = st.floats(min_value=0, max_value=99_999, allow_nan=False).map(lambda rate: round(rate, 1))
+texts = st.text(min_size=0, max_size=400)
+
+
+@st.composite
+def surge_alerts(draw: st.DrawFn, bucket: str) -> Alert:
+    kind = draw(st.sampled_from(["open", "escalate"]))
+    return Alert(
+        kind=kind,
+        bucket=bucket,
+        surge_id="s",
+        alert_no=2 if kind == "escalate" else 1,
+        at=NOW.timestamp(),
+        rate=draw(rates),
+        previous_count=draw(counts),
+        previous_rate=draw(rates),
+        count=draw(counts),
+        baseline=draw(counts),
+        expected=round(draw(rates), 2),
+        baseline_days=draw(st.sampled_from([1.0, 13.8, 27.9, 28.0])),
+    )
+
+
+def assert_one_fits(texts_most_detailed_first: tuple[str, ...]) -> None:
+    chosen = fitting(texts_most_detailed_first, MODERATORS, LIMIT)
+    assert len(split_post(chosen, MODERATORS, LIMIT)) <= MAX_STATUSES, chosen
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    alert=surge_alerts("local"),
+    pools=st.tuples(st.lists(domains, min_size=1, max_size=3), st.lists(labels, min_size=1, max_size=3)),
+    size=st.integers(min_value=5, max_value=120),
+    invite=st.text("0123456789", min_size=1, max_size=19),
+    data=st.data(),
+)
+def test_any_signup_surge_dm_has_a_rendering_that_fits_two_statuses(
+    alert: Alert, pools: tuple[list[str], list[str]], size: int, invite: str, data: st.DataObject
+) -> None:
+    mail, stems = pools
+    signups = [
+        accounts.Signup(
+            id=str(10**17 + n),
+            username=f"{data.draw(st.sampled_from(stems))}{n:04d}",
+            created_at=NOW.timestamp() - n,
+            email_domain=data.draw(st.sampled_from(mail)),
+            network=data.draw(st.sampled_from(["ab" * 16, "cd" * 16])),
+            invite=data.draw(st.sampled_from([invite, None])),
+            app=data.draw(st.sampled_from(["7", "123456"])),
+            confirmed=data.draw(st.booleans()),
+            approved=data.draw(st.booleans()),
+            suspended=data.draw(st.booleans()),
+        )
+        for n in range(size)
+    ]
+    cfg = SignupSurgeSettings()
+    assert_one_fits(
+        tuple(accounts.render_alert(alert, alert.count or 0, signups, cfg, INSTANCE, None, c) for c in (False, True))
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    alert=surge_alerts("*"),
+    bucket=st.one_of(st.just("local"), st.just("*"), domains),
+    comments=st.lists(texts, max_size=2),
+    categories=st.lists(st.tuples(st.sampled_from(["spam", "violation", "legal", "other"]), counts), max_size=4),
+    top=st.lists(st.tuples(domains, counts), max_size=3),
+    numbers=st.tuples(counts, counts, counts, counts, counts),
+    block=st.sampled_from([None, "silence", "suspend"]),
+    impact=st.one_of(st.none(), st.tuples(counts, counts, counts)),
+)
+def test_any_report_surge_dm_has_a_rendering_that_fits_two_statuses(
+    alert: Alert,
+    bucket: str,
+    comments: list[str],
+    categories: list[tuple[str, int]],
+    top: list[tuple[str, int]],
+    numbers: tuple[int, int, int, int, int],
+    block: str | None,
+    impact: tuple[int, int, int] | None,
+) -> None:
+    alert = Alert(**{**alert.to_json(), "bucket": bucket})
+    remote = bucket not in ("local", "*")
+    opened, resolved, reported, reporters = numbers[1:]
+    details = reports.WindowDetails(numbers[0], categories, opened, resolved, reported, reporters, comments, top)
+    found = DomainBlock(bucket, block, True, True, None) if block and remote else None
+    sized = Impact(*impact) if impact and remote else None
+    cfg = ReportSurgeSettings()
+    assert_one_fits((reports.render_alert(alert, details, found, sized, cfg, INSTANCE, True),))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    alert=surge_alerts("local"),
+    names=st.lists(st.text("abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=30), min_size=1, max_size=60),
+    samples=st.lists(st.tuples(labels, texts), max_size=2),
+    posts=counts,
+    mail=domains,
+    data=st.data(),
+)
+def test_any_spam_wave_dm_has_a_rendering_that_fits_two_statuses(
+    alert: Alert, names: list[str], samples: list[tuple[str, str]], posts: int, mail: str, data: st.DataObject
+) -> None:
+    flagged = [
+        statuses.FlaggedAccount(
+            str(10**17 + n), name, ["duplicate", "mentions", "fast"], data.draw(st.booleans()), False
+        )
+        for n, name in enumerate(names)
+    ]
+    invites = st.sampled_from(["123456789012345678", None])
+    signups = [
+        accounts.Signup(account.id, account.username, NOW.timestamp(), mail, "ab" * 16, data.draw(invites), "7")
+        for account in flagged
+    ]
+    signs = Counter({"duplicate": len(flagged), "mentions": len(flagged), "fast": len(flagged)})
+    details = statuses.WaveDetails(posts, flagged, samples, signs, signups)
+    cfg = SpamWaveSettings()
+    assert_one_fits((statuses.render_alert(alert, details, cfg, INSTANCE),))
