@@ -362,6 +362,9 @@ class Message:
 
     text: str
     proposal: Proposal | None = field(default=None)
+    shorter: tuple[str, ...] = ()
+    """Shorter renderings of the same alert, less detail each: the outbox sends the first of `text` and
+    these that fits defaults.ALERT_MAX_STATUSES statuses (each status of a thread notifies every moderator)."""
 
 
 def store_proposal(connection: redis.Redis, proposal_id: str, proposal: Proposal, now: float) -> str:

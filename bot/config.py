@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -196,7 +197,7 @@ class Settings(BaseSettings):
     announce_hold_minutes: float = Field(default=5.0, ge=0)  # moderators may cancel within this
     announce_visibility: Literal["public", "unlisted", "private"] = "public"
     announce_spoiler: str | None = None  # content warning of announcements; unset: none
-    instance_name: str | None = None  # unset: the instance's host name
+    instance_name: str | None = None  # unset: the domain the instance gives itself (public_name)
     rules_url: str | None = None  # linked from announcements and pages
     contact: str | None = None  # shown on incident pages (an account or an address for questions)
 
@@ -301,6 +302,13 @@ class Settings(BaseSettings):
     def instance_url(self) -> str:
         """The instance as DMs link it (admin pages); a placeholder when none is configured (dry runs)."""
         return (self.mastodon_url or "https://your.instance").rstrip("/")
+
+    def public_name(self, instance_domain: str | None = None) -> str:
+        """How posts and pages name the instance: TOCSIN_INSTANCE_NAME, else the domain the instance gives
+        itself (its API's `domain`: TOCSIN_MASTODON_URL's host may be 127.0.0.1 or a private network's
+        name, like `mastodon-web` in the compose file), else that host."""
+        host = urlsplit(self.mastodon_url or "").hostname
+        return self.instance_name or instance_domain or host or "this instance"
 
     @property
     def secret_file(self) -> Path:

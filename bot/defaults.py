@@ -79,6 +79,9 @@ IMPACT_CACHE_TTL = 3600
 """Follow counts move slowly; a scan of hundreds of servers should not ask twice within the hour."""
 DOMAIN_BLOCKS_CACHE_TTL = 60
 """Blocks change when moderators act on an alert; keep the view fresh."""
+ALERT_MAX_STATUSES = 2
+"""An alert DM takes at most this many statuses where it can (Message.shorter): each part of a thread
+notifies every moderator again."""
 DEFAULT_MAX_CHARACTERS = 500
 """Vanilla Mastodon's limit (StatusLengthValidator::MAX_CHARS), used when the instance cannot be asked."""
 

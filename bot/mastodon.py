@@ -49,6 +49,7 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 T = TypeVar("T")
 
 BOT_ACCOUNT_ID = "bot-account-id"  # cache name (under defaults.CACHE_PREFIX) of the token's account id
+INSTANCE_DOMAIN = "instance-domain"  # cache name of the instance's own domain (GET /api/v2/instance `domain`)
 BOT_ID_MEMO = 60.0
 """Seconds a process keeps the bot's account id it read from Redis (the id never changes)."""
 BOT_ID_RETRY = 300
@@ -260,6 +261,35 @@ class MastodonLink:
             return None
         self.redis.delete(defaults.CACHE_PREFIX + BOT_ACCOUNT_ID + ":failed")
         self._bot_id = (time.monotonic(), found)
+        return found
+
+    def instance_domain(self) -> str | None:
+        """The instance's own domain (LOCAL_DOMAIN, `domain` of GET /api/v2/instance, a public endpoint),
+        read once a day: TOCSIN_MASTODON_URL's host may be 127.0.0.1 or a private network's name."""
+        if self.client is None:
+            return None
+
+        def read() -> str:
+            return str(self.client.instance_v2().get("domain") or "").lower()  # type: ignore[union-attr]
+
+        return self._cached(INSTANCE_DOMAIN, defaults.INSTANCE_CACHE_TTL, read) or None
+
+    def refresh_instance_domain(self) -> str | None:
+        """At worker start and on the sweep: look the domain up when it is not known, so the pages (which
+        never ask Mastodon) can name the instance; after a failure, not again for a few minutes."""
+        if self.client is None:
+            return None
+        known = known_instance_domain(self.redis)
+        if known is not None:
+            return known
+        if not self.redis.set(defaults.CACHE_PREFIX + INSTANCE_DOMAIN + ":failed", "1", nx=True, ex=BOT_ID_RETRY):
+            return None
+        try:
+            found = self.instance_domain()
+        except MastodonError as error:
+            log.warning("could not read the instance's domain: %s", type(error).__name__)
+            return None
+        self.redis.delete(defaults.CACHE_PREFIX + INSTANCE_DOMAIN + ":failed")
         return found
 
     def own_domains(self) -> list[str]:
@@ -548,6 +578,12 @@ class MastodonLink:
 
 def _status_of(error: MastodonAPIError) -> int | None:
     return error.args[1] if len(error.args) > 1 and isinstance(error.args[1], int) else None
+
+
+def known_instance_domain(connection: redis.Redis) -> str | None:
+    """The instance's domain as last read (MastodonLink.instance_domain), from Redis only."""
+    raw = connection.get(defaults.CACHE_PREFIX + INSTANCE_DOMAIN)
+    return (str(json.loads(raw)) or None) if raw else None
 
 
 def covering_block(domain: str, by_domain: dict[str, DomainBlock]) -> DomainBlock | None:

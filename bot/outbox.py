@@ -168,6 +168,15 @@ def split_post(text: str, mentions: tuple[str, ...], max_characters: int, spoile
     return [f"{prefix}{chunk} ({number}/{total})" for number, chunk in enumerate(chunks, start=1)]
 
 
+def fitting(texts: tuple[str, ...], mentions: tuple[str, ...], max_characters: int) -> str:
+    """The first text that splits into at most defaults.ALERT_MAX_STATUSES statuses (the last otherwise):
+    `texts` are renderings of one alert, most detailed first."""
+    for text in texts[:-1]:
+        if len(split_post(text, mentions, max_characters)) <= defaults.ALERT_MAX_STATUSES:
+            return text
+    return texts[-1]
+
+
 _KEY_CHARS = re.compile(r"[^A-Za-z0-9_.:@#-]")
 
 
@@ -255,7 +264,9 @@ class Outbox:
         proposal = replace(message.proposal or Proposal(), handles=handles)
         proposal_id = hashlib.sha256(key.encode()).hexdigest()[:12]
         subject = store_proposal(self.redis, proposal_id, proposal, time.time())
-        return self.to_moderators(key, message.text, subject)
+        texts = (message.text, *message.shorter)
+        text = fitting(texts, tuple(self.link.moderators()), self.link.max_characters()) if len(texts) > 1 else texts[0]
+        return self.to_moderators(key, text, subject)
 
     def _mode(self) -> str:
         return "dry-run" if self.settings.is_dry_run else "sent"

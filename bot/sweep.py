@@ -49,6 +49,7 @@ def run() -> None:
     schedule_next_sweep(ctx.redis)
     restart_stalled_drain(ctx.redis, ctx.settings.retry_delays)
     ctx.mastodon.refresh_bot_account_id()  # the handlers never ask Mastodon themselves
+    ctx.mastodon.refresh_instance_domain()  # nor do the pages
     now = time.time()
     mentions.schedule_next_poll(ctx, now)
     mentions.requeue_lost(ctx, now)

@@ -141,9 +141,11 @@ def _stop_was_requested(worker: TocsinWorker) -> bool:
 
 def resume_after_restart(connection: redis.Redis, retry_delays: list[int]) -> None:
     """A (re)started worker: keep the sweep and the mention poll scheduled, drain whatever waits (a spare
-    drain is cheap), and learn the bot's own account id (the handlers only read it from Redis)."""
+    drain is cheap), and learn the bot's own account id and the instance's domain (the handlers and pages
+    only read them from Redis)."""
     schedule_next_sweep(connection)
     schedule_next_poll(get_context())
     get_context().mastodon.refresh_bot_account_id()
+    get_context().mastodon.refresh_instance_domain()
     if backlog(connection)["stream"]:
         enqueue_drain(connection, retry_delays)

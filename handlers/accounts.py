@@ -48,6 +48,7 @@ from bot.surges import (
     rate_per_hour,
 )
 from bot.templating import render_text
+from handlers.admin_urls import accounts_url, filters_by
 from handlers.payloads import AdminAccount
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,9 @@ DETAIL_SCAN_CAP = 2000
 """An alert's clusters are found among at most this many of the window's newest sign-ups."""
 ACCOUNTS_PAGE = 200
 """Accounts asked for per request by backfill: GET /api/v2/admin/accounts allows up to 200."""
-NEWEST_SHOWN = 5
-"""Accounts of the largest cluster listed in a DM, with their admin links."""
 SHOWN_CLUSTERS = 4
-"""Clusters a DM lists (largest first)."""
+"""Clusters a DM lists (largest first); its shorter rendering lists COMPACT_CLUSTERS."""
+COMPACT_CLUSTERS = 2
 
 MAIL_PROVIDERS_FILE = Path(__file__).with_name("mail_providers.toml")
 """Big mail providers, their address domains and their documented mail servers (the file says why and
@@ -563,7 +563,7 @@ def window_signups(ctx: Context, at: float) -> tuple[int, list[Signup]]:
 def admin_links(instance_url: str) -> dict[str, str]:
     return {
         "account": f"{instance_url}/admin/accounts/",
-        "pending": f"{instance_url}/admin/accounts?origin=local&status=pending",
+        "pending": accounts_url(instance_url, pending=True),
         "registrations": f"{instance_url}/admin/settings/registrations",
         "email_block": f"{instance_url}/admin/email_domain_blocks/new",
         "ip_block": f"{instance_url}/admin/ip_blocks/new",
@@ -579,9 +579,11 @@ def render_alert(
     instance_url: str,
     template_dir: Any = None,
     refused: Mapping[str, str] | None = None,
+    compact: bool = False,
 ) -> str:
     """The DM text for one alert: pure, so tests render it from fixtures. `refused`: email domains not to
-    propose blocking, and why (email_block_refusals; without it, the big providers)."""
+    propose blocking, and why (email_block_refusals; without it, the big providers). `compact`: fewer
+    clusters (the rendering sent when the full one would take more than two statuses)."""
     clusters = find_clusters(signups, cfg.cluster_min)
     if refused is None:
         refused = static_refusals(email_domains(clusters))
@@ -594,11 +596,13 @@ def render_alert(
         pending=sum(signup.pending for signup in signups),
         suspended=sum(signup.suspended for signup in signups),
         able_to_post=sum(signup.able_to_post for signup in signups),
-        clusters=clusters[:SHOWN_CLUSTERS],
+        clusters=clusters[: COMPACT_CLUSTERS if compact else SHOWN_CLUSTERS],
         largest=clusters[0] if clusters else None,
-        newest_shown=NEWEST_SHOWN,
         cfg=cfg,
         links=admin_links(instance_url),
+        accounts_url=lambda cluster: (
+            accounts_url(instance_url, cluster.kind, cluster.value) if filters_by(cluster.kind) else None
+        ),
         hours=lambda seconds: round(seconds / HOUR, 1),
         proposal=proposal or Proposal(),
         refused=refused,
@@ -646,7 +650,8 @@ def compose_alert(ctx: Context, alert: Alert) -> Message:
     if alert.kind != "quiet":
         before = alert.at - cfg.window_hours * HOUR - ESTABLISHED_BEFORE
         refused = email_block_refusals(ctx, email_domains(clusters[:SHOWN_CLUSTERS]), before)
-    text = render_alert(
-        alert, total, signups, cfg, ctx.settings.instance_url, ctx.settings.template_dir, refused=refused
-    )
-    return Message(text, propose(alert, clusters, refused))
+    texts = [
+        render_alert(alert, total, signups, cfg, ctx.settings.instance_url, ctx.settings.template_dir, refused, compact)
+        for compact in (False, True)
+    ]
+    return Message(texts[0], propose(alert, clusters, refused), shorter=(texts[1],))

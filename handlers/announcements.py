@@ -5,8 +5,10 @@ them, or mark a lift as a correction, with `tocsin announcements`); changes made
 join it, so blocks made within a few minutes of each other make one post. A lift is announced neutrally
 unless a moderator marked it a correction. When the batch is due, a job renders one post per
 incident (a reply in that incident's thread when it has one) plus, for an incident the batch resolved,
-its own resolution post. Every post has a message key derived from the batch, so retries and restarts
-post it once. Private comments are never in a change; obfuscated domains are shown obfuscated.
+its own resolution post. Changes in no incident are first added to the public list of other limits and
+suspensions (/incidents/other), and their post links to their entry there. Every post has a message key
+derived from the batch, so retries and restarts post it once. Private comments are never in a change;
+obfuscated domains are shown obfuscated.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 
@@ -38,6 +39,8 @@ BATCH_PREFIX = "tocsin:announce:batch:"  # + id: list of held changes (JSON); + 
 PENDING = "tocsin:announce:pending"  # sorted set: batch id scored by when it is due
 SEEN_PREFIX = "tocsin:announce:seen:"  # + change id: a replayed event is held once
 KEEP_SECONDS = 30 * 86400
+OTHER_PATH = "/incidents/other"
+"""The public list of announced changes that are in no incident (handlers/pages.py)."""
 SUBJECT = "announce:"
 """+ batch id: the subject of the moderators' DM about a held batch (their replies act on it)."""
 
@@ -189,19 +192,23 @@ def render_resolution(incident: incidents.Incident, link: str, settings_view: di
     return render_text(template_dir, "announce_resolved.txt.j2", incident=incident, link=link, instance=settings_view)
 
 
-def settings_view(settings: Settings) -> dict[str, Any]:
-    """The instance as posts and pages name it (TOCSIN_INSTANCE_NAME, TOCSIN_RULES_URL, TOCSIN_CONTACT)."""
-    url = settings.mastodon_url or ""
+def settings_view(settings: Settings, instance_domain: str | None = None) -> dict[str, Any]:
+    """The instance as posts and pages name it (Settings.public_name; TOCSIN_RULES_URL, TOCSIN_CONTACT)."""
     return {
-        "name": settings.instance_name or urlsplit(url).hostname or "this instance",
+        "name": settings.public_name(instance_domain),
         "rules_url": settings.rules_url,
         "contact": settings.contact,
     }
 
 
-def incident_url(ctx: Context, slug: str | None) -> str:
+def incident_url(ctx: Context, slug: str | None, group: list[Held] | None = None) -> str:
+    """Where a post's changes are on the public pages: the incident's page, or for changes in no
+    incident their entry in the list of other limits and suspensions (incidents.record_other)."""
     base = (ctx.settings.public_url or ctx.settings.mastodon_url or "").rstrip("/")
-    return f"{base}/incidents/{slug}" if slug else f"{base}/incidents"
+    if slug:
+        return f"{base}/incidents/{slug}"
+    first = next((item for item in group or [] if not item.cancelled), None)
+    return f"{base}{OTHER_PATH}#{incidents.other_anchor(first.block)}" if first else f"{base}/incidents"
 
 
 # --- The job -------------------------------------------------------------------------------------
@@ -221,11 +228,13 @@ def post_batch(batch_id: str) -> int:
     groups: dict[str | None, list[Held]] = {}
     for item in items:
         groups.setdefault(item.incident, []).append(item)
-    view = settings_view(ctx.settings)
+    view = settings_view(ctx.settings, ctx.mastodon.instance_domain())
     posted = 0
     for slug, group in groups.items():
         incident = incidents.load(connection, slug) if slug else None
-        link = incident_url(ctx, slug)
+        link = incident_url(ctx, slug, group)
+        if slug is None:  # on the public pages before the post links there
+            incidents.record_other(connection, [(item.block, item.correction) for item in group])
         text = render_batch(group, incident, link, view, ctx.settings.template_dir)
         ids = _post(ctx, f"announce:{batch_id}:{slug or 'none'}", text, incident)
         posted += len(ids)
@@ -252,12 +261,12 @@ def previews(ctx: Context, items: list[Held]) -> list[str]:
     for item in items:
         if not item.cancelled:
             groups.setdefault(item.incident, []).append(item)
-    view = settings_view(ctx.settings)
+    view = settings_view(ctx.settings, ctx.mastodon.instance_domain())
     return [
         render_batch(
             group,
             incidents.load(ctx.redis, slug) if slug else None,
-            incident_url(ctx, slug),
+            incident_url(ctx, slug, group),
             view,
             ctx.settings.template_dir,
         )

@@ -37,6 +37,11 @@ TIMELINE_CAP = 500
 """Entries kept per incident: the oldest go first (the opening entry stays)."""
 CHART_MAX_HOURS = 14 * 24
 """The reports-per-hour chart covers at most two weeks (336 bars)."""
+OTHER = "tocsin:incidents:other"  # hash: change id -> JSON of an announced change that is in no incident
+OTHER_ORDER = "tocsin:incidents:other:order"  # sorted set: those change ids scored by when
+OTHER_CAP = 2000
+"""Entries kept in the public list of other limits and suspensions: the oldest go first (years of an
+instance's moderation at a few a week)."""
 
 
 class Cause(StrEnum):
@@ -381,6 +386,72 @@ def reword_lift(connection: redis.Redis, slug: str, change: BlockChange, correct
     connection.hset(
         _key(slug, "timeline"), change.change_id, json.dumps([change.at, lift_text(change.shown, correction)])
     )
+
+
+# --- Other limits and suspensions ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OtherAction:
+    """An announced block change that belongs to no incident, as the public list shows it."""
+
+    anchor: str  # the entry's id on the page (the announcement links to it)
+    at: float
+    shown: str
+    what: str  # "limited", "now suspended (was limited)", "no longer limited", …
+    comment: str  # the block's public comment (the reason), for new and changed blocks
+
+    def public_json(self, url: str) -> dict[str, Any]:
+        return {
+            "url": f"{url}#{self.anchor}",
+            "at": iso(self.at),
+            "domain": self.shown,
+            "action": self.what,
+            "reason": self.comment,
+        }
+
+
+def other_anchor(change: BlockChange) -> str:
+    """`2026-12-06-mastodon-world-3f9a0c`: readable, and the change id's start keeps two entries apart."""
+    words = _SLUG_WORD.sub("-", change.shown.lower()).strip("-")[:60].strip("-")
+    return f"{datetime.fromtimestamp(change.at, UTC):%Y-%m-%d}-{words}-{change.change_id[:6]}"
+
+
+def other_action(change: BlockChange, correction: bool) -> OtherAction:
+    word = ACTION_WORDS.get(change.severity, change.severity)
+    if change.kind == "created":
+        what, comment = word, change.public_comment
+    elif change.kind == "updated":
+        before = ACTION_WORDS.get(change.previous_severity or "", change.previous_severity or "")
+        what = f"now {word} (was {before})" if before != word else f"still {word}, the block changed"
+        comment = change.public_comment
+    else:
+        what, comment = (f"no longer {word}: it was a mistake" if correction else f"no longer {word}"), ""
+    return OtherAction(other_anchor(change), change.at, change.shown, what, comment)
+
+
+def record_other(connection: redis.Redis, changes: list[tuple[BlockChange, bool]]) -> None:
+    """Add announced changes that are in no incident to the public list (each change once, however often
+    its announcement job runs); `changes` are (change, whether a moderator called it a correction)."""
+    if not changes:
+        return
+    pipe = connection.pipeline()
+    for change, correction in changes:
+        pipe.hsetnx(OTHER, change.change_id, json.dumps(asdict(other_action(change, correction))))
+        pipe.zadd(OTHER_ORDER, {change.change_id: change.at}, nx=True)
+    pipe.execute()
+    excess = int(connection.zcard(OTHER_ORDER)) - OTHER_CAP
+    if excess > 0:
+        oldest = connection.zrange(OTHER_ORDER, 0, excess - 1)
+        connection.hdel(OTHER, *oldest)
+        connection.zrem(OTHER_ORDER, *oldest)
+
+
+def list_other(connection: redis.Redis, limit: int = OTHER_CAP) -> list[OtherAction]:
+    """Newest first."""
+    ids = connection.zrevrange(OTHER_ORDER, 0, limit - 1)
+    rows = connection.hmget(OTHER, ids) if ids else []
+    return [OtherAction(**json.loads(raw)) for raw in rows if raw]
 
 
 # --- The chart ------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from handlers.accounts import (
     remembered_signups,
     static_refusals,
 )
+from handlers.admin_urls import accounts_url, filters_by
 from handlers.content import examine
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,8 @@ POSTS_CAP = 1000
 """A young account's posts of the last hour remembered: far above any flood threshold."""
 ACTIVITY_HOURS = 24
 """Hours of everyone's posting that define how fast an active account normally posts."""
-ACCOUNTS_SHOWN = 10
+ACCOUNTS_SHOWN = 3
+"""Flagged accounts named in a DM (by name only: their admin list is one link), so it fits two statuses."""
 PATHS_SHOWN = 3
 """Shared sign-up paths a DM lists."""
 
@@ -329,12 +331,23 @@ def render_alert(
         details=details,
         paths=paths[:PATHS_SHOWN],
         accounts_shown=ACCOUNTS_SHOWN,
+        accounts_link=accounts_link(instance_url, paths),
         cfg=cfg,
         links=admin_links(instance_url),
         hours=lambda seconds: round(seconds / HOUR, 1),
         proposal=propose(details, paths, refused) or Proposal(),
         refused=refused,
     )
+
+
+def accounts_link(instance_url: str, paths: list[Cluster]) -> tuple[str, str]:
+    """One admin link for the wave's accounts, labelled by what it lists: the sign-up trait they share
+    when Mastodon's accounts list can filter by it, else the newest local accounts (young ones first)."""
+    path = next((path for path in paths if filters_by(path.kind)), None)
+    if path is None:
+        return "newest local accounts first", accounts_url(instance_url)
+    shown = f"names starting {path.value}" if path.kind == ClusterKind.NAME_PATTERN else f"addresses at {path.value}"
+    return shown, accounts_url(instance_url, path.kind, path.value)
 
 
 def shared_paths(details: WaveDetails | None) -> list[Cluster]:

@@ -15,9 +15,10 @@ import redis
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from bot import defaults
+from bot import defaults, sweep
 from bot.context import Context
 from bot.events import drain_with
+from bot.mastodon import known_instance_domain
 from bot.web import create_app
 from handlers import announcements, incidents
 from handlers.announcements import Held, render_batch
@@ -25,7 +26,7 @@ from handlers.domain_blocks import STATE, Change, diff_blocks, poll
 from handlers.incidents import BlockChange, public_domain
 from handlers.pages import PAGE_CSP
 from tests.helpers import feed, make_settings, run, run_until
-from tests.mastodon_double import MastodonDouble
+from tests.mastodon_double import DOMAIN, MastodonDouble
 from tests.waves import burst
 
 PUBLIC = "https://tocsin.example.org"
@@ -210,7 +211,7 @@ def test_spam_wave_blocks_are_announced_together_followed_and_resolved_once(
     [incident] = incidents.list_incidents(actx.redis)
     assert incident.cause == "spam wave" and incident.status == "open"
     assert first["text"] == (
-        "🛡 127.0.0.1 moderation: we have limited spam1.example, spam2.example.\n\n"
+        f"🛡 {DOMAIN} moderation: we have limited spam1.example, spam2.example.\n\n"
         "Why: Crypto spam sent to our members\n\n"
         f"Our rules: {PUBLIC}/rules\n\n"
         f"Details: {PUBLIC}/incidents/{incident.slug}"
@@ -350,14 +351,113 @@ def test_a_block_made_by_hand_for_a_scan_proposal_opens_the_advisory_incident(
     assert "Why: Pixelfed before 0.12.5" in post["text"]
 
 
+def details_link(post: dict[str, Any]) -> str:
+    return post["text"].rsplit("Details: ", 1)[1].strip()
+
+
 def test_unrelated_block_is_announced_without_an_incident(actx: Context, mastodon: MastodonDouble) -> None:
     poll(actx)
     mastodon.add_block("policy.example", "suspend", obfuscate=True, public_comment="Hate speech")
     settle(actx)
     [post] = statuses_public(mastodon)
     assert "suspended poli**.****ple" in post["text"] and "policy.example" not in post["text"]
-    assert post["text"].endswith(f"Details: {PUBLIC}/incidents")
+    assert details_link(post).startswith(f"{PUBLIC}/incidents/other#")
+    assert "policy" not in details_link(post)  # the anchor is made of what the public sees
     assert incidents.list_incidents(actx.redis) == []
+
+
+WEB_UI_COMMENT = "Crypto spam wave: limited until the spam stops"
+
+
+def test_a_block_made_in_the_web_ui_is_on_the_page_its_post_links(actx: Context, mastodon: MastodonDouble) -> None:
+    """A moderator limits a server in Mastodon's web UI, no surge or proposal behind it: the post's link
+    leads to a public entry that names the server, the reason and the date — in the page, its JSON and
+    the feed — and the lift is added to the same list."""
+    poll(actx)
+    mastodon.add_block("world.example", public_comment=WEB_UI_COMMENT)
+    settle(actx)
+    [post] = statuses_public(mastodon)
+    assert post["text"].startswith(f"🛡 {DOMAIN} moderation: we have limited world.example.")
+    link = details_link(post)
+    path, anchor = link.removeprefix(PUBLIC).split("#")
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    assert anchor.startswith(f"{day}-world-example-")
+    with TestClient(create_app(actx.settings)) as client:
+        page = client.get(path)
+        assert page.status_code == 200 and page.headers["content-security-policy"] == PAGE_CSP
+        [row] = re.findall(rf'<tr id="{re.escape(anchor)}">(.*?)</tr>', page.text)
+        assert "world.example" in row and "limited" in row and WEB_UI_COMMENT in row and day in row
+        listing = client.get("/incidents").text
+        assert "No incidents so far" not in listing and f'id="{anchor}"' in listing and WEB_UI_COMMENT in listing
+        [entry] = client.get(f"{path}.json").json()["entries"]
+        assert entry == {"url": link, "at": entry["at"], "domain": "world.example", "action": "limited",
+                         "reason": WEB_UI_COMMENT}  # fmt: skip
+        assert entry["at"].startswith(day)
+        root = ElementTree.fromstring(client.get("/incidents.atom").content)
+        namespace = "{http://www.w3.org/2005/Atom}"
+        [feed_entry] = root.findall(f"{namespace}entry")
+        assert feed_entry.find(f"{namespace}id").text == link  # type: ignore[union-attr]
+        assert WEB_UI_COMMENT in feed_entry.find(f"{namespace}summary").text  # type: ignore[union-attr,operator]
+
+    mastodon.domain_blocks = []
+    settle(actx)
+    lift = statuses_public(mastodon)[-1]
+    assert "world.example is no longer limited" in lift["text"]
+    with TestClient(create_app(actx.settings)) as client:
+        lift_path, lift_anchor = details_link(lift).removeprefix(PUBLIC).split("#")
+        page = client.get(lift_path).text
+    [row] = re.findall(rf'<tr id="{re.escape(lift_anchor)}">(.*?)</tr>', page)
+    assert "world.example" in row and "no longer limited" in row
+    assert page.index(lift_anchor) < page.index(anchor)  # newest first
+
+    settle(Context(actx.settings, actx.redis))  # a restart and a replayed job: each entry once
+    announcements.post_batch("no-such-batch")
+    assert len(incidents.list_other(actx.redis)) == 2
+
+
+def test_the_other_list_keeps_its_newest_entries(connection: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(incidents, "OTHER_CAP", 5)
+    for n in range(8):
+        item = change("created", f"s{n}.example", public_comment=f"reason {n}", at=1000.0 + n, change_id=f"c{n}")
+        incidents.record_other(connection, [(item, False)])
+        incidents.record_other(connection, [(item, False)])  # the same change twice: one entry
+    assert [other.shown for other in incidents.list_other(connection)] == [f"s{n}.example" for n in range(7, 2, -1)]
+    assert connection.hlen(incidents.OTHER) == 5
+
+
+def test_the_instance_is_named_by_its_own_domain_when_no_name_is_set(
+    make_context: Callable[..., Context], mastodon: MastodonDouble
+) -> None:
+    """TOCSIN_MASTODON_URL is http://127.0.0.1:…: posts and pages name the instance by the domain its API
+    gives (GET /api/v2/instance), not by that host; TOCSIN_INSTANCE_NAME still wins."""
+    ctx = make_context(announce_hold_minutes=0, public_url=PUBLIC)
+    assert ctx.settings.instance_name is None and ctx.settings.mastodon_url.startswith("http://127.0.0.1:")  # type: ignore[union-attr]
+    with TestClient(create_app(ctx.settings)) as client:
+        assert "<title>Moderation incidents · 127.0.0.1</title>" in client.get("/incidents").text  # not read yet
+        sweep.run()  # the periodic sweep (and a starting worker) read it; a page never asks Mastodon
+        assert known_instance_domain(ctx.redis) == DOMAIN
+        assert f"<title>Moderation incidents · {DOMAIN}</title>" in client.get("/incidents").text
+        assert f"<title>{DOMAIN} moderation incidents</title>" in client.get("/incidents.atom").text
+    poll(ctx)
+    mastodon.add_block("any.example")
+    settle(ctx)
+    assert statuses_public(mastodon)[-1]["text"].startswith(f"🛡 {DOMAIN} moderation: we have limited any.example.")
+    named = make_context(instance_name="Example Social")
+    with TestClient(create_app(named.settings)) as client:
+        assert "<title>Moderation incidents · Example Social</title>" in client.get("/incidents").text
+
+
+def test_an_unreadable_instance_domain_is_asked_again_only_after_a_pause(
+    ctx: Context, mastodon: MastodonDouble
+) -> None:
+    mastodon.down = True
+    assert ctx.mastodon.refresh_instance_domain() is None
+    asked = len(mastodon.requests)
+    assert ctx.mastodon.refresh_instance_domain() is None  # the next sweep, a minute later
+    assert len(mastodon.requests) == asked
+    mastodon.down = False
+    ctx.redis.delete("tocsin:cache:instance-domain:failed")  # the pause is over
+    assert ctx.mastodon.refresh_instance_domain() == DOMAIN
 
 
 def test_incident_pages_json_and_feed(actx: Context, mastodon: MastodonDouble, tmp_path: Path) -> None:
@@ -413,9 +513,8 @@ def test_operators_override_page_and_post_templates(
     poll(ctx)
     mastodon.add_block("any.example")
     settle(ctx)
-    assert [status["text"] for status in statuses_public(mastodon)] == [
-        f"Heads up from Example Social: {mastodon.url}/incidents"
-    ]
+    [text] = [status["text"] for status in statuses_public(mastodon)]
+    assert re.fullmatch(rf"Heads up from Example Social: {mastodon.url}/incidents/other#[0-9-]+any-example-\w+", text)
 
 
 def test_operator_commands_for_incidents_and_held_announcements(

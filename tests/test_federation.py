@@ -173,6 +173,11 @@ def auditing(
     make_context: Callable[..., Context], mastodon: MastodonDouble, fleet: PeerFleet, monkeypatch: pytest.MonkeyPatch
 ) -> Context:
     """Our instance federates with the fleet (and with threads.net's subdomain, which is not audited)."""
+    federate_with(mastodon, fleet, monkeypatch)
+    return make_context(moderators=["mod_anna", "mod_ben"])
+
+
+def federate_with(mastodon: MastodonDouble, fleet: PeerFleet, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         "handlers.nodeinfo.make_fetcher",
         lambda settings: Fetcher(
@@ -184,7 +189,6 @@ def auditing(
     for n, name in enumerate(FEDERATORS, 1):
         mastodon.measures[name] = (40 * n, 30 * n, 900)
     mastodon.measures["big.example"] = (5, 2, 90000)
-    return make_context(moderators=["mod_anna", "mod_ben"])
 
 
 def test_streamed_search_finds_a_needle_across_chunks_and_bounds_the_body(fleet: PeerFleet) -> None:

@@ -1,4 +1,4 @@
-"""The incident page in a real headless Chromium (Debian's `chromium`), served by a real `tocsin web`.
+"""The incident pages in a real headless Chromium (Debian's `chromium`), served by a real `tocsin web`.
 
 The page must show its servers and timeline, draw the chart, log nothing to the console (a CSP refusal
 or a script error would), and stay readable on a phone-sized window. A screenshot is kept as a test
@@ -15,10 +15,12 @@ import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bot.context import Context
-from handlers import incidents
-from tests.helpers import feed
+from bot.events import drain_with
+from handlers import announcements, domain_blocks, incidents
+from tests.helpers import feed, run_until
 from tests.mastodon_double import MastodonDouble
 from tests.stack import Stack
 from tests.waves import burst
@@ -81,3 +83,41 @@ def test_incident_page_in_headless_chromium(
 
     console = [line for line in dom.stderr.splitlines() + screenshot.stderr.splitlines() if "CONSOLE" in line]
     assert console == [], console  # no script errors, no Content-Security-Policy refusals
+
+
+def test_the_page_an_announcement_links_in_headless_chromium(
+    make_context: Callable[..., Context],
+    redis_url: str,
+    mastodon: MastodonDouble,
+    stack_factory: Callable[..., Stack],
+    chromium: str,
+) -> None:
+    """A block made in Mastodon's web UI, in no incident: after the poll and the hold-off the public post
+    links an entry that a member's browser shows with the server, the reason and the date."""
+    ctx = make_context(announce_hold_minutes=0, public_url="https://tocsin.example.org")
+    domain_blocks.poll(ctx)  # Tocsin was running before
+    mastodon.add_block("world.example", public_comment="Crypto spam wave: limited until the spam stops")
+    domain_blocks.poll(ctx)
+    drain_with(ctx)
+    run_until(ctx.redis, lambda: ctx.redis.zcard(announcements.PENDING) == 0, timeout=20)
+    [post] = [status for status in mastodon.statuses if status["visibility"] == "public"]
+    link = post["text"].rsplit("Details: ", 1)[1].strip()
+    parts = urlsplit(link)
+    stack = stack_factory(redis_url, mastodon, workers=0)
+    url = f"{stack.url}{parts.path}#{parts.fragment}"  # the link, on this test's `tocsin web`
+
+    dom = headless(chromium, "--dump-dom", "--virtual-time-budget=3000", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    [row] = re.findall(rf'<tr id="{re.escape(parts.fragment)}">(.*?)</tr>', dom.stdout, re.DOTALL)
+    assert "world.example" in row and "limited" in row
+    assert "Crypto spam wave: limited until the spam stops" in row
+    assert datetime.now(UTC).strftime("%Y-%m-%d") in row
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "other-limits-page.png"
+    shot.unlink(missing_ok=True)
+    screenshot = headless(chromium, f"--screenshot={shot}", "--window-size=412,900", "--hide-scrollbars", url)
+    assert screenshot.returncode == 0, screenshot.stderr[-2000:]
+    assert shot.exists() and shot.stat().st_size > 5000
+    console = [line for line in dom.stderr.splitlines() + screenshot.stderr.splitlines() if "CONSOLE" in line]
+    assert console == [], console

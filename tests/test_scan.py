@@ -73,6 +73,14 @@ LARGE = {
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[PeerFleet]:
+    fleet = build_fleet()
+    fleet.start()
+    yield fleet
+    fleet.stop()
+
+
+def build_fleet() -> PeerFleet:
+    """The brief's Pixelfed fleet, some Mastodon servers, the large ones, the unreadable ones (not started)."""
     names = FIXED + ON_0124 + OLDER + list(MASTODON) + list(UNREADABLE) + list(LARGE)
     fleet = PeerFleet(names)
     for n, (domain, software) in enumerate(LARGE.items()):
@@ -102,9 +110,7 @@ def fleet() -> Iterator[PeerFleet]:
         "email": "admin@pf-old-0.example",
         "account": {"id": "1", "username": "admin", "acct": "admin", "url": "https://pf-old-0.example/admin"},
     }
-    fleet.start()
-    yield fleet
-    fleet.stop()
+    return fleet
 
 
 @pytest.fixture
@@ -112,6 +118,11 @@ def scanning(
     ctx: Context, mastodon: MastodonDouble, fleet: PeerFleet, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[MastodonDouble]:
     """The instance federates with the fleet; its peers resolve to the fleet (there is no real DNS here)."""
+    federate_with(mastodon, fleet, monkeypatch)
+    yield mastodon
+
+
+def federate_with(mastodon: MastodonDouble, fleet: PeerFleet, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         "handlers.nodeinfo.make_fetcher",
         lambda settings: Fetcher(
@@ -126,7 +137,6 @@ def scanning(
     mastodon.measures["pixelfed.social"] = (1073, 864, 5200)
     mastodon.measures["masto-old.example"] = (50, 40, 300)
     mastodon.measures["masto-quotes.example"] = (30, 25, 200)
-    yield mastodon
 
 
 def finding(report: ScanReport, advisory_id: str) -> Any:
@@ -147,7 +157,7 @@ def test_the_pixelfed_breakdown_of_the_brief(ctx: Context, scanning: MastodonDou
     all_clear = "pixelfed.social runs 0.12.5: not affected, not proposed (we follow 1,073 there; 864 follow us)."
     assert (
         "CVE-2025-30741 (high) exposes our members' followers-only posts. " + all_clear + " Vulnerable: 63 of 96 "
-        "Pixelfed servers. Largest: pf-0124-30.example (0.12.4; we follow 7 there, 3 follow us)." in text
+        "Pixelfed servers. Largest: pf-0124-30.example (we follow 7 there, 3 follow us)." in text
     )
     assert [item.domain for item in pixelfed.all_clear][:1] == ["pixelfed.social"]
     assert "CVE-2023-36460" not in text  # no server it affects: not in the DM
@@ -165,7 +175,7 @@ def test_the_pixelfed_breakdown_of_the_brief(ctx: Context, scanning: MastodonDou
         "(masto-old.example). CVE-2026-33869 (moderate) harms only theirs: 1 Mastodon server (masto-quotes.example)."
         in text
     )
-    assert text.endswith("\n\nReply “approve” to CVE-2025-30741: suspend 63 servers, or “dismiss” if it needs nothing.")
+    assert text.endswith("\n\nReply “approve” to do it, or “dismiss”.")  # the one item is numbered above
     assert len(scanning.direct_threads()[0]) == 1  # the brief's fleet: one status (at 5,000 characters)
     # `approve` would carry out the Pixelfed item: its blocks, tagged and explained by the advisory.
     items = propose(report).items
@@ -247,7 +257,7 @@ def test_the_largest_unaffected_servers_are_named_as_an_all_clear(scanning: Mast
     assert takeover["not_affected"] == [] and not takeover["block_protects"]  # it proposes nothing
 
 
-def test_large_servers_harmed_only_themselves_are_told_not_blocked_and_the_dm_fits_three_posts(
+def test_large_servers_harmed_only_themselves_are_told_not_blocked_and_the_dm_fits_two_posts(
     ctx: Context, scanning: MastodonDouble
 ) -> None:
     scanning.peers = [*scanning.peers, *LARGE]
@@ -273,7 +283,7 @@ def test_large_servers_harmed_only_themselves_are_told_not_blocked_and_the_dm_fi
 
     send_scan_messages(ctx, report)
     [thread] = scanning.direct_threads()
-    assert len(thread) <= 3  # one advisory's proposals, 29 servers to tell, the reply that approves
+    assert len(thread) <= 2  # one advisory's proposals, 29 servers to tell, the reply that approves
     text = "\n".join(status["text"] for status in thread)
     assert (
         "No block proposed: a block would not stop this: tell their admins (tocsin outreach DOMAIN). "

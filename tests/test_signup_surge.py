@@ -152,16 +152,23 @@ def test_bot_signup_burst_alerts_once_early_with_clusters(
     assert f"{count} not yet confirmed or approved." in text  # one ordinary sign-up among them, unconfirmed
     assert f"- email domain spam.example: {count - 1} ({count - 1} pending)" in text
     assert "names like cryptodeals + digits" in text
-    assert "one network (same /24 or /48, known by its hash #" in text
-    assert "Proposed: require approval for new sign-ups until this passes: " in text
-    assert f"{mastodon.url}/admin/settings/registrations" in text
-    assert (
+    assert "one network #" in text
+    choices = (
         "Tocsin can:\n1. block sign-ups with email addresses at spam.example\n"
         f"2. reject the {count - 1} pending sign-ups of that cluster\n"
         "Reply “approve” for all, “approve 1,2” for some, or “dismiss”."
+    )
+    registrations = f"{mastodon.url}/admin/settings/registrations"
+    admin_only = f"In the admin interface:\nRequire approval for sign-ups: {registrations}\n"
+    # What a reply carries out first, then a line for each thing only the admin interface does, then details.
+    assert text.index(choices) < text.index(admin_only) < text.index("Clusters:")
+    assert "Block that network (address on its accounts' pages): " in text
+    # The accounts: one admin link to the cluster, filtered (Mastodon matches `email` with LIKE 'value%').
+    assert (
+        f"- email domain spam.example: {count - 1} ({count - 1} pending), accounts: "
+        f"{mastodon.url}/admin/accounts?origin=local&email=%25%40spam.example&order=recent\n"
     ) in text
-    assert text.endswith("or “dismiss”.")  # the reply that acts on it ends the DM
-    assert "Newest of the largest (email domain spam.example):\ncryptodeals" in text
+    assert "/admin/accounts/9" not in text  # no link per account
     assert "203.0.113" not in text and "@spam.example" not in text
 
 
