@@ -17,6 +17,7 @@ import logging
 import re
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -26,6 +27,7 @@ import redis
 from bot.actions import Action, Message, Proposal, ProposalItem
 from bot.config import SignupSurgeSettings
 from bot.context import Context
+from bot.events import parse_time
 from bot.families import Rejected
 from bot.mastodon import as_webhook_json, pages_by_max_id
 from bot.privacy import pii_key, reduce_admin_account
@@ -365,21 +367,28 @@ def remembered_signups(connection: redis.Redis, account_ids: list[str]) -> dict[
     }
 
 
-def backfill_signups(ctx: Context, days: float) -> int:
-    """Record the last `days` of local sign-ups from the admin API, without alerting (a baseline)."""
+def signup_history(ctx: Context, since: float) -> Iterator[dict[str, Any]]:
+    """The local sign-ups since `since`, read from the admin API, as `account.created` webhook events (not
+    reduced yet): what `tocsin backfill` records and `tocsin replay` replays. Newest first."""
     client = ctx.mastodon.client
     if client is None:
-        raise RuntimeError("backfill needs TOCSIN_MASTODON_URL")
-    key = pii_key(ctx.redis)
-    cutoff = time.time() - days * DAY
-    recorded = 0
+        raise RuntimeError("reading sign-ups needs TOCSIN_MASTODON_URL")
     for page in pages_by_max_id(client.admin_accounts_v2, origin="local", limit=ACCOUNTS_PAGE):
         for item in page:
-            account = AdminAccount.parse(reduce_admin_account(as_webhook_json(item), key))
-            if account.created_at is None or account.created_at < cutoff:
-                return recorded
-            if record_signup(ctx, account) is not None:
-                recorded += 1
+            account = as_webhook_json(item)
+            created = parse_time(account.get("created_at"))
+            if created is None or created < since:
+                return
+            yield {"event": "account.created", "created_at": account["created_at"], "object": account}
+
+
+def backfill_signups(ctx: Context, days: float) -> int:
+    """Record the last `days` of local sign-ups from the admin API, without alerting (a baseline)."""
+    key = pii_key(ctx.redis)
+    recorded = 0
+    for event in signup_history(ctx, time.time() - days * DAY):
+        if record_signup(ctx, AdminAccount.parse(reduce_admin_account(event["object"], key))) is not None:
+            recorded += 1
     return recorded
 
 
