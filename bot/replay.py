@@ -313,7 +313,7 @@ class DetectorScore:
             "hits": self.count("hit"),
             "false_alarms": self.count("false alarm"),
             "already_blocked": self.count("already blocked"),
-            "not_scored": self.count("not scored"),
+            "not_scored": sum(o.verdict == "not scored" for a, o in self.alerts if a.kind == "open"),
             "misses": len(self.misses),
             "median_lead_seconds": leads[len(leads) // 2] if leads else None,
         }

@@ -1,0 +1,242 @@
+"""`tocsin replay`: an instance's recorded history (in the Mastodon double: reports open and resolved,
+local accounts with their sign-up data, domain blocks with their created_at) through the live detectors,
+scored against what the moderators did."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from bot import defaults
+from bot.cli import main
+from bot.context import Context
+from bot.families import Family, Registry, registry
+from bot.replay import History, duration, replay, variants
+from handlers import accounts, reports
+from tests.helpers import alert_jobs, feed, run
+from tests.mastodon_double import MastodonDouble
+from tests.waves import background, burst, iso, signup_background
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+WAVE = NOW - timedelta(days=16)
+"""The crypto wave: after 14 days of ordinary reports, and long enough ago for its surges to go quiet."""
+REACTION = timedelta(minutes=40)
+"""The brief's moderators limited each server 40 minutes after the alert."""
+
+
+def record(mastodon: MastodonDouble, events: list[dict[str, Any]], resolved_every: int = 3) -> None:
+    """Reports as the admin API lists them: a third of them resolved since."""
+    for n, event in enumerate(events):
+        mastodon.reports.append({**event["object"], "action_taken": n % resolved_every == 0})
+
+
+def alert_time(wave: list[dict[str, Any]], min_reports: int = 15) -> datetime:
+    """When the detector alerts on a wave against a server without history: at its min_reports-th report."""
+    return datetime.fromisoformat(sorted(event["created_at"] for event in wave)[min_reports - 1])
+
+
+def crypto_wave(mastodon: MastodonDouble) -> None:
+    """The brief's incident: ~20 reports a week for 14 days, then bursts from mastodon.social and
+    mastodon.world, each limited by the moderators 40 minutes after Tocsin's alert."""
+    record(mastodon, background(WAVE - timedelta(days=14), days=14, per_week=20))
+    social = burst(WAVE, "mastodon.social", reports=150, hours=3, first_id=500000)
+    world = burst(WAVE + timedelta(hours=2), "mastodon.world", reports=120, hours=3, first_id=600000, seed=3)
+    record(mastodon, social + world)
+    mastodon.accounts.extend(event["object"] for event in signup_background(WAVE - timedelta(days=14), days=20))
+    for domain, wave in (("mastodon.social", social), ("mastodon.world", world)):
+        mastodon.add_block(domain, severity="silence", created_at=iso(alert_time(wave) + REACTION))
+    mastodon.add_block("old.example", severity="suspend", created_at=iso(NOW - timedelta(days=400)))
+
+
+def replay_json(tocsin: CliRunner, *args: str) -> dict[str, Any]:
+    return json.loads(run(tocsin, "replay", "--json", *args).stdout)  # type: ignore[no-any-return]
+
+
+def detector(document: dict[str, Any], name: str, run_no: int = 0) -> dict[str, Any]:
+    return document["runs"][run_no]["detectors"][name]  # type: ignore[no-any-return]
+
+
+def test_the_crypto_wave_scores_two_hits_with_their_lead_times_and_no_false_alarm(
+    tocsin: CliRunner, mastodon: MastodonDouble, connection: redis.Redis
+) -> None:
+    crypto_wave(mastodon)
+    connection.set("tocsin:live-marker", "1")
+    output = run(tocsin, "replay").output
+
+    assert "alerted 40 min before you limited mastodon.social" in output
+    assert "alerted 40 min before you limited mastodon.world" in output
+    summary = next(line for line in output.splitlines() if line.startswith("report-surge:"))
+    assert "2 hits (lead 40 min, 40 min)" in summary and "0 likely false alarms" in summary and "0 misses" in summary
+    assert "signup-surge: 0 alerts" in output  # ordinary sign-ups: silent
+    # The DMs as the moderators would have read them, marked as a replay, with what `approve` would do.
+    assert output.count("[replay: not sent]") >= 2
+    assert "| 🔔 Report surge: mastodon.social" in output
+    assert "Not limited or suspended." in output  # the block came after the alert
+    assert "would have proposed: limit mastodon.social until the wave passes" in output
+    assert re.search(r"quiet\s+mastodon\.social", output)  # and the "quiet again" a week on
+
+    document = replay_json(tocsin)
+    scores = detector(document, "report-surge")
+    hits = [alert for alert in scores["alerts"] if alert["verdict"] == "hit"]
+    assert [(hit["bucket"], hit["lead_seconds"]) for hit in hits] == [
+        ("mastodon.social", REACTION.total_seconds()),
+        ("mastodon.world", REACTION.total_seconds()),
+    ]
+    assert scores["summary"]["false_alarms"] == 0 and scores["summary"]["misses"] == 0
+    assert scores["summary"]["quiet_again"] >= 2
+
+    # Nothing left: no status, no admin write, only reads; the live Redis holds no detector state or job.
+    assert mastodon.statuses == []
+    assert {method for method, _path in mastodon.requests} == {"GET"}
+    assert connection.get("tocsin:live-marker") == b"1"
+    assert not [key for key in connection.scan_iter("tocsin:report*")] + [key for key in connection.scan_iter("tocsin:surge*")]
+    assert connection.llen("rq:queue:" + defaults.QUEUE_URGENT) == 0
+
+
+def test_a_second_run_reads_the_cache_and_prints_the_same(
+    tocsin: CliRunner, mastodon: MastodonDouble, tmp_path: Path
+) -> None:
+    crypto_wave(mastodon)
+    first = run(tocsin, "replay").stdout
+    asked = len(mastodon.requests)
+    assert asked > 0 and (tmp_path / "data" / defaults.REPLAY_CACHE_FILE).exists()
+    assert run(tocsin, "replay").stdout == first  # the same inputs, the same output
+    tuned = run(tocsin, "replay", "--set", "TOCSIN_REPORT_RATIO=3,20").output
+    assert len(mastodon.requests) == asked  # other settings: no API call
+    assert "=== TOCSIN_REPORT_RATIO=3 ===" in tuned and "=== TOCSIN_REPORT_RATIO=20 ===" in tuned
+    run(tocsin, "replay", "--refresh")
+    assert len(mastodon.requests) > asked
+
+
+def test_a_quiet_month_raises_no_alert(tocsin: CliRunner, mastodon: MastodonDouble) -> None:
+    record(mastodon, background(NOW - timedelta(days=30), days=30, per_week=20))
+    mastodon.accounts.extend(event["object"] for event in signup_background(NOW - timedelta(days=30), days=30))
+    document = replay_json(tocsin, "--since", "30d")
+    assert document["events"] > 150
+    for name in ("report-surge", "signup-surge"):
+        summary = detector(document, name)["summary"]
+        assert summary["alerts"] == summary["escalations"] == summary["false_alarms"] == 0, name
+
+
+def noisy_days(mastodon: MastodonDouble) -> list[datetime]:
+    """A quiet month, and a few afternoons with 5 reports in an hour against one server nobody blocked."""
+    record(mastodon, background(NOW - timedelta(days=30), days=30, per_week=20))
+    afternoons = [NOW - timedelta(days=days, hours=3) for days in (28, 19, 10)]  # further apart than a surge's quiet week
+    for n, start in enumerate(afternoons):
+        record(mastodon, burst(start, "noisy.example", reports=5, hours=1, first_id=700000 + 100 * n, accounts=4))
+    return afternoons
+
+
+def test_a_threshold_set_too_low_lists_the_false_alarms_it_would_have_caused(
+    tocsin: CliRunner, mastodon: MastodonDouble
+) -> None:
+    afternoons = noisy_days(mastodon)
+    document = replay_json(tocsin, "--since", "30d", "--set", "TOCSIN_REPORT_MIN_REPORTS=4,15")
+    assert [run_["settings"] for run_ in document["runs"]] == [
+        {"TOCSIN_REPORT_MIN_REPORTS": "4"},
+        {"TOCSIN_REPORT_MIN_REPORTS": "15"},
+    ]
+    low = detector(document, "report-surge", 0)
+    false_alarms = [alert for alert in low["alerts"] if alert["verdict"] == "false alarm"]
+    assert [alert["bucket"] for alert in false_alarms] == ["noisy.example"] * 3
+    for alert, start in zip(false_alarms, afternoons, strict=True):
+        assert start <= datetime.fromisoformat(alert["at"]) <= start + timedelta(hours=1)
+    assert detector(document, "report-surge", 1)["summary"]["alerts"] == 0  # the default: silent
+
+    output = run(tocsin, "replay", "--since", "30d", "--brief", "--set", "TOCSIN_REPORT_MIN_REPORTS=4,15").output
+    assert output.count("likely false alarm: no block of noisy.example within 7 days") == 3
+    table = output[output.index("settings ") :].splitlines()
+    assert re.match(r"TOCSIN_REPORT_MIN_REPORTS=4\s+report-surge\s+3\s+0\s+3\s+0", table[1])
+    assert re.match(r"TOCSIN_REPORT_MIN_REPORTS=15\s+report-surge\s+0\s+0\s+0\s+0", table[3])
+
+
+def test_a_block_after_a_burst_nobody_was_alerted_about_is_a_miss(
+    tocsin: CliRunner, mastodon: MastodonDouble
+) -> None:
+    noisy_days(mastodon)
+    start = NOW - timedelta(days=5)
+    record(mastodon, burst(start, "sly.example", reports=12, hours=2, first_id=800000, accounts=6))
+    blocked = start + timedelta(hours=3)
+    mastodon.add_block("sly.example", severity="suspend", created_at=iso(blocked))
+    document = replay_json(tocsin, "--since", "30d")
+    [miss] = detector(document, "report-surge")["misses"]
+    assert miss == {"domain": "sly.example", "blocked_at": iso(blocked).replace(".000Z", "Z"), "reports": 12}
+    output = run(tocsin, "replay", "--since", "30d", "--brief").stdout
+    assert "MISSED    sly.example  → you blocked it after 12 reports in 24 h, with no alert" in output
+    # An alert in time turns the miss into a hit.
+    document = replay_json(tocsin, "--since", "30d", "--set", "TOCSIN_REPORT_MIN_REPORTS=10")
+    scores = detector(document, "report-surge")
+    assert scores["misses"] == [] and scores["summary"]["hits"] == 1
+
+
+def test_replayed_dms_and_the_cache_carry_no_email_or_ip(
+    tocsin: CliRunner, mastodon: MastodonDouble, tmp_path: Path
+) -> None:
+    crypto_wave(mastodon)
+    output = run(tocsin, "replay", "--set", "TOCSIN_SIGNUP_MIN_SIGNUPS=2", "--set", "TOCSIN_SIGNUP_RATIO=1").output
+    cache = (tmp_path / "data" / defaults.REPLAY_CACHE_FILE).read_text()
+    assert "Sign-up surge" in output  # the sign-ups' DMs are rendered too (thresholds lowered)
+    for account in mastodon.accounts:
+        assert account["email"] not in cache and account["email"] not in output
+        assert account["ip"] not in cache and account["ip"] not in output
+    assert "alice@mail.example.com" not in cache and "198.51.100.7" not in cache  # the reports' reporters
+
+
+def test_replay_runs_the_handlers_and_detectors_the_worker_registers(
+    tmp_path: Path, redis_url: str, connection: redis.Redis, mastodon: MastodonDouble, ctx: Context
+) -> None:
+    """One path: the replay dispatches every event through the installed registry's handlers, and its
+    alerts are the ones the live drain queues for the same events."""
+    events = sorted(
+        background(WAVE - timedelta(days=14), days=14) + burst(WAVE, "mastodon.social", reports=150, hours=3),
+        key=lambda event: event["created_at"],
+    )
+    feed(ctx, events)  # live: intake's reduction, the stream, a drain
+    live = sorted((alert["bucket"], alert["kind"], alert["at"], alert["alert_no"]) for alert in alert_jobs(connection))
+    assert live
+
+    installed = registry()
+    assert installed.handlers["report.created"] == [("reports", reports.handle_report)]
+    seen: list[str] = []
+
+    def spy(family: Family) -> Family:
+        handlers = {
+            name: (lambda c, e, h=handler: (seen.append(h.__qualname__), h(c, e))[1])
+            for name, handler in family.handlers.items()
+        }
+        return Family(name=family.name, handlers=handlers, detectors=family.detectors)
+
+    history = History(events, [], 0.0, (NOW - timedelta(days=1)).timestamp(), "00" * 32)
+    replay_db = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/7")
+    alerts, counts = replay(Registry(tuple(spy(f) for f in installed.families)), ctx.settings, replay_db, history)
+    replay_db.close()
+    assert counts.events == len(events) and counts.failed == counts.rejected == 0
+    assert seen.count(reports.handle_report.__qualname__) == len(events)
+    opened = sorted((a.bucket, a.kind, a.at, a.alert_no) for a in alerts if a.kind != "quiet")
+    assert opened == live
+    assert {alert.detector for alert in alerts} <= {reports.SURGES.name, accounts.SURGES.name}
+
+
+def test_replay_refuses_the_live_database_and_unknown_settings(tocsin: CliRunner, redis_url: str) -> None:
+    result = tocsin.invoke(main, ["replay", "--redis-url", redis_url])
+    assert result.exit_code != 0 and "live database" in result.output
+    result = tocsin.invoke(main, ["replay", "--set", "TOCSIN_MASTODON_URL=https://x.example"])
+    assert result.exit_code != 0 and "detector setting" in result.output
+    result = tocsin.invoke(main, ["replay", "--set", "TOCSIN_REPORT_RATIO=0.5"])
+    assert result.exit_code != 0 and "TOCSIN_REPORT_RATIO" in result.output
+
+
+def test_setting_variants_are_every_combination() -> None:
+    assert variants(["TOCSIN_REPORT_RATIO=3,4", "report_min_reports=10"]) == [
+        {"TOCSIN_REPORT_RATIO": "3", "TOCSIN_REPORT_MIN_REPORTS": "10"},
+        {"TOCSIN_REPORT_RATIO": "4", "TOCSIN_REPORT_MIN_REPORTS": "10"},
+    ]
+    assert variants([]) == [{}]
+    assert [duration(s) for s in (2400, 7800, 90000, 86400)] == ["40 min", "2 h 10 min", "1 d 1 h", "1 d"]
