@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 SEND_ALERT = f"{send_alert.__module__}.{send_alert.__name__}"
+LOOK_SECONDS = 3600.0
+"""While no surge is open, the replay looks for new ones once per hour of event time (or per quiet period,
+if a detector's is set shorter), so every quiet-again is still closed at its time."""
 LOCAL_BUCKETS = frozenset({"local", "*"})
 """Buckets that are no server: alerts about them are listed, not scored against domain blocks."""
 
@@ -208,8 +211,6 @@ def replay(
     def collect() -> None:
         """Compose the alerts queued so far, as the alert job would (the DM is rendered, not sent)."""
         for jobs in queues:
-            if not jobs.count:
-                continue
             for job in jobs.get_jobs():
                 if job.func_name == SEND_ALERT:
                     name, raw = job.args
@@ -223,8 +224,28 @@ def replay(
                     )
             jobs.empty()  # type: ignore[no-untyped-call]  # other families' jobs (fetches, polls) are not replayed
 
+    def look() -> tuple[float, bool, bool]:
+        """In one round trip: when the next quiet period runs out, whether a surge is open, whether jobs wait."""
+        pipe = connection.pipeline(transaction=False)
+        for detector in detectors:
+            pipe.zrange(detector.open_key, 0, 0, withscores=True)
+        for jobs in queues:
+            pipe.llen(jobs.key)
+        answers = pipe.execute()
+        oldest = answers[: len(detectors)]
+        due = min(
+            (
+                float(found[0][1]) + detector.quiet_seconds(settings)
+                for detector, found in zip(detectors, oldest, strict=True)
+                if found
+            ),
+            default=math.inf,
+        )
+        return due, any(oldest), any(answers[len(detectors) :])
+
     def sweep_until(moment: float) -> None:
         """The sweep's check, at the time each quiet period ran out (the sweep runs every minute)."""
+        advance_clock(connection, latest)
         for detector in detectors:
             quiet = detector.quiet_seconds(settings)
             for _ in range(1000):  # each round closes a surge or moves a stale score forward
@@ -235,22 +256,34 @@ def replay(
                 detector.close_quiet_surges(ctx, due)
         collect()
 
-    open_keys = [detector.open_key for detector in detectors]
-
-    def end_batch(latest: float) -> None:
-        advance_clock(connection, latest)
-        if any(connection.exists(key) for key in open_keys):  # after_batch closes open surges only
+    def end_batch() -> tuple[float, bool]:
+        """What the drain does after a batch; when the sweep next has something to close, whether a surge
+        is open."""
+        due, surging, queued = look()
+        if surging:  # the clock is read only to close open surges: advanced when one is open
+            advance_clock(connection, latest)
             families.after_batch(ctx)
-        collect()
+            due, surging, queued = look()
+        if queued:
+            collect()
+        return due, surging
 
-    batch, first, latest = 0, 0.0, 0.0
+    # While no surge is open, after_batch has nothing to close, and a surge that opens cannot fall quiet
+    # before its quiet period: looking once per LOOK_SECONDS of event time (or DRAIN_BATCH events) then
+    # finds it in time. An alert composed later reads the same: its window and the blocks are read as
+    # of its own time. While a surge is open, every batch ends as the drain ends it.
+    look_seconds = min([LOOK_SECONDS, *(detector.quiet_seconds(settings) for detector in detectors)])
+    batch, first, latest, next_due, surging, looked_at, unlooked = 0, 0.0, 0.0, math.inf, False, 0.0, 0
     for event in history.events:
         at = event_time(event)
         if batch and (batch >= defaults.DRAIN_BATCH or at - first > defaults.REPLAY_SWEEP_SECONDS):
-            end_batch(latest)
             batch = 0
+            if surging or unlooked >= defaults.DRAIN_BATCH or at - looked_at >= look_seconds:
+                next_due, surging = end_batch()
+                looked_at, unlooked = at, 0
         if not batch:
-            sweep_until(at)
+            if next_due <= at:
+                sweep_until(at)
             first = at
         try:
             families.dispatch(ctx, event)
@@ -263,9 +296,9 @@ def replay(
             log.warning("replay: an event failed in its handler: %s", type(error).__name__)
         counts["events"] += 1
         batch += 1
+        unlooked += 1
         latest = max(latest, at)
-    if batch:
-        end_batch(latest)
+    end_batch()
     sweep_until(history.read_at)
     alerts.sort(key=lambda alert: (alert.at, alert.detector, alert.bucket, alert.alert_no, alert.kind))
     return alerts, ReplayCounts(**counts)

@@ -10,14 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 from click.testing import CliRunner
 
 from bot import defaults
 from bot.cli import main
 from bot.context import Context
-from bot.families import Family, Registry, registry
+from bot.families import Family, Handler, Registry, registry
 from bot.replay import History, duration, replay, variants
 from handlers import accounts, reports
 from tests.helpers import alert_jobs, feed, run
@@ -96,7 +95,7 @@ def test_the_crypto_wave_scores_two_hits_with_their_lead_times_and_no_false_alar
     assert mastodon.statuses == []
     assert {method for method, _path in mastodon.requests} == {"GET"}
     assert connection.get("tocsin:live-marker") == b"1"
-    assert not [key for key in connection.scan_iter("tocsin:report*")] + [key for key in connection.scan_iter("tocsin:surge*")]
+    assert not [*connection.scan_iter("tocsin:report*"), *connection.scan_iter("tocsin:surge*")]
     assert connection.llen("rq:queue:" + defaults.QUEUE_URGENT) == 0
 
 
@@ -128,7 +127,8 @@ def test_a_quiet_month_raises_no_alert(tocsin: CliRunner, mastodon: MastodonDoub
 def noisy_days(mastodon: MastodonDouble) -> list[datetime]:
     """A quiet month, and a few afternoons with 5 reports in an hour against one server nobody blocked."""
     record(mastodon, background(NOW - timedelta(days=30), days=30, per_week=20))
-    afternoons = [NOW - timedelta(days=days, hours=3) for days in (28, 19, 10)]  # further apart than a surge's quiet week
+    # Further apart than a surge's quiet week: each is a surge of its own.
+    afternoons = [NOW - timedelta(days=days, hours=3) for days in (28, 19, 10)]
     for n, start in enumerate(afternoons):
         record(mastodon, burst(start, "noisy.example", reports=5, hours=1, first_id=700000 + 100 * n, accounts=4))
     return afternoons
@@ -157,9 +157,7 @@ def test_a_threshold_set_too_low_lists_the_false_alarms_it_would_have_caused(
     assert re.match(r"TOCSIN_REPORT_MIN_REPORTS=15\s+report-surge\s+0\s+0\s+0\s+0", table[3])
 
 
-def test_a_block_after_a_burst_nobody_was_alerted_about_is_a_miss(
-    tocsin: CliRunner, mastodon: MastodonDouble
-) -> None:
+def test_a_block_after_a_burst_nobody_was_alerted_about_is_a_miss(tocsin: CliRunner, mastodon: MastodonDouble) -> None:
     noisy_days(mastodon)
     start = NOW - timedelta(days=5)
     record(mastodon, burst(start, "sly.example", reports=12, hours=2, first_id=800000, accounts=6))
@@ -206,11 +204,15 @@ def test_replay_runs_the_handlers_and_detectors_the_worker_registers(
     assert installed.handlers["report.created"] == [("reports", reports.handle_report)]
     seen: list[str] = []
 
+    def recorded(handler: Handler) -> Handler:
+        def call(context: Context, event: dict[str, Any]) -> None:
+            seen.append(handler.__qualname__)
+            handler(context, event)
+
+        return call
+
     def spy(family: Family) -> Family:
-        handlers = {
-            name: (lambda c, e, h=handler: (seen.append(h.__qualname__), h(c, e))[1])
-            for name, handler in family.handlers.items()
-        }
+        handlers = {name: recorded(handler) for name, handler in family.handlers.items()}
         return Family(name=family.name, handlers=handlers, detectors=family.detectors)
 
     history = History(events, [], 0.0, (NOW - timedelta(days=1)).timestamp(), "00" * 32)
