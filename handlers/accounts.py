@@ -44,7 +44,7 @@ from bot.surges import (
     rate_per_hour,
 )
 from bot.templating import render_text
-from handlers.payloads import AdminAccount
+from handlers.payloads import AdminAccount, slim_account
 
 log = logging.getLogger(__name__)
 
@@ -368,8 +368,9 @@ def remembered_signups(connection: redis.Redis, account_ids: list[str]) -> dict[
 
 
 def signup_history(ctx: Context, since: float) -> Iterator[dict[str, Any]]:
-    """The local sign-ups since `since`, read from the admin API, as `account.created` webhook events (not
-    reduced yet): what `tocsin backfill` records and `tocsin replay` replays. Newest first."""
+    """The local sign-ups since `since`, read from the admin API, as `account.created` webhook events of
+    what the handler reads (`slim_account`; not reduced yet): what `tocsin backfill` records and
+    `tocsin replay` replays. Newest first."""
     client = ctx.mastodon.client
     if client is None:
         raise RuntimeError("reading sign-ups needs TOCSIN_MASTODON_URL")
@@ -379,7 +380,7 @@ def signup_history(ctx: Context, since: float) -> Iterator[dict[str, Any]]:
             created = parse_time(account.get("created_at"))
             if created is None or created < since:
                 return
-            yield {"event": "account.created", "created_at": account["created_at"], "object": account}
+            yield {"event": "account.created", "created_at": account["created_at"], "object": slim_account(account)}
 
 
 def backfill_signups(ctx: Context, days: float) -> int:

@@ -37,7 +37,7 @@ from bot.surges import (
     rate_per_hour,
 )
 from bot.templating import render_text
-from handlers.payloads import Report
+from handlers.payloads import Report, slim_report
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,8 @@ def record_report(ctx: Context, report: Report) -> tuple[str, float, list[tuple[
 
 def report_history(ctx: Context, since: float) -> Iterator[dict[str, Any]]:
     """The reports created since `since`, read from the admin API (open and resolved), as `report.created`
-    webhook events: what `tocsin backfill` records and `tocsin replay` replays. Newest first per listing."""
+    webhook events of what the handler reads (`slim_report`): what `tocsin backfill` records and
+    `tocsin replay` replays. Newest first per listing."""
     client = ctx.mastodon.client
     if client is None:
         raise RuntimeError("reading reports needs TOCSIN_MASTODON_URL")
@@ -246,7 +247,7 @@ def report_history(ctx: Context, since: float) -> Iterator[dict[str, Any]]:
                 if created is None or created < since:
                     page = None
                     break
-                yield {"event": "report.created", "created_at": report["created_at"], "object": report}
+                yield {"event": "report.created", "created_at": report["created_at"], "object": slim_report(report)}
             else:
                 page = client.fetch_next(page)
 

@@ -12,16 +12,20 @@ from typing import Any
 
 import redis
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot import defaults
 from bot.cli import main
 from bot.context import Context
 from bot.families import Family, Handler, Registry, registry
+from bot.privacy import reduce_event
 from bot.replay import History, duration, replay, variants
 from handlers import accounts, reports
-from tests.helpers import alert_jobs, feed, run
+from handlers.payloads import STATE_FLAGS, AdminAccount, Report, slim_account, slim_report
+from tests.helpers import alert_jobs, feed, report_event, run
 from tests.mastodon_double import MastodonDouble
-from tests.waves import background, burst, iso, signup_background
+from tests.waves import background, burst, iso, signup_background, signup_event
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 WAVE = NOW - timedelta(days=16)
@@ -242,3 +246,60 @@ def test_setting_variants_are_every_combination() -> None:
     ]
     assert variants([]) == [{}]
     assert [duration(s) for s in (2400, 7800, 90000, 86400)] == ["40 min", "2 h 10 min", "1 d 1 h", "1 d"]
+
+
+ids = st.integers(min_value=1, max_value=10**18).map(str)
+moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)).map(iso)
+texts = st.one_of(st.none(), st.text(max_size=40), st.integers(), st.booleans())
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    report_id=ids,
+    created=moments,
+    domain=st.one_of(st.none(), st.sampled_from(["Mastodon.World", "spam.example", ""])),
+    comment=texts,
+    category=texts,
+    resolved=st.one_of(st.none(), st.booleans()),
+    reporter=ids,
+    target=ids,
+)
+def test_what_the_history_keeps_of_a_report_parses_as_the_whole(
+    report_id: str,
+    created: str,
+    domain: str | None,
+    comment: object,
+    category: object,
+    resolved: bool | None,
+    reporter: str,
+    target: str,
+) -> None:
+    """The cache keeps what the handler reads: the report it parses is the one the whole payload gives."""
+    event = report_event(report_id, created, domain, target, reporter_id=reporter)
+    event["object"].update(comment=comment, category=category, action_taken=resolved)
+    assert Report.from_event({**event, "object": slim_report(event["object"])}) == Report.from_event(event)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    account_id=ids,
+    created=moments,
+    name=st.text(min_size=1, max_size=20),
+    flags=st.fixed_dictionaries({flag: st.one_of(st.none(), st.booleans()) for flag in STATE_FLAGS}),
+    invite=st.one_of(st.none(), ids),
+    app=st.one_of(st.none(), ids),
+)
+def test_what_the_history_keeps_of_a_sign_up_parses_as_the_whole(
+    account_id: str,
+    created: str,
+    name: str,
+    flags: dict[str, bool | None],
+    invite: str | None,
+    app: str | None,
+) -> None:
+    event = signup_event(account_id, created, name, f"{name}@mail.example.com", "203.0.113.9")
+    event["object"].update(flags, invited_by_account_id=invite, created_by_application_id=app)
+    key = b"k" * 32
+    whole = AdminAccount.from_event(reduce_event(event, key))
+    kept = AdminAccount.from_event(reduce_event({**event, "object": slim_account(event["object"])}, key))
+    assert kept == whole
