@@ -52,6 +52,10 @@ def crypto_wave(mastodon: MastodonDouble) -> None:
     social = burst(WAVE, "mastodon.social", reports=150, hours=3, first_id=500000)
     world = burst(WAVE + timedelta(hours=2), "mastodon.world", reports=120, hours=3, first_id=600000, seed=3)
     record(mastodon, social + world)
+    later = background(WAVE + timedelta(days=1), days=14, per_week=20, seed=5)  # ordinary reports go on
+    for event in later:
+        event["object"]["id"] = str(int(event["object"]["id"]) + 50000)
+    record(mastodon, later)
     mastodon.accounts.extend(event["object"] for event in signup_background(WAVE - timedelta(days=14), days=20))
     for domain, wave in (("mastodon.social", social), ("mastodon.world", world)):
         mastodon.add_block(domain, severity="silence", created_at=iso(alert_time(wave) + REACTION))
@@ -94,6 +98,13 @@ def test_the_crypto_wave_scores_two_hits_with_their_lead_times_and_no_false_alar
     ]
     assert scores["summary"]["false_alarms"] == 0 and scores["summary"]["misses"] == 0
     assert scores["summary"]["quiet_again"] >= 2
+    # "Quiet again" when the sweep would have sent it: a week after the server's last report, not at the
+    # next event that happened to come in.
+    social = [report for report in mastodon.reports if report["target_account"]["domain"] == "mastodon.social"]
+    last_social = max(report["created_at"] for report in social)
+    [quiet] = [alert for alert in scores["alerts"] if alert["kind"] == "quiet" and alert["bucket"] == "mastodon.social"]
+    off = datetime.fromisoformat(quiet["at"]) - (datetime.fromisoformat(last_social) + timedelta(days=7))
+    assert abs(off) < timedelta(milliseconds=1)
 
     # Nothing left: no status, no admin write, only reads; the live Redis holds no detector state or job.
     assert mastodon.statuses == []
