@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -20,11 +22,13 @@ from bot.cli import main
 from bot.context import Context
 from bot.families import Family, Handler, Registry, registry
 from bot.privacy import reduce_event
-from bot.replay import History, duration, replay, variants
+from bot.ratelimit import BudgetExhausted
+from bot.replay import History, download, duration, replay, variants
 from handlers import accounts, reports
 from handlers.payloads import STATE_FLAGS, AdminAccount, Report, slim_account, slim_report
 from tests.helpers import alert_jobs, feed, report_event, run
 from tests.mastodon_double import MastodonDouble
+from tests.test_ratelimit import limited
 from tests.waves import background, burst, iso, signup_background, signup_event
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -314,3 +318,16 @@ def test_what_the_history_keeps_of_a_sign_up_parses_as_the_whole(
     whole = AdminAccount.from_event(reduce_event(event, key))
     kept = AdminAccount.from_event(reduce_event({**event, "object": slim_account(event["object"])}, key))
     assert kept == whole
+
+
+def test_reading_the_history_is_bulk_work_within_the_share(
+    mastodon: MastodonDouble, make_context: Callable[..., Context]
+) -> None:
+    """The download stops at bulk work's part of Tocsin's share (the command then waits for the reset),
+    so the live workers keep their room and Mastodon never answers 429."""
+    record(mastodon, background(NOW - timedelta(days=30), days=30, per_week=700))  # 3,000 reports: 15 pages
+    ctx = limited(mastodon, make_context, 20, 30.0)  # the share: 10 calls; bulk work: 8
+    with pytest.raises(BudgetExhausted):
+        download(ctx, registry(), (NOW - timedelta(days=31)).timestamp())
+    assert 0 < len([path for _method, path in mastodon.requests if path == "/api/v1/admin/reports"]) <= 8
+    assert mastodon.throttled == 0
