@@ -17,6 +17,8 @@ import contextlib
 import json
 import logging
 import math
+import multiprocessing
+import os
 import secrets
 import tempfile
 import time
@@ -79,6 +81,11 @@ class History:
         temporary.touch(mode=0o600)
         temporary.write_bytes(orjson.dumps(data))
         temporary.replace(path)
+
+    def starting(self, start: float) -> History:
+        """The part of the history from `start` on."""
+        events = [event for event in self.events if event_time(event) >= start]
+        return History(events, self.blocks, start, self.read_at, self.pii_key)
 
     @classmethod
     def load(cls, path: Path) -> History | None:
@@ -641,16 +648,14 @@ def _live_redis(settings: Settings) -> redis.Redis | None:
     return redis_from_url(url) if url else None
 
 
-def _history(settings: Settings, since_seconds: float, refresh: bool, families: Registry) -> History:
+def _history(settings: Settings, since_seconds: float, refresh: bool, families: Registry) -> tuple[History, Path]:
     """The cached history if it reaches back far enough, else read through the admin API (and cached)."""
     path = settings.data_dir / defaults.REPLAY_CACHE_FILE
     since = time.time() - since_seconds
     cached = None if refresh else History.load(path)
     if cached is not None and cached.since <= since + defaults.REPLAY_SWEEP_SECONDS:
         click.echo(f"history read {when(cached.read_at)}, from {path} (--refresh reads it again)", err=True)
-        start = cached.read_at - since_seconds
-        events = [event for event in cached.events if event_time(event) >= start]
-        return History(events, cached.blocks, start, cached.read_at, cached.pii_key)
+        return cached.starting(cached.read_at - since_seconds), path
     if settings.access_token is None or settings.mastodon_url is None:
         raise click.ClickException(
             "replay reads the admin API once: set TOCSIN_MASTODON_URL and TOCSIN_ACCESS_TOKEN "
@@ -669,7 +674,7 @@ def _history(settings: Settings, since_seconds: float, refresh: bool, families: 
     history = download(ctx, families, since)
     history.save(path)
     click.echo(f"{len(history.events)} events and {len(history.blocks)} domain blocks cached in {path}", err=True)
-    return history
+    return history, path
 
 
 def _wait_for_reset(seconds: float) -> None:
@@ -706,22 +711,22 @@ def replay_command(
     base = runs_settings[0][1]
     if redis_url is not None and base.redis_url is not None and _same_database(redis_url, base.redis_url):
         raise click.ClickException("--redis-url names the live database (TOCSIN_REDIS_URL), which replay would empty")
-    families = registry()
-    history = _history(base, since_seconds, refresh, families)
+    history, cache = _history(base, since_seconds, refresh, registry())
     runs: list[tuple[dict[str, str], list[DetectorScore]]] = []
     with contextlib.ExitStack() as stack:
         if redis_url is None:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tocsin-replay-")))
-            server = stack.enter_context(EmbeddedRedis(directory, persistent=False))
-            redis_url = server.url
-        connection = redis_from_url(redis_url)
-        stack.callback(connection.close)
-        for overrides, settings in runs_settings:
-            alerts, counts = replay(families, settings, connection, history)
+            server = stack.enter_context(EmbeddedRedis(directory / "redis", persistent=False))
+            redis_url, separate_databases = server.url, True
+        else:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tocsin-replay-")))
+            separate_databases = False
+        tasks = [(redis_url, overrides, cache, history.since, within_days) for overrides, _settings in runs_settings]
+        processes = min(len(tasks), os.cpu_count() or 1) if separate_databases else 1
+        for scores, counts in _in_children(tasks, processes, directory / "metrics", separate_databases):
             if counts.failed or counts.rejected:
                 click.echo(f"{counts.failed} events failed and {counts.rejected} were rejected by a handler", err=True)
-            runs.append((overrides, score(families, history, alerts, within_days)))
-        connection.flushdb()
+            runs.append((tasks[len(runs)][1], scores))
     if as_json_output:
         click.echo(as_json(history, runs, within_days))
         return
@@ -738,6 +743,62 @@ def replay_command(
         click.echo("")
         labels = [" ".join(f"{name}={value}" for name, value in overrides.items()) for overrides, _ in runs]
         click.echo("\n".join(comparison_table(list(zip(labels, [scores for _, scores in runs], strict=True)))))
+
+
+Task = tuple[str, dict[str, str], Path, float, float]  # Redis URL, settings, cache, start, action days
+
+_database: int | None = None
+"""The throwaway server's database this child replays in (each child its own)."""
+
+
+def _take_database(numbers: Any) -> None:
+    global _database
+    _database = int(numbers.get())
+
+
+def _run_variant(task: Task) -> tuple[list[DetectorScore], ReplayCounts]:
+    """One settings variant, in a child process: its metrics go to a throwaway directory, never into the
+    files the live processes' /metrics adds up (the replayed events and surges are no live counts)."""
+    redis_url, overrides, cache, start, within_days = task
+    loaded = History.load(cache)
+    if loaded is None:
+        raise RuntimeError(f"the replay cache {cache} could not be read")
+    history = loaded.starting(start)
+    if _database is not None:
+        redis_url = redis_url.rsplit("/", 1)[0] + f"/{_database}"
+    families = registry()
+    connection = redis_from_url(redis_url)
+    try:
+        alerts, counts = replay(families, _settings_for(overrides), connection, history)
+        connection.flushdb()
+    finally:
+        connection.close()
+    return score(families, history, alerts, within_days), counts
+
+
+def _in_children(
+    tasks: list[Task], processes: int, metrics: Path, separate_databases: bool
+) -> list[tuple[list[DetectorScore], ReplayCounts]]:
+    """The variants side by side on the machine's cores, each child in its own database of the throwaway
+    server (or, one at a time, in the database --redis-url names)."""
+    context = multiprocessing.get_context("spawn")
+    metrics.mkdir(parents=True, exist_ok=True)
+    live_metrics = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)  # what the children inherit
+    try:
+        numbers = context.Queue()
+        for number in range(processes):
+            numbers.put(number)
+        initializer = _take_database if separate_databases else None
+        with context.Pool(
+            processes, initializer=initializer, initargs=(numbers,) if separate_databases else ()
+        ) as pool:
+            return pool.map(_run_variant, tasks, chunksize=1)
+    finally:
+        if live_metrics is None:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        else:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = live_metrics
 
 
 def _same_database(one: str, other: str) -> bool:

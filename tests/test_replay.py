@@ -16,6 +16,7 @@ import redis
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, multiprocess
 
 from bot import defaults
 from bot.cli import main
@@ -331,3 +332,24 @@ def test_reading_the_history_is_bulk_work_within_the_share(
         download(ctx, registry(), (NOW - timedelta(days=31)).timestamp())
     assert 0 < len([path for _method, path in mastodon.requests if path == "/api/v1/admin/reports"]) <= 8
     assert mastodon.throttled == 0
+
+
+def live_counts() -> dict[str, float]:
+    """What the live processes' /metrics adds up from the multiprocess directory, per counter sample."""
+    collected = CollectorRegistry()
+    multiprocess.MultiProcessCollector(collected)
+    return {
+        f"{sample.name}{sorted(sample.labels.items())}": sample.value
+        for family in collected.collect()
+        for sample in family.samples
+        if sample.name.startswith(("tocsin_events", "tocsin_surge_transitions"))
+    }
+
+
+def test_replayed_events_and_surges_are_not_counted_in_the_live_metrics(
+    tocsin: CliRunner, mastodon: MastodonDouble
+) -> None:
+    crypto_wave(mastodon)
+    before = live_counts()
+    assert "2 hits" in run(tocsin, "replay", "--brief", "--set", "TOCSIN_REPORT_RATIO=3,10").stdout
+    assert live_counts() == before
