@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import redis
 from click.testing import CliRunner
@@ -24,7 +25,7 @@ from bot.context import Context
 from bot.families import Family, Handler, Registry, registry
 from bot.privacy import reduce_event
 from bot.ratelimit import BudgetExhausted
-from bot.replay import History, download, duration, replay, variants
+from bot.replay import BlockRecord, History, ReplayedAlert, download, duration, judge, parse_since, replay, variants
 from handlers import accounts, reports
 from handlers.payloads import STATE_FLAGS, AdminAccount, Report, slim_account, slim_report
 from tests.helpers import alert_jobs, feed, report_event, run
@@ -353,3 +354,35 @@ def test_replayed_events_and_surges_are_not_counted_in_the_live_metrics(
     before = live_counts()
     assert "2 hits" in run(tocsin, "replay", "--brief", "--set", "TOCSIN_REPORT_RATIO=3,10").stdout
     assert live_counts() == before
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    alert_at=st.floats(min_value=1e9, max_value=2e9),
+    offset=st.floats(min_value=-30 * 86400, max_value=30 * 86400),
+    blocked=st.sampled_from(["mastodon.world", "world", "ld", "a.mastodon.world", "xmastodon.world"]),
+)
+def test_an_alert_is_judged_by_the_block_covering_its_server(alert_at: float, offset: float, blocked: str) -> None:
+    alert = ReplayedAlert("report-surge", "open", "mastodon.world", alert_at, 1, "", ())
+    block = BlockRecord(blocked, "silence", alert_at + offset)
+    outcome = judge(alert, [block], within=7 * 86400)
+    covering = blocked in ("mastodon.world", "world")  # Mastodon's rule: the domain and its subdomains
+    delta = block.created_at - alert_at
+    if not covering or delta > 7 * 86400:
+        assert outcome.verdict == "false alarm"
+    elif delta <= 0:
+        assert outcome.verdict == "already blocked"
+    else:
+        assert outcome.verdict == "hit" and outcome.lead == block.created_at - alert_at and outcome.block == block
+    for unscored in (
+        ReplayedAlert("report-surge", "open", "local", alert_at, 1, "", ()),
+        ReplayedAlert("report-surge", "quiet", "mastodon.world", alert_at, 1, "", ()),
+    ):
+        assert judge(unscored, [block], within=7 * 86400).verdict == "not scored"
+
+
+def test_since_reads_days_weeks_and_hours() -> None:
+    assert [parse_since(text) for text in ("90d", "12w", "36h", "2")] == [90 * 86400, 84 * 86400, 36 * 3600, 2 * 86400]
+    for wrong in ("", "d", "-3d", "nand", "infd", "3y"):
+        with pytest.raises(click.BadParameter):
+            parse_since(wrong)
