@@ -30,6 +30,7 @@ from bot.events import backlog, retry_failed
 from bot.families import registry
 from bot.outbox import read_log
 from bot.queue import SERIALIZER
+from bot.replay import replay_command
 from bot.supervise import STATUS_FILE, Child, CrashLoop, Supervisor, describe, read_status, tail_file
 
 log = logging.getLogger("tocsin")
@@ -292,6 +293,8 @@ def backfill(days: float | None) -> None:
         if family.backfill is not None:
             click.echo(family.backfill(ctx, days))
 
+
+main.add_command(replay_command)
 
 for _family in registry().families:  # the families' own commands (scan, blocks, incident, …)
     for _command in _family.commands:

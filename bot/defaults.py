@@ -113,3 +113,19 @@ CONFIRM_SECONDS = 10 * 60
 COMMAND_MAX_AGE = 24 * 3600
 """A command read later than this after it was written (Tocsin was down) is not carried out: the
 moderator is asked to send it again if it still stands."""
+
+# --- `tocsin replay` (bot/replay.py).
+REPLAY_SINCE_DAYS = 90.0
+"""History replayed by default: a season of an instance's waves, ~13 weeks of reports and sign-ups."""
+REPLAY_ACTION_DAYS = 7.0
+"""An alert about a server is a hit when moderators limited or suspended it within this long after; none
+then is a likely false alarm (a week covers a weekend and a team that meets once a week)."""
+REPLAY_MISS_REPORTS = 10
+"""A block is a miss when this many reports against its server came in the day before it, with no alert:
+the brief's smallest wave that mattered was ~20 reports in an hour; half of that in a day is a burst."""
+REPLAY_MISS_HOURS = 24.0
+"""... counted over this long before the block."""
+REPLAY_SWEEP_SECONDS = 60.0
+"""Events further apart than the sweep interval are not one drained batch: live, they arrive apart."""
+REPLAY_CACHE_FILE = "replay/history.json"
+"""Under TOCSIN_DATA_DIR: the history as downloaded (reduced like intake), read again by later runs."""

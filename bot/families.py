@@ -67,6 +67,9 @@ class Family:
     backfill: Callable[[Context, float | None], str] | None = None
     """`tocsin backfill`: seed the baseline from the admin API over so many days (None: the detector's
     own window); says what it recorded."""
+    history: Callable[[Context, float], Iterable[dict[str, Any]]] | None = None
+    """`tocsin replay`: its events since that time, read from the admin API, as the webhook events the
+    handlers take (personal data not reduced yet: the replay reduces them as intake does)."""
     replies: Sequence[ReplyCommand] = ()
     """Commands moderators write in a DM (bot/commands.py), besides the platform's own."""
     status: Callable[[Context], Iterable[str]] | None = None

@@ -19,7 +19,7 @@ import re
 import time
 import tomllib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -49,7 +49,7 @@ from bot.surges import (
 )
 from bot.templating import render_text
 from handlers.admin_urls import accounts_url, filters_by
-from handlers.payloads import AdminAccount
+from handlers.payloads import AdminAccount, slim_account
 
 log = logging.getLogger(__name__)
 
@@ -457,21 +457,29 @@ def remembered_signups(connection: redis.Redis, account_ids: list[str]) -> dict[
     }
 
 
-def backfill_signups(ctx: Context, days: float) -> int:
-    """Record the last `days` of local sign-ups from the admin API, without alerting (a baseline)."""
+def signup_history(ctx: Context, since: float) -> Iterator[dict[str, Any]]:
+    """The local sign-ups since `since`, read from the admin API, as `account.created` webhook events of
+    what the handler reads (`slim_account`; not reduced yet): what `tocsin backfill` records and
+    `tocsin replay` replays. Newest first."""
     client = ctx.mastodon.client
     if client is None:
-        raise RuntimeError("backfill needs TOCSIN_MASTODON_URL")
-    key = pii_key(ctx.redis)
-    cutoff = time.time() - days * DAY
-    recorded = 0
+        raise RuntimeError("reading sign-ups needs TOCSIN_MASTODON_URL")
     for page in pages_by_max_id(client.admin_accounts_v2, origin="local", limit=ACCOUNTS_PAGE):
         for item in page:
-            account = AdminAccount.parse(reduce_admin_account(as_webhook_json(item), key))
-            if account.created_at is None or account.created_at < cutoff:
-                return recorded
-            if record_signup(ctx, account) is not None:
-                recorded += 1
+            account = as_webhook_json(item)
+            created = parse_time(account.get("created_at"))
+            if created is None or created < since:
+                return
+            yield {"event": "account.created", "created_at": account["created_at"], "object": slim_account(account)}
+
+
+def backfill_signups(ctx: Context, days: float) -> int:
+    """Record the last `days` of local sign-ups from the admin API, without alerting (a baseline)."""
+    key = pii_key(ctx.redis)
+    recorded = 0
+    for event in signup_history(ctx, time.time() - days * DAY):
+        if record_signup(ctx, AdminAccount.parse(reduce_admin_account(event["object"], key))) is not None:
+            recorded += 1
     return recorded
 
 

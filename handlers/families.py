@@ -90,6 +90,7 @@ FAMILIES = [
         detectors=(reports.SURGES,),
         webhooks=frozenset(REPORTS),
         backfill=_backfill_reports,
+        history=reports.report_history,
     ),
     Family(
         name="signups",
@@ -100,6 +101,7 @@ FAMILIES = [
         detectors=(accounts.SURGES,),
         webhooks=frozenset(SIGNUPS + ACCOUNT_STATE),
         backfill=_backfill_signups,
+        history=accounts.signup_history,
     ),
     Family(
         name="spam-waves",

@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
@@ -21,6 +22,7 @@ import redis
 from bot.actions import Action, Message, Proposal, ProposalItem
 from bot.config import ReportSurgeSettings
 from bot.context import Context
+from bot.events import parse_time
 from bot.mastodon import DomainBlock, Impact, as_webhook_json
 from bot.scripting import Lua
 from bot.surges import (
@@ -35,7 +37,7 @@ from bot.surges import (
     rate_per_hour,
 )
 from bot.templating import render_text
-from handlers.payloads import Report
+from handlers.payloads import Report, slim_report
 
 log = logging.getLogger(__name__)
 
@@ -229,25 +231,33 @@ def record_report(ctx: Context, report: Report) -> tuple[str, float, list[tuple[
     )
 
 
-def backfill_reports(ctx: Context, days: float) -> int:
-    """Record the last `days` of reports from the admin API, without alerting: a baseline for a new install."""
+def report_history(ctx: Context, since: float) -> Iterator[dict[str, Any]]:
+    """The reports created since `since`, read from the admin API (open and resolved), as `report.created`
+    webhook events of what the handler reads (`slim_report`): what `tocsin backfill` records and
+    `tocsin replay` replays. Newest first per listing."""
     client = ctx.mastodon.client
     if client is None:
-        raise RuntimeError("backfill needs TOCSIN_MASTODON_URL")
-    cutoff = time.time() - days * DAY
-    recorded = 0
+        raise RuntimeError("reading reports needs TOCSIN_MASTODON_URL")
     for resolved in (False, True):  # the API lists unresolved or resolved reports, not both
         page = client.admin_reports(resolved=resolved, limit=200)
         while page:
             for item in page:
-                report = Report.parse(as_webhook_json(item))
-                if report.created_at < cutoff:
+                report = as_webhook_json(item)
+                created = parse_time(report.get("created_at"))
+                if created is None or created < since:
                     page = None
                     break
-                if record_report(ctx, report) is not None:
-                    recorded += 1
+                yield {"event": "report.created", "created_at": report["created_at"], "object": slim_report(report)}
             else:
                 page = client.fetch_next(page)
+
+
+def backfill_reports(ctx: Context, days: float) -> int:
+    """Record the last `days` of reports from the admin API, without alerting: a baseline for a new install."""
+    recorded = 0
+    for event in report_history(ctx, time.time() - days * DAY):
+        if record_report(ctx, Report.from_event(event)) is not None:
+            recorded += 1
     return recorded
 
 
