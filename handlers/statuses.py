@@ -94,7 +94,8 @@ ACTIVITY_HOURS = 24
 ACCOUNTS_SHOWN = 3
 """Flagged accounts named in a DM (by name only: their admin list is one link), so it fits two statuses."""
 PATHS_SHOWN = 3
-"""Shared sign-up paths a DM lists."""
+"""Shared sign-up paths a DM lists; its shorter rendering lists COMPACT_PATHS."""
+COMPACT_PATHS = 2
 
 SIGNS = ("duplicate", "mentions", "fast")
 """duplicate: same content from several young accounts; mentions: many mentions in one post;
@@ -318,9 +319,11 @@ def render_alert(
     instance_url: str,
     template_dir: Any = None,
     refused: Mapping[str, str] | None = None,
+    compact: bool = False,
 ) -> str:
     """The DM text for one alert: pure, so tests render it from fixtures. `refused`: email domains not to
-    propose blocking, and why (accounts.email_block_refusals; without it, the big providers)."""
+    propose blocking, and why (accounts.email_block_refusals; without it, the big providers). `compact`:
+    one sample and two sign-up paths (the rendering sent when the full one takes more than two statuses)."""
     paths = shared_paths(details)
     if refused is None:
         refused = static_refusals(email_domains(paths))
@@ -329,7 +332,8 @@ def render_alert(
         "spam_quiet.txt.j2" if alert.kind == "quiet" else "spam_wave.txt.j2",
         alert=alert,
         details=details,
-        paths=paths[:PATHS_SHOWN],
+        paths=paths[: COMPACT_PATHS if compact else PATHS_SHOWN],
+        samples=details.samples[: 1 if compact else None] if details else [],
         accounts_shown=ACCOUNTS_SHOWN,
         accounts_link=accounts_link(instance_url, paths),
         cfg=cfg,
@@ -384,5 +388,8 @@ def compose_alert(ctx: Context, alert: Alert) -> Message:
     # Established: older than any account this detector calls young, at the window's first post.
     before = alert.at - cfg.window_hours * HOUR - cfg.young_days * DAY
     refused = email_block_refusals(ctx, email_domains(paths[:PATHS_SHOWN]), before) if details else {}
-    text = render_alert(alert, details, cfg, ctx.settings.instance_url, ctx.settings.template_dir, refused=refused)
-    return Message(text, propose(details, paths, refused))
+    full, compact = (
+        render_alert(alert, details, cfg, ctx.settings.instance_url, ctx.settings.template_dir, refused, compact)
+        for compact in (False, True)
+    )
+    return Message(full, propose(details, paths, refused), shorter=(compact,))

@@ -352,4 +352,4 @@ def test_any_spam_wave_dm_has_a_rendering_that_fits_two_statuses(
     signs = Counter({"duplicate": len(flagged), "mentions": len(flagged), "fast": len(flagged)})
     details = statuses.WaveDetails(posts, flagged, samples, signs, signups)
     cfg = SpamWaveSettings()
-    assert_one_fits((statuses.render_alert(alert, details, cfg, INSTANCE),))
+    assert_one_fits(tuple(statuses.render_alert(alert, details, cfg, INSTANCE, compact=c) for c in (False, True)))
