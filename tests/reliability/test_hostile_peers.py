@@ -15,7 +15,7 @@ import pytest
 
 from bot.fetching import MAX_JSON_DEPTH, Fetcher, FetchError
 from handlers.nodeinfo import read_peer
-from tests.peers import JSON_HEAD, MALFORMED_ANSWERS, Peer, PeerFleet, bracket_bomb, nodeinfo
+from tests.peers import CHUNKED_HEAD, JSON_HEAD, MALFORMED_ANSWERS, Peer, PeerFleet, bracket_bomb, nodeinfo
 
 MAX_BYTES = 256 * 1024
 """The production cap (TOCSIN_SCAN_MAX_BYTES' default)."""
@@ -35,6 +35,10 @@ HOSTILE = {
     "endless-headers.example": Peer(raw=[JSON_HEAD, (b"X-Padding: 0123456789abcdef\r\n", 4096)]),  # 116 KiB
     "cut-short.example": Peer(raw=[JSON_HEAD + b"Content-Length: 100\r\n\r\n[1, 2, 3"]),  # then it hangs up
     "reset.example": Peer(raw=[JSON_HEAD + b"Content-Length: 100\r\n\r\n[1, 2, 3", 0.1, None]),
+    # 1 byte of body a chunk, 10 KiB of chunk extension each: 2 MB on the wire for 200 bytes of body.
+    "extended-chunks.example": Peer(
+        raw=[CHUNKED_HEAD, (b"1;" + b"x" * 10240 + b"\r\n \r\n", 200), b"2\r\n{}\r\n0\r\n\r\n"]
+    ),
     "deep.example": Peer(raw=[JSON_HEAD + f"Content-Length: {len(DEEP)}\r\n\r\n".encode() + DEEP]),
 }
 REASONS = {
@@ -51,6 +55,7 @@ REASONS = {
     "endless-headers.example": "too-large",
     "cut-short.example": "broken-response",
     "reset.example": "broken-response",
+    "extended-chunks.example": "too-large",
     "deep.example": "invalid-json",  # parses, but deeper than any caller should walk
 }
 
