@@ -56,6 +56,9 @@ MRF_BLOCKING = ("reject", "federated_timeline_removal", "followers_only")
 """The MRF simple policy's lists that keep our members' posts from the server (reject) or from its
 public reach; media_removal and the like do not."""
 PRIVATE = frozenset({"http-401", "http-403", "http-404"})
+MALFORMED = frozenset({"malformed", "invalid-json"})
+"""Fetch failures of an answer that is not HTTP/1.1 or not JSON as their grammars say: a broken or
+hostile peer, told apart in the DM from lists that are merely private or unreachable."""
 PEERS_MAX_BYTES = 64 * 1024 * 1024
 """A peers list larger than this is hostile (mastodon.social's, the largest, is a few megabytes)."""
 SIZED = 20
@@ -155,6 +158,8 @@ def unknown_evidence(blocks_error: str | None, peers_error: str | None) -> str:
     def said(what: str, error: str | None) -> str:
         if error in PRIVATE:
             return f"{what} not public ({error.removeprefix('http-')})"
+        if error in MALFORMED:
+            return f"{what} unreadable: malformed answer ({error})"
         return f"{what} unreadable ({error})"
 
     return "; ".join(said(what, error) for what, error in (("block list", blocks_error), ("peers", peers_error)))
@@ -164,6 +169,8 @@ def unknown_reason(verdict: Verdict) -> str:
     """Why an unknown is unknown, in a word the DM counts by."""
     if verdict.evidence.startswith("unreachable"):
         return "unreachable"
+    if "malformed answer" in verdict.evidence:
+        return "malformed answer"
     return "lists not public" if "not public" in verdict.evidence else "lists unreadable"
 
 
@@ -307,7 +314,12 @@ async def _read_all(
 
     async def one(peer: str, cached: PeerResult | None) -> None:
         async with gate:
-            keep(await audit_peer(fetcher, peer, target, cached))
+            try:
+                verdict = await audit_peer(fetcher, peer, target, cached)
+            except Exception as error:  # whatever one peer's reading raised is that peer's, as in the scan
+                log.warning("auditing %s failed: %s", peer, type(error).__name__)
+                verdict = Verdict(peer, UNKNOWN, f"unreadable ({type(error).__name__})")
+        keep(verdict)
 
     for start in range(0, len(peers), 1000):  # cache look-ups and tasks a thousand at a time
         chunk = peers[start : start + 1000]

@@ -13,7 +13,9 @@ import json
 import logging
 import socket
 import ssl
+import struct
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +56,37 @@ def nodeinfo(name: str, version: str, **extra: Any) -> dict[str, Any]:
     return document
 
 
+Step = bytes | float | tuple[bytes, int] | None
+"""One step of a raw answer: bytes written as they are, a pause in seconds, (bytes, n): those bytes n
+times over (megabytes without holding them), or None: the connection reset (TCP RST) there."""
+
+
+JSON_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+CHUNKED_HEAD = JSON_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+MALFORMED_ANSWERS: dict[str, list[Step]] = {
+    # -7fffffff once made the bytes counted negative: the 4 MiB chunk after it slipped under any cap.
+    "negative-chunk": [
+        CHUNKED_HEAD,
+        b"-7fffffff\r\n\r\n",
+        f"{4 * 2**20:x}\r\n".encode(),
+        (b" ", 4 * 2**20 - 2),
+        b"{}\r\n0\r\n\r\n",
+    ],
+    # 90 KiB: past the 16 KiB cap while unfinished however it is read (a read takes 64 KiB at most), and
+    # within h11's own 100 KiB.
+    "long-chunk-line": [CHUNKED_HEAD, b"2;", (b"x", 90 * 1024), b"\r\n{}\r\n0\r\n\r\n"],
+    "superscript-length": [JSON_HEAD + b"Content-Length: \xb2\r\n\r\n{}"],  # latin-1 '²', which isdigit()
+    "superscript-status": [b"HTTP/1.1 \xb200 OK\r\nContent-Type: application/json\r\n\r\n{}"],
+}
+"""Answers that are not HTTP/1.1 as its grammar says, each of which once escaped the fetcher as something
+other than a FetchError."""
+
+
+def bracket_bomb(size: int) -> list[Step]:
+    """`size` bytes of '[' as a JSON body (Python's json recursed into it)."""
+    return [JSON_HEAD + f"Content-Length: {size}\r\n\r\n".encode(), (b"[", size)]
+
+
 @dataclass
 class Peer:
     document: dict[str, Any] | None = None  # the NodeInfo document
@@ -72,6 +105,7 @@ class Peer:
     contact: dict[str, Any] | None = None  # /api/v2/instance contact
     domain_blocks: Any = None  # /api/v1/instance/domain_blocks: a list (200), a status code, None (404)
     peer_list: Any = None  # /api/v1/instance/peers: likewise
+    raw: Sequence[Step] | None = None  # the answer to any request, byte for byte (hostile framing)
 
 
 @dataclass
@@ -179,6 +213,8 @@ class PeerFleet:
             await asyncio.sleep(3600)
         if peer.latency:
             await asyncio.sleep(peer.latency)
+        if peer.raw is not None:
+            return await _send_raw(writer, peer.raw)
         if path == "/.well-known/nodeinfo":
             if peer.redirect:
                 return await _send(writer, 302, b"", "text/html", {"Location": peer.redirect})
@@ -259,6 +295,25 @@ class PeerFleet:
 def reader_gone(writer: asyncio.StreamWriter) -> bool:
     transport = writer.transport
     return transport is None or transport.is_closing() or transport.get_extra_info("socket") is None
+
+
+async def _send_raw(writer: asyncio.StreamWriter, steps: Sequence[Step]) -> None:
+    for step in steps:
+        if writer.is_closing() or reader_gone(writer):
+            return
+        if step is None:  # linger 0: closing sends RST, not FIN
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return
+        if isinstance(step, float):
+            await asyncio.sleep(step)
+            continue
+        piece, times = step if isinstance(step, tuple) else (step, 1)
+        per_write = max(1, 65536 // max(1, len(piece)))
+        while times > 0 and not (writer.is_closing() or reader_gone(writer)):
+            writer.write(piece * min(per_write, times))
+            await writer.drain()
+            times -= per_write
 
 
 async def _send(

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from bot import mentions
 from bot.context import Context
 from bot.csvsafe import CELL_MAX, FORMULA_START
-from bot.fetching import Fetcher, FetchError
+from bot.fetching import Address, Fetcher, FetchError
 from handlers import federation
 from handlers.federation import (
     BLOCKS,
@@ -37,7 +37,7 @@ from handlers.federation import (
 )
 from tests.helpers import run, run_jobs
 from tests.mastodon_double import MastodonDouble
-from tests.peers import Peer, PeerFleet, nodeinfo
+from tests.peers import MALFORMED_ANSWERS, Peer, PeerFleet, nodeinfo
 
 TARGET = "threads.net"
 DIGEST = hashlib.sha256(TARGET.encode()).hexdigest()
@@ -157,12 +157,18 @@ EXPECTED = {
     "gone.invalid": (UNKNOWN, "unreachable (dns)"),
     **{name: (FEDERATES, "listed in its peers, with no public block") for name in FEDERATORS},
 }
+HOSTILE: dict[str, Peer] = {
+    **{f"{name}.example": Peer(raw=answer) for name, answer in MALFORMED_ANSWERS.items()},
+    "bracket-bomb.example": mastodon_peer(b"[" * (60 * 1024), 401),  # a block list under the fleet's 64 KiB cap
+}
+"""Peers answering every request with something that is not HTTP/1.1, and one whose block list is a JSON
+bomb (the fleet serves them too; only the tests that name them audit them)."""
 
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[PeerFleet]:
-    fleet = PeerFleet(list(FLEET))
-    fleet.peers.update(FLEET)
+    fleet = PeerFleet([*FLEET, *HOSTILE])
+    fleet.peers.update({**FLEET, **HOSTILE})
     fleet.start()
     yield fleet
     fleet.stop()
@@ -283,3 +289,51 @@ def test_watched_servers_are_audited_on_the_sweep_and_dm_only_on_change(
     assert federation.schedule_watched(ctx, 1_000_000.0 + 86400 * 2) == 1
     run_jobs(ctx.redis)
     assert len(mastodon.direct_threads()) == 1  # nothing changed: no DM
+
+
+def test_hostile_peers_are_unknown_and_leave_the_others_verdicts_intact(
+    auditing: Context, make_context: Callable[..., Context], mastodon: MastodonDouble
+) -> None:
+    """A watched server's scheduled audit of honest peers and peers answering malformed HTTP or a JSON
+    bomb: it completes, each honest peer keeps its verdict, each hostile one is unknown for its answer."""
+    honest = ["blocker.example", "quiet-blocks.example", "closed.example", "stranger.example", "federator-1.example"]
+    mastodon.peers = [*honest, *HOSTILE]
+    ctx = make_context(moderators=["mod_anna"], watch_domains=[TARGET], command_poll_seconds=0)
+    assert federation.schedule_watched(ctx, 1_000_000.0) == 1
+    run_jobs(ctx.redis)
+    found = {verdict.peer: (verdict.kind, verdict.evidence) for verdict in federation.verdicts(ctx, TARGET)}
+    assert {peer: found.get(peer) for peer in honest} == {peer: EXPECTED[peer] for peer in honest}
+    assert {peer: found.get(peer, ("none", ""))[0] for peer in HOSTILE} == dict.fromkeys(HOSTILE, UNKNOWN)
+    assert all(
+        federation.unknown_reason(federation.Verdict(peer, *found[peer])) == "malformed answer" for peer in HOSTILE
+    )
+    assert found["negative-chunk.example"][1] == (
+        "block list unreadable: malformed answer (malformed); peers unreadable: malformed answer (malformed)"
+    )
+    assert "6 unknown (malformed answer: 5, lists not public: 1)." in "\n".join(mastodon.direct_texts())
+
+
+def test_an_unforeseen_failure_reading_one_peer_is_that_peers_unknown(
+    auditing: Context, fleet: PeerFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defence in depth: whatever escapes one peer's reading (here a resolver that raises what no resolver
+    should) makes that peer unknown, the audit goes on."""
+
+    async def resolver(host: str, port: int) -> list[Address]:
+        if host == "stranger.example":
+            raise RuntimeError("a resolver's bug")
+        return await fleet.resolver(host, port)
+
+    monkeypatch.setattr(
+        "handlers.nodeinfo.make_fetcher",
+        lambda settings: Fetcher(
+            fleet.policy(total_timeout=20.0), resolver=resolver, ssl_context=fleet.client_context()
+        ),
+    )
+    audit(auditing, TARGET, peers=["blocker.example", "stranger.example", "federator-1.example"])
+    found = {verdict.peer: (verdict.kind, verdict.evidence) for verdict in federation.verdicts(auditing, TARGET)}
+    assert found == {
+        "blocker.example": EXPECTED["blocker.example"],
+        "stranger.example": (UNKNOWN, "unreadable (RuntimeError)"),
+        "federator-1.example": EXPECTED["federator-1.example"],
+    }

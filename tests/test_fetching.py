@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.fetching import Fetcher, FetchError, refusal
+from bot.fetching import Address, Fetcher, FetchError, refusal
 from handlers.nodeinfo import PeerSoftware, fetch_software, nodeinfo_link, parse_nodeinfo, read_peers
 from tests.peers import Peer, PeerFleet, nodeinfo
 
@@ -36,7 +36,18 @@ NAMES = [
     "no-software.example",
     "evil.internal",
     "missing.example",
+    "bad-port.example",
+    "bad-ipv6.example",
+    "nul-host.example",
+    "bad-location.example",
+    "odd-link.example",
 ]
+
+
+def linking_to(href: str, document: dict[str, object] | None = None) -> Peer:
+    """A peer whose discovery document links its NodeInfo (`document`) at `href`."""
+    link = {"rel": "http://nodeinfo.diaspora.software/ns/schema/2.0", "href": href}
+    return Peer(document, discovery={"links": [link]})
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +108,14 @@ def fleet() -> Iterator[PeerFleet]:
             ),
             "no-software.example": Peer({"version": "2.0", "metadata": {}}),
             "evil.internal": Peer(nodeinfo("mastodon", "4.6.5")),
+            # URLs a peer hands out that urllib cannot take apart, or that no resolver should see.
+            "bad-port.example": linking_to("https://bad-port.example:99999/nodeinfo/2.0"),
+            "bad-ipv6.example": linking_to("https://[::1/nodeinfo/2.0"),
+            "nul-host.example": linking_to("https://nul\u0000host.example/nodeinfo/2.0"),
+            "bad-location.example": Peer(redirect="https://[::1/.well-known/nodeinfo"),
+            "odd-link.example": linking_to(
+                "https://odd-link.example/nodeinfo/2.0?served by=café", nodeinfo("mastodon", "4.4.0")
+            ),
         }
     )
     fleet.start()
@@ -121,6 +140,7 @@ def software(fleet: PeerFleet, domain: str, **policy: object) -> PeerSoftware:
         ("fork.example", "mastodon", "4.3.0+glitch"),  # metadata as an array
         ("akkoma.example", "akkoma", "2.2.50-724-gf917285b-develop+HyNET-prod"),  # registrations as a string
         ("fedired.example", "fedired", "24.04-dev.2"),  # capitalized name
+        ("odd-link.example", "mastodon", "4.4.0"),  # a space and an é in the link: escaped, not sent raw
     ],
 )
 def test_real_world_nodeinfo(fleet: PeerFleet, domain: str, name: str, version: str) -> None:
@@ -158,6 +178,10 @@ def test_requests_identify_tocsin_and_carry_no_credentials(fleet: PeerFleet) -> 
         ("no-software.example", "no-software"),
         ("missing.example", "http-404"),
         ("unknown.example", "tls"),  # its certificate does not name it
+        ("bad-port.example", "bad-url"),
+        ("bad-ipv6.example", "bad-url"),
+        ("nul-host.example", "bad-url"),
+        ("bad-location.example", "bad-redirect"),
     ],
 )
 def test_hostile_and_broken_peers_are_unreadable_with_a_reason(fleet: PeerFleet, domain: str, reason: str) -> None:
@@ -172,6 +196,38 @@ def test_a_peer_resolving_to_a_private_address_is_refused_before_any_connection(
         software(fleet, "evil.internal")
     assert raised.value.reason == "refused-address"
     assert len(fleet.requests) == before
+
+
+def test_an_address_that_is_no_ip_literal_is_refused_not_resolved_again(fleet: PeerFleet) -> None:
+    """A resolver's answer with an IPv4 "scope" passes the range check, but the connection would have
+    looked it up as a name: refused instead."""
+
+    async def resolver(host: str, port: int) -> list[Address]:
+        return [("127.0.0.1%1", fleet.port)]
+
+    before = len(fleet.requests)
+    with pytest.raises(FetchError) as raised:
+        asyncio.run(
+            Fetcher(fleet.policy(), resolver=resolver, ssl_context=fleet.client_context()).get_json(
+                "https://mastodon.example/nodeinfo/2.0"
+            )
+        )
+    assert raised.value.reason == "refused-address"
+    assert len(fleet.requests) == before
+
+
+def test_the_certificate_authorities_in_ssl_cert_file_are_the_ones_trusted(
+    fleet: PeerFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca_file = tmp_path / "fleet-ca.pem"
+    fleet.ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    trusting = Fetcher(fleet.policy(), resolver=fleet.resolver)  # the default TLS context, as deployed
+    assert asyncio.run(fetch_software(trusting, "mastodon.example")).name == "mastodon"
+    monkeypatch.delenv("SSL_CERT_FILE")
+    with pytest.raises(FetchError) as raised:
+        asyncio.run(fetch_software(Fetcher(fleet.policy(), resolver=fleet.resolver), "mastodon.example"))
+    assert raised.value.reason == "tls"
 
 
 def test_loopback_is_refused_unless_allowed(fleet: PeerFleet) -> None:
