@@ -530,6 +530,31 @@ class MastodonLink:
             lambda client: client.admin_account_moderate(account_id, action, text=text, send_email_notification=False)
         )
 
+    def accounts_of(self, domain: str, status: str) -> list[dict[str, Any]]:
+        """A remote server's accounts in one state (`suspended`, `silenced`), every page."""
+        return self._every_page(
+            lambda client: client.admin_accounts_v2(origin="remote", by_domain=domain, status=status, limit=200)
+        )
+
+    def open_reports(self) -> list[dict[str, Any]]:
+        """Every unresolved report, as Mastodon lists them (every page; newest first)."""
+        return self._every_page(lambda client: client.admin_reports(resolved=False, limit=200))
+
+    def _every_page(self, first: Callable[[Mastodon], Any]) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        page = self._admin(first)
+        while page:
+            found.extend(as_webhook_json(dict(item)) for item in page)
+            page = self._admin(functools.partial(_next_page, page))
+        return found
+
+    def resolve_report(self, report_id: str) -> None:
+        """POST /api/v1/admin/reports/:id/resolve (Manage Reports)."""
+        self._admin(lambda client: client.admin_report_resolve(report_id))
+
+    def unsilence_account(self, account_id: str) -> None:
+        self._admin(lambda client: client.admin_account_unsilence(account_id))
+
     def unsuspend_account(self, account_id: str) -> None:
         self._admin(lambda client: client.admin_account_unsuspend(account_id))
 
@@ -574,6 +599,10 @@ class MastodonLink:
             spoiler_text=spoiler_text,
         )
         return str(status["id"])
+
+
+def _next_page(page: Any, client: Mastodon) -> Any:
+    return client.fetch_next(page)
 
 
 def _status_of(error: MastodonAPIError) -> int | None:
