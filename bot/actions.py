@@ -13,6 +13,7 @@ bot needs, and says whether it is destructive (asks for `yes` first).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -192,6 +193,13 @@ def _reject_account(link: MastodonLink, action: Action, private_comment: str) ->
     )
 
 
+def _progress_key(what: str) -> str:
+    return ACCOUNTS_PROGRESS_PREFIX + hashlib.sha256(what.encode()).hexdigest()[:32]
+
+
+ACCOUNTS_PROGRESS_PREFIX = "tocsin:accounts-acted:"  # + hash of the action: list of the accounts done so far
+
+
 def _account_state(link: MastodonLink, action: Action) -> dict[str, dict[str, Any]]:
     """The wave's reported accounts as they are now (id -> Admin::Account); a gone one is left out."""
     if action.target != LOCAL_ACCOUNTS:  # one listing of the server's suspended accounts, not N look-ups
@@ -211,10 +219,14 @@ def _moderate_accounts(link: MastodonLink, action: Action, private_comment: str)
     No `text`: Mastodon would show it to each account as the moderators' message."""
     verb = "silence" if action.kind == "silence_accounts" else "suspend"
     flag = "silenced" if verb == "silence" else "suspended"
+    # A job retried after a spent rate-limit share goes on where it stopped: what it did is its own.
+    progress = _progress_key(f"{action.kind}:{action.target}:{private_comment}")
+    done: list[str] = [raw.decode() for raw in link.redis.lrange(progress, 0, -1)]  # type: ignore[union-attr]
     state = _account_state(link, action)
-    done: list[str] = []
     already = refused = gone = 0
     for account_id in action.targets:
+        if account_id in done:
+            continue
         if account_id not in state and action.target == LOCAL_ACCOUNTS:
             gone += 1
         elif state.get(account_id, {}).get(flag):
@@ -230,6 +242,8 @@ def _moderate_accounts(link: MastodonLink, action: Action, private_comment: str)
                 refused += 1  # 422: Mastodon refuses this one (a 403 after some: an account it protects)
             else:
                 done.append(account_id)
+                link.redis.rpush(progress, account_id)
+                link.redis.expire(progress, PROPOSAL_SECONDS)
     where = "local" if action.target == LOCAL_ACCOUNTS else f"of {action.target}"
     counts = [f"{len(done)} reported accounts {where} {flag}"]
     counts += [f"{n} {word}" for n, word in ((already, f"already {flag}"), (refused, "refused"), (gone, "gone")) if n]
@@ -455,8 +469,13 @@ def undo(link: MastodonLink, recipe: dict[str, Any]) -> str:
 def _undo_accounts(link: MastodonLink, recipe: dict[str, Any]) -> str:
     """Lift what a wave's account action did, on the accounts still as it left them."""
     flag = "suspended" if recipe["kind"] == "accounts.unsuspend" else "silenced"
-    lifted = changed = 0
+    progress = _progress_key(json.dumps(recipe, sort_keys=True))
+    lifted_before = {raw.decode() for raw in link.redis.smembers(progress)}  # type: ignore[union-attr]
+    lifted = len(lifted_before)
+    changed = 0
     for account_id in recipe["ids"]:
+        if account_id in lifted_before:  # a retried undo: lifted by its first try
+            continue
         try:
             still = link.admin_account(account_id).get(flag)
         except MastodonNotFoundError:
@@ -469,6 +488,8 @@ def _undo_accounts(link: MastodonLink, recipe: dict[str, Any]) -> str:
         else:
             link.unsilence_account(account_id)
         lifted += 1
+        link.redis.sadd(progress, account_id)
+        link.redis.expire(progress, PROPOSAL_SECONDS)
     if not lifted:
         raise Changed(f"the {len(recipe['ids'])} accounts {recipe['where']}", f"not {flag}")
     word = "unsuspended" if flag == "suspended" else "unsilenced"

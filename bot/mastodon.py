@@ -532,21 +532,16 @@ class MastodonLink:
 
     def accounts_of(self, domain: str, status: str) -> list[dict[str, Any]]:
         """A remote server's accounts in one state (`suspended`, `silenced`), every page."""
-        return self._every_page(
-            lambda client: client.admin_accounts_v2(origin="remote", by_domain=domain, status=status, limit=200)
-        )
+        return self._every_page("admin_accounts_v2", origin="remote", by_domain=domain, status=status)
 
     def open_reports(self) -> list[dict[str, Any]]:
         """Every unresolved report, as Mastodon lists them (every page; newest first)."""
-        return self._every_page(lambda client: client.admin_reports(resolved=False, limit=200))
+        return self._every_page("admin_reports", resolved=False)
 
-    def _every_page(self, first: Callable[[Mastodon], Any]) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        page = self._admin(first)
-        while page:
-            found.extend(as_webhook_json(dict(item)) for item in page)
-            page = self._admin(functools.partial(_next_page, page))
-        return found
+    def _every_page(self, method: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item of an admin listing (Mastodon.py `method`), read page by page."""
+        pages = self._admin(lambda client: list(pages_by_max_id(getattr(client, method), limit=200, **params)))
+        return [as_webhook_json(dict(item)) for page in pages for item in page]
 
     def resolve_report(self, report_id: str) -> None:
         """POST /api/v1/admin/reports/:id/resolve (Manage Reports)."""
@@ -599,10 +594,6 @@ class MastodonLink:
             spoiler_text=spoiler_text,
         )
         return str(status["id"])
-
-
-def _next_page(page: Any, client: Mastodon) -> Any:
-    return client.fetch_next(page)
 
 
 def _status_of(error: MastodonAPIError) -> int | None:

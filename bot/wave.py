@@ -19,13 +19,13 @@ import time
 from dataclasses import asdict, replace
 from typing import Any
 
-from mastodon import MastodonNotFoundError
+from mastodon import MastodonAPIError, MastodonNotFoundError
 
 from bot import audit, defaults
-from bot.actions import Action, Done, resolve_wave
+from bot.actions import OUT_OF_SCOPE, Action, Done, resolve_wave
 from bot.context import Context, get_context
 from bot.outbox import Post
-from bot.queue import enqueue_once
+from bot.queue import PERMANENT_STATUSES, enqueue_once
 from bot.ratelimit import BudgetExhausted
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,18 @@ def resolve_job(raw: str, continuation: int) -> dict[str, Any]:
             delay_seconds=spent.wait + 1,
         )
         return {"paused": spent.wait}
+    except MastodonAPIError as error:  # 401/403: the token or the bot's role; retrying cannot help
+        code = error.args[1] if len(error.args) > 1 else None
+        if code not in PERMANENT_STATUSES:
+            raise  # 5xx, network: RQ retries the job; what was resolved stays counted
+        why = f"Mastodon answered {code}: {PERMANENT_STATUSES[code]}"
+        if code == 403:
+            why = "the bot's token lacks the scope admin:write:reports (or admin:read:reports)"
+            if OUT_OF_SCOPE not in str(error):
+                why = "the bot account's role cannot manage reports (Mastodon answered 403)"
+        done = ctx.redis.scard(progress)
+        _note(ctx, job, f"Stopped resolving the wave's reports against {_where(action)} after {done}: {why}.")
+        return {"refused": code}
     ids = sorted((raw_id.decode() for raw_id in ctx.redis.smembers(progress)), key=int)  # type: ignore[union-attr]
     _audit(ctx, job, action, ids)
     text = f"Resolved {len(ids)} reports of the wave against {_where(action)}{left}."

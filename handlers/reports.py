@@ -390,11 +390,10 @@ def propose(
         suspend_label = "suspend them (members: asks yes; undo within 30 min)"
     else:
         if block is None:
-            cost = (
-                f" (cuts {impact.local_follows:,} follows from us to there, {impact.remote_followers:,} from there to us)"
-                if impact is not None
-                else ""
-            )
+            cost = ""
+            if impact is not None:
+                cost = f" (cuts {impact.local_follows:,} follows from us to there, "
+                cost += f"{impact.remote_followers:,} from there to us)"
             first_label = f"limit {bucket}{cost}"
         else:
             first_label = f"limit {bucket} (it is {BLOCK_WORDS.get(block.severity, 'blocked')} already)"
