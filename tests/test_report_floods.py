@@ -37,7 +37,8 @@ def fctx(make_context: Callable[..., Context], mastodon: MastodonDouble) -> Cont
     mastodon.max_characters = 500
     mastodon.rate_period = 2.0  # Mastodon's 300 calls, in 2-second windows: the pacing is real, the wait short
     mastodon.measures[FLOOD] = (12, 30, 1500)
-    context = make_context(moderators=["mod_anna", "mod_ben", "mod_cleo"])
+    # Retries a second apart, enough of them to outlast a 2-second window (the defaults outlast 5 minutes).
+    context = make_context(moderators=["mod_anna", "mod_ben", "mod_cleo"], retry_delays=[1] * 8)
     assert mentions.poll(context) == 0
     return context
 
@@ -262,4 +263,22 @@ def test_a_flood_through_real_workers(
     assert len(mastodon.replies_to(command["id"])) == 2  # the answer, and the note
     assert set(resolved_ids(mastodon)) == {e["object"]["id"] for e in events}
     assert set(resolved_ids(mastodon).values()) == {1}
+    assert mastodon.throttled == 0
+
+
+def test_suspending_a_wave_spanning_rate_limit_windows_goes_on_where_it_stopped(
+    fctx: Context, mastodon: MastodonDouble
+) -> None:
+    """Tocsin's share of a window (half of 120 calls here) is less than the wave's 60-odd suspensions: the
+    command's job stops at the share, RQ retries it in the next window, and it goes on where it stopped —
+    the accounts it suspended before are its own (counted, undone), not "already suspended"."""
+    _events, dm = wave_dm(fctx, mastodon, datetime.now(UTC))
+    mastodon.rate_limit = 120  # a share of 60: one retry, in the next 2-second window
+    command = say(fctx, mastodon, ANNA, "approve 2", reply_to=dm["id"])
+    suspended = Counter(account_id for account_id, action in mastodon.account_actions if action == "suspend")
+    assert len(suspended) > 50 and set(suspended.values()) == {1}
+    [reply] = answers(mastodon, command)
+    assert reply.startswith(f"Done: {len(suspended)} reported accounts of flood.example suspended, 1 already suspended")
+    undo = say(fctx, mastodon, ANNA, "undo", None)
+    assert f"{len(suspended)} accounts of flood.example unsuspended" in answers(mastodon, undo)[0]
     assert mastodon.throttled == 0
