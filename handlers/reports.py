@@ -372,10 +372,13 @@ def propose(
 ) -> Proposal | None:
     """A surge from one server: 1. limit it, 2. suspend the reported accounts, 3. resolve the wave's open
     reports; local accounts: 1. limit them, 2. suspend them, 3. resolve. The numbers stay the same in every
-    DM of a surge (an item that has nothing left to do still holds its place)."""
+    DM of a surge, the quiet-again one included while some of the wave's reports are still open (an item
+    that has nothing left to do still holds its place)."""
     bucket = alert.bucket
-    if alert.kind == "quiet" or bucket == EVERYWHERE:
+    if bucket == EVERYWHERE:
         return None
+    if alert.kind == "quiet" and (wave is None or not wave.open_spam + wave.open_other):
+        return None  # quiet again with nothing of the wave left open: nothing to decide
     if wave is None:  # nothing known of the wave's reports: the limit alone, as before
         if bucket == LOCAL or block is not None:
             return None
@@ -418,11 +421,13 @@ BLOCK_WORDS = {"silence": "limited", "suspend": "suspended"}
 def wave_of(ctx: Context, bucket: str, alert: Alert) -> Wave | None:
     """The wave the DM offers to act on: its reports from Redis (their accounts), the open ones from the
     admin API when the token can read it (exactly what `approve 3` would resolve), else from Redis."""
-    if bucket == EVERYWHERE or alert.kind == "quiet":
+    if bucket == EVERYWHERE:
         return None
     window = ctx.settings.report_surge.window_hours * HOUR
     state = SURGES.state(ctx.redis, bucket)
     opened = state.opened_at if state is not None and state.surge_id == alert.surge_id else alert.at
+    if alert.kind == "quiet":  # the surge is closed: its life is in the alert
+        opened = alert.opened_at if alert.opened_at is not None else alert.at
     # Up to now, not only to the event that raised the alert: the DM's numbers are what the moderator
     # decides on, and a report that arrives after it waits for the next DM.
     since, until = min(opened, alert.at) - window, max(alert.at, time.time())

@@ -282,3 +282,24 @@ def test_suspending_a_wave_spanning_rate_limit_windows_goes_on_where_it_stopped(
     undo = say(fctx, mastodon, ANNA, "undo", None)
     assert f"{len(suspended)} accounts of flood.example unsuspended" in answers(mastodon, undo)[0]
     assert mastodon.throttled == 0
+
+
+def test_quiet_again_says_what_is_still_open_with_the_same_numbers(fctx: Context, mastodon: MastodonDouble) -> None:
+    now = datetime.now(UTC)
+    events, dm = wave_dm(fctx, mastodon, now)
+    say(fctx, mastodon, ANNA, "approve 2", reply_to=dm["id"])
+    # A week without a report from there (another server's report moves the event clock): quiet again.
+    feed(fctx, [report_event(900001, iso(now + timedelta(days=7, hours=2)), "other.example", "690009")])
+    run_jobs(fctx.redis)
+    quiet = mastodon.direct_texts()[-1]
+    assert "✅ Quiet again: flood.example" in quiet
+    assert (
+        "Still open: 200 spam reports of the wave, 2 in other categories; reply “approve 3” to resolve them too."
+        in quiet
+    )
+    assert "3. resolve the 200 open spam reports of the wave" in quiet
+    [thread] = [t for t in mastodon.direct_threads() if "Quiet again" in t[0]["text"]]
+    assert len(thread) <= 2  # it still fits two statuses
+    command = say(fctx, mastodon, BEN, "approve 3", reply_to=thread[-1]["id"])
+    run_until(fctx.redis, lambda: any("Resolved 200" in s["text"] for s in mastodon.replies_to(command["id"])))
+    assert set(resolved_ids(mastodon)) == {e["object"]["id"] for e in events}
