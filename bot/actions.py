@@ -13,9 +13,11 @@ bot needs, and says whether it is destructive (asks for `yes` first).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -78,6 +80,10 @@ class Action:
     severity: str | None = None  # domain blocks: silence | suspend
     public_comment: str | None = None  # domain blocks: only what a moderator wrote, or an advisory's summary
     tag: str = "[tocsin]"  # starts the private comment of a domain block (an advisory's tag, for scans)
+    targets: tuple[str, ...] = ()  # accounts acted on at once (a wave's reported accounts): one action, one answer
+    since: float | None = None  # reports: the wave's window (created after `since`, up to `until`)
+    until: float | None = None
+    every_category: bool = False  # reports: not only spam (`approve 3 all`)
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,130 @@ def _reject_account(link: MastodonLink, action: Action, private_comment: str) ->
     )
 
 
+def _progress_key(what: str) -> str:
+    return ACCOUNTS_PROGRESS_PREFIX + hashlib.sha256(what.encode()).hexdigest()[:32]
+
+
+ACCOUNTS_PROGRESS_PREFIX = "tocsin:accounts-acted:"  # + hash of the action: list of the accounts done so far
+
+
+def _account_state(link: MastodonLink, action: Action) -> dict[str, dict[str, Any]]:
+    """The wave's reported accounts as they are now (id -> Admin::Account); a gone one is left out."""
+    if action.target != LOCAL_ACCOUNTS:  # one listing of the server's suspended accounts, not N look-ups
+        suspended = {account["id"] for account in link.accounts_of(action.target, status="suspended")}
+        return {account_id: {"suspended": account_id in suspended} for account_id in action.targets}
+    found = {}
+    for account_id in action.targets:
+        try:
+            found[account_id] = link.admin_account(account_id)
+        except MastodonNotFoundError:
+            continue
+    return found
+
+
+def _moderate_accounts(link: MastodonLink, action: Action, private_comment: str) -> Done:
+    """Suspend (or silence) a wave's reported accounts: one action, one answer, counted by outcome.
+    No `text`: Mastodon would show it to each account as the moderators' message."""
+    verb = "silence" if action.kind == "silence_accounts" else "suspend"
+    flag = "silenced" if verb == "silence" else "suspended"
+    # A job retried after a spent rate-limit share goes on where it stopped: what it did is its own.
+    progress = _progress_key(f"{action.kind}:{action.target}:{private_comment}")
+    done: list[str] = [raw.decode() for raw in link.redis.lrange(progress, 0, -1)]  # type: ignore[union-attr]
+    state = _account_state(link, action)
+    already = refused = gone = 0
+    for account_id in action.targets:
+        if account_id in done:
+            continue
+        if account_id not in state and action.target == LOCAL_ACCOUNTS:
+            gone += 1
+        elif state.get(account_id, {}).get(flag):
+            already += 1
+        else:
+            try:
+                link.moderate_account(account_id, verb)
+            except MastodonNotFoundError:
+                gone += 1
+            except MastodonAPIError as error:
+                if _status(error) == 403 and not done:  # the bot's role or token: the same for every account
+                    raise
+                refused += 1  # 422: Mastodon refuses this one (a 403 after some: an account it protects)
+            else:
+                done.append(account_id)
+                link.redis.rpush(progress, account_id)
+                link.redis.expire(progress, PROPOSAL_SECONDS)
+    where = "local" if action.target == LOCAL_ACCOUNTS else f"of {action.target}"
+    counts = [f"{len(done)} reported accounts {where} {flag}"]
+    counts += [f"{n} {word}" for n, word in ((already, f"already {flag}"), (refused, "refused"), (gone, "gone")) if n]
+    kind = "accounts.unsilence" if verb == "silence" else "accounts.unsuspend"
+    return Done(
+        ", ".join(counts),
+        f"POST /api/v1/admin/accounts/:id/action type={verb}: {len(done)} × 200"
+        + (f", {refused} refused" if refused else ""),
+        {"kind": kind, "ids": done, "where": where} if done else None,
+    )
+
+
+def _resolve_reports(link: MastodonLink, action: Action, private_comment: str) -> Done:
+    """Resolve the wave's reports now (the background job does it paced: bot/wave.py)."""
+    resolved, left = resolve_wave(link, action, lambda report_id: None)
+    return Done(f"{len(resolved)} reports resolved{left}", f"POST /api/v1/admin/reports/:id/resolve × {len(resolved)}")
+
+
+LOCAL_ACCOUNTS = "local"
+"""The target of an account action over local accounts (a wave against our own members)."""
+
+
+def wave_report(report: dict[str, Any], action: Action) -> str:
+    """What to do with one open report for `action`: "resolve", or why it stays open ("assigned",
+    "category", "" when it is not the wave's at all)."""
+    target = report.get("target_account") or {}
+    domain = target.get("domain") or LOCAL_ACCOUNTS
+    created = _epoch(report.get("created_at"))
+    if report.get("action_taken") or domain.lower() != action.target or created is None:
+        return ""
+    if (action.since is not None and created <= action.since) or (action.until is not None and created > action.until):
+        return ""  # before the wave, or after the DM that offered it: nobody decided on it
+    if report.get("assigned_account"):
+        return "assigned"  # a moderator took it: theirs to close
+    if not action.every_category and report.get("category") != "spam":
+        return "category"
+    return "resolve"
+
+
+def resolve_wave(link: MastodonLink, action: Action, resolved_one: Callable[[str], None]) -> tuple[list[str], str]:
+    """Resolve the open reports of the wave `action` names, oldest first; `resolved_one` is told each id
+    as it is resolved (a paced job keeps its progress). Raises BudgetExhausted (between reports) when the
+    share of the rate limit is spent. The ids resolved, and what stays open, in words."""
+    reports = link.open_reports()
+    verdicts = [(wave_report(report, action), str(report["id"])) for report in reports]
+    resolved = []
+    for verdict, report_id in sorted(verdicts, key=lambda pair: int(pair[1])):
+        if verdict != "resolve":
+            continue
+        try:
+            link.resolve_report(report_id)
+        except MastodonNotFoundError:  # deleted meanwhile (its account was removed): nothing to resolve
+            continue
+        resolved.append(report_id)
+        resolved_one(report_id)
+    return resolved, left_open([verdict for verdict, _id in verdicts])
+
+
+def _epoch(value: object) -> float | None:
+    """Epoch seconds of an ISO 8601 time as Mastodon writes it; None for anything else."""
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() if value else None
+    except ValueError:
+        return None
+
+
+def left_open(verdicts: list[str]) -> str:
+    assigned, other = verdicts.count("assigned"), verdicts.count("category")
+    parts = [f"{assigned} assigned to a moderator"] if assigned else []
+    parts += [f"{other} in other categories (approve 3 all)"] if other else []
+    return f"; left open: {', '.join(parts)}" if parts else ""
+
+
 KINDS: dict[str, ActionKind] = {
     "domain_block": ActionKind(
         "manage_federation",
@@ -200,6 +330,15 @@ KINDS: dict[str, ActionKind] = {
     "reject_account": ActionKind(
         "manage_users", "admin:write:accounts", _reject_account, destructive=lambda action: True
     ),
+    # Local accounts may be members whose accounts were taken over: suspending them asks for `yes`.
+    "suspend_accounts": ActionKind(
+        "manage_users",
+        "admin:write:accounts",
+        _moderate_accounts,
+        destructive=lambda action: action.target == LOCAL_ACCOUNTS,
+    ),
+    "silence_accounts": ActionKind("manage_users", "admin:write:accounts", _moderate_accounts),
+    "resolve_reports": ActionKind("manage_reports", "admin:write:reports", _resolve_reports),
 }
 CONFIRM_ABOVE = 10
 """Approving more actions than this at once asks for `yes` first."""
@@ -209,6 +348,7 @@ SCOPE_PROBES: dict[str, Callable[[Any], object]] = {
     "admin:write:domain_blocks": lambda client: client.admin_create_domain_block(""),
     "admin:write:email_domain_blocks": lambda client: client.admin_create_email_domain_block(""),
     "admin:write:accounts": lambda client: client.admin_account_moderate("0", "none"),
+    "admin:write:reports": lambda client: client.admin_report_resolve("0"),
 }
 """Requests Mastodon refuses as invalid (a blank domain: 422; no account 0: 404) once the token's scope
 is checked, which comes first (403 "outside the authorized scopes"): they change nothing either way."""
@@ -250,6 +390,8 @@ UNDO_PERMISSIONS = {
     "domain_block.restore": "manage_federation",
     "email_domain_block.delete": "manage_blocks",
     "account.unsuspend": "manage_users",
+    "accounts.unsuspend": "manage_users",
+    "accounts.unsilence": "manage_users",
 }
 """The role permission an undo needs: the one Mastodon requires for the reversing call."""
 
@@ -319,7 +461,40 @@ def undo(link: MastodonLink, recipe: dict[str, Any]) -> str:
             raise Changed(f"account {recipe['id']}", "not suspended")
         link.unsuspend_account(recipe["id"])
         return f"account {recipe['id']} unsuspended"
+    if kind in ("accounts.unsuspend", "accounts.unsilence"):
+        return _undo_accounts(link, recipe)
     raise ValueError(f"unknown undo {kind!r}")
+
+
+def _undo_accounts(link: MastodonLink, recipe: dict[str, Any]) -> str:
+    """Lift what a wave's account action did, on the accounts still as it left them."""
+    flag = "suspended" if recipe["kind"] == "accounts.unsuspend" else "silenced"
+    progress = _progress_key(json.dumps(recipe, sort_keys=True))
+    lifted_before = {raw.decode() for raw in link.redis.smembers(progress)}  # type: ignore[union-attr]
+    lifted = len(lifted_before)
+    changed = 0
+    for account_id in recipe["ids"]:
+        if account_id in lifted_before:  # a retried undo: lifted by its first try
+            continue
+        try:
+            still = link.admin_account(account_id).get(flag)
+        except MastodonNotFoundError:
+            still = False
+        if not still:
+            changed += 1  # lifted by someone since (or gone): left as it is
+            continue
+        if flag == "suspended":
+            link.unsuspend_account(account_id)
+        else:
+            link.unsilence_account(account_id)
+        lifted += 1
+        link.redis.sadd(progress, account_id)
+        link.redis.expire(progress, PROPOSAL_SECONDS)
+    if not lifted:
+        raise Changed(f"the {len(recipe['ids'])} accounts {recipe['where']}", f"not {flag}")
+    word = "unsuspended" if flag == "suspended" else "unsilenced"
+    kept = f" ({changed} changed since, left as they are)" if changed else ""
+    return f"{lifted} accounts {recipe['where']} {word}{kept}"
 
 
 # --- Proposals -----------------------------------------------------------------------------------
@@ -351,7 +526,11 @@ class Proposal:
     def from_json(cls, raw: str | bytes) -> Proposal:
         data = json.loads(raw)
         items = tuple(
-            ProposalItem(item["label"], tuple(Action(**action) for action in item["actions"])) for item in data["items"]
+            ProposalItem(
+                item["label"],
+                tuple(Action(**{**action, "targets": tuple(action.get("targets", ()))}) for action in item["actions"]),
+            )
+            for item in data["items"]
         )
         return cls(items=items, handles=data.get("handles"))
 

@@ -36,7 +36,7 @@ import idna
 from mastodon import MastodonAPIError, MastodonNotFoundError
 from publicsuffixlist import PublicSuffixList
 
-from bot import actions, audit, defaults, metrics, outbox
+from bot import actions, audit, defaults, metrics, outbox, wave
 from bot.actions import Action, Done, Refused, can, carry_out
 from bot.context import Context, get_context
 from bot.events import parse_time
@@ -285,7 +285,10 @@ def _act(ctx: Context, request: Request, items: list[tuple[str, Action]], propos
     for number, action in items:
         origin = f"proposal {proposal_id} item {number}" if proposal_id else f"command {request.command_id}"
         try:
-            results.append(carry_out(ctx.mastodon, action, f"{action.tag} {origin}, by {by} from a DM"))
+            if action.kind == "resolve_reports":  # many calls: in the background, paced (bot/wave.py)
+                results.append(_resolve_in_background(ctx, request, action, proposal_id or request.command_id, number))
+            else:
+                results.append(carry_out(ctx.mastodon, action, f"{action.tag} {origin}, by {by} from a DM"))
         except Refused as reason:
             stopped = str(reason)
             break
@@ -304,6 +307,20 @@ def _act(ctx: Context, request: Request, items: list[tuple[str, Action]], propos
         api="; ".join(result.api for result in results),
         undo=undo,
         everyone=True,
+    )
+
+
+def _resolve_in_background(ctx: Context, request: Request, action: Action, proposal_id: str, number: str) -> Done:
+    if ctx.mastodon.client is None or ctx.settings.access_token is None:
+        raise Refused("acting on the instance needs TOCSIN_MASTODON_URL and TOCSIN_ACCESS_TOKEN")
+    return wave.start(
+        ctx,
+        action,
+        key=wave.job_key(proposal_id, number),
+        command_id=request.command_id,
+        subject=request.subject,
+        by=f"@{request.moderator.handle}",
+        command=request.text,
     )
 
 
@@ -328,6 +345,12 @@ def _proposal(ctx: Context, request: Request) -> tuple[str, actions.Proposal]:
     return proposal_id, found
 
 
+EVERY_CATEGORY = "all"
+"""`approve 3 all`: resolve the wave's reports of every category, not only spam. Only after item numbers,
+only for an item that resolves reports: a bare `approve all` names no item and is refused."""
+EVERY_SUFFIX = "+all"  # a done mark's suffix ("3.1+all"): that item was approved for every category
+
+
 def approve(ctx: Context, request: Request) -> Outcome:
     proposal_id, proposal = _proposal(ctx, request)
     if not proposal.items:
@@ -335,12 +358,24 @@ def approve(ctx: Context, request: Request) -> Outcome:
     needs = [{actions.KINDS[a.kind].permission for a in item.actions} for item in proposal.items]
     if all(_missing(request.moderator, need) for need in needs):  # before reading a single number
         return refused(_missing(request.moderator, set().union(*needs)) or "")
-    numbers = item_numbers(request.args, len(proposal.items))
+    words = request.args.split()
+    every = bool(words) and words[-1].lower() == EVERY_CATEGORY
+    if every and len(words) == 1:
+        raise Refused("write the item too, e.g. approve 3 all")
+    numbers = item_numbers(" ".join(words[:-1]) if every else request.args, len(proposal.items))
     chosen = [
-        (f"{number}.{index}", action)
+        (f"{number}.{index}", replace(action, every_category=True) if every else action)
         for number in numbers
         for index, action in enumerate(proposal.items[number - 1].actions, start=1)
     ]
+    if every and not any(action.kind == "resolve_reports" for _n, action in chosen):
+        raise Refused("“all” is for resolving reports of every category, e.g. approve 3 all")
+    chosen = [(number + (EVERY_SUFFIX if action.every_category else ""), action) for number, action in chosen]
+    # An item the moderator's role cannot do is refused on its own: the others are still carried out.
+    lacking = sorted({number.split(".")[0] for number, a in chosen if _missing(request.moderator, _needs(a))}, key=int)
+    chosen = [(number, a) for number, a in chosen if number.split(".")[0] not in lacking]
+    if not chosen:
+        return refused(_missing(request.moderator, set().union(*(needs[int(n) - 1] for n in lacking))) or "")
     lock = ctx.redis.lock(
         actions.PROPOSAL_PREFIX + proposal_id + ":lock",
         timeout=defaults.JOB_TIMEOUT,
@@ -348,14 +383,23 @@ def approve(ctx: Context, request: Request) -> Outcome:
     )
     with lock:  # one approval of a proposal at a time: a second one sees what the first did
         done = actions.done_actions(ctx.redis, proposal_id)
-        todo = [(number, action) for number, action in chosen if number not in done]
+        todo = [(n, a) for n, a in chosen if n not in done and n + EVERY_SUFFIX not in done]
         if not todo:
-            who = sorted({done[number] for number, _action in chosen})
+            who = sorted({done.get(n) or done[n + EVERY_SUFFIX] for n, _a in chosen})
             return refused(f"already carried out (approved by {', '.join(who)})")
         outcome = _act(ctx, request, todo, proposal_id)
-        if len(actions.done_actions(ctx.redis, proposal_id)) == len(proposal.actions):
+        carried = {number.removesuffix(EVERY_SUFFIX) for number in actions.done_actions(ctx.redis, proposal_id)}
+        if len(carried) == len(proposal.actions):
             actions.close_proposal(ctx.redis, proposal_id, proposal, f"approved by @{request.moderator.handle}")
+    if lacking:
+        items = ", ".join(lacking)
+        why = _missing(request.moderator, set().union(*(needs[int(n) - 1] for n in lacking)))
+        outcome = replace(outcome, text=f"{outcome.text}\nNot done: item {items}: {why}.")
     return outcome
+
+
+def _needs(action: Action) -> set[str]:
+    return {actions.KINDS[action.kind].permission}
 
 
 def dismiss(ctx: Context, request: Request) -> Outcome:

@@ -530,6 +530,26 @@ class MastodonLink:
             lambda client: client.admin_account_moderate(account_id, action, text=text, send_email_notification=False)
         )
 
+    def accounts_of(self, domain: str, status: str) -> list[dict[str, Any]]:
+        """A remote server's accounts in one state (`suspended`, `silenced`), every page."""
+        return self._every_page("admin_accounts_v2", origin="remote", by_domain=domain, status=status)
+
+    def open_reports(self) -> list[dict[str, Any]]:
+        """Every unresolved report, as Mastodon lists them (every page; newest first)."""
+        return self._every_page("admin_reports", resolved=False)
+
+    def _every_page(self, method: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item of an admin listing (Mastodon.py `method`), read page by page."""
+        pages = self._admin(lambda client: list(pages_by_max_id(getattr(client, method), limit=200, **params)))
+        return [as_webhook_json(dict(item)) for page in pages for item in page]
+
+    def resolve_report(self, report_id: str) -> None:
+        """POST /api/v1/admin/reports/:id/resolve (Manage Reports)."""
+        self._admin(lambda client: client.admin_report_resolve(report_id))
+
+    def unsilence_account(self, account_id: str) -> None:
+        self._admin(lambda client: client.admin_account_unsilence(account_id))
+
     def unsuspend_account(self, account_id: str) -> None:
         self._admin(lambda client: client.admin_account_unsuspend(account_id))
 

@@ -182,7 +182,7 @@ class SurgeDetector:
             log.info("%s %s: escalation not sent, the surge was handled", self.name, alert.bucket)
             return []
         message = self.compose(ctx, alert)
-        if alert.kind == "quiet":
+        if alert.kind == "quiet" and not (message.proposal and message.proposal.items):
             return ctx.outbox.to_moderators(self.alert_key(alert), message.text)
         return ctx.outbox.propose(self.alert_key(alert), message, handles=handled)
 

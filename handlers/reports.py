@@ -18,8 +18,9 @@ from typing import Any
 from urllib.parse import quote
 
 import redis
+from mastodon import MastodonError
 
-from bot.actions import Action, Message, Proposal, ProposalItem
+from bot.actions import LOCAL_ACCOUNTS, Action, Message, Proposal, ProposalItem, wave_report
 from bot.config import ReportSurgeSettings
 from bot.context import Context
 from bot.events import parse_time
@@ -323,9 +324,10 @@ def render_alert(
     instance_url: str,
     admin_can_read: bool,
     template_dir: Any = None,
+    wave: Wave | None = None,
 ) -> str:
     """The DM text for one alert: pure, so tests render it from fixtures."""
-    proposal = propose(alert, block)
+    proposal = propose(alert, block, wave, impact)
     template = {
         "open": "report_surge.txt.j2",
         "escalate": "report_surge.txt.j2",
@@ -347,16 +349,113 @@ def render_alert(
         links=admin_links(instance_url, bucket),
         days=lambda seconds: round(seconds / DAY, 1),
         proposal=proposal or Proposal(),
+        wave=wave,
     )
 
 
-def propose(alert: Alert, block: DomainBlock | None) -> Proposal | None:
-    """A surge from one server that is not blocked yet: limit it (reversible, and it keeps follows)."""
+@dataclass(frozen=True)
+class Wave:
+    """What the DM's three choices act on: the reports against the bucket created in (since, until] (from
+    the window before the surge opened to when the DM is written), their distinct reported accounts, and the open ones
+    item 3 would resolve (as Mastodon lists them: unassigned, spam; other categories only with `all`)."""
+
+    since: float
+    until: float
+    accounts: tuple[str, ...]
+    open_spam: int
+    open_other: int
+    assigned: int = 0
+
+
+def propose(
+    alert: Alert, block: DomainBlock | None, wave: Wave | None = None, impact: Impact | None = None
+) -> Proposal | None:
+    """A surge from one server: 1. limit it, 2. suspend the reported accounts, 3. resolve the wave's open
+    reports; local accounts: 1. limit them, 2. suspend them, 3. resolve. The numbers stay the same in every
+    DM of a surge, the quiet-again one included while some of the wave's reports are still open (an item
+    that has nothing left to do still holds its place)."""
     bucket = alert.bucket
-    if alert.kind == "quiet" or bucket in (LOCAL, EVERYWHERE) or block is not None:
+    if bucket == EVERYWHERE:
         return None
-    limit = Action("domain_block", bucket, f"limit {bucket}", severity="silence")
-    return Proposal(items=(ProposalItem(f"limit {bucket} until the wave passes", (limit,)),))
+    if alert.kind == "quiet" and (wave is None or not wave.open_spam + wave.open_other):
+        return None  # quiet again with nothing of the wave left open: nothing to decide
+    if wave is None:  # nothing known of the wave's reports: the limit alone, as before
+        if bucket == LOCAL or block is not None:
+            return None
+        limit = Action("domain_block", bucket, f"limit {bucket}", severity="silence")
+        return Proposal(items=(ProposalItem(f"limit {bucket} until the wave passes", (limit,)),))
+    accounts = len(wave.accounts)
+    if bucket == LOCAL:
+        first = ProposalItem(
+            f"limit the {accounts} reported local accounts",
+            (Action("silence_accounts", LOCAL_ACCOUNTS, f"limit {accounts} local accounts", targets=wave.accounts),),
+        )
+        suspend_label = "suspend them (members: asks yes; undo within 30 min)"
+    else:
+        if block is None:
+            cost = ""
+            if impact is not None:
+                cost = f" (cuts {impact.local_follows:,} follows from us to there, "
+                cost += f"{impact.remote_followers:,} from there to us)"
+            first_label = f"limit {bucket}{cost}"
+        else:
+            first_label = f"limit {bucket} (it is {BLOCK_WORDS.get(block.severity, 'blocked')} already)"
+        first = ProposalItem(first_label, (Action("domain_block", bucket, f"limit {bucket}", severity="silence"),))
+        suspend_label = f"suspend the {accounts} reported accounts of {bucket}"
+    suspend = ProposalItem(
+        suspend_label,
+        (Action("suspend_accounts", bucket, f"suspend {accounts} accounts of {bucket}", targets=wave.accounts),),
+    )
+    others = f"; {wave.open_other} other: approve 3 all" if wave.open_other else ""
+    assigned = f"; {wave.assigned} assigned, left" if wave.assigned else ""
+    resolve = ProposalItem(
+        f"resolve the {wave.open_spam} open spam reports of the wave{others}{assigned}",
+        (Action("resolve_reports", bucket, f"resolve reports of {bucket}", since=wave.since, until=wave.until),),
+    )
+    return Proposal(items=(first, suspend, resolve))
+
+
+BLOCK_WORDS = {"silence": "limited", "suspend": "suspended"}
+
+
+def wave_of(ctx: Context, bucket: str, alert: Alert) -> Wave | None:
+    """The wave the DM offers to act on: its reports from Redis (their accounts), the open ones from the
+    admin API when the token can read it (exactly what `approve 3` would resolve), else from Redis."""
+    if bucket == EVERYWHERE:
+        return None
+    window = ctx.settings.report_surge.window_hours * HOUR
+    state = SURGES.state(ctx.redis, bucket)
+    opened = state.opened_at if state is not None and state.surge_id == alert.surge_id else alert.at
+    if alert.kind == "quiet":  # the surge is closed: its life is in the alert
+        opened = alert.opened_at if alert.opened_at is not None else alert.at
+    # Up to now, not only to the event that raised the alert: the DM's numbers are what the moderator
+    # decides on, and a report that arrives after it waits for the next DM.
+    since, until = min(opened, alert.at) - window, max(alert.at, time.time())
+    ids: list[bytes] = ctx.redis.zrangebyscore(TIMES_PREFIX + bucket, f"({since}", until)  # type: ignore[assignment]
+    pipe = ctx.redis.pipeline()
+    for report_id in ids:
+        pipe.hgetall(REPORT_PREFIX + report_id.decode())
+    rows = [{k.decode(): v.decode() for k, v in row.items()} for row in pipe.execute() if row]
+    accounts = tuple(sorted({row["account"] for row in rows if row.get("account")}, key=_by_number))
+    action = Action("resolve_reports", bucket, "", since=since, until=until)
+    verdicts: list[str]
+    try:
+        verdicts = [wave_report(report, action) for report in ctx.mastodon.open_reports()]
+    except (MastodonError, RuntimeError):  # no admin read (or not now): what the webhooks said
+        open_rows = [row for row in rows if row.get("status", "open") == "open"]
+        verdicts = ["resolve" if row.get("category") == "spam" else "category" for row in open_rows]
+    return Wave(
+        since=since,
+        until=until,
+        accounts=accounts,
+        open_spam=verdicts.count("resolve"),
+        open_other=verdicts.count("category"),
+        assigned=verdicts.count("assigned"),
+    )
+
+
+def _by_number(account_id: str) -> tuple[int, str]:
+    return (int(account_id) if account_id.isdigit() else 0, account_id)
 
 
 def compose_alert(ctx: Context, alert: Alert) -> Message:
@@ -366,6 +465,7 @@ def compose_alert(ctx: Context, alert: Alert) -> Message:
     details = None if alert.kind == "quiet" else window_details(ctx, bucket, alert.at)
     block = ctx.mastodon.block_for(bucket) if remote else None
     impact = ctx.mastodon.impact(bucket) if remote else None
+    wave = wave_of(ctx, bucket, alert)
     text = render_alert(
         alert,
         details,
@@ -375,8 +475,9 @@ def compose_alert(ctx: Context, alert: Alert) -> Message:
         ctx.settings.instance_url,
         ctx.mastodon.can_read_admin,
         ctx.settings.template_dir,
+        wave,
     )
-    return Message(text, propose(alert, block))
+    return Message(text, propose(alert, block, wave, impact))
 
 
 # --- For the other families ----------------------------------------------------------------------

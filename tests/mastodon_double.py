@@ -78,6 +78,7 @@ ROLES = {
     "everyone": ("-99", "", "65536"),  # invite_users only
 }
 MANAGE_REPORTS, ADMINISTRATOR = 1 << 4, 1 << 0
+ROLE_BITS = {"manage_reports": MANAGE_REPORTS, "manage_federation": 1 << 5, "manage_users": 1 << 10}
 
 
 def _can_manage_reports(account: dict[str, Any]) -> bool:
@@ -201,6 +202,11 @@ class MastodonDouble:
     """(account id, the `text` of an account action): what the account itself is shown."""
     permissions: dict[str, int] = field(default_factory=dict)
     """Staff account id -> a role's permissions bitmask of its own (overrides `roles`)."""
+    bot_permissions: int | None = None
+    """The bot account's role permissions; None: administrator. An admin write its role cannot make is
+    answered 403 as Mastodon's policies do (Manage Reports for reports, Manage Users for account actions)."""
+    report_actions: list[tuple[str, str]] = field(default_factory=list)
+    """(report id, resolve | reopen | assign_to_self | unassign) in the order they were asked for."""
 
     def __post_init__(self) -> None:
         self.port = free_port()
@@ -253,6 +259,31 @@ class MastodonDouble:
         }
         self.domain_blocks.append(block)
         return block
+
+    def add_report(
+        self,
+        report: dict[str, Any],
+        assigned_to: str | None = None,
+        suspended: bool = False,
+    ) -> dict[str, Any]:
+        """A report as Mastodon lists it (an Admin::Report, as a report.created webhook carries it), open
+        unless it says otherwise; its remote target becomes an account the admin API knows."""
+        report = {"action_taken": False, "action_taken_at": None, "assigned_account": None, **copy.deepcopy(report)}
+        if assigned_to is not None:
+            name = dict(self.staff).get(assigned_to, f"user{assigned_to}")
+            report["assigned_account"] = _admin_account(assigned_to, name, staff=True)
+        target = report["target_account"]
+        if not any(account["id"] == target["id"] for account in self.accounts):
+            self.accounts.append(
+                {
+                    **_admin_account(target["id"], target["username"], staff=False),
+                    "domain": target.get("domain"),
+                    "suspended": suspended,
+                    "role": None if target.get("domain") else _admin_account("0", "x", False)["role"],
+                }
+            )
+        self.reports.append(report)
+        return report
 
     def say(
         self,
@@ -467,13 +498,15 @@ class MastodonDouble:
                 accounts = [account for account in accounts if _status_filter(params["status"], account)]
             if params.get("permissions") == "staff":
                 accounts = [account for account in accounts if _can_manage_reports(account)]
+            if params.get("by_domain"):  # AccountFilter: the domain's accounts (ILIKE, as `matches`)
+                accounts = [account for account in accounts if _like(params["by_domain"], account.get("domain"))]
             if params.get("username"):
                 prefix = params["username"].strip().removeprefix("@")  # unescaped, as Mastodon has it: `_` is any
                 accounts = [account for account in accounts if _like(prefix + "%", account.get("username"))]
             if params.get("email"):
                 pattern = params["email"].strip() + "%"
                 accounts = [account for account in accounts if _like(pattern, account.get("email"))]
-            kept = ("origin", "status", "permissions", "username", "email")
+            kept = ("origin", "status", "permissions", "username", "email", "by_domain")
             return paginated(request, accounts, **{name: params[name] for name in kept if name in params})
 
         @app.get("/api/v1/accounts/lookup")
@@ -537,14 +570,21 @@ class MastodonDouble:
 
         @app.post("/api/v1/admin/accounts/{account_id}/{action}")
         async def account_action(request: Request, account_id: str, action: str) -> JSONResponse:
-            if denied := unauthorized(request) or out_of_scope("admin:write:accounts"):
+            if denied := unauthorized(request) or out_of_scope("admin:write:accounts") or lacks("manage_users"):
                 return denied
             found = admin_account_by_id(account_id)
             if found is None:
                 return JSONResponse({"error": "Record not found"}, 404)
+            if action in ("approve", "reject", "enable") and found.get("domain") is not None:
+                # Api::V1::Admin::AccountsController#require_local_account!
+                return JSONResponse({"error": "This method requires a local account"}, 403)
             if action == "action":
                 form = await form_of(request)
                 action = str(form.get("type"))
+                if action not in ("none", "sensitive", "disable", "silence", "suspend"):
+                    return JSONResponse({"error": "Validation failed: Type is not included in the list"}, 422)
+                if action == "disable" and found.get("domain") is not None:  # a remote account has no user
+                    return JSONResponse({"error": "Validation failed"}, 422)
                 if form.get("text"):  # Mastodon shows it to the account as the moderators' message
                     double.messages_to_accounts.append((account_id, str(form["text"])))
             double.account_actions.append((account_id, action))
@@ -711,13 +751,64 @@ class MastodonDouble:
                     )
             return JSONResponse(result)
 
+        def lacks(permission: str) -> JSONResponse | None:
+            """The bot's role cannot do this (app/policies): 403, as Mastodon answers it."""
+            flags = double.bot_permissions
+            if flags is None or flags & (ADMINISTRATOR | ROLE_BITS[permission]):
+                return None
+            return JSONResponse({"error": "This action is not allowed"}, 403)
+
         @app.get("/api/v1/admin/reports")
         async def admin_reports(request: Request) -> JSONResponse:
-            if denied := unauthorized(request):
+            """ReportFilter: unresolved only unless `resolved` (4.6: both with `unresolved` too), and
+            `account_id` / `target_account_id`; newest first, `limit` up to 200."""
+            if denied := unauthorized(request) or out_of_scope("admin:read:reports") or lacks("manage_reports"):
                 return denied
-            resolved = request.query_params.get("resolved") in ("true", "1", "True")
-            selected = [report for report in double.reports if bool(report["action_taken"]) == resolved]
-            return paginated(request, selected, resolved=str(resolved).lower())
+            params = request.query_params
+            resolved = params.get("resolved") in ("true", "1", "True")
+            both = resolved and params.get("unresolved") in ("true", "1", "True")
+            selected = [r for r in double.reports if both or bool(r["action_taken"]) == resolved]
+            if params.get("target_account_id"):
+                selected = [r for r in selected if r["target_account"]["id"] == params["target_account_id"]]
+            if params.get("account_id"):
+                selected = [r for r in selected if r["account"]["id"] == params["account_id"]]
+            kept = {name: params[name] for name in ("target_account_id", "account_id") if name in params}
+            return paginated(request, selected, resolved=str(resolved).lower(), **kept)
+
+        def report_by_id(report_id: str) -> dict[str, Any] | None:
+            return next((report for report in double.reports if str(report["id"]) == report_id), None)
+
+        @app.get("/api/v1/admin/reports/{report_id}")
+        async def admin_report(request: Request, report_id: str) -> JSONResponse:
+            if denied := unauthorized(request) or out_of_scope("admin:read:reports") or lacks("manage_reports"):
+                return denied
+            found = report_by_id(report_id)
+            return JSONResponse(found) if found else JSONResponse({"error": "Record not found"}, 404)
+
+        @app.post("/api/v1/admin/reports/{report_id}/{action}")
+        async def report_action(request: Request, report_id: str, action: str) -> JSONResponse:
+            """resolve, reopen, assign_to_self, unassign (Api::V1::Admin::ReportsController): Mastodon does
+            each whatever the report's state (resolving a resolved report resolves it again)."""
+            if action not in ("resolve", "reopen", "assign_to_self", "unassign"):
+                return JSONResponse({"error": "Not found"}, 404)
+            if denied := unauthorized(request) or out_of_scope("admin:write:reports") or lacks("manage_reports"):
+                return denied
+            with double._lock:
+                found = report_by_id(report_id)
+                if found is None:
+                    return JSONResponse({"error": "Record not found"}, 404)
+                double.report_actions.append((report_id, action))
+                me = _admin_account(double.bot_id, double.bot_username, staff=False, role="admin")
+                if action == "resolve":
+                    found.update(action_taken=True, action_taken_at=_now(), action_taken_by_account=me)
+                elif action == "reopen":
+                    found.update(action_taken=False, action_taken_at=None, action_taken_by_account=None)
+                elif action == "assign_to_self":
+                    found["assigned_account"] = me
+                else:
+                    found["assigned_account"] = None
+                found["updated_at"] = _now()
+            return JSONResponse(found)
 
         @app.post("/api/v1/statuses")
         async def post_status(request: Request) -> JSONResponse:

@@ -305,6 +305,7 @@ def test_any_signup_surge_dm_has_a_rendering_that_fits_two_statuses(
     numbers=st.tuples(counts, counts, counts, counts, counts),
     block=st.sampled_from([None, "silence", "suspend"]),
     impact=st.one_of(st.none(), st.tuples(counts, counts, counts)),
+    wave=st.one_of(st.none(), st.tuples(st.integers(0, 5000), counts, counts, counts)),
 )
 def test_any_report_surge_dm_has_a_rendering_that_fits_two_statuses(
     alert: Alert,
@@ -315,6 +316,7 @@ def test_any_report_surge_dm_has_a_rendering_that_fits_two_statuses(
     numbers: tuple[int, int, int, int, int],
     block: str | None,
     impact: tuple[int, int, int] | None,
+    wave: tuple[int, int, int, int] | None,
 ) -> None:
     alert = Alert(**{**alert.to_json(), "bucket": bucket})
     remote = bucket not in ("local", "*")
@@ -323,7 +325,13 @@ def test_any_report_surge_dm_has_a_rendering_that_fits_two_statuses(
     found = DomainBlock(bucket, block, True, True, None) if block and remote else None
     sized = Impact(*impact) if impact and remote else None
     cfg = ReportSurgeSettings()
-    assert_one_fits((reports.render_alert(alert, details, found, sized, cfg, INSTANCE, True),))
+    # The three choices (limit, suspend the reported accounts, resolve the wave's reports), at any size.
+    choices = None
+    if wave is not None:
+        accounts, spam, other, assigned = wave
+        ids = tuple(str(10**17 + n) for n in range(accounts))
+        choices = reports.Wave(alert.at - 3 * 3600, alert.at, ids, spam, other, assigned)
+    assert_one_fits((reports.render_alert(alert, details, found, sized, cfg, INSTANCE, True, wave=choices),))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

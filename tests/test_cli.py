@@ -53,7 +53,7 @@ def test_doctor_names_the_scopes_dm_commands_lack(
     result = run(tocsin, "doctor")
     assert (
         "BAD  DM commands: no stream (tocsin listen), polled every 15 s; write scopes: the token lacks "
-        "admin:write:email_domain_blocks, admin:write:accounts: refused"
+        "admin:write:email_domain_blocks, admin:write:accounts, admin:write:reports: refused"
     ) in result.output
     assert mastodon.domain_blocks == [] and mastodon.email_domain_blocks == []  # the probes changed nothing
 

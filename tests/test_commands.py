@@ -201,11 +201,9 @@ def test_report_surge_approved_from_the_dm_limits_once(
     run_jobs(connection)
     poll_blocks(cctx)  # the first poll records the blocks as they are
     [dm] = mastodon.direct_messages()
-    assert dm["text"].endswith(
-        "Reply “approve” to limit spam.example until the wave passes, or “dismiss” if it needs nothing."
-    )
+    assert "1. limit spam.example (cuts 12 follows from us to there, 30 from there to us)" in dm["text"]
 
-    command = say(cctx, mastodon, ANNA, "approve", reply_to=dm["id"])
+    command = say(cctx, mastodon, ANNA, "approve 1", reply_to=dm["id"])
     [block] = mastodon.domain_blocks
     assert (block["domain"], block["severity"], block["public_comment"]) == ("spam.example", "silence", None)
     assert (
@@ -224,7 +222,7 @@ def test_report_surge_approved_from_the_dm_limits_once(
     run_jobs(connection)
     assert len(mastodon.domain_blocks) == 1 and len(mastodon.replies_to(command["id"])) == 1
     [entry] = entries(cctx)
-    assert (entry.handle, entry.command, entry.outcome) == ("mod_anna", "approve", "done")
+    assert (entry.handle, entry.command, entry.outcome) == ("mod_anna", "approve 1", "done")
     assert entry.api.startswith("POST /api/v1/admin/domain_blocks: 200")
 
     # The poller sees the block: the surge's incident records it publicly, without who made it.
@@ -235,12 +233,17 @@ def test_report_surge_approved_from_the_dm_limits_once(
     timeline = " ".join(text for _at, text in incident.timeline)
     assert "spam.example limited." in timeline and "mod_anna" not in timeline
 
-    # Handled: the surge's escalation is not sent.
+    # Items 2 and 3 are still open: an escalation is sent, with the same numbering; once dismissed, no more.
     [surge] = [bucket.decode() for bucket in connection.zrange(reports.SURGES.open_key, 0, -1)]
     state = reports.SURGES.state(connection, surge)
     assert state is not None
     escalation = Alert(kind="escalate", bucket=surge, surge_id=state.surge_id, alert_no=2, at=NOW.timestamp())
-    assert reports.SURGES.send(cctx, escalation) == []
+    [*_parts, last] = reports.SURGES.send(cctx, escalation)
+    text = "\n".join(mastodon.direct_texts()[-1:])
+    assert "1. limit spam.example (it is limited already)" in text and "3. resolve the " in text
+    say(cctx, mastodon, ANNA, "dismiss", reply_to=last)
+    again = Alert(kind="escalate", bucket=surge, surge_id=state.surge_id, alert_no=3, at=NOW.timestamp())
+    assert reports.SURGES.send(cctx, again) == []
 
 
 def test_two_moderators_approving_at_once_make_one_block(cctx: Context, mastodon: MastodonDouble) -> None:
@@ -731,8 +734,8 @@ def test_approve_through_real_workers_races_and_duplicates_make_one_block(
     assert codes == {202}
     wait_for(lambda: len(mastodon.direct_messages()) >= 1, what="the surge DM")
     [dm] = mastodon.direct_messages()
-    first = mastodon.say(ANNA, "@tocsin approve", in_reply_to_id=dm["id"])
-    second = mastodon.say("103", "@tocsin approve", in_reply_to_id=dm["id"])
+    first = mastodon.say(ANNA, "@tocsin approve 1", in_reply_to_id=dm["id"])
+    second = mastodon.say("103", "@tocsin approve 1", in_reply_to_id=dm["id"])
     mastodon.notify(first)  # Mastodon delivering the same mention twice
     wait_for(lambda: all(mastodon.replies_to(status["id"]) for status in (first, second)), what="both answers")
     wait_for(lambda: quiescent(connection), what="the workers to finish")  # a second block or answer would be out

@@ -92,7 +92,8 @@ def test_the_crypto_wave_scores_two_hits_with_their_lead_times_and_no_false_alar
     assert output.count("[replay: not sent]") >= 2
     assert "| 🔔 Report surge: mastodon.social" in output
     assert "Not limited or suspended." in output  # the block came after the alert
-    assert "would have proposed: limit mastodon.social until the wave passes" in output
+    assert "would have proposed: limit mastodon.social\n" in output  # the three choices of issue 23
+    assert "would have proposed: suspend the 36 reported accounts of mastodon.social" in output
     assert re.search(r"quiet\s+mastodon\.social", output)  # and the "quiet again" a week on
 
     document = replay_json(tocsin)

@@ -117,6 +117,8 @@ def test_spam_wave_alerts_once_early_with_counts_and_impact(
     mastodon.max_characters = 1000
     feed(ctx, background(NOW - timedelta(days=14), days=14))
     wave = burst(NOW, "spam.example", reports=150, hours=3)
+    for event in wave:
+        mastodon.add_report(event["object"])
     feed(ctx, wave)
     alerts = alert_jobs(connection)
     assert len(alerts) == 1
@@ -129,10 +131,12 @@ def test_spam_wave_alerts_once_early_with_counts_and_impact(
     assert "🔔 Report surge: spam.example" in text
     assert f"{alerts[0]['count']} reports in 3.0 h" in text
     assert "Not limited or suspended." in text
-    assert "Cost of limiting: 12 follows from local accounts to there, 30 from there to local accounts" in text
-    assert text.endswith(
-        "Reply “approve” to limit spam.example until the wave passes, or “dismiss” if it needs nothing."
-    )
+    # The three choices, each with what it costs or does: the whole wave as it is when the DM is written.
+    accounts = len({event["object"]["target_account"]["id"] for event in wave})
+    assert "1. limit spam.example (cuts 12 follows from us to there, 30 from there to us)" in text
+    assert f"2. suspend the {accounts} reported accounts of spam.example" in text
+    assert "3. resolve the 150 open spam reports of the wave" in text
+    assert text.endswith("Reply “approve” for all, “approve 1,2” for some, or “dismiss”.")
 
 
 def test_wave_that_quadruples_its_pace_escalates_once(ctx: Context, connection: redis.Redis) -> None:
