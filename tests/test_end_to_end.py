@@ -49,7 +49,7 @@ def test_spam_wave_through_real_processes_gives_one_dm_despite_redeliveries_and_
         assert mastodon.recipients(status) == ["mod_anna", "mod_ben"]
     text = mastodon.direct_texts()[0]
     assert "🔔 Report surge: spam.example" in text
-    assert "Cost of limiting: 7 follows from local accounts to there, 3 from there to local accounts" in text
+    assert "1. limit spam.example (cuts 7 follows from us to there, 3 from there to us)" in text  # its cost
     posts = [request for request in mastodon.requests if request == ("POST", "/api/v1/statuses")]
     assert len(posts) == len(thread) + 2  # each failed attempt retried, every part posted once
     assert mastodon.fail_next_posts == []
