@@ -138,7 +138,7 @@ def web(host: str | None, port: int | None) -> None:
         raise click.ClickException("TOCSIN_WEBHOOK_SECRET is not set (the secret Mastodon signs webhooks with)")
     app = create_app(settings)
     if settings.metrics_port is not None:
-        from bot.metrics import serve_locally
+        from bot.scrape import serve_locally
 
         serve_locally(settings.metrics_port, settings.redis_url or "")
     uvicorn.run(
@@ -421,7 +421,7 @@ def pause() -> None:
 @click.option("--drop", is_flag=True, help="Discard the posts held while paused instead of sending them.")
 def resume(drop: bool) -> None:
     """End the panic stop: the posts held meanwhile are sent (or, with --drop, discarded)."""
-    from bot.outbox import resume as resume_posts
+    from bot.held import resume as resume_posts
 
     settings = with_redis(settings_from_environment())
     _was_paused, count = resume_posts(redis_from_url(settings.redis_url or ""), settings.retry_delays, drop)

@@ -36,7 +36,7 @@ import idna
 from mastodon import MastodonAPIError, MastodonNotFoundError
 from publicsuffixlist import PublicSuffixList
 
-from bot import actions, audit, defaults, metrics, outbox, wave
+from bot import actions, audit, defaults, held, metrics, outbox, wave
 from bot.actions import Action, Done, Refused, can, carry_out
 from bot.context import Context, get_context
 from bot.events import parse_time
@@ -484,7 +484,7 @@ def pause(ctx: Context, request: Request) -> Outcome:
 
 
 def resume(ctx: Context, request: Request) -> Outcome:
-    was_paused, released = outbox.resume(ctx.redis, ctx.settings.retry_delays)
+    was_paused, released = held.resume(ctx.redis, ctx.settings.retry_delays)
     if not was_paused and not released:
         return refused("Tocsin is not paused")
     return Outcome("done", f"Resumed: {released} held post(s) being sent.", everyone=True)

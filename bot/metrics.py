@@ -8,15 +8,14 @@ they all restart (`tocsin serve` does it; the systemd units' ExecStartPre does).
 than a count (backlog, queues, held announcements, the API's remaining calls) is read from Redis when
 scraped, so it is right whichever process serves it and wherever the workers run.
 
-Exposed by the web process at /metrics when TOCSIN_METRICS=true, or on a separate listener bound to
-127.0.0.1:TOCSIN_METRICS_PORT, so the public webhook listener never shows it by accident.
+What a scrape shows is put together in bot/scrape.py. Exposed by the web process at /metrics when
+TOCSIN_METRICS=true, or on a separate listener bound to 127.0.0.1:TOCSIN_METRICS_PORT, so the public
+webhook listener never shows it by accident.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault(
@@ -24,19 +23,7 @@ os.environ.setdefault(
 )
 Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
-import redis  # noqa: E402  (the directory above must be set before prometheus_client is imported)
-from prometheus_client import (  # noqa: E402
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
-from prometheus_client.core import GaugeMetricFamily, Metric  # noqa: E402
-from prometheus_client.registry import Collector  # noqa: E402
-
-from bot import defaults  # noqa: E402
+from prometheus_client import Counter, Histogram  # noqa: E402  (the directory above is set first)
 
 WEBHOOKS = Counter("tocsin_webhooks", "Webhook deliveries answered, by event and HTTP status.", ["event", "status"])
 SIGNATURE_FAILURES = Counter("tocsin_webhook_signature_failures", "Deliveries with a missing or wrong signature.")
@@ -68,80 +55,3 @@ def api_kind(method: str) -> str:
         if method.startswith(prefix):
             return kind
     return "other"
-
-
-class RedisState(Collector):
-    """Gauges read from Redis at scrape time."""
-
-    def __init__(self, connection: redis.Redis) -> None:
-        self.redis = connection
-
-    def collect(self) -> Iterator[Metric]:
-        from rq import Queue
-
-        from bot.events import backlog
-        from bot.queue import SERIALIZER
-        from bot.ratelimit import BUDGET_KEY
-
-        waiting = backlog(self.redis)
-        yield GaugeMetricFamily("tocsin_stream_backlog", "Events waiting in the stream.", value=waiting["stream"])
-        yield GaugeMetricFamily("tocsin_stream_pending", "Events read but not acknowledged.", value=waiting["pending"])
-        yield GaugeMetricFamily(
-            "tocsin_stream_oldest_pending_seconds",
-            "Age of the oldest event waiting (0: none).",
-            value=_oldest_age(self.redis),
-        )
-        queued = GaugeMetricFamily("tocsin_queue_jobs", "Jobs waiting in each queue.", None, ["queue"])
-        failed = GaugeMetricFamily(
-            "tocsin_queue_failed_jobs", "Jobs in each queue's failed registry.", labels=["queue"]
-        )
-        for name in defaults.QUEUES:
-            queue = Queue(name, connection=self.redis, serializer=SERIALIZER)
-            queued.add_metric([name], queue.count)
-            failed.add_metric([name], queue.failed_job_registry.count)
-        yield queued
-        yield failed
-        from bot.families import registry  # (bot.families counts events here: imported when scraped)
-
-        for family in registry().families:
-            for name, documentation, value in family.gauges(self.redis) if family.gauges is not None else ():
-                yield GaugeMetricFamily(name, documentation, value=value)
-        yield GaugeMetricFamily(
-            "tocsin_paused", "1 while the panic stop holds posts back.", value=int(self.redis.exists(defaults.PAUSED))
-        )
-        budget: dict[bytes, bytes] = self.redis.hgetall(BUDGET_KEY)  # type: ignore[assignment]
-        remaining = GaugeMetricFamily(
-            "tocsin_mastodon_ratelimit_remaining", "X-RateLimit-Remaining of Mastodon's last answer (-1: unknown)."
-        )
-        remaining.add_metric([], float(budget.get(b"remaining", b"-1")))
-        yield remaining
-
-
-def _oldest_age(connection: redis.Redis) -> float:
-    first = connection.xrange(defaults.EVENT_STREAM, count=1)
-    if not first:
-        return 0.0
-    entry_id = first[0][0]
-    milliseconds = int((entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)).split("-")[0])
-    return max(time.time() - milliseconds / 1000, 0.0)
-
-
-def exposition(connection: redis.Redis) -> tuple[bytes, str]:
-    """The /metrics body: every process's counters, and the state in Redis."""
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    registry.register(RedisState(connection))
-    return generate_latest(registry), CONTENT_TYPE_LATEST
-
-
-def serve_locally(port: int, redis_url: str) -> None:
-    """TOCSIN_METRICS_PORT: /metrics on a listener of its own, on 127.0.0.1 only (a thread of the web
-    process), for a Prometheus on the same machine or behind a tunnel."""
-    from prometheus_client import start_http_server
-
-    from bot.context import redis_from_url
-
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    registry.register(RedisState(redis_from_url(redis_url)))
-    start_http_server(port, addr="127.0.0.1", registry=registry)

@@ -7,7 +7,8 @@ retried job resumes a half-posted thread instead of starting it again.
 
 In dry-run (no token, or TOCSIN_DRY_RUN) posts are recorded in the outbox log and nothing is sent.
 While paused (`tocsin pause`, the panic stop) a post is recorded and held back whole: `tocsin resume`
-releases the held posts (each still exactly once, by its key), `tocsin resume --drop` discards them.
+releases the held posts (each still exactly once, by its key; bot/held.py), `tocsin resume --drop`
+discards them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from bot.actions import Message, Proposal, store_proposal
 from bot.config import Settings
 from bot.mastodon import MastodonLink
 from bot.privacy import RECIPIENT, unmention
-from bot.queue import enqueue_once, fails_at_once_on_permanent_errors
 
 log = logging.getLogger(__name__)
 
@@ -291,51 +291,6 @@ class Outbox:
 def pause(connection: redis.Redis) -> None:
     """The panic stop (`tocsin pause`, or `pause` in a DM): posts are held until `resume`."""
     connection.set(defaults.PAUSED, str(time.time()))
-
-
-def resume(connection: redis.Redis, retry_delays: list[int], drop: bool = False) -> tuple[bool, int]:
-    """End the panic stop: (whether it was paused, how many held posts are sent — or, with `drop`, dropped)."""
-    was_paused = bool(connection.delete(defaults.PAUSED))
-    return was_paused, drop_held(connection) if drop else release_held(connection, retry_delays)
-
-
-def release_held(connection: redis.Redis, retry_delays: list[int]) -> int:
-    """`tocsin resume`: a job per held post (sent with retries by the workers); how many."""
-    released = 0
-    for raw in connection.hkeys(defaults.OUTBOX_HELD):
-        key = raw.decode() if isinstance(raw, bytes) else str(raw)
-        released += enqueue_once(
-            connection,
-            defaults.QUEUE_URGENT,
-            send_held,
-            key,
-            job_id="held-" + hashlib.sha256(key.encode()).hexdigest()[:24],
-            retry_delays=retry_delays,
-        )
-    return released
-
-
-def drop_held(connection: redis.Redis) -> int:
-    """`tocsin resume --drop`: the held posts are never sent (the outbox log keeps them)."""
-    count = int(connection.hlen(defaults.OUTBOX_HELD))
-    connection.delete(defaults.OUTBOX_HELD)
-    return count
-
-
-@fails_at_once_on_permanent_errors
-def send_held(key: str) -> list[str]:
-    """RQ job: post one held post (if it is still held), then forget it."""
-    from bot.context import get_context  # bot.context builds the Outbox: imported here, not at the top
-
-    ctx = get_context()
-    raw = ctx.redis.hget(defaults.OUTBOX_HELD, key)
-    if raw is None:
-        return []
-    data = json.loads(raw)
-    ids = ctx.outbox.send(Post(**{**data, "mentions": tuple(data["mentions"])}))
-    if ids:  # not paused again meanwhile
-        ctx.redis.hdel(defaults.OUTBOX_HELD, key)
-    return ids
 
 
 def read_log(connection: redis.Redis, limit: int = 50) -> list[dict[str, object]]:

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from rq import Worker
 from starlette.concurrency import run_in_threadpool
 
-from bot import defaults, metrics
+from bot import defaults, scrape
 from bot.config import Settings
 from bot.context import redis_from_url
 from bot.families import registry
@@ -64,7 +64,7 @@ def create_app(settings: Settings) -> IntakeApp:
 
         @app.get("/metrics", include_in_schema=False)
         def prometheus_metrics(request: Request) -> Response:
-            body, content_type = metrics.exposition(request.app.state.intake.sync)
+            body, content_type = scrape.exposition(request.app.state.intake.sync)
             return Response(body, media_type=content_type)
 
     @app.get("/healthz")

@@ -236,7 +236,7 @@ def test_metrics_are_off_on_the_public_listener_unless_asked_and_a_local_port_se
     from fastapi.testclient import TestClient
 
     from bot.embedded_redis import free_port
-    from bot.metrics import serve_locally
+    from bot.scrape import serve_locally
     from bot.web import create_app
 
     with TestClient(create_app(make_context().settings)) as client:
