@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx2
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.embedded_redis import EmbeddedRedis
+from bot.ops.embedded_redis import EmbeddedRedis
 from tests.helpers import report_event
 from tests.mastodon_double import MastodonDouble
 from tests.stack import Stack
@@ -57,7 +57,7 @@ def drive(stack: Stack, double: MastodonDouble, seconds: float, stop: threading.
     """The afternoon: ordinary traffic all along, and an event every few seconds."""
     rng = random.Random(3)
     now = datetime.now(UTC).replace(microsecond=0)
-    cli = [sys.executable, "-m", "bot.cli"]
+    cli = [sys.executable, "-m", "bot.ops.cli"]
     webhook = f"{stack.url}/webhooks/mastodon"
     wave = burst(now - timedelta(minutes=30), "wave.example", 60, 0.5, first_id=800000)
     script = [

@@ -34,11 +34,11 @@ import orjson
 import redis
 from rq import Queue
 
-from bot import defaults
-from bot.context import get_context
-from bot.embedded_redis import EmbeddedRedis, free_port
-from bot.events import ADDED_DRAIN_NEEDED, APPEND, advance_clock, enqueue_drain, parse_time
-from bot.privacy import reduce_event
+from bot.core import defaults
+from bot.core.privacy import reduce_event
+from bot.mastodon.context import get_context
+from bot.ops.embedded_redis import EmbeddedRedis, free_port
+from bot.pipeline.events import ADDED_DRAIN_NEEDED, APPEND, advance_clock, enqueue_drain, parse_time
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = json.loads((ROOT / "tests" / "fixtures" / "mastodon" / "report.created.json").read_text())
@@ -86,7 +86,7 @@ def traffic(count: int, seed: int = 7) -> list[dict[str, Any]]:
 
 def handle_one(raw: bytes) -> None:
     """The baselines' job: one event through the same handler a drain runs."""
-    from bot.families import registry
+    from bot.pipeline.families import registry
 
     ctx = get_context()
     event = orjson.loads(raw)
@@ -142,7 +142,7 @@ def run_tocsin(events: list[dict[str, Any]], **extra_env: str) -> tuple[float, l
     with redis_server() as (url, data_dir):
         connection = redis.Redis.from_url(url)
         env = {**environment(url, data_dir), **extra_env}
-        with workers([sys.executable, "-m", "bot.cli", "worker"], env):
+        with workers([sys.executable, "-m", "bot.ops.cli", "worker"], env):
             wait_for_workers(connection, 2)
             append = connection.register_script(APPEND.source)
             started = time.perf_counter()

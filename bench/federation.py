@@ -68,11 +68,12 @@ def child(count: int, fleet_port: int, refused_port: int, ca_file: str, audit: b
 
     import redis
 
-    from bot.config import load_settings
-    from bot.context import Context
-    from bot.embedded_redis import EmbeddedRedis
-    from bot.fetching import Fetcher, FetchPolicy
-    from handlers import federation, nodeinfo
+    from bot.core.config import load_settings
+    from bot.core.fetching import Fetcher, FetchPolicy
+    from bot.mastodon.context import Context
+    from bot.ops.embedded_redis import EmbeddedRedis
+    from handlers.federation import audit as federation
+    from handlers.shared import nodeinfo
     from tests.mastodon_double import MastodonDouble
     from tests.peers import resolve_in_fleet
 

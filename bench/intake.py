@@ -27,7 +27,7 @@ import httpx2
 import redis
 
 from bench.loadgen import Result, build_request, closed_loop, open_loop
-from bot.embedded_redis import EmbeddedRedis, free_port
+from bot.ops.embedded_redis import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-webhook-secret-0123456789"
@@ -80,7 +80,7 @@ def main() -> None:
         servers = [
             start_server([*uvicorn, "bench.bare_app:app", "--port", str(bare_port)], env, bare_port),
             start_server(
-                [sys.executable, "-m", "bot.cli", "web"], {**env, "TOCSIN_PORT": str(tocsin_port)}, tocsin_port
+                [sys.executable, "-m", "bot.ops.cli", "web"], {**env, "TOCSIN_PORT": str(tocsin_port)}, tocsin_port
             ),
         ]
         offset = 0

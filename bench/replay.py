@@ -27,14 +27,14 @@ from typing import Any
 import orjson
 
 from bench.detection import iso, report
-from bot.config import load_settings
-from bot.context import redis_from_url
-from bot.embedded_redis import EmbeddedRedis
-from bot.events import parse_time
-from bot.families import registry
-from bot.privacy import reduce_event
-from bot.replay import BlockRecord, History, event_time, replay, score
-from handlers.payloads import slim_account, slim_report
+from bot.core.config import load_settings
+from bot.core.privacy import reduce_event
+from bot.mastodon.context import redis_from_url
+from bot.ops.embedded_redis import EmbeddedRedis
+from bot.ops.replay import BlockRecord, History, event_time, replay, score
+from bot.pipeline.events import parse_time
+from bot.pipeline.families import registry
+from handlers.shared.payloads import slim_account, slim_report
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNUP = json.loads((ROOT / "tests" / "fixtures" / "mastodon" / "account.created.json").read_text())

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import redis
 
-from bot import wave
-from bot.actions import Action
-from bot.config import load_settings
-from bot.context import Context, set_context
-from bot.embedded_redis import EmbeddedRedis
-from bot.ratelimit import BULK_SHARE
+from bot.core.config import load_settings
+from bot.dm import wave
+from bot.mastodon.actions import Action
+from bot.mastodon.context import Context, set_context
+from bot.mastodon.ratelimit import BULK_SHARE
+from bot.ops.embedded_redis import EmbeddedRedis
 from tests.helpers import enqueue_due_scheduled, report_event, run_jobs
 from tests.mastodon_double import MastodonDouble
 

@@ -35,13 +35,13 @@ from pathlib import Path
 
 import redis
 
-from bot import defaults
-from bot.config import load_settings
-from bot.context import Context
-from bot.embedded_redis import EmbeddedRedis
-from bot.queue import enqueue_once
-from bot.ratelimit import BULK_SHARE
-from handlers import scan_runs
+from bot.core import defaults
+from bot.core.config import load_settings
+from bot.mastodon.context import Context
+from bot.mastodon.ratelimit import BULK_SHARE
+from bot.ops.embedded_redis import EmbeddedRedis
+from bot.pipeline.queue import enqueue_once
+from handlers.scan import runs as scan_runs
 from tests.mastodon_double import MastodonDouble
 
 MASTODON_VERSIONS = (

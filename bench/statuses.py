@@ -38,12 +38,12 @@ import redis
 
 from bench.intake import start_server
 from bench.loadgen import build_request, open_loop
-from bot import defaults
-from bot.config import load_settings
-from bot.context import Context
-from bot.embedded_redis import EmbeddedRedis, free_port
-from bot.events import ADDED_DRAIN_NEEDED, APPEND, enqueue_drain
-from bot.privacy import reduce_event
+from bot.core import defaults
+from bot.core.config import load_settings
+from bot.core.privacy import reduce_event
+from bot.mastodon.context import Context
+from bot.ops.embedded_redis import EmbeddedRedis, free_port
+from bot.pipeline.events import ADDED_DRAIN_NEEDED, APPEND, enqueue_drain
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-webhook-secret-0123456789"
@@ -160,7 +160,7 @@ def run_flood(minutes: float, per_minute: int) -> None:
             TOCSIN_MODERATORS="mod1,mod2",
             PYTHONPATH=str(ROOT),
         )
-        command = [sys.executable, "-m", "bot.cli"]
+        command = [sys.executable, "-m", "bot.ops.cli"]
         web = start_server([*command, "web"], env, port)
         workers = [
             subprocess.Popen(
@@ -264,7 +264,7 @@ def memory_events(count: int, seed: int = 9) -> Any:
 
 
 def run_memory(count: int) -> None:
-    from bot.families import registry
+    from bot.pipeline.families import registry
 
     families = registry()
 

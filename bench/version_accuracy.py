@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from handlers.advisories import Advisory, Fork, load_advisories, load_forks, read_running
+from handlers.shared.advisories import Advisory, Fork, load_advisories, load_forks, read_running
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "versions" / "corpus.tsv"
 NOT_CONCERNED = "not concerned"  # the scan does not match this software to the advisory at all

@@ -1,6 +1,6 @@
 """Builds tests/fixtures/versions/corpus.tsv: NodeInfo version strings that servers report, and for each
 shipped advisory what builds reporting that string are — derived from the software's history, never from
-Tocsin's matching (handlers/advisories.py is not imported here).
+Tocsin's matching (handlers/shared/advisories.py is not imported here).
 
     python -m bench.version_corpus [--glitch-soc GIT_DIR] [--output FILE]
 

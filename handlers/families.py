@@ -8,27 +8,24 @@ from collections.abc import Iterator
 
 import redis
 
-from bot.context import Context
-from bot.families import Family
-from handlers import (
-    accounts,
-    announcements,
-    domain_blocks,
-    federation,
-    incident_commands,
-    incidents,
-    nodeinfo,
-    pages,
-    reports,
-    scan_runs,
-    statuses,
-)
-from handlers.block_commands import blocks
-from handlers.federation_commands import audit_federation
-from handlers.incident_commands import announcements as announcements_command
-from handlers.incident_commands import incident
-from handlers.scan_commands import outreach
-from handlers.scan_commands import scan as scan_command
+from bot.mastodon.context import Context
+from bot.pipeline.families import Family
+from handlers.federation import audit as federation
+from handlers.federation.cli import audit_federation
+from handlers.incidents import announcements, pages
+from handlers.incidents import blocks as domain_blocks
+from handlers.incidents import commands as incident_commands
+from handlers.incidents import store as incidents
+from handlers.incidents.blocks_cli import blocks
+from handlers.incidents.commands import announcements as announcements_command
+from handlers.incidents.commands import incident
+from handlers.reports import surge as reports
+from handlers.scan import runs as scan_runs
+from handlers.scan.cli import outreach
+from handlers.scan.cli import scan as scan_command
+from handlers.shared import nodeinfo
+from handlers.signups import surge as accounts
+from handlers.spam import wave as statuses
 
 
 def _ago(raw: bytes | None) -> str:

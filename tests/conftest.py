@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-# Before bot/ is imported (bot/metrics.py reads it at import): this run's metrics files, not the repo's.
+# Before bot/ is imported (bot/core/metrics.py reads it at import): this run's metrics files, not the repo's.
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tocsin-test-metrics-")
 import shutil
 import subprocess
@@ -18,9 +18,9 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from bot.config import Settings
-from bot.context import Context, redis_from_url, set_context
-from bot.embedded_redis import EmbeddedRedis
+from bot.core.config import Settings
+from bot.mastodon.context import Context, redis_from_url, set_context
+from bot.ops.embedded_redis import EmbeddedRedis
 from tests.helpers import make_settings
 from tests.mastodon_double import MastodonDouble
 

@@ -13,9 +13,9 @@ import dataclasses
 import ssl
 import sys
 
-from bot.config import Settings
-from bot.fetching import Address, Fetcher
-from handlers import nodeinfo
+from bot.core.config import Settings
+from bot.core.fetching import Address, Fetcher
+from handlers.shared import nodeinfo
 from tests.peers import resolve_in_fleet
 
 
@@ -31,7 +31,7 @@ def main() -> None:
         return dataclasses.replace(deployed(settings), resolver=resolver, ssl_context=context)
 
     nodeinfo.make_fetcher = make_fetcher  # type: ignore[assignment]
-    from bot.cli import main as tocsin
+    from bot.ops.cli import main as tocsin
 
     tocsin(["worker"])
 

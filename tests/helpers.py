@@ -19,14 +19,14 @@ import redis
 from click.testing import CliRunner, Result
 from rq.scheduler import RQScheduler
 
-from bot import defaults
-from bot.cli import main
-from bot.config import Settings, load_settings
-from bot.context import Context
-from bot.events import backlog, drain_with
-from bot.privacy import pii_key, reduce_event
-from bot.queue import SERIALIZER, queue
-from bot.worker import TocsinWorker
+from bot.core import defaults
+from bot.core.config import Settings, load_settings
+from bot.core.privacy import pii_key, reduce_event
+from bot.mastodon.context import Context
+from bot.ops.cli import main
+from bot.ops.worker import TocsinWorker
+from bot.pipeline.events import backlog, drain_with
+from bot.pipeline.queue import SERIALIZER, queue
 from tests.mastodon_double import FIXTURES, MastodonDouble
 
 SECRET = "test-webhook-secret-0123456789"
@@ -131,7 +131,7 @@ def alert_jobs(connection: redis.Redis) -> list[dict[str, Any]]:
     return [
         job.args[1]
         for job in queue(defaults.QUEUE_URGENT, connection).get_jobs()
-        if job.func_name == "bot.surges.send_alert"
+        if job.func_name == "bot.pipeline.surges.send_alert"
     ]
 
 

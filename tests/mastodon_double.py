@@ -30,7 +30,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from bot.embedded_redis import free_port
+from bot.ops.embedded_redis import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mastodon"
 DOMAIN = "social.example.org"

@@ -21,8 +21,8 @@ from typing import Any
 
 import trustme
 
-from bot.embedded_redis import free_port
-from bot.fetching import Address, FetchPolicy
+from bot.core.fetching import Address, FetchPolicy
+from bot.ops.embedded_redis import free_port
 
 PRIVATE_SUFFIX = ".internal"
 PRIVATE_ADDRESS = "10.1.2.3"

@@ -14,8 +14,8 @@ from typing import Any
 import httpx2
 import redis
 
-from bot.embedded_redis import free_port
-from bot.supervise import STATUS_FILE
+from bot.ops.embedded_redis import free_port
+from bot.ops.supervise import STATUS_FILE
 from tests.helpers import SECRET, sign, wait_for
 from tests.mastodon_double import MastodonDouble
 
@@ -56,7 +56,7 @@ class Stack:
         with self.log_file.open("ab") as log:
             self.processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "bot.cli", role],
+                    [sys.executable, "-m", "bot.ops.cli", role],
                     env=self.env,
                     cwd=self.cwd,
                     stdout=log,
@@ -106,7 +106,7 @@ class Serve:
         env.update(extra_env)
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bot.cli", "serve", "--workers", str(workers)],
+                [sys.executable, "-m", "bot.ops.cli", "serve", "--workers", str(workers)],
                 env=env,
                 cwd=tmp_path,
                 stdout=out,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handlers.advisories import (
+from handlers.shared.advisories import (
     EXPOSURES,
     Advisory,
     AdvisoryError,

@@ -18,17 +18,20 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot import defaults
-from bot.config import ReportSurgeSettings, SignupSurgeSettings, SpamWaveSettings
-from bot.context import Context
-from bot.events import current_clock
-from bot.families import registry
-from bot.mastodon import DomainBlock, Impact
-from bot.outbox import fitting, split_post, status_length
-from bot.surges import Alert
-from handlers import accounts, federation, reports, statuses
-from handlers.scan import send_scan_messages
-from handlers.scan_runs import run_scan
+from bot.core import defaults
+from bot.core.config import ReportSurgeSettings, SignupSurgeSettings, SpamWaveSettings
+from bot.mastodon.client import DomainBlock, Impact
+from bot.mastodon.context import Context
+from bot.mastodon.outbox import fitting, split_post, status_length
+from bot.pipeline.events import current_clock
+from bot.pipeline.families import registry
+from bot.pipeline.surges import Alert
+from handlers.federation import audit as federation
+from handlers.reports import surge as reports
+from handlers.scan.messages import send_scan_messages
+from handlers.scan.runs import run_scan
+from handlers.signups import surge as accounts
+from handlers.spam import wave as statuses
 from tests.helpers import alert_jobs, feed, report_event, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.peers import PeerFleet

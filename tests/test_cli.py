@@ -10,11 +10,11 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from bot import defaults
-from bot.cli import main
-from bot.context import Context
-from bot.events import drain_with
-from bot.outbox import Post
+from bot.core import defaults
+from bot.mastodon.context import Context
+from bot.mastodon.outbox import Post
+from bot.ops.cli import main
+from bot.pipeline.events import drain_with
 from tests.helpers import report_event, run, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.waves import burst, iso, signup_background
@@ -61,7 +61,7 @@ def test_doctor_names_the_scopes_dm_commands_lack(
 def test_failed_lists_and_requeues_an_event_whose_handler_failed(
     tocsin: CliRunner, ctx: Context, connection: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from handlers import reports
+    from handlers.reports import surge as reports
 
     def broken_handler(*_args: object) -> None:
         raise RuntimeError("a bug in the handler")

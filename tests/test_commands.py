@@ -17,14 +17,17 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot import audit, commands, mentions
-from bot.actions import Action, Message, Proposal, ProposalItem, Refused
-from bot.commands import item_numbers, normalized_domain, own_text, parse, screen
-from bot.context import Context
-from bot.privacy import ZERO_WIDTH_SPACE
-from bot.surges import Alert
-from handlers import announcements, incidents, reports
-from handlers.domain_blocks import poll as poll_blocks
+from bot.core import audit
+from bot.core.privacy import ZERO_WIDTH_SPACE
+from bot.dm import commands, mentions
+from bot.dm.commands import item_numbers, normalized_domain, own_text, parse, screen
+from bot.mastodon.actions import Action, Message, Proposal, ProposalItem, Refused
+from bot.mastodon.context import Context
+from bot.pipeline.surges import Alert
+from handlers.incidents import announcements
+from handlers.incidents import store as incidents
+from handlers.incidents.blocks import poll as poll_blocks
+from handlers.reports import surge as reports
 from tests.helpers import feed, quiescent, run, run_jobs, wait_for
 from tests.mastodon_double import MastodonDouble
 from tests.waves import burst
@@ -709,7 +712,7 @@ def test_audit_log_cli_and_memory(cctx: Context, mastodon: MastodonDouble, tocsi
     assert run(runner, "audit", "--since", "2099-01-01").stdout == ""
     exported = run(runner, "audit", "export").stdout.splitlines()
     assert exported == lines
-    # Memory per entry, as the README and bot/audit.py state it (about 350 bytes).
+    # Memory per entry, as the README and bot/core/audit.py state it (about 350 bytes).
     before = cctx.redis.memory_usage(audit.STREAM) or 0
     entry = entries(cctx)[-1]
     for n in range(200):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, flat_setting_names, load_settings
+from bot.core.config import ConfigError, flat_setting_names, load_settings
 
 
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **values: str) -> None:

@@ -15,16 +15,18 @@ import redis
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from bot import defaults, sweep
-from bot.context import Context
-from bot.events import drain_with
-from bot.mastodon import known_instance_domain
-from bot.web import create_app
-from handlers import announcements, incidents
-from handlers.announcements import Held, render_batch
-from handlers.domain_blocks import STATE, Change, diff_blocks, poll
-from handlers.incidents import BlockChange, public_domain
-from handlers.pages import PAGE_CSP
+from bot.core import defaults
+from bot.mastodon.client import known_instance_domain
+from bot.mastodon.context import Context
+from bot.ops import sweep
+from bot.ops.web import create_app
+from bot.pipeline.events import drain_with
+from handlers.incidents import announcements
+from handlers.incidents import store as incidents
+from handlers.incidents.announcements import Held, render_batch
+from handlers.incidents.blocks import STATE, Change, diff_blocks, poll
+from handlers.incidents.pages import PAGE_CSP
+from handlers.incidents.store import BlockChange, public_domain
 from tests.helpers import feed, make_settings, run, run_until
 from tests.mastodon_double import DOMAIN, MastodonDouble
 from tests.waves import burst
@@ -173,7 +175,7 @@ def test_two_pollers_emit_a_change_once(actx: Context, mastodon: MastodonDouble)
     stale = {key.decode(): json.loads(value) for key, value in actx.redis.hgetall(STATE).items()}
     assert poll(actx) == 1
     # A second poller that read the state before the first one wrote it: its compare-and-set fails.
-    from handlers import domain_blocks
+    from handlers.incidents import blocks as domain_blocks
 
     [late] = diff_blocks(stale, {"new.example": domain_blocks.public_fields(mastodon.domain_blocks[0])})
     assert late == Change("created", "new.example", None, late.new)
@@ -337,7 +339,7 @@ def test_a_held_announcement_can_be_cancelled(make_context: Callable[..., Contex
 def test_a_block_made_by_hand_for_a_scan_proposal_opens_the_advisory_incident(
     actx: Context, mastodon: MastodonDouble
 ) -> None:
-    from handlers import proposals
+    from handlers.shared import proposals
 
     poll(actx)
     proposals.remember(actx.redis, {"old-pixelfed.example": "CVE-2025-30741"})  # what a scan proposed
@@ -541,13 +543,13 @@ def test_operator_commands_for_incidents_and_held_announcements(
 
 
 def main_command() -> Any:
-    from bot.cli import main
+    from bot.ops.cli import main
 
     return main
 
 
 def test_pages_answer_503_while_redis_is_unreachable(tmp_path: Path) -> None:
-    from bot.embedded_redis import free_port
+    from bot.ops.embedded_redis import free_port
 
     settings = make_settings(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
     with TestClient(create_app(settings)) as client:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx2
 import redis
 
-from bot.embedded_redis import EmbeddedRedis, free_port
+from bot.ops.embedded_redis import EmbeddedRedis, free_port
 from tests.helpers import quiescent, sign, wait_for
 from tests.mastodon_double import MastodonDouble
 from tests.stack import Stack
@@ -98,7 +98,7 @@ def test_serve_runs_everything_with_embedded_redis_and_dry_run(tmp_path: Path) -
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
     env.update(TOCSIN_PORT=str(port), TOCSIN_MODERATORS="mod_anna")
     process = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "serve"], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "bot.ops.cli", "serve"], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -269,13 +269,13 @@ def test_domain_actions_through_real_processes_become_one_announcement_a_page_an
         TOCSIN_DOMAIN_POLL_SECONDS="0",  # polled by the command below instead of the minute sweep
         TOCSIN_PUBLIC_URL="https://tocsin.example.org",
     )
-    poll = [sys.executable, "-m", "bot.cli", "blocks", "poll"]
+    poll = [sys.executable, "-m", "bot.ops.cli", "blocks", "poll"]
     subprocess.run(poll, env=stack.env, cwd=stack.cwd, check=True, capture_output=True)  # records the start
     slug = subprocess.run(
         [
             sys.executable,
             "-m",
-            "bot.cli",
+            "bot.ops.cli",
             "incident",
             "open",
             "--title",

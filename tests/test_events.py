@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import redis
 
-from bot import defaults
-from bot.context import Context
-from bot.events import drain_with, ensure_group
+from bot.core import defaults
+from bot.mastodon.context import Context
+from bot.pipeline.events import drain_with, ensure_group
 from tests.waves import burst
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
@@ -49,9 +49,9 @@ def test_entries_a_live_worker_is_still_processing_are_left_to_it(ctx: Context, 
 def test_any_job_schedules_the_sweep_again_if_its_job_was_lost(ctx: Context, connection: redis.Redis) -> None:
     """A worker killed after taking the sweep off its queue can lose that job; the next job any worker
     runs schedules the sweep again (and so does RQ's maintenance round, every 10 minutes)."""
-    from bot.queue import enqueue_once, queue
-    from bot.sweep import schedule_next_sweep
-    from handlers.scan_runs import finish_job
+    from bot.ops.sweep import schedule_next_sweep
+    from bot.pipeline.queue import enqueue_once, queue
+    from handlers.scan.runs import finish_job
     from tests.helpers import run_jobs
 
     background = queue(defaults.QUEUE_BACKGROUND, connection)

@@ -17,12 +17,12 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot import mentions
-from bot.context import Context
-from bot.csvsafe import CELL_MAX, FORMULA_START
-from bot.fetching import Address, Fetcher, FetchError
-from handlers import federation
-from handlers.federation import (
+from bot.core.csvsafe import CELL_MAX, FORMULA_START
+from bot.core.fetching import Address, Fetcher, FetchError
+from bot.dm import mentions
+from bot.mastodon.context import Context
+from handlers.federation import audit as federation
+from handlers.federation.audit import (
     BLOCKS,
     CLASSES,
     FEDERATES,
@@ -185,7 +185,7 @@ def auditing(
 
 def federate_with(mastodon: MastodonDouble, fleet: PeerFleet, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        "handlers.nodeinfo.make_fetcher",
+        "handlers.shared.nodeinfo.make_fetcher",
         lambda settings: Fetcher(
             fleet.policy(total_timeout=20.0), resolver=fleet.resolver, ssl_context=fleet.client_context()
         ),
@@ -325,7 +325,7 @@ def test_an_unforeseen_failure_reading_one_peer_is_that_peers_unknown(
         return await fleet.resolver(host, port)
 
     monkeypatch.setattr(
-        "handlers.nodeinfo.make_fetcher",
+        "handlers.shared.nodeinfo.make_fetcher",
         lambda settings: Fetcher(
             fleet.policy(total_timeout=20.0), resolver=resolver, ssl_context=fleet.client_context()
         ),

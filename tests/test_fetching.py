@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.fetching import Address, Fetcher, FetchError, refusal
-from handlers.nodeinfo import PeerSoftware, fetch_software, nodeinfo_link, parse_nodeinfo, read_peers
+from bot.core.fetching import Address, Fetcher, FetchError, refusal
+from handlers.shared.nodeinfo import PeerSoftware, fetch_software, nodeinfo_link, parse_nodeinfo, read_peers
 from tests.peers import Peer, PeerFleet, nodeinfo
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nodeinfo"

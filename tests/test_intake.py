@@ -10,10 +10,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot import defaults
-from bot.config import Settings
-from bot.embedded_redis import free_port
-from bot.web import create_app
+from bot.core import defaults
+from bot.core.config import Settings
+from bot.ops.embedded_redis import free_port
+from bot.ops.web import create_app
 from tests.helpers import fixture, make_settings, sign
 
 
@@ -156,7 +156,7 @@ def test_redis_down_is_503_so_mastodon_retries(tmp_path: Path) -> None:
 def test_readyz_wants_a_recent_worker(client: TestClient, connection: redis.Redis) -> None:
     from rq import SimpleWorker
 
-    from bot.queue import queue
+    from bot.pipeline.queue import queue
 
     assert client.get("/readyz").json() == {"status": "unready", "redis": "ok", "workers": 0}
     worker = SimpleWorker([queue(defaults.QUEUE_EVENTS, connection)], connection=connection)

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import redis
 
-from bot import defaults
-from bot.context import Context
-from bot.queue import enqueue_once
-from bot.surges import Alert, send_alert
+from bot.core import defaults
+from bot.mastodon.context import Context
+from bot.pipeline.queue import enqueue_once
+from bot.pipeline.surges import Alert, send_alert
 from tests.helpers import run_jobs
 from tests.mastodon_double import MastodonDouble
 

@@ -14,9 +14,10 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from bot.backup import export_lines, import_lines
-from bot.context import Context
-from handlers import incidents, reports
+from bot.mastodon.context import Context
+from bot.ops.backup import export_lines, import_lines
+from handlers.incidents import store as incidents
+from handlers.reports import surge as reports
 from tests.helpers import feed, run
 from tests.waves import background, burst
 
@@ -149,8 +150,9 @@ def test_every_metric_moves_during_an_end_to_end_run(
 
     import httpx2
 
-    from bot import defaults, sweep
-    from bot.queue import enqueue_once
+    from bot.core import defaults
+    from bot.ops import sweep
+    from bot.pipeline.queue import enqueue_once
     from tests.helpers import report_event, sign, wait_for
 
     mastodon.max_characters = 1000
@@ -167,7 +169,7 @@ def test_every_metric_moves_during_an_end_to_end_run(
     )
     (tmp_path / "metrics").mkdir(exist_ok=True)
     connection = redis.Redis.from_url(redis_url)
-    cli = [sys.executable, "-m", "bot.cli"]
+    cli = [sys.executable, "-m", "bot.ops.cli"]
     snapshots = [scrape(stack.url)]
     # An event that waits (no drain yet), then fails in its handler: the backlog and its age move.
     connection.xadd(defaults.EVENT_STREAM, {"event": json.dumps({"event": "domain_block.changes", "object": {}})})
@@ -235,9 +237,9 @@ def test_metrics_are_off_on_the_public_listener_unless_asked_and_a_local_port_se
     import httpx2
     from fastapi.testclient import TestClient
 
-    from bot.embedded_redis import free_port
-    from bot.scrape import serve_locally
-    from bot.web import create_app
+    from bot.ops.embedded_redis import free_port
+    from bot.ops.scrape import serve_locally
+    from bot.ops.web import create_app
 
     with TestClient(create_app(make_context().settings)) as client:
         assert client.get("/metrics").status_code == 404  # off by default

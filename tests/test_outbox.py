@@ -9,13 +9,13 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot import defaults
-from bot.cli import main
-from bot.context import Context
-from bot.outbox import Post, read_log, split_post, status_length
-from bot.privacy import ZERO_WIDTH_SPACE, neutralize
-from bot.queue import enqueue_once, queue
-from bot.surges import Alert, send_alert
+from bot.core import defaults
+from bot.core.privacy import ZERO_WIDTH_SPACE, neutralize
+from bot.mastodon.context import Context
+from bot.mastodon.outbox import Post, read_log, split_post, status_length
+from bot.ops.cli import main
+from bot.pipeline.queue import enqueue_once, queue
+from bot.pipeline.surges import Alert, send_alert
 from tests.helpers import run, run_jobs, run_until
 from tests.mastodon_double import MastodonDouble, mentioned_accts
 
@@ -178,7 +178,7 @@ def test_neutralize_cuts_long_text_and_control_characters() -> None:
 
 def send_test_dm(key: str, text: str) -> list[str]:
     """RQ job used by these tests: one DM through the real outbox."""
-    from bot.context import get_context
+    from bot.mastodon.context import get_context
 
     ctx = get_context()
     return ctx.outbox.send(Post(key=key, text=text, mentions=tuple(ctx.mastodon.moderators())))

@@ -13,17 +13,17 @@ CHECK = """
 import sys
 from pathlib import Path
 
-import bot.cli, handlers
+import bot.ops.cli, handlers
 target = Path(sys.argv[1]).resolve()
-for module in (bot.cli, handlers):  # the installed copy, not the source tree
+for module in (bot.ops.cli, handlers):  # the installed copy, not the source tree
     assert target in Path(module.__file__).resolve().parents, module.__file__
-assert (target / "templates" / "incidents.css").exists()  # bot/templating.py reads templates/ beside bot/
+assert (target / "templates" / "incidents" / "incidents.css").exists()  # templating reads templates/ beside bot/
 
 from fastapi.testclient import TestClient
 
-from bot.config import load_settings
-from bot.web import create_app
-from handlers.advisories import load_advisories, load_forks
+from bot.core.config import load_settings
+from bot.ops.web import create_app
+from handlers.shared.advisories import load_advisories, load_forks
 
 secret = "a-secret-of-some-length"
 settings = load_settings(_env_file=None, redis_url=sys.argv[2], webhook_secret=secret, data_dir=target / "data")
@@ -32,7 +32,7 @@ with TestClient(create_app(settings)) as client:
     assert css.status_code == 200 and "body" in css.text, (css.status_code, css.text[:200])
     assert client.get("/incidents").status_code == 200
 assert "hometown" in load_forks()
-from handlers.accounts import provider_refusal
+from handlers.signups.surge import provider_refusal
 assert provider_refusal("google.com") and provider_refusal("spam.example") is None  # mail_providers.toml
 assert {"CVE-2025-30741", "CVE-2026-33869"} <= {advisory.id for advisory in load_advisories()}
 print("installed wheel ok")
@@ -64,3 +64,10 @@ def test_the_installed_wheel_serves_pages_with_their_stylesheet(tmp_path: Path, 
 def pip(*args: str) -> None:
     done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_template_names_are_unique_across_families() -> None:
+    # Templates are looked up by file name alone (an operator overrides one in a flat folder), so two
+    # families' templates of one name would shadow each other.
+    names = [path.name for path in (ROOT / "templates").rglob("*") if path.is_file() and "__pycache__" not in path.parts]
+    assert len(names) == len(set(names)) > 20

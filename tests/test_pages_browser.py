@@ -17,9 +17,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bot.context import Context
-from bot.events import drain_with
-from handlers import announcements, domain_blocks, incidents
+from bot.mastodon.context import Context
+from bot.pipeline.events import drain_with
+from handlers.incidents import announcements
+from handlers.incidents import blocks as domain_blocks
+from handlers.incidents import store as incidents
 from tests.helpers import feed, run_until
 from tests.mastodon_double import MastodonDouble
 from tests.stack import Stack

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bot.privacy import email_domain, ip_prefix_hash, reduce_event
+from bot.core.privacy import email_domain, ip_prefix_hash, reduce_event
 from tests.helpers import fixture
 
 KEY = b"k" * 32

@@ -10,10 +10,10 @@ from collections.abc import Callable
 import httpx2
 import pytest
 
-from bot.actions import is_staff
-from bot.context import Context
-from bot.mastodon import MastodonLink, make_client
-from bot.ratelimit import BUDGET_KEY, BudgetExhausted
+from bot.mastodon.actions import is_staff
+from bot.mastodon.client import MastodonLink, make_client
+from bot.mastodon.context import Context
+from bot.mastodon.ratelimit import BUDGET_KEY, BudgetExhausted
 from tests.mastodon_double import MastodonDouble
 
 

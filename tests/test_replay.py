@@ -19,15 +19,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, multiprocess
 
-from bot import defaults
-from bot.cli import main
-from bot.context import Context
-from bot.families import Family, Handler, Registry, registry
-from bot.privacy import reduce_event
-from bot.ratelimit import BudgetExhausted
-from bot.replay import BlockRecord, History, ReplayedAlert, download, duration, judge, parse_since, replay, variants
-from handlers import accounts, reports
-from handlers.payloads import STATE_FLAGS, AdminAccount, Report, slim_account, slim_report
+from bot.core import defaults
+from bot.core.privacy import reduce_event
+from bot.mastodon.context import Context
+from bot.mastodon.ratelimit import BudgetExhausted
+from bot.ops.cli import main
+from bot.ops.replay import BlockRecord, History, ReplayedAlert, download, duration, judge, parse_since, replay, variants
+from bot.pipeline.families import Family, Handler, Registry, registry
+from handlers.reports import surge as reports
+from handlers.shared.payloads import STATE_FLAGS, AdminAccount, Report, slim_account, slim_report
+from handlers.signups import surge as accounts
 from tests.helpers import alert_jobs, feed, report_event, run
 from tests.mastodon_double import MastodonDouble
 from tests.test_ratelimit import limited

@@ -16,12 +16,13 @@ import httpx2
 import pytest
 import redis
 
-from bot import audit, commands, mentions
-from bot.actions import ROLE_FLAGS
-from bot.context import Context
-from bot.privacy import ZERO_WIDTH_SPACE
-from bot.surges import Alert
-from handlers import reports
+from bot.core import audit
+from bot.core.privacy import ZERO_WIDTH_SPACE
+from bot.dm import commands, mentions
+from bot.mastodon.actions import ROLE_FLAGS
+from bot.mastodon.context import Context
+from bot.pipeline.surges import Alert
+from handlers.reports import surge as reports
 from tests.helpers import feed, quiescent, report_event, run_jobs, run_until, wait_for
 from tests.mastodon_double import MastodonDouble
 from tests.waves import burst, iso

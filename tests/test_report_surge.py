@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import redis
 
-from bot import defaults
-from bot.config import ReportSurgeSettings
-from bot.context import Context, redis_from_url
-from bot.events import drain_with
-from bot.surges import Decision, SurgeState, settling
-from handlers.reports import (
+from bot.core import defaults
+from bot.core.config import ReportSurgeSettings
+from bot.mastodon.context import Context, redis_from_url
+from bot.pipeline.events import drain_with
+from bot.pipeline.surges import Decision, SurgeState, settling
+from handlers.reports.surge import (
     EVERYWHERE,
     WindowStats,
     assess,
@@ -313,7 +313,7 @@ def test_domain_block_of_a_server_on_a_later_page_is_found(
 def test_report_history_is_capped_oldest_first(
     ctx: Context, connection: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from handlers import reports
+    from handlers.reports import surge as reports
 
     monkeypatch.setattr(reports, "REPORT_CAP", 50)
     feed(ctx, background(NOW - timedelta(days=14), days=14, per_week=60))  # 120 reports

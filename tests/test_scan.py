@@ -20,24 +20,24 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.context import Context
-from bot.csvsafe import CELL_MAX, FORMULA_START
-from bot.fetching import Fetcher
-from bot.mastodon import Impact
-from bot.outbox import split_post
-from handlers.advisories import EXPOSURES, SEVERITIES, Advisory, parse_version
-from handlers.domain_blocks import CSV_HEADER, read_blocks_csv
-from handlers.findings import ALL_CLEAR_SIZED, Exposure, Finding, ScanReport, blocks_csv
-from handlers.findings import propose as propose_blocks
-from handlers.reports import ACTIVE_BUCKETS
-from handlers.scan import (
+from bot.core.csvsafe import CELL_MAX, FORMULA_START
+from bot.core.fetching import Fetcher
+from bot.mastodon.client import Impact
+from bot.mastodon.context import Context
+from bot.mastodon.outbox import split_post
+from handlers.incidents.blocks import CSV_HEADER, read_blocks_csv
+from handlers.reports.surge import ACTIVE_BUCKETS
+from handlers.scan.findings import ALL_CLEAR_SIZED, Exposure, Finding, ScanReport, blocks_csv
+from handlers.scan.findings import propose as propose_blocks
+from handlers.scan.messages import (
     outreach_message,
     peer_domains,
     propose,
     render_report,
     send_scan_messages,
 )
-from handlers.scan_runs import run_scan, schedule_scan
+from handlers.scan.runs import run_scan, schedule_scan
+from handlers.shared.advisories import EXPOSURES, SEVERITIES, Advisory, parse_version
 from tests.helpers import run, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.peers import Peer, PeerFleet, nodeinfo
@@ -124,7 +124,7 @@ def scanning(
 
 def federate_with(mastodon: MastodonDouble, fleet: PeerFleet, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        "handlers.nodeinfo.make_fetcher",
+        "handlers.shared.nodeinfo.make_fetcher",
         lambda settings: Fetcher(
             fleet.policy(total_timeout=1.5), resolver=fleet.resolver, ssl_context=fleet.client_context()
         ),
@@ -391,7 +391,7 @@ def test_daily_scan_runs_once_per_interval_on_a_worker_and_dms_only_news(
 
 
 def test_csv_quotes_comments() -> None:
-    from handlers.findings import Proposal
+    from handlers.scan.findings import Proposal
 
     text = blocks_csv([Proposal("a.example", "suspend", "", 'Runs "0.12.4", affected', "X")])
     assert read_blocks_csv(text) == [
@@ -407,7 +407,7 @@ def test_csv_quotes_comments() -> None:
 
 
 def main_command() -> Any:
-    from bot.cli import main
+    from bot.ops.cli import main
 
     return main
 
@@ -426,7 +426,7 @@ def main_command() -> Any:
     ],
 )
 def test_peer_names_are_one_spelling(raw: str, normal: str | None) -> None:
-    from handlers.scan import normalized_domain
+    from handlers.scan.messages import normalized_domain
 
     assert normalized_domain(raw) == normal
 
@@ -441,9 +441,9 @@ def test_the_peer_list_is_deduplicated_and_only_named_servers_are_sized(ctx: Con
 
 
 def test_sizing_names_every_proposal_and_the_most_active_of_the_rest_once_all_is_read() -> None:
-    from handlers.advisories import load_advisories, load_forks
-    from handlers.findings import find, sizing_targets
-    from handlers.nodeinfo import PeerResult, PeerSoftware
+    from handlers.scan.findings import find, sizing_targets
+    from handlers.shared.advisories import load_advisories, load_forks
+    from handlers.shared.nodeinfo import PeerResult, PeerSoftware
 
     advisories = {advisory.id: advisory for advisory in load_advisories()}
     results = [PeerResult(f"pf{n}.example", PeerSoftware("pixelfed", "0.12.4")) for n in range(3)] + [
@@ -465,7 +465,7 @@ HOSTNAMES = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]([a-z0-
 def test_proposed_blocks_csv_never_holds_a_formula(domain: str, version: str) -> None:
     """CSV injection: what peers wrote reaches no cell as a formula, and the file still parses, a row a
     proposal."""
-    from handlers.findings import Proposal
+    from handlers.scan.findings import Proposal
 
     proposals = [
         Proposal(domain, "suspend", "", f"Runs {version}, affected by X", "X"),
@@ -486,7 +486,7 @@ def test_proposed_blocks_csv_never_holds_a_formula(domain: str, version: str) ->
 )
 def test_real_proposed_blocks_import_as_written(domain: str, severity: str, version: str) -> None:
     """The guard changes no value Mastodon's import reads (domains, severities, booleans, our comments)."""
-    from handlers.findings import Proposal
+    from handlers.scan.findings import Proposal
 
     comment = f"Runs Pixelfed {version}, affected by CVE-2025-30741 (fixed in 0.12.5). Upgrade, then ask us."
     assert read_blocks_csv(blocks_csv([Proposal(domain, severity, "", comment, "CVE-2025-30741")])) == [

@@ -15,13 +15,15 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from bot import defaults, sweep
-from bot.context import Context
-from bot.fetching import Fetcher
-from bot.queue import enqueue_once, queue
-from handlers import nodeinfo, scan_runs
-from handlers.findings import ALL_CLEAR_SIZED
-from handlers.nodeinfo import CACHE_PREFIX, DEAD_BACKOFF, DEAD_COUNT_PREFIX, FAILURE_TTL, SUCCESS_TTL
+from bot.core import defaults
+from bot.core.fetching import Fetcher
+from bot.mastodon.context import Context
+from bot.ops import sweep
+from bot.pipeline.queue import enqueue_once, queue
+from handlers.scan import runs as scan_runs
+from handlers.scan.findings import ALL_CLEAR_SIZED
+from handlers.shared import nodeinfo
+from handlers.shared.nodeinfo import CACHE_PREFIX, DEAD_BACKOFF, DEAD_COUNT_PREFIX, FAILURE_TTL, SUCCESS_TTL
 from tests.helpers import quiescent, run, run_until, wait_for
 from tests.mastodon_double import MastodonDouble
 from tests.peers import Peer, PeerFleet
@@ -56,7 +58,7 @@ def local_fleet(fleet: PeerFleet, monkeypatch: pytest.MonkeyPatch) -> PeerFleet:
     fleet.requests.clear()
     fleet.resolved.clear()
     monkeypatch.setattr(
-        "handlers.nodeinfo.make_fetcher",
+        "handlers.shared.nodeinfo.make_fetcher",
         lambda settings: Fetcher(
             fleet.policy(total_timeout=settings.scan_timeout),
             resolver=fleet.resolver,

@@ -16,9 +16,9 @@ import httpx2
 import pytest
 import redis
 
-from bot import defaults
-from bot.embedded_redis import free_port
-from bot.supervise import STATUS_FILE, Child, CrashLoop, Supervisor
+from bot.core import defaults
+from bot.ops.embedded_redis import free_port
+from bot.ops.supervise import STATUS_FILE, Child, CrashLoop, Supervisor
 from tests.helpers import SECRET, quiescent, wait_for
 from tests.stack import Serve
 from tests.waves import burst
@@ -103,7 +103,7 @@ def test_doctor_names_a_child_that_is_down(serve: Serve) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
         env.update(TOCSIN_DATA_DIR=str(serve.data))
         doctor = subprocess.run(
-            [sys.executable, "-m", "bot.cli", "doctor"], env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "bot.ops.cli", "doctor"], env=env, capture_output=True, text=True, timeout=60
         )
     finally:
         os.kill(serve.process.pid, signal.SIGCONT)
@@ -153,7 +153,7 @@ def test_serve_exits_non_zero_when_a_child_crash_loops(tmp_path: Path) -> None:
     started = time.monotonic()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "bot.cli", "serve"], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "bot.ops.cli", "serve"], env=env, capture_output=True, text=True, timeout=120
         )
     finally:
         taken.close()
@@ -167,7 +167,7 @@ def test_serve_exits_non_zero_when_a_child_crash_loops(tmp_path: Path) -> None:
 def test_a_worker_alone_outlives_a_redis_outage_that_outlasts_its_first_retry(tmp_path: Path) -> None:
     """`tocsin worker` (Procfile, several machines) never exits on a Redis outage: it retries until the
     server is back, even when it is still down at the retry (making a worker already talks to Redis)."""
-    from bot.embedded_redis import EmbeddedRedis
+    from bot.ops.embedded_redis import EmbeddedRedis
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
@@ -175,7 +175,7 @@ def test_a_worker_alone_outlives_a_redis_outage_that_outlasts_its_first_retry(tm
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "worker"], env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "bot.ops.cli", "worker"], env=env, stdout=out, stderr=subprocess.STDOUT
         )
     server = None
     try:
@@ -200,7 +200,7 @@ def test_serve_prints_the_webhook_url_its_web_process_listens_on(tmp_path: Path)
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         serve = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "serve"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "bot.ops.cli", "serve"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
         )
     try:
         wait_for(lambda: "Webhook URL: " in log.read_text(), what="the webhook URL")

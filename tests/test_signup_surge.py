@@ -11,13 +11,13 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot import defaults
-from bot.config import SignupSurgeSettings
-from bot.context import Context
-from bot.events import current_clock
-from bot.families import registry
-from bot.surges import Alert
-from handlers.accounts import (
+from bot.core import defaults
+from bot.core.config import SignupSurgeSettings
+from bot.mastodon.context import Context
+from bot.pipeline.events import current_clock
+from bot.pipeline.families import registry
+from bot.pipeline.surges import Alert
+from handlers.signups.surge import (
     ESTABLISHED_PAGES,
     SIGNUP_PREFIX,
     SIGNUPS,
@@ -239,7 +239,7 @@ def test_odd_and_old_shapes_are_handled_without_failures(ctx: Context, connectio
 def test_signups_are_forgotten_beyond_the_cap(
     ctx: Context, connection: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("handlers.accounts.KEEP_CAP", 50)
+    monkeypatch.setattr("handlers.signups.surge.KEEP_CAP", 50)
     feed(ctx, signup_background(NOW - timedelta(days=5), days=5, per_day=30))
     assert connection.zcard(SIGNUPS) == 50
     assert len(connection.keys(SIGNUP_PREFIX + "*")) == 50

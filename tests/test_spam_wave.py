@@ -9,14 +9,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from bot import defaults, sweep
-from bot.config import SpamWaveSettings
-from bot.context import Context
-from bot.events import current_clock
-from bot.families import registry
-from handlers.content import examine, fingerprints, parse_content
-from handlers.payloads import Status
-from handlers.statuses import FEATURE_FIRST, FEATURE_INDEX
+from bot.core import defaults
+from bot.core.config import SpamWaveSettings
+from bot.mastodon.context import Context
+from bot.ops import sweep
+from bot.pipeline.events import current_clock
+from bot.pipeline.families import registry
+from handlers.shared.payloads import Status
+from handlers.spam.content import examine, fingerprints, parse_content
+from handlers.spam.wave import FEATURE_FIRST, FEATURE_INDEX
 from tests.helpers import alert_jobs, feed, fixture, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.waves import burst, day_of, iso, mention_spam, ordinary_posting, signup_event, status_event
@@ -182,7 +183,7 @@ def test_quiet_after_a_day_without_flagged_posts(
 
 
 def test_fingerprints_are_bounded(ctx: Context, connection: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("handlers.statuses.FEATURE_CAP", 50)
+    monkeypatch.setattr("handlers.spam.wave.FEATURE_CAP", 50)
     posts = [
         status_event(
             400 + n, iso(NOW + timedelta(seconds=n)), str(n), f"u{n}", day_of(NOW), f"unique text number {n:04}"
@@ -238,7 +239,7 @@ def test_handlers_never_call_mastodon_and_learn_the_bots_id_from_the_sweep(
 def test_an_unreachable_mastodon_is_asked_again_only_after_a_pause(
     make_context: Callable[..., Context], connection: redis.Redis
 ) -> None:
-    from bot.embedded_redis import free_port
+    from bot.ops.embedded_redis import free_port
 
     ctx = make_context(mastodon_url=f"http://127.0.0.1:{free_port()}", request_timeout=1.0)
     assert ctx.mastodon.refresh_bot_account_id() is None  # refused: one attempt

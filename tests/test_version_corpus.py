@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 
 from bench.version_accuracy import NOT_CONCERNED, pairs, read_corpus
-from handlers.advisories import load_advisories
+from handlers.shared.advisories import load_advisories
 
 TARGET = 0.995
 PAIRS = pairs()

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from bot import defaults
-from bot.queue import SERIALIZER, queue
-from bot.worker import TocsinWorker
+from bot.core import defaults
+from bot.ops.worker import TocsinWorker
+from bot.pipeline.queue import SERIALIZER, queue
 from tests.helpers import wait_for
 
 STOPS = 40

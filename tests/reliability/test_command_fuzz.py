@@ -26,9 +26,10 @@ from typing import Any
 import pytest
 from hypothesis import strategies as st
 
-from bot import defaults, mentions
-from bot.actions import ROLE_FLAGS, Action, Message, Proposal, ProposalItem
-from bot.context import Context
+from bot.core import defaults
+from bot.dm import mentions
+from bot.mastodon.actions import ROLE_FLAGS, Action, Message, Proposal, ProposalItem
+from bot.mastodon.context import Context
 from tests.helpers import run_jobs
 from tests.mastodon_double import DOMAIN, MENTION_RE, MastodonDouble
 from tests.reliability.test_fuzz import run_cases

@@ -33,9 +33,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.fetching import MAX_HEADER_BYTES, MAX_JSON_DEPTH, Fetcher, FetchError
-from handlers.federation import Verdict, audit_peer, needles
-from handlers.nodeinfo import read_peer
+from bot.core.fetching import MAX_HEADER_BYTES, MAX_JSON_DEPTH, Fetcher, FetchError
+from handlers.federation.audit import Verdict, audit_peer, needles
+from handlers.shared.nodeinfo import read_peer
 from tests.peers import Peer, PeerFleet, Step
 
 T = TypeVar("T")

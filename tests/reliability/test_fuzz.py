@@ -21,10 +21,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot import defaults
-from bot.context import Context
-from bot.events import drain_with
-from bot.web import create_app
+from bot.core import defaults
+from bot.mastodon.context import Context
+from bot.ops.web import create_app
+from bot.pipeline.events import drain_with
 from tests.helpers import fixture, sign
 
 EVENTS = ["report.created", "report.updated", "account.created", "account.updated", "account.approved"]

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.fetching import MAX_JSON_DEPTH, Fetcher, FetchError
-from handlers.nodeinfo import read_peer
+from bot.core.fetching import MAX_JSON_DEPTH, Fetcher, FetchError
+from handlers.shared.nodeinfo import read_peer
 from tests.peers import CHUNKED_HEAD, JSON_HEAD, MALFORMED_ANSWERS, Peer, PeerFleet, bracket_bomb, nodeinfo
 
 MAX_BYTES = 256 * 1024

@@ -25,7 +25,7 @@ def test_four_workers_one_alert_per_surge_and_one_post_per_announcement(
     mastodon.max_characters = 5000
     stack = stack_factory(redis_url, mastodon, workers=4, TOCSIN_ANNOUNCE_HOLD_MINUTES="0")
     connection = redis.Redis.from_url(redis_url)
-    cli = [sys.executable, "-m", "bot.cli", "blocks", "poll"]
+    cli = [sys.executable, "-m", "bot.ops.cli", "blocks", "poll"]
     subprocess.run(cli, env=stack.env, check=True, timeout=60, capture_output=True)  # the state before
     waves = burst(NOW - timedelta(hours=1), "spam.example", 60, 1) + burst(
         NOW - timedelta(hours=1), "bots.example", 60, 1, first_id=700000

@@ -11,10 +11,10 @@ from typing import Any
 import redis
 from fastapi.testclient import TestClient
 
-from bot import defaults
-from bot.context import Context
-from bot.outbox import read_log
-from bot.web import create_app
+from bot.core import defaults
+from bot.mastodon.context import Context
+from bot.mastodon.outbox import read_log
+from bot.ops.web import create_app
 from tests.helpers import run_jobs, sign
 from tests.mastodon_double import MastodonDouble
 from tests.waves import background, burst, signup_background, signup_burst

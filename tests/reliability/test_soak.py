@@ -19,7 +19,7 @@ from typing import Any
 import httpx2
 import redis
 
-from bot import defaults
+from bot.core import defaults
 from tests.helpers import quiescent, wait_for
 from tests.mastodon_double import MastodonDouble
 from tests.stack import Serve

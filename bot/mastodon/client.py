@@ -1,0 +1,661 @@
+"""Everything Tocsin asks of its own Mastodon instance, through Mastodon.py.
+
+Mastodon.py runs with `ratelimit_method="throw"`: a worker must not sleep for minutes inside a job.
+Admin calls are paced to Tocsin's share of the API limit (bot/mastodon/ratelimit.py); a spent share, a 429,
+network errors and 5xx surface as TRANSIENT_ERRORS and RQ retries the job with backoff (the scan
+reschedules itself for the reset). Read-only look-ups that every worker repeats are cached in Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import inspect
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import redis
+
+from bot.core import defaults, metrics
+from bot.core.config import Settings
+from bot.mastodon.ratelimit import UNKNOWN_RESET_WAIT, ApiBudget, BudgetExhausted
+from mastodon import (
+    Mastodon,
+    MastodonAPIError,
+    MastodonError,
+    MastodonNetworkError,
+    MastodonNotFoundError,
+    MastodonRatelimitError,
+    MastodonServerError,
+)
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    MastodonNetworkError,
+    MastodonRatelimitError,
+    MastodonServerError,
+)
+"""Worth retrying: 429, 5xx, timeouts, refused connections. Anything else (401, 403, 404, 422) is not."""
+
+T = TypeVar("T")
+
+BOT_ACCOUNT_ID = "bot-account-id"  # cache name (under defaults.CACHE_PREFIX) of the token's account id
+INSTANCE_DOMAIN = "instance-domain"  # cache name of the instance's own domain (GET /api/v2/instance `domain`)
+BOT_ID_MEMO = 60.0
+"""Seconds a process keeps the bot's account id it read from Redis (the id never changes)."""
+BOT_ID_RETRY = 300
+"""After a failed lookup of the bot's account, seconds before the next try (from the sweep)."""
+
+DOMAIN_BLOCKS_PAGE = 200
+"""Domain blocks asked for per request: the most every Mastodon since 4.0 returns (4.3+ allows 500)."""
+
+
+@dataclass(frozen=True)
+class Impact:
+    """What limiting a server would cut, from POST /api/v1/admin/measures (all-time totals)."""
+
+    local_follows: int  # follows of accounts there by local accounts (instance_follows)
+    remote_followers: int  # follows of local accounts by accounts there (instance_followers)
+    known_accounts: int  # accounts from there known to this instance (instance_accounts)
+
+
+@dataclass(frozen=True)
+class DomainBlock:
+    domain: str
+    severity: str  # silence (shown as "Limit" in the admin UI) | suspend | noop
+    reject_media: bool
+    reject_reports: bool
+    created_at: str | None
+    id: str | None = None
+    private_comment: str | None = None
+    public_comment: str | None = None
+
+
+PACED_METHODS = ("admin_", "instance_peers", "fetch_")
+"""Mastodon.py methods that wait for Tocsin's share of the rate limit: the admin API, the peer list and
+pagination (Tocsin pages only those). Posts do not."""
+
+
+class PacedMastodon(Mastodon):
+    """Mastodon.py with its API methods counted against Tocsin's share of the rate limit.
+
+    Each public API method is wrapped on the instance: the paced ones (admin API, peer list, pagination
+    of either) reserve a call first; every one records the X-RateLimit-* state Mastodon.py parsed from
+    the answer (also from a 429, before raising). A method calling another counts once. Wrapping the
+    public methods, not Mastodon.py's private request helper, keeps its return-type casting intact (it
+    reads the calling method's annotations from the stack, which functools.wraps preserves).
+    """
+
+    def __init__(self, budget: ApiBudget, **options: Any) -> None:
+        super().__init__(**options)
+        self.budget = budget
+        self.wait_when_spent: Callable[[float], None] | None = None
+        """Set (by commands) to wait out a spent share or a 429 and go on; jobs leave it unset and raise."""
+        self._depth = threading.local()
+        for name in dir(Mastodon):  # its API methods come from many mixin classes
+            if not name.startswith("_") and inspect.isfunction(inspect.getattr_static(Mastodon, name)):
+                setattr(self, name, self._counted(getattr(self, name), paced=name.startswith(PACED_METHODS)))
+
+    def _counted(self, method: Callable[..., Any], paced: bool) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            while True:
+                try:
+                    return once(*args, **kwargs)
+                except BudgetExhausted as spent:
+                    if self.wait_when_spent is None:
+                        raise
+                    self.wait_when_spent(spent.wait)
+
+        def once(*args: Any, **kwargs: Any) -> Any:
+            depth = getattr(self._depth, "value", 0)
+            if depth:
+                return method(*args, **kwargs)  # inside another API method: counted there
+            if paced:
+                self.budget.reserve(bulk=getattr(self._depth, "bulk", False))
+            answered_before = self.ratelimit_lastcall
+            self._depth.value = 1
+            kind = metrics.api_kind(method.__name__)
+            try:
+                answer = method(*args, **kwargs)
+            except MastodonRatelimitError as error:  # a 429
+                metrics.API_CALLS.labels(kind, "429").inc()
+                reset = self.ratelimit_reset
+                raise BudgetExhausted(max(reset - time.time() if reset else UNKNOWN_RESET_WAIT, 1.0)) from error
+            except MastodonAPIError as error:
+                metrics.API_CALLS.labels(kind, str(error.args[1] if len(error.args) > 1 else "error")).inc()
+                raise
+            except MastodonError:
+                metrics.API_CALLS.labels(kind, "network").inc()
+                raise
+            else:
+                metrics.API_CALLS.labels(kind, "ok").inc()
+                return answer
+            finally:
+                self._depth.value = 0
+                if self.ratelimit_lastcall != answered_before and self.ratelimit_reset:
+                    self.budget.record(self.ratelimit_limit, self.ratelimit_remaining, self.ratelimit_reset)
+
+        return call
+
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Calls made inside count as bulk work (ratelimit.BULK_SHARE)."""
+        self._depth.bulk = True
+        try:
+            yield
+        finally:
+            self._depth.bulk = False
+
+
+def make_client(settings: Settings, connection: redis.Redis) -> Mastodon | None:
+    if settings.mastodon_url is None:
+        return None
+    token = settings.access_token.get_secret_value() if settings.access_token else None
+    return PacedMastodon(
+        ApiBudget(connection, settings.api_budget),
+        access_token=token,
+        api_base_url=settings.mastodon_url,
+        ratelimit_method="throw",
+        request_timeout=settings.request_timeout,
+        user_agent=f"Tocsin/0.1 (+{settings.public_url or settings.mastodon_url})",
+    )
+
+
+class MastodonLink:
+    """The instance as Tocsin sees it. `client` is None when no TOCSIN_MASTODON_URL is set.
+
+    `is_staff` tells, from a role's permissions bitmask, whether it makes its holder staff (bot.mastodon.actions
+    owns that rule, and imports this module: the rule is handed in rather than imported back).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        connection: redis.Redis,
+        client: Mastodon | None,
+        *,
+        is_staff: Callable[[int], bool],
+    ) -> None:
+        self.settings = settings
+        self.redis = connection
+        self.client = client
+        self.is_staff = is_staff
+        self._bot_id: tuple[float, str | None] | None = None  # (read at, id): known_bot_account_id's memo
+
+    @property
+    def can_read_admin(self) -> bool:
+        return self.client is not None and self.settings.access_token is not None
+
+    def _cached(self, name: str, ttl: int, compute: Callable[[], T]) -> T:
+        key = defaults.CACHE_PREFIX + name
+        raw = self.redis.get(key)
+        if raw is not None:
+            return json.loads(raw)  # type: ignore[no-any-return]
+        value = compute()
+        self.redis.set(key, json.dumps(value), ex=ttl)
+        return value
+
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Admin calls made inside are bulk work: they stop short of Tocsin's whole share of the rate
+        limit, leaving room for the routine ones (bot/mastodon/ratelimit.py, BULK_SHARE)."""
+        if isinstance(self.client, PacedMastodon):
+            with self.client.bulk():
+                yield
+        else:
+            yield
+
+    def max_characters(self) -> int:
+        if self.client is None:
+            return defaults.DEFAULT_MAX_CHARACTERS
+
+        def read() -> int:
+            instance = self.client.instance_v2()  # type: ignore[union-attr]
+            statuses = (instance.get("configuration") or {}).get("statuses") or {}
+            return int(statuses.get("max_characters") or defaults.DEFAULT_MAX_CHARACTERS)
+
+        return self._cached("max-characters", defaults.INSTANCE_CACHE_TTL, read)
+
+    def bot_account_id(self) -> str | None:
+        """The id of the token's account: its own reports and statuses come back as webhooks."""
+        if not self.can_read_admin:
+            return None
+        return self._cached(
+            BOT_ACCOUNT_ID,
+            defaults.INSTANCE_CACHE_TTL,
+            lambda: str(self.client.account_verify_credentials()["id"]),  # type: ignore[union-attr]
+        )
+
+    def known_bot_account_id(self) -> str | None:
+        """The bot's own account id as last looked up, from Redis only: the event path never waits for
+        Mastodon (an unreachable instance would stall detection exactly when it is in trouble)."""
+        if not self.can_read_admin:
+            return None
+        now = time.monotonic()
+        if self._bot_id is None or now - self._bot_id[0] > BOT_ID_MEMO:
+            raw = self.redis.get(defaults.CACHE_PREFIX + BOT_ACCOUNT_ID)  # one read a minute, not per event
+            self._bot_id = (now, str(json.loads(raw)) if raw else None)
+        return self._bot_id[1]
+
+    def refresh_bot_account_id(self) -> str | None:
+        """At worker start and on the sweep: look the id up when it is not known, unless Mastodon failed
+        in the last minutes (a negative cache, so an outage costs one request per few minutes)."""
+        if not self.can_read_admin or self.known_bot_account_id() is not None:
+            return self.known_bot_account_id()
+        if not self.redis.set(defaults.CACHE_PREFIX + BOT_ACCOUNT_ID + ":failed", "1", nx=True, ex=BOT_ID_RETRY):
+            return None
+        try:
+            found = self.bot_account_id()
+        except MastodonError as error:
+            log.warning("could not look up the bot's own account: %s", type(error).__name__)
+            return None
+        self.redis.delete(defaults.CACHE_PREFIX + BOT_ACCOUNT_ID + ":failed")
+        self._bot_id = (time.monotonic(), found)
+        return found
+
+    def instance_domain(self) -> str | None:
+        """The instance's own domain (LOCAL_DOMAIN, `domain` of GET /api/v2/instance, a public endpoint),
+        read once a day: TOCSIN_MASTODON_URL's host may be 127.0.0.1 or a private network's name."""
+        if self.client is None:
+            return None
+
+        def read() -> str:
+            return str(self.client.instance_v2().get("domain") or "").lower()  # type: ignore[union-attr]
+
+        return self._cached(INSTANCE_DOMAIN, defaults.INSTANCE_CACHE_TTL, read) or None
+
+    def refresh_instance_domain(self) -> str | None:
+        """At worker start and on the sweep: look the domain up when it is not known, so the pages (which
+        never ask Mastodon) can name the instance; after a failure, not again for a few minutes."""
+        if self.client is None:
+            return None
+        known = known_instance_domain(self.redis)
+        if known is not None:
+            return known
+        if not self.redis.set(defaults.CACHE_PREFIX + INSTANCE_DOMAIN + ":failed", "1", nx=True, ex=BOT_ID_RETRY):
+            return None
+        try:
+            found = self.instance_domain()
+        except MastodonError as error:
+            log.warning("could not read the instance's domain: %s", type(error).__name__)
+            return None
+        self.redis.delete(defaults.CACHE_PREFIX + INSTANCE_DOMAIN + ":failed")
+        return found
+
+    def own_domains(self) -> list[str]:
+        """This instance's names: its LOCAL_DOMAIN (the instance's `domain`), its WEB_DOMAIN (the host of
+        the bot's profile URL) and the host Tocsin reaches it at (TOCSIN_MASTODON_URL)."""
+        names = {urlsplit(self.settings.mastodon_url or "").hostname or ""}
+        if self.can_read_admin:
+
+            def read() -> list[str]:
+                instance = self.client.instance_v2()  # type: ignore[union-attr]
+                me = self.client.account_verify_credentials()  # type: ignore[union-attr]
+                return [str(instance.get("domain") or ""), urlsplit(str(me.get("url") or "")).hostname or ""]
+
+            names.update(self._cached("own-domains", defaults.INSTANCE_CACHE_TTL, read))
+        return sorted(name.lower() for name in names if name)
+
+    def status(self, status_id: str) -> dict[str, Any] | None:
+        """A status as it is now (None: deleted, or not visible to the bot)."""
+        try:
+            found = self._admin(lambda client: client.status(status_id))
+        except MastodonNotFoundError:
+            return None
+        return dict(as_webhook_json(dict(found)))
+
+    def moderators(self) -> list[str]:
+        """Accts to address alerts to, asked for at send time: those of TOCSIN_MODERATORS who are local staff
+        now (all of them when the admin API cannot be read), else the instance's local staff."""
+        if self.settings.moderators:
+            return self.moderator_check()[0] if self.can_read_admin else list(self.settings.moderators)
+        if not self.can_read_admin:
+            return []
+        return self.staff()
+
+    def staff(self) -> list[str]:
+        """Usernames of the local accounts that are staff now (bot excepted), cached STAFF_CACHE_TTL.
+
+        One request: Mastodon's `permissions=staff` lists the accounts whose role can manage reports
+        (administrators included), suspended ones left out by `status=active`; a disabled login, or a role
+        that is not staff by Tocsin's rule, is left out here.
+        """
+
+        def read() -> list[str]:
+            bot_id = self.bot_account_id()
+            listed = self.client.admin_accounts_v2(  # type: ignore[union-attr]
+                origin="local", status="active", permissions="staff", limit=200
+            )
+            return sorted(
+                str(account["username"])
+                for account in listed
+                if str(account["id"]) != bot_id and self._is_staff_account(account)
+            )
+
+        return self._cached("staff", defaults.STAFF_CACHE_TTL, read)
+
+    def moderator_check(self, fresh: bool = False) -> tuple[list[str], list[str]]:
+        """TOCSIN_MODERATORS split into (local staff now, not): a moderator removed, demoted, suspended or
+        disabled in Mastodon, or an account of another server, gets no alert (alerts quote reports).
+
+        Cached STAFF_CACHE_TTL: a demotion stops DMs within a minute. The staff list answers for most; an
+        acct it does not name (a role that is staff without managing reports, or no staff at all) is
+        looked up on its own, two requests. A 403 (the token or the bot's role cannot list accounts) means
+        the admin API cannot tell: every configured acct is kept, and the log says so.
+        """
+        key = "moderators:" + hashlib.sha256("\n".join(self.settings.moderators).encode()).hexdigest()[:16]
+        if fresh:
+            self.redis.delete(defaults.CACHE_PREFIX + key, defaults.CACHE_PREFIX + "staff")
+
+        def read() -> list[list[str]]:
+            try:
+                staff = {name.lower() for name in self.staff()}
+                kept: list[str] = []
+                dropped: list[str] = []
+                for acct in self.settings.moderators:
+                    username = self._local_username(acct)
+                    is_staff = username is not None and (username.lower() in staff or self._staff_by_name(username))
+                    (kept if is_staff else dropped).append(acct)
+            except MastodonAPIError as error:
+                if _status_of(error) != 403:
+                    raise
+                log.warning("TOCSIN_MODERATORS not checked against current staff: the admin API answered 403")
+                return [list(self.settings.moderators), []]
+            for position, acct in enumerate(self.settings.moderators, start=1):
+                if acct in dropped:  # its position only: which account is for `tocsin doctor` to say
+                    log.warning(
+                        "TOCSIN_MODERATORS entry %d of %d is not local staff now: no alerts for it (tocsin doctor)",
+                        position,
+                        len(self.settings.moderators),
+                    )
+            return [kept, dropped]
+
+        kept, dropped = self._cached(key, defaults.STAFF_CACHE_TTL, read)
+        return kept, dropped
+
+    def _is_staff_account(self, account: dict[str, Any]) -> bool:
+        """An Admin::Account that is local staff now: local, not suspended, login not disabled, a staff role."""
+        role = account.get("role") or {}
+        return (
+            account.get("domain") is None
+            and not account.get("suspended")
+            and not account.get("disabled")
+            and self.is_staff(int(role.get("permissions") or 0))
+        )
+
+    def _staff_by_name(self, username: str) -> bool:
+        """A configured moderator the staff list does not name, looked up (exactly, by name) and read."""
+        try:
+            found = self.client.account_lookup(username)  # type: ignore[union-attr]
+            account = self.client.admin_account(found["id"])  # type: ignore[union-attr]
+        except MastodonNotFoundError:
+            return False
+        return self._is_staff_account(as_webhook_json(dict(account)))
+
+    def _local_username(self, acct: str) -> str | None:
+        """`alice` or `alice@<this instance>` → `alice`; None for an account of another server."""
+        username, _, domain = acct.lstrip("@").partition("@")
+        if not domain:
+            return username
+        return username if domain.lower() in self._local_domains() else None
+
+    def _local_domains(self) -> set[str]:
+        """This instance's account domain (LOCAL_DOMAIN, which may differ from the API's host) and host."""
+        host = (urlsplit(self.settings.mastodon_url or "").hostname or "").lower()
+        domain = self._cached(
+            "local-domain",
+            defaults.INSTANCE_CACHE_TTL,
+            lambda: str(self.client.instance_v2().get("domain") or ""),  # type: ignore[union-attr]
+        )
+        return {host, domain.lower()} - {""}
+
+    def domain_blocks(self) -> list[DomainBlock]:
+        if not self.can_read_admin:
+            return []
+
+        def read() -> list[dict[str, Any]]:
+            blocks = self.all_domain_blocks()
+            return [
+                asdict(
+                    DomainBlock(
+                        domain=str(block["domain"]),
+                        severity=str(block["severity"]),
+                        reject_media=bool(block.get("reject_media")),
+                        reject_reports=bool(block.get("reject_reports")),
+                        created_at=_iso(block.get("created_at")),
+                        id=str(block["id"]),
+                        private_comment=block.get("private_comment"),
+                        public_comment=block.get("public_comment"),
+                    )
+                )
+                for block in blocks
+            ]
+
+        return [DomainBlock(**item) for item in self._cached("domain-blocks", defaults.DOMAIN_BLOCKS_CACHE_TTL, read)]
+
+    def all_domain_blocks(self) -> list[Any]:
+        if self.client is None:
+            raise RuntimeError("reading domain blocks needs TOCSIN_MASTODON_URL and TOCSIN_ACCESS_TOKEN")
+        return [
+            block
+            for page in pages_by_max_id(self.client.admin_domain_blocks, limit=DOMAIN_BLOCKS_PAGE)
+            for block in page
+        ]
+
+    def block_for(self, domain: str) -> DomainBlock | None:
+        """The block covering `domain`: its own, else the nearest parent domain's (Mastodon's rule)."""
+        return covering_block(domain, {block.domain: block for block in self.domain_blocks()})
+
+    def impact(self, domain: str) -> Impact | None:
+        """Follows both ways and accounts known, cached for an hour (scans ask for many servers)."""
+        if not self.can_read_admin:
+            return None
+        cached = self._cached(f"impact:{domain}", defaults.IMPACT_CACHE_TTL, lambda: self._read_impact(domain))
+        return Impact(**cached) if cached else None
+
+    def _read_impact(self, domain: str) -> dict[str, int] | None:
+        end = datetime.now(UTC)  # `total` of instance_* measures is all-time whatever the range
+        try:
+            measures = self.client.admin_measures(  # type: ignore[union-attr]
+                start_at=end - timedelta(days=1),
+                end_at=end,
+                instance_follows=domain,
+                instance_followers=domain,
+                instance_accounts=domain,
+            )
+        except TRANSIENT_ERRORS:
+            raise
+        except MastodonAPIError as error:  # 403: the token lacks admin:read or the role lacks view_dashboard
+            log.warning("admin measures unavailable: %s", error.args[1] if len(error.args) > 1 else error)
+            return None
+        totals = {str(measure["key"]): int(measure.get("total") or 0) for measure in measures}
+        return asdict(
+            Impact(
+                local_follows=totals.get("instance_follows", 0),
+                remote_followers=totals.get("instance_followers", 0),
+                known_accounts=totals.get("instance_accounts", 0),
+            )
+        )
+
+    def create_domain_block(self, domain: str, *, private_comment: str, **fields: Any) -> dict[str, Any]:
+        """An admin write: a new domain block (422 if the domain is blocked already), as Mastodon answers
+        it; the cached list is dropped so the next read sees it."""
+        created = self._admin(
+            lambda client: client.admin_create_domain_block(domain, private_comment=private_comment, **fields),
+            "domain-blocks",
+        )
+        return dict(as_webhook_json(dict(created)))
+
+    def delete_domain_block(self, block_id: str) -> None:
+        """An admin write: lift a domain block; the cached list is dropped."""
+        self._admin(lambda client: client.admin_delete_domain_block(block_id), "domain-blocks")
+
+    def domain_block(self, domain: str) -> dict[str, Any] | None:
+        """The block of exactly `domain`, read now (not from the cache): an admin write decides by it."""
+        found = next((block for block in self.all_domain_blocks() if str(block["domain"]) == domain), None)
+        return None if found is None else as_webhook_json(dict(found))
+
+    def update_domain_block(self, block_id: str, **fields: Any) -> dict[str, Any]:
+        """An admin write: change a domain block; the block as Mastodon answers it."""
+        updated = self._admin(lambda client: client.admin_update_domain_block(block_id, **fields), "domain-blocks")
+        return dict(as_webhook_json(dict(updated)))
+
+    def create_email_domain_block(self, domain: str) -> str:
+        """An admin write: new sign-ups from addresses at `domain` are refused; the block's id."""
+        created = self._admin(lambda client: client.admin_create_email_domain_block(domain))
+        return str(created["id"])
+
+    def delete_email_domain_block(self, block_id: str) -> None:
+        self._admin(lambda client: client.admin_delete_email_domain_block(block_id))
+
+    def admin_account(self, account_id: str) -> dict[str, Any]:
+        """An account as moderators see it (its role and permissions, whether it is local), read now."""
+        account: dict[str, Any] = as_webhook_json(dict(self._admin(lambda client: client.admin_account(account_id))))
+        return account
+
+    def moderate_account(self, account_id: str, action: str, text: str | None = None) -> None:
+        """POST /api/v1/admin/accounts/:id/action (suspend, silence, …); no email to the account: the
+        accounts Tocsin acts on are spam accounts, and the email would go to the spammer."""
+        self._admin(
+            lambda client: client.admin_account_moderate(account_id, action, text=text, send_email_notification=False)
+        )
+
+    def accounts_of(self, domain: str, status: str) -> list[dict[str, Any]]:
+        """A remote server's accounts in one state (`suspended`, `silenced`), every page."""
+        return self._every_page("admin_accounts_v2", origin="remote", by_domain=domain, status=status)
+
+    def open_reports(self) -> list[dict[str, Any]]:
+        """Every unresolved report, as Mastodon lists them (every page; newest first)."""
+        return self._every_page("admin_reports", resolved=False)
+
+    def _every_page(self, method: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item of an admin listing (Mastodon.py `method`), read page by page."""
+        pages = self._admin(lambda client: list(pages_by_max_id(getattr(client, method), limit=200, **params)))
+        return [as_webhook_json(dict(item)) for page in pages for item in page]
+
+    def resolve_report(self, report_id: str) -> None:
+        """POST /api/v1/admin/reports/:id/resolve (Manage Reports)."""
+        self._admin(lambda client: client.admin_report_resolve(report_id))
+
+    def unsilence_account(self, account_id: str) -> None:
+        self._admin(lambda client: client.admin_account_unsilence(account_id))
+
+    def unsuspend_account(self, account_id: str) -> None:
+        self._admin(lambda client: client.admin_account_unsuspend(account_id))
+
+    def reject_account(self, account_id: str) -> None:
+        """Reject a pending sign-up: Mastodon deletes the account (there is no undoing it)."""
+        self._admin(lambda client: client.admin_account_reject(account_id))
+
+    def mentions(self, after: str | None, limit: int = 40) -> list[dict[str, Any]]:
+        """Mention notifications newer than the notification `after` (the oldest first): the page right
+        after it (min_id), so a long backlog is read in order, page by page."""
+        if self.client is None or self.settings.access_token is None:
+            return []
+        page = self.client.notifications(types=["mention"], min_id=after, limit=limit)
+        return sorted((as_webhook_json(dict(item)) for item in page), key=lambda item: int(item["id"]))
+
+    def _admin(self, call: Callable[[Mastodon], T], cached: str | None = None) -> T:
+        """An admin call, read or write; `cached` names the cached look-up a write makes stale."""
+        if self.client is None or self.settings.access_token is None:
+            raise RuntimeError("acting on the instance needs TOCSIN_MASTODON_URL and TOCSIN_ACCESS_TOKEN")
+        try:
+            return call(self.client)
+        finally:
+            if cached is not None:
+                self.redis.delete(defaults.CACHE_PREFIX + cached)
+
+    def post_status(
+        self,
+        text: str,
+        *,
+        visibility: str,
+        idempotency_key: str,
+        in_reply_to_id: str | None = None,
+        spoiler_text: str | None = None,
+    ) -> str:
+        if self.client is None or self.settings.access_token is None:
+            raise RuntimeError("posting needs TOCSIN_MASTODON_URL and TOCSIN_ACCESS_TOKEN")
+        status = self.client.status_post(
+            text,
+            visibility=visibility,
+            idempotency_key=idempotency_key,
+            in_reply_to_id=in_reply_to_id,
+            spoiler_text=spoiler_text,
+        )
+        return str(status["id"])
+
+
+def _status_of(error: MastodonAPIError) -> int | None:
+    return error.args[1] if len(error.args) > 1 and isinstance(error.args[1], int) else None
+
+
+def known_instance_domain(connection: redis.Redis) -> str | None:
+    """The instance's domain as last read (MastodonLink.instance_domain), from Redis only."""
+    raw = connection.get(defaults.CACHE_PREFIX + INSTANCE_DOMAIN)
+    return (str(json.loads(raw)) or None) if raw else None
+
+
+def covering_block(domain: str, by_domain: dict[str, DomainBlock]) -> DomainBlock | None:
+    """The block of `domain` or of its nearest parent domain, from blocks indexed by domain."""
+    parts = domain.split(".")
+    for start in range(len(parts) - 1):
+        block = by_domain.get(".".join(parts[start:]))
+        if block is not None:
+            return block
+    return None
+
+
+def pages_by_max_id(
+    fetch: Callable[..., list[Any]], *, before_id: int | None = None, **params: Any
+) -> Iterator[list[Any]]:
+    """Every page of a newest-first listing, asked for by max_id (from `before_id` down, when given).
+
+    Mastodon.py 2.3.3's fetch_next cannot cast the next page of endpoints typed as a plain list or a
+    Union (admin_domain_blocks, admin_accounts_v2), so Tocsin pages itself. A page can be shorter than
+    asked (servers cap `limit` differently by version), so only an empty page ends the listing.
+    """
+    max_id: int | None = before_id
+    while True:
+        page = fetch(max_id=max_id, **params)
+        oldest = min((int(item["id"]) for item in page), default=None)
+        if oldest is None or (max_id is not None and oldest >= max_id):  # the end (or max_id ignored)
+            return
+        yield page
+        max_id = oldest
+
+
+def snowflake_at(moment: float) -> int:
+    """The smallest id Mastodon gives a row made at `moment` (statuses, accounts: Mastodon::Snowflake,
+    milliseconds since the epoch shifted 16 bits): `max_id` of it lists what was made before."""
+    return int(moment * 1000) << 16
+
+
+def _iso(value: object) -> str | None:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return None if value is None else str(value)
+
+
+def as_webhook_json(value: Any) -> Any:
+    """A Mastodon.py entity as webhook JSON: string ids, ISO times."""
+    if isinstance(value, dict):
+        return {
+            key: (str(item) if key.endswith("id") and isinstance(item, int) else as_webhook_json(item))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [as_webhook_json(item) for item in value]
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return value

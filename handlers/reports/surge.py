@@ -1,0 +1,504 @@
+"""Report surges: many reports against one server (or local accounts, or everywhere) in a short time.
+
+Counting happens in Redis, by the reports' own `created_at`, in one Lua call per event. Whether that
+is a surge is decided by the pure functions `assess` and `is_quiet`, over the counts. The transitions
+(open, escalate, close) are bot.pipeline.surges' compare-and-sets, so several workers raise one alert per step.
+Alert jobs (on the urgent queue) look up the impact through the admin API, render the DM and post it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import quote
+
+import redis
+from mastodon import MastodonError
+
+from bot.core.config import ReportSurgeSettings
+from bot.core.scripting import Lua
+from bot.core.templating import render_text
+from bot.mastodon.actions import LOCAL_ACCOUNTS, Action, Message, Proposal, ProposalItem, wave_report
+from bot.mastodon.client import DomainBlock, Impact, as_webhook_json
+from bot.mastodon.context import Context
+from bot.pipeline.events import parse_time
+from bot.pipeline.surges import (
+    DAY,
+    HOUR,
+    TOUCH_FUNCTION,
+    Alert,
+    Decision,
+    SurgeDetector,
+    SurgeState,
+    escalates,
+    rate_per_hour,
+)
+from handlers.shared.payloads import Report, slim_report
+
+log = logging.getLogger(__name__)
+
+LOCAL = "local"
+"""Bucket of reports against this instance's own accounts."""
+EVERYWHERE = "*"
+"""Bucket of all reports, for waves spread over many servers."""
+
+MIN_BASELINE_SPAN = DAY
+"""A baseline observed for less than a day counts as a day's worth, so a new install's rates stay sane."""
+DETAIL_SCAN_CAP = 1000
+"""An alert's categories, comments and top servers are read from at most this many of the window's reports."""
+REPORT_CAP = 200_000
+"""Reports remembered at most (~0.4 KB each): a busy instance's 28 days, while a flood of reports
+cannot grow memory without bound (the oldest are forgotten first, so the baseline then covers less)."""
+ACTIVE_BUCKET_CAP = 500
+"""The largest server of a wave spread over many is looked for among at most this many recent servers."""
+
+TIMES_PREFIX = "tocsin:reports:times:"  # + bucket: sorted set, report id scored by created_at
+# TIMES_PREFIX + bucket + ":accounts" / ":reporters": sorted sets, id scored by its latest report
+ACTIVE_BUCKETS = "tocsin:reports:buckets"  # sorted set, bucket scored by its latest report
+REPORT_PREFIX = "tocsin:report:"  # + report id: hash of what the detector keeps of a report
+SURGES = SurgeDetector(
+    name="report-surge",
+    prefix="tocsin:surge:",
+    open_key="tocsin:surges:open",
+    quiet_seconds=lambda settings: settings.report_surge.quiet_days * DAY,
+    compose=lambda ctx, alert: compose_alert(ctx, alert),
+)
+
+COMMENT_KEEP = 500
+"""Characters of a report comment kept for quoting in alerts (quoted ones are cut shorter)."""
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """One bucket's counts at the time of one report."""
+
+    count: int  # reports in the sliding window
+    last_hour: int  # reports in the last hour
+    first_in_hour: float | None  # time of the oldest of those
+    baseline: int  # reports in the baseline window before the sliding one
+    accounts: int = 0  # distinct reported accounts in the window
+    reporters: int = 0  # distinct reporters in the window
+    top_bucket: int = 0  # reports of the largest single bucket in the window (EVERYWHERE, near its threshold)
+    observed_for: float = math.inf  # seconds since the oldest report kept, of any bucket
+
+
+# --- Pure detection -------------------------------------------------------------------------------
+
+
+def hourly_rate(stats: WindowStats, now: float) -> float:
+    """Reports per hour over the last hour, or over the part of it the wave has lasted."""
+    return rate_per_hour(stats.last_hour, stats.first_in_hour, now)
+
+
+def baseline_span(stats: WindowStats, cfg: ReportSurgeSettings) -> float:
+    """Seconds the baseline count covers: the baseline window, or what has been observed of it so far."""
+    return min(cfg.baseline_days * DAY, max(stats.observed_for - cfg.window_hours * HOUR, MIN_BASELINE_SPAN))
+
+
+def expected_in_window(stats: WindowStats, cfg: ReportSurgeSettings) -> float:
+    """How many reports the baseline rate predicts for one sliding window."""
+    return stats.baseline / baseline_span(stats, cfg) * (cfg.window_hours * HOUR)
+
+
+def is_surge(bucket: str, stats: WindowStats, cfg: ReportSurgeSettings) -> bool:
+    if stats.count < cfg.ratio * expected_in_window(stats, cfg):
+        return False
+    if stats.accounts < cfg.min_accounts:
+        return False
+    if bucket == EVERYWHERE:
+        # One server's wave is that server's alert; this bucket is for waves spread over many.
+        if stats.observed_for < cfg.learning_hours * HOUR:
+            return False
+        return stats.count >= cfg.overall_min_reports and stats.top_bucket * 2 < stats.count
+    return stats.count >= cfg.min_reports
+
+
+def assess(
+    bucket: str, stats: WindowStats, state: SurgeState | None, cfg: ReportSurgeSettings, now: float
+) -> Decision | None:
+    """Open a surge, escalate it (count and rate both grew by the escalation factor), or nothing."""
+    if state is None:
+        return Decision.OPEN if is_surge(bucket, stats, cfg) else None
+    rate = hourly_rate(stats, now)
+    if escalates(state, stats.count, rate, now, cfg.escalation_factor, cfg.escalation_cooldown_minutes):
+        return Decision.ESCALATE
+    return None
+
+
+def is_quiet(state: SurgeState, now: float, cfg: ReportSurgeSettings) -> bool:
+    return now - state.last_event_at >= cfg.quiet_days * DAY
+
+
+# --- Redis glue -----------------------------------------------------------------------------------
+
+RECORD_REPORT = Lua(__file__, "record_report", include=[TOUCH_FUNCTION])
+
+
+def _stats(raw: list[Any]) -> WindowStats:
+    count, hour, first, base, accounts, reporters, top, observed = raw
+    return WindowStats(
+        count=int(count),
+        last_hour=int(hour),
+        first_in_hour=float(first) if first else None,
+        baseline=int(base),
+        accounts=int(accounts),
+        reporters=int(reporters),
+        top_bucket=int(top),
+        observed_for=float(observed),
+    )
+
+
+def handle_report(ctx: Context, event: dict[str, Any]) -> None:
+    """report.created and report.updated (an update of a report we never saw counts it too)."""
+    recorded = record_report(ctx, Report.from_event(event))
+    if recorded is None:
+        return
+    report_id, created, results = recorded
+    cfg = ctx.settings.report_surge
+    for bucket, raw, state_raw in results:
+        stats = _stats(raw)
+        state = SurgeState.from_redis(state_raw)
+        decision = assess(bucket, stats, state, cfg, created)
+        rate = hourly_rate(stats, created)
+        alert = SURGES.advance(
+            ctx.redis, bucket, decision, report_id, created, stats.count, rate, state, cfg.escalation_cooldown_minutes
+        )
+        if alert is not None:
+            alert = replace(
+                alert,
+                count=stats.count,
+                last_hour=stats.last_hour,
+                baseline=stats.baseline,
+                expected=round(expected_in_window(stats, cfg), 2),
+                baseline_days=round(baseline_span(stats, cfg) / DAY, 1),
+            )
+            SURGES.enqueue_alert(ctx, alert)
+
+
+def record_report(ctx: Context, report: Report) -> tuple[str, float, list[tuple[str, list[Any], list[bytes]]]] | None:
+    """Count one report; return its id, time, and per bucket (its own, EVERYWHERE) raw stats and state."""
+    if report.reporter_id and report.reporter_id == ctx.mastodon.known_bot_account_id():
+        return None
+    report_id, created = report.id, report.created_at
+    bucket = report.target_domain or LOCAL
+    cfg = ctx.settings.report_surge
+    window, baseline = cfg.window_hours * HOUR, cfg.baseline_days * DAY
+    fields = {
+        "bucket": bucket,
+        "account": report.target_id,
+        "reporter": report.reporter_id,
+        "category": report.category,
+        "comment": report.comment[:COMMENT_KEEP],
+        "status": "resolved" if report.resolved else "open",
+        "created_at": repr(created),
+    }
+    bucket_raw, everywhere_raw, bucket_state, everywhere_state = RECORD_REPORT(
+        ctx.redis,
+        [
+            TIMES_PREFIX + bucket,
+            TIMES_PREFIX + EVERYWHERE,
+            REPORT_PREFIX + report_id,
+            SURGES.key(bucket),
+            SURGES.key(EVERYWHERE),
+            SURGES.open_key,
+            ACTIVE_BUCKETS,
+        ],
+        [
+            report_id,
+            repr(created),
+            window,
+            baseline,
+            cfg.overall_min_reports,
+            bucket,
+            int(window + baseline + DAY),
+            fields["account"],
+            fields["reporter"],
+            REPORT_CAP,
+            REPORT_PREFIX,
+            TIMES_PREFIX,
+            ACTIVE_BUCKET_CAP,
+            *[item for pair in fields.items() for item in pair],
+        ],
+    )
+    return (
+        report_id,
+        created,
+        [(bucket, bucket_raw, bucket_state), (EVERYWHERE, everywhere_raw, everywhere_state)],
+    )
+
+
+def report_history(ctx: Context, since: float) -> Iterator[dict[str, Any]]:
+    """The reports created since `since`, read from the admin API (open and resolved), as `report.created`
+    webhook events of what the handler reads (`slim_report`): what `tocsin backfill` records and
+    `tocsin replay` replays. Newest first per listing."""
+    client = ctx.mastodon.client
+    if client is None:
+        raise RuntimeError("reading reports needs TOCSIN_MASTODON_URL")
+    for resolved in (False, True):  # the API lists unresolved or resolved reports, not both
+        page = client.admin_reports(resolved=resolved, limit=200)
+        while page:
+            for item in page:
+                report = as_webhook_json(item)
+                created = parse_time(report.get("created_at"))
+                if created is None or created < since:
+                    page = None
+                    break
+                yield {"event": "report.created", "created_at": report["created_at"], "object": slim_report(report)}
+            else:
+                page = client.fetch_next(page)
+
+
+def backfill_reports(ctx: Context, days: float) -> int:
+    """Record the last `days` of reports from the admin API, without alerting: a baseline for a new install."""
+    recorded = 0
+    for event in report_history(ctx, time.time() - days * DAY):
+        if record_report(ctx, Report.from_event(event)) is not None:
+            recorded += 1
+    return recorded
+
+
+# --- Alert job: look up, render, post ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowDetails:
+    """A window's reports as read when the alert is sent (an alert job can run after later events were
+    counted, and several workers count out of order: these numbers are the settled ones)."""
+
+    reports: int
+    categories: list[tuple[str, int]]
+    open_reports: int
+    resolved_reports: int
+    accounts: int
+    reporters: int
+    comments: list[str]
+    top_buckets: list[tuple[str, int]]
+
+
+def window_details(ctx: Context, bucket: str, at: float, comments: int = 2) -> WindowDetails:
+    window = ctx.settings.report_surge.window_hours * HOUR
+    key = TIMES_PREFIX + bucket
+    total = ctx.redis.zcount(key, f"({at - window}", at)
+    ids = ctx.redis.zrevrangebyscore(key, at, f"({at - window}", start=0, num=DETAIL_SCAN_CAP)
+    pipe = ctx.redis.pipeline()
+    for report_id in ids:
+        pipe.hgetall(REPORT_PREFIX + report_id.decode())
+    reports = [{k.decode(): v.decode() for k, v in row.items()} for row in pipe.execute() if row]
+    status = Counter(report.get("status", "open") for report in reports)
+    return WindowDetails(
+        reports=total,
+        categories=Counter(report.get("category", "other") for report in reports).most_common(),
+        open_reports=status["open"],
+        resolved_reports=status["resolved"],
+        accounts=len({report.get("account") for report in reports}),
+        reporters=len({report.get("reporter") for report in reports}),
+        comments=[report["comment"] for report in reports if report.get("comment")][:comments],
+        top_buckets=Counter(report.get("bucket", "?") for report in reports).most_common(3),
+    )
+
+
+def admin_links(instance_url: str, bucket: str) -> dict[str, str]:
+    if bucket == LOCAL:
+        return {"reports": f"{instance_url}/admin/reports?target_origin=local"}
+    if bucket == EVERYWHERE:
+        return {"reports": f"{instance_url}/admin/reports"}
+    domain = quote(bucket, safe="")
+    return {
+        "reports": f"{instance_url}/admin/reports?by_target_domain={domain}",
+        "instance": f"{instance_url}/admin/instances/{domain}",
+        "limit": f"{instance_url}/admin/domain_blocks/new?_domain={domain}",
+    }
+
+
+def render_alert(
+    alert: Alert,
+    details: WindowDetails | None,
+    block: DomainBlock | None,
+    impact: Impact | None,
+    cfg: ReportSurgeSettings,
+    instance_url: str,
+    admin_can_read: bool,
+    template_dir: Any = None,
+    wave: Wave | None = None,
+) -> str:
+    """The DM text for one alert: pure, so tests render it from fixtures."""
+    proposal = propose(alert, block, wave, impact)
+    template = {
+        "open": "report_surge.txt.j2",
+        "escalate": "report_surge.txt.j2",
+        "quiet": "report_quiet.txt.j2",
+    }
+    bucket = alert.bucket
+    return render_text(
+        template_dir,
+        template[alert.kind],
+        alert=alert,
+        bucket=bucket,
+        is_remote=bucket not in (LOCAL, EVERYWHERE),
+        is_local=bucket == LOCAL,
+        details=details,
+        block=block,
+        impact=impact,
+        impact_known=admin_can_read,
+        cfg=cfg,
+        links=admin_links(instance_url, bucket),
+        days=lambda seconds: round(seconds / DAY, 1),
+        proposal=proposal or Proposal(),
+        wave=wave,
+    )
+
+
+@dataclass(frozen=True)
+class Wave:
+    """What the DM's three choices act on: the reports against the bucket created in (since, until] (from
+    the window before the surge opened to when the DM is written), their distinct reported accounts, and the open ones
+    item 3 would resolve (as Mastodon lists them: unassigned, spam; other categories only with `all`)."""
+
+    since: float
+    until: float
+    accounts: tuple[str, ...]
+    open_spam: int
+    open_other: int
+    assigned: int = 0
+
+
+def propose(
+    alert: Alert, block: DomainBlock | None, wave: Wave | None = None, impact: Impact | None = None
+) -> Proposal | None:
+    """A surge from one server: 1. limit it, 2. suspend the reported accounts, 3. resolve the wave's open
+    reports; local accounts: 1. limit them, 2. suspend them, 3. resolve. The numbers stay the same in every
+    DM of a surge, the quiet-again one included while some of the wave's reports are still open (an item
+    that has nothing left to do still holds its place)."""
+    bucket = alert.bucket
+    if bucket == EVERYWHERE:
+        return None
+    if alert.kind == "quiet" and (wave is None or not wave.open_spam + wave.open_other):
+        return None  # quiet again with nothing of the wave left open: nothing to decide
+    if wave is None:  # nothing known of the wave's reports: the limit alone, as before
+        if bucket == LOCAL or block is not None:
+            return None
+        limit = Action("domain_block", bucket, f"limit {bucket}", severity="silence")
+        return Proposal(items=(ProposalItem(f"limit {bucket} until the wave passes", (limit,)),))
+    accounts = len(wave.accounts)
+    if bucket == LOCAL:
+        first = ProposalItem(
+            f"limit the {accounts} reported local accounts",
+            (Action("silence_accounts", LOCAL_ACCOUNTS, f"limit {accounts} local accounts", targets=wave.accounts),),
+        )
+        suspend_label = "suspend them (members: asks yes; undo within 30 min)"
+    else:
+        if block is None:
+            cost = ""
+            if impact is not None:
+                cost = f" (cuts {impact.local_follows:,} follows from us to there, "
+                cost += f"{impact.remote_followers:,} from there to us)"
+            first_label = f"limit {bucket}{cost}"
+        else:
+            first_label = f"limit {bucket} (it is {BLOCK_WORDS.get(block.severity, 'blocked')} already)"
+        first = ProposalItem(first_label, (Action("domain_block", bucket, f"limit {bucket}", severity="silence"),))
+        suspend_label = f"suspend the {accounts} reported accounts of {bucket}"
+    suspend = ProposalItem(
+        suspend_label,
+        (Action("suspend_accounts", bucket, f"suspend {accounts} accounts of {bucket}", targets=wave.accounts),),
+    )
+    others = f"; {wave.open_other} other: approve 3 all" if wave.open_other else ""
+    assigned = f"; {wave.assigned} assigned, left" if wave.assigned else ""
+    resolve = ProposalItem(
+        f"resolve the {wave.open_spam} open spam reports of the wave{others}{assigned}",
+        (Action("resolve_reports", bucket, f"resolve reports of {bucket}", since=wave.since, until=wave.until),),
+    )
+    return Proposal(items=(first, suspend, resolve))
+
+
+BLOCK_WORDS = {"silence": "limited", "suspend": "suspended"}
+
+
+def wave_of(ctx: Context, bucket: str, alert: Alert) -> Wave | None:
+    """The wave the DM offers to act on: its reports from Redis (their accounts), the open ones from the
+    admin API when the token can read it (exactly what `approve 3` would resolve), else from Redis."""
+    if bucket == EVERYWHERE:
+        return None
+    window = ctx.settings.report_surge.window_hours * HOUR
+    state = SURGES.state(ctx.redis, bucket)
+    opened = state.opened_at if state is not None and state.surge_id == alert.surge_id else alert.at
+    if alert.kind == "quiet":  # the surge is closed: its life is in the alert
+        opened = alert.opened_at if alert.opened_at is not None else alert.at
+    # Up to now, not only to the event that raised the alert: the DM's numbers are what the moderator
+    # decides on, and a report that arrives after it waits for the next DM.
+    since, until = min(opened, alert.at) - window, max(alert.at, time.time())
+    ids: list[bytes] = ctx.redis.zrangebyscore(TIMES_PREFIX + bucket, f"({since}", until)  # type: ignore[assignment]
+    pipe = ctx.redis.pipeline()
+    for report_id in ids:
+        pipe.hgetall(REPORT_PREFIX + report_id.decode())
+    rows = [{k.decode(): v.decode() for k, v in row.items()} for row in pipe.execute() if row]
+    accounts = tuple(sorted({row["account"] for row in rows if row.get("account")}, key=_by_number))
+    action = Action("resolve_reports", bucket, "", since=since, until=until)
+    verdicts: list[str]
+    try:
+        verdicts = [wave_report(report, action) for report in ctx.mastodon.open_reports()]
+    except (MastodonError, RuntimeError):  # no admin read (or not now): what the webhooks said
+        open_rows = [row for row in rows if row.get("status", "open") == "open"]
+        verdicts = ["resolve" if row.get("category") == "spam" else "category" for row in open_rows]
+    return Wave(
+        since=since,
+        until=until,
+        accounts=accounts,
+        open_spam=verdicts.count("resolve"),
+        open_other=verdicts.count("category"),
+        assigned=verdicts.count("assigned"),
+    )
+
+
+def _by_number(account_id: str) -> tuple[int, str]:
+    return (int(account_id) if account_id.isdigit() else 0, account_id)
+
+
+def compose_alert(ctx: Context, alert: Alert) -> Message:
+    """The alert job's DM: gather what it needs now (it may read Mastodon), render it."""
+    bucket = alert.bucket
+    remote = bucket not in (LOCAL, EVERYWHERE)
+    details = None if alert.kind == "quiet" else window_details(ctx, bucket, alert.at)
+    block = ctx.mastodon.block_for(bucket) if remote else None
+    impact = ctx.mastodon.impact(bucket) if remote else None
+    wave = wave_of(ctx, bucket, alert)
+    text = render_alert(
+        alert,
+        details,
+        block,
+        impact,
+        ctx.settings.report_surge,
+        ctx.settings.instance_url,
+        ctx.mastodon.can_read_admin,
+        ctx.settings.template_dir,
+        wave,
+    )
+    return Message(text, propose(alert, block, wave, impact))
+
+
+# --- For the other families ----------------------------------------------------------------------
+
+
+def surge_open(connection: redis.Redis, domain: str) -> bool:
+    """Whether a report surge is open for this server (a block for it belongs to a spam-wave incident)."""
+    return SURGES.state(connection, domain) is not None
+
+
+def servers_seen(connection: redis.Redis) -> set[str]:
+    """The remote servers reported recently (what a scan reads when the peers API is off)."""
+    return {raw.decode() for raw in connection.zrange(ACTIVE_BUCKETS, 0, -1)} - {LOCAL, EVERYWHERE}
+
+
+def counts_per_hour(connection: redis.Redis, domains: list[str], hours: list[float]) -> list[int]:
+    """Reports against these servers in each hour starting at `hours` (an incident's chart)."""
+    pipe = connection.pipeline()
+    for hour in hours:
+        for domain in domains:
+            pipe.zcount(TIMES_PREFIX + domain, hour, f"({hour + 3600}")
+    counts = pipe.execute()
+    per = len(domains)
+    return [sum(counts[i * per : (i + 1) * per]) for i in range(len(hours))] if per else [0] * len(hours)
