@@ -69,5 +69,6 @@ def pip(*args: str) -> None:
 def test_template_names_are_unique_across_families() -> None:
     # Templates are looked up by file name alone (an operator overrides one in a flat folder), so two
     # families' templates of one name would shadow each other.
-    names = [path.name for path in (ROOT / "templates").rglob("*") if path.is_file() and "__pycache__" not in path.parts]
+    files = [path for path in (ROOT / "templates").rglob("*") if path.is_file() and "__pycache__" not in path.parts]
+    names = [path.name for path in files]
     assert len(names) == len(set(names)) > 20

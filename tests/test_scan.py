@@ -25,7 +25,6 @@ from bot.core.fetching import Fetcher
 from bot.mastodon.client import Impact
 from bot.mastodon.context import Context
 from bot.mastodon.outbox import split_post
-from handlers.incidents.blocks import CSV_HEADER, read_blocks_csv
 from handlers.reports.surge import ACTIVE_BUCKETS
 from handlers.scan.findings import ALL_CLEAR_SIZED, Exposure, Finding, ScanReport, blocks_csv
 from handlers.scan.findings import propose as propose_blocks
@@ -38,6 +37,7 @@ from handlers.scan.messages import (
 )
 from handlers.scan.runs import run_scan, schedule_scan
 from handlers.shared.advisories import EXPOSURES, SEVERITIES, Advisory, parse_version
+from handlers.shared.block_tags import CSV_HEADER, read_blocks_csv
 from tests.helpers import run, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.peers import Peer, PeerFleet, nodeinfo
@@ -426,7 +426,7 @@ def main_command() -> Any:
     ],
 )
 def test_peer_names_are_one_spelling(raw: str, normal: str | None) -> None:
-    from handlers.scan.messages import normalized_domain
+    from handlers.shared.peers import normalized_domain
 
     assert normalized_domain(raw) == normal
 

@@ -28,7 +28,7 @@ import re
 import time
 import unicodedata
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from html.parser import HTMLParser
 from typing import Any
 
@@ -40,12 +40,13 @@ from bot.core import audit, defaults, metrics
 from bot.core.privacy import neutralize
 from bot.dm import held, wave
 from bot.mastodon import actions, outbox
-from bot.mastodon.actions import Action, Done, Refused, can, carry_out
+from bot.mastodon.actions import Action, Done, Refused, carry_out
 from bot.mastodon.context import Context, get_context
 from bot.mastodon.outbox import Post
 from bot.pipeline.events import parse_time
 from bot.pipeline.families import registry
 from bot.pipeline.queue import PERMANENT_STATUSES, fails_at_once_on_permanent_errors
+from bot.pipeline.replies import Moderator, Outcome, ReplyCommand, Request, refused
 
 log = logging.getLogger(__name__)
 
@@ -60,59 +61,6 @@ CONFIRM_PREFIX = "tocsin:commands:confirm:"  # + question status id: the command
 ASKED_PREFIX = "tocsin:commands:asked:"  # + account id: sorted set, question status id -> when it lapses
 ACTED_BY_PREFIX = "tocsin:commands:acted-by:"  # + target: who last acted on it through Tocsin (undo window)
 KEEP_SECONDS = 30 * 86400
-
-
-@dataclass(frozen=True)
-class Moderator:
-    account_id: str
-    handle: str  # local username
-    permissions: int
-
-    def can(self, flag: str) -> bool:
-        return can(self.permissions, flag)
-
-
-@dataclass(frozen=True)
-class Request:
-    command_id: str  # the id of the status that carried the command
-    moderator: Moderator
-    verb: str
-    args: str
-    subject: str | None  # what the thread it was written in is about (Post.subject), if anything
-    text: str  # the command as written
-    confirmed: bool = False  # a `yes` answered it
-    replying_to: str | None = None  # the status the command replies to
-
-
-@dataclass(frozen=True)
-class Outcome:
-    kind: str  # done | refused | asked (for a `yes`) | help
-    text: str
-    api: str = ""
-    undo: tuple[dict[str, Any], ...] = ()
-    everyone: bool = False
-    """The reply goes to every moderator (something changed), not only to the one who asked."""
-    command: str = ""
-    """The command carried out, when not the one written (a `yes` carries out the one it answers)."""
-
-
-def refused(text: str) -> Outcome:
-    return Outcome("refused", f"Not done: {text}")
-
-
-@dataclass(frozen=True)
-class ReplyCommand:
-    verb: str  # one or two words, lower case
-    usage: str  # as the help shows it ("" for none)
-    run: Callable[[Context, Request], Outcome]
-    subject: str | None = None
-    """Only in a thread whose subject starts with this ("announce:"); None: anywhere."""
-    changes: bool = True
-    """It changes something: the sender's role is asked of Mastodon now, not taken from the cache, and
-    the command's status is read again before acting (deleted or edited since: not carried out)."""
-    permission: str | None = None
-    """The role permission Mastodon requires for what this command does (bot.mastodon.actions.ROLE_FLAGS);
-    None: any staff role, or the command checks its own targets' (approve, undo, dismiss, limit …)."""
 
 
 # --- The moderator's own words (pure) ------------------------------------------------------------

@@ -21,9 +21,9 @@ from datetime import datetime
 from typing import Any
 
 import redis
+from mastodon import MastodonAPIError, MastodonNotFoundError
 
 from bot.mastodon.client import MastodonLink
-from mastodon import MastodonAPIError, MastodonNotFoundError
 
 # UserRole::FLAGS (app/models/user_role.rb): the permissions bitmask of an Admin::Account's role.
 ROLE_FLAGS = {

@@ -23,10 +23,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
-
-from bot.core import defaults, metrics
-from bot.core.config import Settings
-from bot.mastodon.ratelimit import UNKNOWN_RESET_WAIT, ApiBudget, BudgetExhausted
 from mastodon import (
     Mastodon,
     MastodonAPIError,
@@ -36,6 +32,10 @@ from mastodon import (
     MastodonRatelimitError,
     MastodonServerError,
 )
+
+from bot.core import defaults, metrics
+from bot.core.config import Settings
+from bot.mastodon.ratelimit import UNKNOWN_RESET_WAIT, ApiBudget, BudgetExhausted
 
 log = logging.getLogger(__name__)
 

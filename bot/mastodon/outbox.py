@@ -24,13 +24,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import redis
+from mastodon import Mastodon
 
 from bot.core import defaults, metrics
 from bot.core.config import Settings
 from bot.core.privacy import RECIPIENT, unmention
 from bot.mastodon.actions import Message, Proposal, store_proposal
 from bot.mastodon.client import MastodonLink
-from mastodon import Mastodon
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 
 import redis
+from mastodon import MastodonRatelimitError
 
 from bot.core.scripting import Lua
-from mastodon import MastodonRatelimitError
 
 BUDGET_KEY = "tocsin:api-budget"  # hash: limit, remaining, reset — as Mastodon last said
 UNKNOWN_RESET_WAIT = 60.0

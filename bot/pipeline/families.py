@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from bot.core.config import Settings
-    from bot.dm.commands import ReplyCommand
     from bot.mastodon.context import Context
+    from bot.pipeline.replies import ReplyCommand
     from bot.pipeline.surges import SurgeDetector
 
 log = logging.getLogger(__name__)

@@ -43,9 +43,9 @@ from bot.mastodon.client import Impact
 from bot.mastodon.context import Context, get_context
 from bot.mastodon.ratelimit import BudgetExhausted
 from bot.pipeline.queue import enqueue_once
-from handlers.scan.messages import normalized_domain, peer_domains
 from handlers.shared import nodeinfo
 from handlers.shared.nodeinfo import DEAD_REASONS, PeerResult, fetch_software_document
+from handlers.shared.peers import normalized_domain, peer_domains
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from handlers.federation.audit import (
     send_dm,
     verdicts,
 )
-from handlers.scan.cli import Meter
-from handlers.scan.messages import normalized_domain
+from handlers.shared.peers import normalized_domain
+from handlers.shared.progress import Meter
 
 
 @click.command("audit-federation")

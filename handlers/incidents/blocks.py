@@ -15,8 +15,6 @@ Tocsin's advisory tag, and CORRECTION_MARK (this block was a mistake: word its l
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import re
@@ -29,11 +27,11 @@ import orjson
 
 from bot.core import defaults
 from bot.core.scripting import Lua
-from bot.mastodon.client import DomainBlock
 from bot.mastodon.context import Context
 from bot.pipeline.events import enqueue_drain, parse_time
 from handlers.incidents.announcements import hold
 from handlers.incidents.store import BlockChange, apply_changes, iso, public_domain
+from handlers.shared.block_tags import BLOCK_TAG_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -53,29 +51,10 @@ correction of a mistake (otherwise lifts are announced neutrally)."""
 
 EVENT = "domain_block.changes"
 
-BLOCK_TAG = "[tocsin advisory {id}]"
-"""Written at the start of the private comment of every block Tocsin applies for an advisory."""
-BLOCK_TAG_PATTERN = re.compile(r"\[tocsin advisory ([^\]\s]+)\]")
-
-CSV_HEADER = ["#domain", "#severity", "#reject_media", "#reject_reports", "#public_comment", "#obfuscate"]
-"""Mastodon's domain-block import/export format (Administration → Federation → Import)."""
-
 EMIT_CHANGES = Lua(__file__, "emit_block_changes")
 
 
 # --- Pure ----------------------------------------------------------------------------------------
-
-
-def tagged_advisory(block: DomainBlock) -> str | None:
-    """The advisory id of a block Tocsin applied (found by BLOCK_TAG in its private comment)."""
-    match = BLOCK_TAG_PATTERN.search(block.private_comment or "")
-    return match.group(1) if match else None
-
-
-def read_blocks_csv(text: str) -> list[dict[str, str]]:
-    """Rows of a domain-block CSV (Mastodon's header, or without the leading #)."""
-    rows = list(csv.DictReader(io.StringIO(text)))
-    return [{key.lstrip("#").strip(): (value or "").strip() for key, value in row.items() if key} for row in rows]
 
 
 def public_fields(block: dict[str, Any]) -> dict[str, Any]:

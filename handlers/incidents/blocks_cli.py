@@ -6,8 +6,9 @@ import click
 from mastodon import MastodonAPIError
 
 from bot.ops.clitools import cli_context
-from handlers.incidents.blocks import BLOCK_TAG, poll, read_blocks_csv, tagged_advisory
+from handlers.incidents.blocks import poll
 from handlers.shared.advisories import load_advisories
+from handlers.shared.block_tags import BLOCK_TAG, read_blocks_csv, tagged_advisory
 
 
 @click.group()

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import click
 
-from bot.dm.commands import Outcome, ReplyCommand, Request, refused
 from bot.mastodon.context import Context
 from bot.ops.clitools import cli_context
+from bot.pipeline.replies import Outcome, ReplyCommand, Request, refused
 from handlers.incidents import store as incidents
 from handlers.incidents.announcements import SUBJECT, cancel, held, mark_correction, pending, post_now
 

@@ -25,7 +25,7 @@ from typing import Any
 import redis
 
 from bot.mastodon.context import Context
-from handlers.reports import surge as reports
+from handlers.reports import readers as reports
 from handlers.shared import proposals
 from handlers.shared.advisories import load_advisories
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
-import redis
 from mastodon import MastodonError
 
 from bot.core.config import ReportSurgeSettings
@@ -478,27 +477,3 @@ def compose_alert(ctx: Context, alert: Alert) -> Message:
         wave,
     )
     return Message(text, propose(alert, block, wave, impact))
-
-
-# --- For the other families ----------------------------------------------------------------------
-
-
-def surge_open(connection: redis.Redis, domain: str) -> bool:
-    """Whether a report surge is open for this server (a block for it belongs to a spam-wave incident)."""
-    return SURGES.state(connection, domain) is not None
-
-
-def servers_seen(connection: redis.Redis) -> set[str]:
-    """The remote servers reported recently (what a scan reads when the peers API is off)."""
-    return {raw.decode() for raw in connection.zrange(ACTIVE_BUCKETS, 0, -1)} - {LOCAL, EVERYWHERE}
-
-
-def counts_per_hour(connection: redis.Redis, domains: list[str], hours: list[float]) -> list[int]:
-    """Reports against these servers in each hour starting at `hours` (an incident's chart)."""
-    pipe = connection.pipeline()
-    for hour in hours:
-        for domain in domains:
-            pipe.zcount(TIMES_PREFIX + domain, hour, f"({hour + 3600}")
-    counts = pipe.execute()
-    per = len(domains)
-    return [sum(counts[i * per : (i + 1) * per]) for i in range(len(hours))] if per else [0] * len(hours)

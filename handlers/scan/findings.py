@@ -14,8 +14,8 @@ from typing import Any
 
 from bot.core.csvsafe import safe_row
 from bot.mastodon.client import DomainBlock, Impact
-from handlers.incidents.blocks import CSV_HEADER, tagged_advisory
 from handlers.shared.advisories import Advisory, Fork, Running, Verdict, Version, read_running
+from handlers.shared.block_tags import CSV_HEADER, tagged_advisory
 from handlers.shared.nodeinfo import PeerResult
 
 IMPACT_BUCKETS = ((5, "≤ 5"), (10, "6–10"), (100, "11–100"))

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from mastodon import MastodonNotFoundError
-
 from bot.core.fetching import FetchError
 from bot.core.privacy import RECIPIENT
 from bot.core.templating import render_text
@@ -35,8 +33,6 @@ from bot.mastodon.actions import Action, Message, Proposal, ProposalItem
 from bot.mastodon.client import DomainBlock
 from bot.mastodon.context import Context
 from bot.mastodon.outbox import Post
-from handlers.incidents.blocks import BLOCK_TAG, tagged_advisory
-from handlers.reports import surge as reports
 from handlers.scan.findings import (
     Proposal as BlockProposal,
 )
@@ -54,40 +50,12 @@ from handlers.shared.advisories import (
     load_forks,
     read_running,
 )
+from handlers.shared.block_tags import BLOCK_TAG
 from handlers.shared.nodeinfo import read_peers_cached
 
 log = logging.getLogger(__name__)
 
 # --- Scan: I/O at the edges ----------------------------------------------------------------------
-
-
-def peer_domains(ctx: Context, blocks: list[DomainBlock]) -> list[str]:
-    """The instance's peers, plus the domains Tocsin blocked for an advisory (the peers API leaves out
-    blocked domains). With the peers API disabled (404): the servers seen in reports, and every block."""
-    raw: list[str] = []
-    client = ctx.mastodon.client
-    try:
-        if client is None:
-            raise MastodonNotFoundError("no instance configured")
-        raw += [str(domain) for domain in client.instance_peers()]
-    except MastodonNotFoundError:
-        raw += reports.servers_seen(ctx.redis)
-        raw += [block.domain for block in blocks]
-    raw += [block.domain for block in blocks if tagged_advisory(block)]
-    return sorted({domain for domain in map(normalized_domain, raw) if domain is not None})
-
-
-def normalized_domain(raw: str) -> str | None:
-    """A peer's host name as one spelling: lower case, no trailing dot, internationalized names in their
-    ASCII (IDNA) form; None for what is no host name (obfuscated blocks' stars, spaces, too long)."""
-    name = raw.strip().rstrip(".").lower()
-    if not name or "*" in name or " " in name or "/" in name:
-        return None
-    try:
-        name = name.encode("idna").decode("ascii")
-    except UnicodeError:
-        return None
-    return name if len(name) <= 253 else None
 
 
 # --- Messages ------------------------------------------------------------------------------------

@@ -46,7 +46,6 @@ from bot.mastodon.client import Impact, covering_block
 from bot.mastodon.context import Context, get_context
 from bot.mastodon.ratelimit import BudgetExhausted
 from bot.pipeline.queue import SERIALIZER, enqueue_once, fails_at_once_on_permanent_errors
-from handlers.incidents.blocks import tagged_advisory
 from handlers.scan.findings import (
     Exposure,
     Proposal,
@@ -56,10 +55,12 @@ from handlers.scan.findings import (
     refederation_candidates,
     sizing_targets,
 )
-from handlers.scan.messages import peer_domains, send_scan_messages
+from handlers.scan.messages import send_scan_messages
 from handlers.shared import nodeinfo
 from handlers.shared.advisories import load_advisories, load_forks
+from handlers.shared.block_tags import tagged_advisory
 from handlers.shared.nodeinfo import PeerResult
+from handlers.shared.peers import peer_domains
 
 log = logging.getLogger(__name__)
 
