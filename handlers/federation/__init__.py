@@ -1,1 +1,1 @@
-"""handlers.federation.audit"""
+"""The federation audit: who still federates with a server we blocked (watched domains)."""

@@ -1,1 +1,1 @@
-"""handlers.spam"""
+"""Spam waves from young local accounts: near-duplicate posts, mass mentions, posting floods."""

@@ -1,0 +1,26 @@
+"""The report family as the platform sees it: its events, its detector, its backfill and history."""
+
+from __future__ import annotations
+
+from bot.mastodon.context import Context
+from bot.pipeline.families import Family
+from handlers.reports import surge
+
+EVENTS = ("report.created", "report.updated")  # Mastodon's admin webhooks (app/models/webhook.rb, 4.0-4.7)
+
+
+def _backfill(ctx: Context, days: float | None) -> str:
+    recorded = surge.backfill_reports(ctx, days if days is not None else ctx.settings.report_surge.baseline_days)
+    return f"{recorded} reports recorded"
+
+
+FAMILIES = (
+    Family(
+        name="reports",
+        handlers=dict.fromkeys(EVENTS, surge.handle_report),
+        detectors=(surge.SURGES,),
+        webhooks=frozenset(EVENTS),
+        backfill=_backfill,
+        history=surge.report_history,
+    ),
+)
