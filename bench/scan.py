@@ -42,6 +42,7 @@ from bot.mastodon.ratelimit import BULK_SHARE
 from bot.ops.embedded_redis import EmbeddedRedis
 from bot.pipeline.queue import enqueue_once
 from handlers.scan import runs as scan_runs
+from handlers.shared.settings import PeerScanSettings
 from tests.mastodon_double import MastodonDouble
 
 MASTODON_VERSIONS = (
@@ -204,7 +205,8 @@ def main() -> None:
     try:
         workers.start()
         print(f"{os.cpu_count()} cores; {args.peers:,} peers ({args.latency * 1000:.0f} ms per answer), ", end="")
-        print(f"{args.workers} workers, concurrency {settings.scan_concurrency} each, chunks of {settings.scan_chunk}")
+        scan = settings.section(PeerScanSettings)
+        print(f"{args.workers} workers, concurrency {scan.concurrency} each, chunks of {scan.chunk}")
         print("run 1: the scheduled scan")
         first = scan_once(ctx, double, workers, kill_at=None)
         throttled_first = double.throttled
@@ -238,10 +240,12 @@ def main() -> None:
         double.stop()
         server.stop()
 
-    timeout = settings.scan_timeout
+    timeout = settings.section(PeerScanSettings).timeout
     readable = sum(1 for name in names if name.startswith("peer"))
     hanging = sum(1 for name in names if name.startswith("hang"))
-    reading_floor = (readable * 2 * args.latency + hanging * timeout) / (settings.scan_concurrency * args.workers)
+    reading_floor = (readable * 2 * args.latency + hanging * timeout) / (
+        settings.section(PeerScanSettings).concurrency * args.workers
+    )
     share = int(300 * settings.api_budget * BULK_SHARE)
     windows = -(-sized // share)
     print()
@@ -254,7 +258,7 @@ def main() -> None:
     print(f"  DM: {len(thread)} post(s); first line: {thread[0]['text'].splitlines()[1][:100]}")
     print(f"  workers' peak RSS: {rss_first:.0f} MB")
     if killed is not None:
-        in_flight = settings.scan_chunk * args.workers
+        in_flight = settings.section(PeerScanSettings).chunk * args.workers
         twice = sum(1 for count in fetched_again.values() if count > 1)
         print(f"run 2: killed after {killed['killed_after']:.0f} s, completed in {killed['seconds']:.0f} s ", end="")
         print(f"({killed['seconds'] / first['seconds']:.2f}x run 1); DM threads: {len(threads)}")

@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.core import defaults
-from bot.core.config import ReportSurgeSettings, SignupSurgeSettings, SpamWaveSettings
 from bot.mastodon.client import DomainBlock, Impact
 from bot.mastodon.context import Context
 from bot.mastodon.outbox import fitting, split_post, status_length
@@ -28,10 +27,13 @@ from bot.pipeline.families import registry
 from bot.pipeline.surges import Alert
 from handlers.federation import audit as federation
 from handlers.reports import surge as reports
+from handlers.reports.settings import ReportSurgeSettings
 from handlers.scan.messages import send_scan_messages
 from handlers.scan.runs import run_scan
 from handlers.signups import surge as accounts
+from handlers.signups.settings import SignupSurgeSettings
 from handlers.spam import wave as statuses
+from handlers.spam.settings import SpamWaveSettings
 from tests.helpers import alert_jobs, feed, report_event, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.peers import PeerFleet

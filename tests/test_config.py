@@ -5,7 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.config import ConfigError, flat_setting_names, load_settings
+from bot.core.config import ConfigError, Settings, load_settings, setting_names
+from bot.pipeline.families import registry
+from handlers.federation.settings import WatchSettings
+from handlers.reports.settings import ReportSurgeSettings
+from handlers.signups.settings import SignupSurgeSettings
+from handlers.spam.settings import SpamWaveSettings
 
 
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **values: str) -> None:
@@ -34,7 +39,7 @@ def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     (tmp_path / ".env").write_text("TOCSIN_MASTODON_URL=https://social.example.org/\nTOCSIN_REPORT_MIN_REPORTS=9\n")
     settings = load_settings()
     assert settings.mastodon_url == "https://social.example.org"
-    assert settings.report_surge.min_reports == 9
+    assert settings.section(ReportSurgeSettings).min_reports == 9
 
 
 @pytest.mark.parametrize(
@@ -53,7 +58,7 @@ def test_invalid_settings_fail_naming_the_variable(
 ) -> None:
     env(monkeypatch, tmp_path, **values)
     with pytest.raises(ConfigError, match=named):
-        load_settings()
+        checked_settings()
 
 
 def test_token_turns_dry_run_off_unless_forced(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -65,16 +70,16 @@ def test_token_turns_dry_run_off_unless_forced(monkeypatch: pytest.MonkeyPatch, 
 
 def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    names = flat_setting_names()
+    names = setting_names(registry().sections)
     assert "TOCSIN_REPORT_WINDOW_HOURS" in names and "TOCSIN_SPAM_QUIET_HOURS" in names
     assert [name for name in names if f"`{name}`" not in readme] == []
 
 
 def test_detector_sections_are_read_from_their_prefixed_settings(tmp_path: Path) -> None:
     settings = load_settings(_env_file=None, data_dir=tmp_path, signup_cluster_min=7, spam_mass_mentions=9)
-    assert settings.signup_surge.cluster_min == 7
-    assert settings.spam_wave.mass_mentions == 9
-    assert settings.report_surge.window_hours == 3.0
+    assert settings.section(SignupSurgeSettings).cluster_min == 7
+    assert settings.section(SpamWaveSettings).mass_mentions == 9
+    assert settings.section(ReportSurgeSettings).window_hours == 3.0
 
 
 def test_detector_settings_from_the_environment_with_their_bounds(
@@ -82,11 +87,12 @@ def test_detector_settings_from_the_environment_with_their_bounds(
 ) -> None:
     env(monkeypatch, tmp_path, SPAM_QUIET_HOURS="12", SIGNUP_MIN_SIGNUPS="30")
     settings = load_settings()
-    assert (settings.spam_wave.quiet_hours, settings.signup_surge.min_signups) == (12.0, 30)
-    assert settings.report_surge.quiet_days == 7.0  # the section's own default
+    assert settings.section(SpamWaveSettings).quiet_hours == 12.0
+    assert settings.section(SignupSurgeSettings).min_signups == 30
+    assert settings.section(ReportSurgeSettings).quiet_days == 7.0  # the section's own default
     monkeypatch.setenv("TOCSIN_SIGNUP_CLUSTER_MIN", "1")  # below the section's bound (2)
     with pytest.raises(ConfigError, match="TOCSIN_SIGNUP_CLUSTER_MIN"):
-        load_settings()
+        checked_settings()
 
 
 def test_list_settings_are_split_on_commas_and_spaces() -> None:
@@ -94,4 +100,11 @@ def test_list_settings_are_split_on_commas_and_spaces() -> None:
         _env_file=None, moderators="@alice, bob@example.org", watch_domains="Threads.NET. bad.example"
     )
     assert settings.moderators == ["alice", "bob@example.org"]
-    assert settings.watch_domains == ["threads.net", "bad.example"]
+    assert settings.section(WatchSettings).domains == ["threads.net", "bad.example"]
+
+
+def checked_settings() -> Settings:
+    """As every `tocsin` command loads them: the platform's, then each installed family's section."""
+    settings = load_settings()
+    registry().check_settings(settings)
+    return settings

@@ -10,11 +10,11 @@ from pathlib import Path
 import redis
 
 from bot.core import defaults
-from bot.core.config import ReportSurgeSettings
 from bot.mastodon.client import DomainBlock, Impact
 from bot.mastodon.context import Context
 from bot.pipeline.events import drain_with
 from bot.pipeline.surges import Alert
+from handlers.reports.settings import ReportSurgeSettings
 from handlers.reports.surge import WindowDetails, render_alert
 from tests.helpers import fixture, run_jobs
 from tests.mastodon_double import MastodonDouble

@@ -11,10 +11,10 @@ import pytest
 import redis
 
 from bot.core import defaults
-from bot.core.config import ReportSurgeSettings
 from bot.mastodon.context import Context, redis_from_url
 from bot.pipeline.events import drain_with
 from bot.pipeline.surges import Decision, SurgeState, settling
+from handlers.reports.settings import ReportSurgeSettings
 from handlers.reports.surge import (
     EVERYWHERE,
     WindowStats,

@@ -24,6 +24,7 @@ from handlers.scan import runs as scan_runs
 from handlers.scan.findings import ALL_CLEAR_SIZED
 from handlers.shared import nodeinfo
 from handlers.shared.nodeinfo import CACHE_PREFIX, DEAD_BACKOFF, DEAD_COUNT_PREFIX, FAILURE_TTL, SUCCESS_TTL
+from handlers.shared.settings import PeerScanSettings
 from tests.helpers import quiescent, run, run_until, wait_for
 from tests.mastodon_double import MastodonDouble
 from tests.peers import Peer, PeerFleet
@@ -60,7 +61,7 @@ def local_fleet(fleet: PeerFleet, monkeypatch: pytest.MonkeyPatch) -> PeerFleet:
     monkeypatch.setattr(
         "handlers.shared.nodeinfo.make_fetcher",
         lambda settings: Fetcher(
-            fleet.policy(total_timeout=settings.scan_timeout),
+            fleet.policy(total_timeout=settings.section(PeerScanSettings).timeout),
             resolver=fleet.resolver,
             ssl_context=fleet.client_context(),
         ),

@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.core import defaults
-from bot.core.config import SignupSurgeSettings
 from bot.mastodon.context import Context
 from bot.pipeline.events import current_clock
 from bot.pipeline.families import registry
 from bot.pipeline.surges import Alert
+from handlers.signups.settings import SignupSurgeSettings
 from handlers.signups.surge import (
     ESTABLISHED_PAGES,
     SIGNUP_PREFIX,

@@ -10,13 +10,13 @@ import pytest
 import redis
 
 from bot.core import defaults
-from bot.core.config import SpamWaveSettings
 from bot.mastodon.context import Context
 from bot.ops import sweep
 from bot.pipeline.events import current_clock
 from bot.pipeline.families import registry
 from handlers.shared.payloads import Status
 from handlers.spam.content import examine, fingerprints, parse_content
+from handlers.spam.settings import SpamWaveSettings
 from handlers.spam.wave import FEATURE_FIRST, FEATURE_INDEX
 from tests.helpers import alert_jobs, feed, fixture, run_jobs
 from tests.mastodon_double import MastodonDouble

@@ -13,11 +13,16 @@ from bot.core.config import ConfigError, Settings, load_settings
 from bot.mastodon.client import PacedMastodon
 from bot.mastodon.context import Context, redis_from_url
 from bot.ops.embedded_redis import running_embedded_url
+from bot.pipeline.families import registry
 
 
 def settings_from_environment(**overrides: object) -> Settings:
+    """The platform's settings and every installed family's section, checked now: a bad value stops the
+    command at once, naming its variable."""
     try:
-        return load_settings(**overrides)
+        settings = load_settings(**overrides)
+        registry().check_settings(settings)
+        return settings
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
 

@@ -33,7 +33,7 @@ import orjson
 import redis
 
 from bot.core import defaults
-from bot.core.config import ENV_PREFIX, SECTION_MODELS, SECTIONS, ConfigError, Settings, load_settings
+from bot.core.config import ENV_PREFIX, ConfigError, Settings, load_settings
 from bot.core.privacy import reduce_event
 from bot.mastodon.actions import is_staff
 from bot.mastodon.client import DomainBlock, Impact, MastodonLink, PacedMastodon, covering_block
@@ -604,12 +604,8 @@ def parse_since(text: str) -> float:
 
 
 def detector_setting_names() -> dict[str, str]:
-    """TOCSIN_REPORT_RATIO -> report_ratio, for every detector setting (the sections of bot/core/config.py)."""
-    names = {}
-    for section, prefix in SECTIONS.items():
-        for name in SECTION_MODELS[section].model_fields:
-            names[f"{ENV_PREFIX}{prefix}{name}".upper()] = prefix + name
-    return names
+    """TOCSIN_REPORT_RATIO -> report_ratio, for every family's setting (their sections)."""
+    return {name: field for section in registry().sections for name, field in section.variable_names().items()}
 
 
 def variants(assignments: Sequence[str]) -> list[dict[str, str]]:

@@ -18,6 +18,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 from bot.core import metrics
+from bot.core.config import Section
 from bot.mastodon.ratelimit import BudgetExhausted
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ class Family:
     """Its state for /metrics, read from Redis when scraped: (metric name, help, value)."""
     ephemeral_keys: tuple[str, ...] = ()
     """Prefixes of its Redis keys that `tocsin export` leaves out: caches, claims, work in flight."""
+    settings: tuple[type[Section], ...] = ()
+    """Its settings sections (each with its own TOCSIN_<PREFIX>_ variables), checked at start-up."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,16 @@ class Registry:
                 metrics.EVENTS.labels(family, "failed").inc()
                 raise
             metrics.EVENTS.labels(family, "processed").inc()
+
+    @property
+    def sections(self) -> list[type[Section]]:
+        found = [section for family in self.families for section in family.settings]
+        return list(dict.fromkeys(found))  # a shared section (handlers.shared) once
+
+    def check_settings(self, settings: Settings) -> None:
+        """Reads every family's section now, so a bad value fails at start-up (ConfigError names it)."""
+        for section in self.sections:
+            settings.section(section)
 
     def detector(self, name: str) -> SurgeDetector:
         found = [detector for family in self.families for detector in family.detectors if detector.name == name]

@@ -43,9 +43,11 @@ from bot.mastodon.client import Impact
 from bot.mastodon.context import Context, get_context
 from bot.mastodon.ratelimit import BudgetExhausted
 from bot.pipeline.queue import enqueue_once
+from handlers.federation.settings import WatchSettings
 from handlers.shared import nodeinfo
 from handlers.shared.nodeinfo import DEAD_REASONS, PeerResult, fetch_software_document
 from handlers.shared.peers import normalized_domain, peer_domains
+from handlers.shared.settings import PeerScanSettings
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +312,7 @@ def audit(
 async def _read_all(
     ctx: Context, fetcher: Fetcher, peers: list[str], target: str, keep: Callable[[Verdict], None]
 ) -> None:
-    gate = asyncio.Semaphore(ctx.settings.scan_concurrency)
+    gate = asyncio.Semaphore(ctx.settings.section(PeerScanSettings).concurrency)
 
     async def one(peer: str, cached: PeerResult | None) -> None:
         async with gate:
@@ -453,11 +455,11 @@ AUDIT_TIMEOUT = 3600
 def schedule_watched(ctx: Context, now: float) -> int:
     """From the sweep: queue an audit of each TOCSIN_WATCH_DOMAINS server not audited for
     TOCSIN_SCAN_INTERVAL_HOURS (one job per server and interval); how many were queued."""
-    interval = ctx.settings.scan_interval_hours * 3600
+    interval = ctx.settings.section(PeerScanSettings).interval_hours * 3600
     if interval <= 0 or not ctx.mastodon.can_read_admin:
         return 0
     queued = 0
-    for raw in ctx.settings.watch_domains:
+    for raw in ctx.settings.section(WatchSettings).domains:
         target = normalized_domain(raw)
         last = ctx.redis.hget(LAST_AUDIT, target) if target else None
         if target is None or (last is not None and now - float(last) < interval):

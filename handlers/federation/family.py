@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from bot.pipeline.families import Family
 from handlers.federation import audit, cli
+from handlers.federation.settings import WatchSettings
+from handlers.shared.settings import PeerScanSettings
 
 FAMILIES = (
     Family(
         name="federation-audit",
         sweep=audit.schedule_watched,
         commands=(cli.audit_federation,),
+        settings=(WatchSettings, PeerScanSettings),
     ),
 )

@@ -30,6 +30,7 @@ from bot.mastodon.context import Context, get_context
 from bot.mastodon.outbox import Post
 from bot.pipeline.queue import enqueue_once, fails_at_once_on_permanent_errors
 from handlers.incidents import store as incidents
+from handlers.incidents.settings import AnnouncementSettings, IncidentSettings
 from handlers.incidents.store import BlockChange
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def hold(ctx: Context, applied: list[incidents.Applied]) -> str | None:
     ]
     if not items:
         return None
-    hold_seconds = max(int(ctx.settings.announce_hold_minutes * 60), 1)
+    hold_seconds = max(int(ctx.settings.section(AnnouncementSettings).hold_minutes * 60), 1)
     now = time.time()
     batch, opened = HOLD(
         ctx.redis,
@@ -100,7 +101,7 @@ def hold(ctx: Context, applied: list[incidents.Applied]) -> str | None:
             retry_delays=ctx.settings.retry_delays,
             delay_seconds=hold_seconds,
         )
-        if ctx.settings.announce_hold_minutes > 0:
+        if ctx.settings.section(AnnouncementSettings).hold_minutes > 0:
             enqueue_once(
                 ctx.redis,
                 defaults.QUEUE_URGENT,
@@ -196,8 +197,8 @@ def settings_view(settings: Settings, instance_domain: str | None = None) -> dic
     """The instance as posts and pages name it (Settings.public_name; TOCSIN_RULES_URL, TOCSIN_CONTACT)."""
     return {
         "name": settings.public_name(instance_domain),
-        "rules_url": settings.rules_url,
-        "contact": settings.contact,
+        "rules_url": settings.section(IncidentSettings).rules_url,
+        "contact": settings.section(IncidentSettings).contact,
     }
 
 
@@ -309,7 +310,7 @@ def post_now(ctx: Context, batch_id: str) -> bool:
 
 
 def _post(ctx: Context, key: str, text: str, incident: incidents.Incident | None) -> list[str]:
-    spoiler = ctx.settings.announce_spoiler or None
+    spoiler = ctx.settings.section(AnnouncementSettings).spoiler or None
     reply_to = incident.thread_last if incident is not None else None
     if reply_to is not None and reply_to.startswith("dry-run-"):
         reply_to = None  # a recorded (not posted) status cannot be replied to
@@ -317,7 +318,7 @@ def _post(ctx: Context, key: str, text: str, incident: incidents.Incident | None
         Post(
             key=key,
             text=text,
-            visibility=ctx.settings.announce_visibility,
+            visibility=ctx.settings.section(AnnouncementSettings).visibility,
             spoiler_text=spoiler,
             in_reply_to_id=reply_to,
         )

@@ -30,6 +30,7 @@ from bot.core.scripting import Lua
 from bot.mastodon.context import Context
 from bot.pipeline.events import enqueue_drain, parse_time
 from handlers.incidents.announcements import hold
+from handlers.incidents.settings import IncidentSettings
 from handlers.incidents.store import BlockChange, apply_changes, iso, public_domain
 from handlers.shared.block_tags import BLOCK_TAG_PATTERN
 
@@ -160,7 +161,7 @@ def poll(ctx: Context, now: float | None = None) -> int:
 
 def schedule_poll(ctx: Context, now: float) -> bool:
     """From the sweep: poll when TOCSIN_DOMAIN_POLL_SECONDS have passed (one worker per interval)."""
-    interval = ctx.settings.domain_poll_seconds
+    interval = ctx.settings.section(IncidentSettings).domain_poll_seconds
     if interval <= 0 or not ctx.mastodon.can_read_admin:
         return False
     if not ctx.redis.set(POLL_CLAIM, repr(now), nx=True, ex=max(int(interval) - 1, 1)):

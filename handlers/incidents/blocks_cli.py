@@ -9,6 +9,7 @@ from bot.ops.clitools import cli_context
 from handlers.incidents.blocks import poll
 from handlers.shared.advisories import load_advisories
 from handlers.shared.block_tags import BLOCK_TAG, read_blocks_csv, tagged_advisory
+from handlers.shared.settings import AdvisorySettings
 
 
 @click.group()
@@ -34,7 +35,7 @@ def blocks_apply(csv_file: object, yes: bool) -> None:
     if ctx.mastodon.client is None or ctx.settings.access_token is None:
         raise click.ClickException("applying blocks needs TOCSIN_ACCESS_TOKEN with admin:write:domain_blocks")
     rows = read_blocks_csv(csv_file.read())  # type: ignore[attr-defined]
-    known = {advisory.id for advisory in load_advisories(ctx.settings.advisory_dir)}
+    known = {advisory.id for advisory in load_advisories(ctx.settings.section(AdvisorySettings).dir)}
     click.echo(f"{len(rows)} domain blocks:")
     for row in rows:
         click.echo(f"  {row.get('severity', 'silence'):<8} {row['domain']}  {row.get('public_comment', '')[:80]}")

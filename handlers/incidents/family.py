@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from bot.mastodon.context import Context
 from bot.pipeline.families import Family
 from handlers.incidents import announcements, blocks, blocks_cli, commands, pages, store
+from handlers.incidents.settings import AnnouncementSettings, IncidentSettings
+from handlers.shared.settings import AdvisorySettings
 
 BLOCK_EVENTS = (blocks.EVENT, "domain_block.created", "domain_block.updated", "domain_block.removed")
 """Not webhooks (Mastodon sends none for domain blocks): the poller puts them on the stream. The
@@ -21,7 +23,11 @@ def _ago(raw: bytes | None) -> str:
 
 def _poll_doctor(ctx: Context) -> Iterator[tuple[bool, str]]:
     if ctx.mastodon.can_read_admin:
-        polled = _ago(ctx.redis.get(blocks.LAST_POLL)) if ctx.settings.domain_poll_seconds else "off"
+        polled = (
+            _ago(ctx.redis.get(blocks.LAST_POLL))
+            if ctx.settings.section(IncidentSettings).domain_poll_seconds
+            else "off"
+        )
         yield True, f"domain blocks polled: {polled}"
 
 
@@ -33,6 +39,7 @@ FAMILIES = (
         ephemeral_keys=(blocks.POLL_CLAIM,),
         commands=(blocks_cli.blocks,),
         doctor=_poll_doctor,
+        settings=(IncidentSettings, AdvisorySettings),
     ),
     Family(
         name="incidents",
@@ -49,5 +56,6 @@ FAMILIES = (
         ],
         ephemeral_keys=(store.LOCK,),
         routes=pages.add_incident_pages,
+        settings=(AnnouncementSettings,),
     ),
 )

@@ -28,6 +28,7 @@ from bot.mastodon.context import Context
 from handlers.reports import readers as reports
 from handlers.shared import proposals
 from handlers.shared.advisories import load_advisories
+from handlers.shared.settings import AdvisorySettings
 
 INCIDENTS = "tocsin:incidents"  # sorted set: slug scored by opened_at
 INCIDENT_PREFIX = "tocsin:incident:"  # + slug: hash; + slug + ":servers": hash domain -> JSON; ":timeline"
@@ -290,7 +291,9 @@ def incident_for_new_block(ctx: Context, change: BlockChange) -> str | None:
         found = next((item for item in open_ones if item.advisory == change.advisory), None)
         if found is not None:
             return found.slug
-        advisory = next((a for a in load_advisories(ctx.settings.advisory_dir) if a.id == change.advisory), None)
+        advisory = next(
+            (a for a in load_advisories(ctx.settings.section(AdvisorySettings).dir) if a.id == change.advisory), None
+        )
         summary = change.public_comment or (advisory.summary if advisory else "")
         software = "/".join(advisory.software).title() if advisory else "software"
         title = f"Unpatched {software} servers ({change.advisory})"

@@ -5,12 +5,14 @@ from __future__ import annotations
 from bot.mastodon.context import Context
 from bot.pipeline.families import Family
 from handlers.reports import surge
+from handlers.reports.settings import ReportSurgeSettings
 
 EVENTS = ("report.created", "report.updated")  # Mastodon's admin webhooks (app/models/webhook.rb, 4.0-4.7)
 
 
 def _backfill(ctx: Context, days: float | None) -> str:
-    recorded = surge.backfill_reports(ctx, days if days is not None else ctx.settings.report_surge.baseline_days)
+    days = days if days is not None else ctx.settings.section(ReportSurgeSettings).baseline_days
+    recorded = surge.backfill_reports(ctx, days)
     return f"{recorded} reports recorded"
 
 
@@ -18,6 +20,7 @@ FAMILIES = (
     Family(
         name="reports",
         handlers=dict.fromkeys(EVENTS, surge.handle_report),
+        settings=(ReportSurgeSettings,),
         detectors=(surge.SURGES,),
         webhooks=frozenset(EVENTS),
         backfill=_backfill,

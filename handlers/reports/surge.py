@@ -19,7 +19,6 @@ from urllib.parse import quote
 
 from mastodon import MastodonError
 
-from bot.core.config import ReportSurgeSettings
 from bot.core.scripting import Lua
 from bot.core.templating import render_text
 from bot.mastodon.actions import LOCAL_ACCOUNTS, Action, Message, Proposal, ProposalItem, wave_report
@@ -37,6 +36,7 @@ from bot.pipeline.surges import (
     escalates,
     rate_per_hour,
 )
+from handlers.reports.settings import ReportSurgeSettings
 from handlers.shared.payloads import Report, slim_report
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ SURGES = SurgeDetector(
     name="report-surge",
     prefix="tocsin:surge:",
     open_key="tocsin:surges:open",
-    quiet_seconds=lambda settings: settings.report_surge.quiet_days * DAY,
+    quiet_seconds=lambda settings: settings.section(ReportSurgeSettings).quiet_days * DAY,
     compose=lambda ctx, alert: compose_alert(ctx, alert),
 )
 
@@ -158,7 +158,7 @@ def handle_report(ctx: Context, event: dict[str, Any]) -> None:
     if recorded is None:
         return
     report_id, created, results = recorded
-    cfg = ctx.settings.report_surge
+    cfg = ctx.settings.section(ReportSurgeSettings)
     for bucket, raw, state_raw in results:
         stats = _stats(raw)
         state = SurgeState.from_redis(state_raw)
@@ -185,7 +185,7 @@ def record_report(ctx: Context, report: Report) -> tuple[str, float, list[tuple[
         return None
     report_id, created = report.id, report.created_at
     bucket = report.target_domain or LOCAL
-    cfg = ctx.settings.report_surge
+    cfg = ctx.settings.section(ReportSurgeSettings)
     window, baseline = cfg.window_hours * HOUR, cfg.baseline_days * DAY
     fields = {
         "bucket": bucket,
@@ -280,7 +280,7 @@ class WindowDetails:
 
 
 def window_details(ctx: Context, bucket: str, at: float, comments: int = 2) -> WindowDetails:
-    window = ctx.settings.report_surge.window_hours * HOUR
+    window = ctx.settings.section(ReportSurgeSettings).window_hours * HOUR
     key = TIMES_PREFIX + bucket
     total = ctx.redis.zcount(key, f"({at - window}", at)
     ids = ctx.redis.zrevrangebyscore(key, at, f"({at - window}", start=0, num=DETAIL_SCAN_CAP)
@@ -422,7 +422,7 @@ def wave_of(ctx: Context, bucket: str, alert: Alert) -> Wave | None:
     admin API when the token can read it (exactly what `approve 3` would resolve), else from Redis."""
     if bucket == EVERYWHERE:
         return None
-    window = ctx.settings.report_surge.window_hours * HOUR
+    window = ctx.settings.section(ReportSurgeSettings).window_hours * HOUR
     state = SURGES.state(ctx.redis, bucket)
     opened = state.opened_at if state is not None and state.surge_id == alert.surge_id else alert.at
     if alert.kind == "quiet":  # the surge is closed: its life is in the alert
@@ -470,7 +470,7 @@ def compose_alert(ctx: Context, alert: Alert) -> Message:
         details,
         block,
         impact,
-        ctx.settings.report_surge,
+        ctx.settings.section(ReportSurgeSettings),
         ctx.settings.instance_url,
         ctx.mastodon.can_read_admin,
         ctx.settings.template_dir,

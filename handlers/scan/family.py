@@ -9,6 +9,7 @@ from bot.mastodon.context import Context
 from bot.pipeline.families import Family
 from handlers.scan import cli, runs
 from handlers.shared import nodeinfo
+from handlers.shared.settings import AdvisorySettings, PeerScanSettings
 
 
 def _ago(raw: bytes | None) -> str:
@@ -34,5 +35,6 @@ FAMILIES = (
         ephemeral_keys=(nodeinfo.CACHE_PREFIX, runs.SCAN_CLAIM, runs.CURRENT_RUN, runs.RUN_PREFIX),
         commands=(cli.scan, cli.outreach),
         doctor=_doctor,
+        settings=(PeerScanSettings, AdvisorySettings),
     ),
 )

@@ -52,6 +52,7 @@ from handlers.shared.advisories import (
 )
 from handlers.shared.block_tags import BLOCK_TAG
 from handlers.shared.nodeinfo import read_peers_cached
+from handlers.shared.settings import AdvisorySettings, PeerScanSettings
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +149,11 @@ def outreach_message(ctx: Context, domain: str) -> Outreach:
     [result] = read_peers_cached(ctx, fetcher, [domain])
     if result.software is None:
         raise LookupError(f"{domain} could not be read ({result.error})")
-    peer = read_running(result.software.name, result.software.version, load_forks(ctx.settings.advisory_dir))
+    peer = read_running(
+        result.software.name, result.software.version, load_forks(ctx.settings.section(AdvisorySettings).dir)
+    )
     version = peer.version
-    advisories = load_advisories(ctx.settings.advisory_dir)
+    advisories = load_advisories(ctx.settings.section(AdvisorySettings).dir)
     affecting = [a for a in advisories if version and a.concerns(peer.software) and a.affects(version)]
     if version is None or not affecting:
         raise LookupError(
@@ -214,7 +217,9 @@ def send_scan_messages(ctx: Context, report: ScanReport) -> int:
     remember_proposals(ctx, report)
     key = report_key(report)
     if key is not None:
-        text = render_report(report, instance_url, ctx.settings.scan_limit_above_follows, ctx.settings.template_dir)
+        text = render_report(
+            report, instance_url, ctx.settings.section(PeerScanSettings).limit_above_follows, ctx.settings.template_dir
+        )
         ctx.outbox.propose(key, Message(text, propose(report)))
         sent += 1
     for block, advisory, peer in report.refederate:

@@ -61,6 +61,7 @@ from handlers.shared.advisories import load_advisories, load_forks
 from handlers.shared.block_tags import tagged_advisory
 from handlers.shared.nodeinfo import PeerResult
 from handlers.shared.peers import peer_domains
+from handlers.shared.settings import AdvisorySettings, PeerScanSettings
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def start_run(ctx: Context, advisory_ids: Iterable[str] = (), fresh: bool = Fals
     # or of one slow provider, are spread over every chunk instead of stalling one (or hammering one).
     peers = sorted(peer_domains(ctx, blocks), key=lambda name: hashlib.blake2b(name.encode(), digest_size=8).digest())
     run = Run(f"{int(time.time())}-{secrets.token_hex(3)}")
-    size = ctx.settings.scan_chunk
+    size = ctx.settings.section(PeerScanSettings).chunk
     pipe = ctx.redis.pipeline()
     pipe.hset(
         run.key("meta"),
@@ -204,7 +205,7 @@ def read_chunks(
     size, chunks = int(meta["chunk"]), chunk_count(meta)
     recheck: set[str] | None = None if meta.get("fresh") else set(json.loads(meta.get("recheck", "[]")))
     fetcher = nodeinfo.make_fetcher(ctx.settings)
-    ttl = lease_seconds(ctx.settings.scan_timeout)
+    ttl = lease_seconds(ctx.settings.section(PeerScanSettings).timeout)
 
     def store(chunk: _Chunk, results: list[PeerResult], fetched: bool) -> None:
         if fetched:
@@ -246,7 +247,7 @@ def read_chunks(
             done(chunk)
 
     async def read() -> None:
-        limit = asyncio.Semaphore(ctx.settings.scan_concurrency)
+        limit = asyncio.Semaphore(ctx.settings.section(PeerScanSettings).concurrency)
         running: set[asyncio.Task[None]] = set()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and (number := claim()) is not None:
@@ -293,11 +294,11 @@ def build_report(ctx: Context, run: Run) -> ScanReport:
     """Match the stored results, look up follows for the servers named (stored as they come, so a spent
     rate-limit share only pauses this), and assemble the report. Raises BudgetExhausted to pause."""
     meta = run.meta(ctx)
-    advisories = load_advisories(ctx.settings.advisory_dir)
+    advisories = load_advisories(ctx.settings.section(AdvisorySettings).dir)
     wanted = set(json.loads(meta.get("advisories", "[]")))
     if wanted:
         advisories = [advisory for advisory in advisories if advisory.id in wanted]
-    forks = load_forks(ctx.settings.advisory_dir)
+    forks = load_forks(ctx.settings.section(AdvisorySettings).dir)
     results = list(run.results(ctx))
     findings = [finding for finding in (find(advisory, results, forks) for advisory in advisories) if finding.total]
     impacts = _size(ctx, run, sizing_targets(findings, complete=meta.get("state") != "reading"))
@@ -312,7 +313,7 @@ def build_report(ctx: Context, run: Run) -> ScanReport:
         finding.vulnerable = [named(item) for item in finding.vulnerable]
         finding.uncertain = [named(item) for item in finding.uncertain]
         finding.fixed = [named(item) for item in finding.fixed]  # the all-clear's follows
-        proposals[finding.advisory.id] = propose(finding, ctx.settings.scan_limit_above_follows)
+        proposals[finding.advisory.id] = propose(finding, ctx.settings.section(PeerScanSettings).limit_above_follows)
     unreadable = Counter(result.error for result in results if result.error)
     software = Counter(result.software.name for result in results if result.software)
     return ScanReport(
@@ -461,7 +462,7 @@ def finish_job(run_id: str) -> dict[str, int] | None:
     if state not in ("reading", "sizing"):
         return None
     lease = run.key(f"lease:{FINISH}")
-    ctx.redis.set(lease, "1", ex=lease_seconds(ctx.settings.scan_timeout))
+    ctx.redis.set(lease, "1", ex=lease_seconds(ctx.settings.section(PeerScanSettings).timeout))
     try:
         report = build_report(ctx, run)
     except BudgetExhausted as spent:
@@ -484,7 +485,7 @@ def _again(ctx: Context, run: Run, delay: float) -> None:
 
 def schedule_scan(ctx: Context, now: float) -> bool:
     """Start the scan when the last one is older than TOCSIN_SCAN_INTERVAL_HOURS."""
-    interval = ctx.settings.scan_interval_hours * 3600
+    interval = ctx.settings.section(PeerScanSettings).interval_hours * 3600
     if interval <= 0 or ctx.mastodon.client is None:
         return False
     # One job per interval, whichever worker's sweep gets here first.

@@ -18,6 +18,7 @@ import redis
 from bot.core.config import Settings
 from bot.core.fetching import Fetcher, FetchError, FetchPolicy
 from bot.mastodon.context import Context
+from handlers.shared.settings import PeerScanSettings
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +157,9 @@ def make_fetcher(settings: Settings) -> Fetcher:
         FetchPolicy(
             user_agent=f"Tocsin/0.1 (+{public}; NodeInfo scan for security advisories)",
             allowed_private=tuple(settings.allowed_private_addresses),
-            connect_timeout=min(5.0, settings.scan_timeout),
-            total_timeout=settings.scan_timeout,
-            max_bytes=settings.scan_max_bytes,
+            connect_timeout=min(5.0, settings.section(PeerScanSettings).timeout),
+            total_timeout=settings.section(PeerScanSettings).timeout,
+            max_bytes=settings.section(PeerScanSettings).max_bytes,
         )
     )
 
@@ -223,7 +224,7 @@ def read_peers_streamed(
         if len(batch) >= STORE_BATCH or time.monotonic() - flushed[0] >= STORE_EVERY:
             flush()
 
-    asyncio.run(read_peers(fetcher, missing, ctx.settings.scan_concurrency, collect))
+    asyncio.run(read_peers(fetcher, missing, ctx.settings.section(PeerScanSettings).concurrency, collect))
     if batch:
         flush()
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 from bot.mastodon.context import Context
 from bot.pipeline.families import Family
 from handlers.signups import surge
+from handlers.signups.settings import SignupSurgeSettings
 
 SIGNUPS = ("account.created",)  # Mastodon's admin webhooks (app/models/webhook.rb, 4.0-4.7)
 ACCOUNT_STATE = ("account.approved", "account.updated")
 
 
 def _backfill(ctx: Context, days: float | None) -> str:
-    recorded = surge.backfill_signups(ctx, days if days is not None else ctx.settings.signup_surge.baseline_days)
+    days = days if days is not None else ctx.settings.section(SignupSurgeSettings).baseline_days
+    recorded = surge.backfill_signups(ctx, days)
     return f"{recorded} sign-ups recorded"
 
 
@@ -22,6 +24,7 @@ FAMILIES = (
             **dict.fromkeys(SIGNUPS, surge.handle_signup),
             **dict.fromkeys(ACCOUNT_STATE, surge.handle_account_update),
         },
+        settings=(SignupSurgeSettings,),
         detectors=(surge.SURGES,),
         webhooks=frozenset(SIGNUPS + ACCOUNT_STATE),
         backfill=_backfill,

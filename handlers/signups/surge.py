@@ -28,7 +28,6 @@ from typing import Any
 import redis
 from mastodon import MastodonError
 
-from bot.core.config import SignupSurgeSettings
 from bot.core.privacy import email_domain, pii_key, reduce_admin_account
 from bot.core.scripting import Lua
 from bot.core.templating import render_text
@@ -50,6 +49,7 @@ from bot.pipeline.surges import (
 )
 from handlers.shared.admin_urls import accounts_url, filters_by
 from handlers.shared.payloads import AdminAccount, slim_account
+from handlers.signups.settings import SignupSurgeSettings
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ SURGES = SurgeDetector(
     name="signup-surge",
     prefix="tocsin:signups:surge:",
     open_key="tocsin:signups:surges:open",
-    quiet_seconds=lambda settings: settings.signup_surge.quiet_hours * HOUR,
+    quiet_seconds=lambda settings: settings.section(SignupSurgeSettings).quiet_hours * HOUR,
     compose=lambda ctx, alert: compose_alert(ctx, alert),
 )
 
@@ -372,7 +372,7 @@ def record_signup(ctx: Context, account: AdminAccount) -> tuple[str, float, Sign
     if account.domain:
         return None  # account.created fires for local sign-ups only; anything else is not one
     account_id, created = account.id, account.created_at
-    cfg = ctx.settings.signup_surge
+    cfg = ctx.settings.section(SignupSurgeSettings)
     fields = {
         "username": account.username,
         "created_at": repr(created),
@@ -413,7 +413,7 @@ def handle_signup(ctx: Context, event: dict[str, Any]) -> None:
     if recorded is None:
         return
     account_id, created, stats, state = recorded
-    cfg = ctx.settings.signup_surge
+    cfg = ctx.settings.section(SignupSurgeSettings)
     decision = assess(stats, state, cfg, created)
     rate = hourly_rate(stats, cfg, created)
     alert = SURGES.advance(
@@ -558,7 +558,7 @@ def static_refusals(domains: Iterable[str]) -> dict[str, str]:
 def window_signups(ctx: Context, at: float) -> tuple[int, list[Signup]]:
     """How many sign-ups the window holds, and the newest of them as remembered now (approved or
     suspended since, as it happens)."""
-    window = ctx.settings.signup_surge.window_hours * HOUR
+    window = ctx.settings.section(SignupSurgeSettings).window_hours * HOUR
     total = int(ctx.redis.zcount(SIGNUPS, f"({at - window}", at))
     ids = [raw.decode() for raw in ctx.redis.zrevrangebyscore(SIGNUPS, at, f"({at - window}", 0, DETAIL_SCAN_CAP)]
     pipe = ctx.redis.pipeline()
@@ -651,7 +651,7 @@ def propose(alert: Alert, clusters: list[Cluster], refused: Mapping[str, str]) -
 
 def compose_alert(ctx: Context, alert: Alert) -> Message:
     """The alert job's DM: gather what it needs now (it may read Mastodon), render it."""
-    cfg = ctx.settings.signup_surge
+    cfg = ctx.settings.section(SignupSurgeSettings)
     total, signups = window_signups(ctx, alert.at)
     clusters = find_clusters(signups, cfg.cluster_min)
     refused: Mapping[str, str] = {}

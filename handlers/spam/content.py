@@ -11,9 +11,9 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlsplit
 
-from bot.core.config import SpamWaveSettings
 from bot.pipeline.surges import DAY
 from handlers.shared.payloads import Status
+from handlers.spam.settings import SpamWaveSettings
 
 MIN_TEXT_CHARS = 20
 """Shorter texts ("hello!", "good morning") are too common to call two of them duplicates."""

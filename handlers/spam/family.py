@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bot.pipeline.families import Family
 from handlers.spam import wave
+from handlers.spam.settings import SpamWaveSettings
 
 STATUSES = ("status.created", "status.updated")  # Mastodon's admin webhooks (app/models/webhook.rb)
 ACCOUNT_STATE = ("account.approved", "account.updated")
@@ -16,6 +17,7 @@ FAMILIES = (
             **dict.fromkeys(STATUSES, wave.handle_status),
             **dict.fromkeys(ACCOUNT_STATE, wave.handle_account_update),
         },
+        settings=(SpamWaveSettings,),
         detectors=(wave.SURGES,),
         webhooks=frozenset(STATUSES + ACCOUNT_STATE),
     ),

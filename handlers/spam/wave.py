@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from bot.core.config import SpamWaveSettings
 from bot.core.scripting import Lua
 from bot.core.templating import render_text
 from bot.mastodon.actions import Action, Message, Proposal, ProposalItem
@@ -55,6 +54,7 @@ from handlers.signups.surge import (
     static_refusals,
 )
 from handlers.spam.content import examine
+from handlers.spam.settings import SpamWaveSettings
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ SURGES = SurgeDetector(
     name="spam-wave",
     prefix="tocsin:spam:surge:",
     open_key="tocsin:spam:surges:open",
-    quiet_seconds=lambda settings: settings.spam_wave.quiet_hours * HOUR,
+    quiet_seconds=lambda settings: settings.section(SpamWaveSettings).quiet_hours * HOUR,
     compose=lambda ctx, alert: compose_alert(ctx, alert),
 )
 
@@ -142,7 +142,7 @@ def _own_host(ctx: Context) -> str | None:
 
 def handle_status(ctx: Context, event: dict[str, Any]) -> None:
     """status.created and status.updated (an edit can add the link a spammer wanted)."""
-    cfg = ctx.settings.spam_wave
+    cfg = ctx.settings.section(SpamWaveSettings)
     facts = examine(event, ctx.mastodon.known_bot_account_id(), _own_host(ctx), cfg)
     if facts is None:
         return
@@ -265,7 +265,7 @@ class WaveDetails:
 
 
 def wave_details(ctx: Context, at: float) -> WaveDetails:
-    window = ctx.settings.spam_wave.window_hours * HOUR
+    window = ctx.settings.section(SpamWaveSettings).window_hours * HOUR
     # Everything flagged since the wave's window began, up to now: the DM reports what is known when sent.
     posts = int(ctx.redis.zcount(FLAGGED_POSTS, f"({at - window}", "+inf"))
     members = [raw.decode() for raw in ctx.redis.zrevrangebyscore(FLAGGED, "+inf", f"({at - window}", 0, FLAGGED_CAP)]
@@ -382,7 +382,7 @@ def propose(details: WaveDetails | None, paths: list[Cluster], refused: Mapping[
 
 def compose_alert(ctx: Context, alert: Alert) -> Message:
     """The alert job's DM: gather what it needs now (it may read Mastodon), render it."""
-    cfg = ctx.settings.spam_wave
+    cfg = ctx.settings.section(SpamWaveSettings)
     details = None if alert.kind == "quiet" else wave_details(ctx, alert.at)
     paths = shared_paths(details)
     # Established: older than any account this detector calls young, at the window's first post.
