@@ -30,7 +30,6 @@ from handlers.scan.findings import ALL_CLEAR_SIZED, Exposure, Finding, ScanRepor
 from handlers.scan.findings import propose as propose_blocks
 from handlers.scan.messages import (
     outreach_message,
-    peer_domains,
     propose,
     render_report,
     send_scan_messages,
@@ -38,6 +37,7 @@ from handlers.scan.messages import (
 from handlers.scan.runs import run_scan, schedule_scan
 from handlers.shared.advisories import EXPOSURES, SEVERITIES, Advisory, parse_version
 from handlers.shared.block_tags import CSV_HEADER, read_blocks_csv
+from handlers.shared.peers import peer_domains
 from tests.helpers import run, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.peers import Peer, PeerFleet, nodeinfo

@@ -635,7 +635,9 @@ def variants(assignments: Sequence[str]) -> list[dict[str, str]]:
 def _settings_for(overrides: dict[str, str]) -> Settings:
     known = detector_setting_names()
     try:
-        return load_settings(**{known[name]: value for name, value in overrides.items()})
+        settings = load_settings(**{known[name]: value for name, value in overrides.items()})
+        registry().check_settings(settings)
+        return settings
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
 
