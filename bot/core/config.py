@@ -1,6 +1,6 @@
 """Settings: environment variables (prefix TOCSIN_) or a `.env` file in the working directory.
 
-Every setting is documented in README.md ("Configuration"). An invalid value fails at start-up with a
+Every setting is documented in docs/configuration.md. An invalid value fails at start-up with a
 message that names the variable (see `load_settings`).
 """
 
