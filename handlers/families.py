@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import redis
 
+from bot.core import redis_text
 from bot.mastodon.context import Context
 from bot.pipeline.families import Family
 from handlers.federation import audit as federation
@@ -28,7 +29,7 @@ from handlers.signups import surge as accounts
 from handlers.spam import wave as statuses
 
 
-def _ago(raw: bytes | None) -> str:
+def _ago(raw: redis_text.Reply | None) -> str:
     return "never" if raw is None else f"{(time.time() - float(raw)) / 60:.0f} min ago"
 
 
@@ -43,7 +44,7 @@ def _scan_status(ctx: Context) -> Iterator[tuple[bool, str]]:
         yield True, f"peers scanned: {_ago(ctx.redis.get(scan_runs.LAST_SCAN))}"
         current = ctx.redis.get(scan_runs.CURRENT_RUN)
         if current is not None:
-            now = scan_runs.progress(ctx, scan_runs.Run(current.decode()))
+            now = scan_runs.progress(ctx, scan_runs.Run(redis_text.text(current)))
             step = f"{now.read:,}/{now.total:,} peers read" if now.state == "reading" else now.state
             if now.state == "sizing":
                 step = f"follows looked up for {now.sized:,}/{now.to_size:,} servers"
