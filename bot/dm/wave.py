@@ -21,7 +21,7 @@ from typing import Any
 
 from mastodon import MastodonAPIError, MastodonNotFoundError
 
-from bot.core import audit, defaults
+from bot.core import audit, defaults, redis_text
 from bot.mastodon.actions import OUT_OF_SCOPE, Action, Done, resolve_wave
 from bot.mastodon.context import Context, get_context
 from bot.mastodon.outbox import Post
@@ -109,7 +109,7 @@ def resolve_job(raw: str, continuation: int) -> dict[str, Any]:
         done = ctx.redis.scard(progress)
         _note(ctx, job, f"Stopped resolving the wave's reports against {_where(action)} after {done}: {why}.")
         return {"refused": code}
-    ids = sorted((raw_id.decode() for raw_id in ctx.redis.smembers(progress)), key=int)  # type: ignore[union-attr]
+    ids = sorted(redis_text.texts(ctx.redis.smembers(progress)), key=int)
     _audit(ctx, job, action, ids)
     text = f"Resolved {len(ids)} reports of the wave against {_where(action)}{left}."
     _note(ctx, job, text)

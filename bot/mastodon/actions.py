@@ -23,6 +23,7 @@ from typing import Any
 import redis
 from mastodon import MastodonAPIError, MastodonNotFoundError
 
+from bot.core import redis_text
 from bot.mastodon.client import MastodonLink
 
 # UserRole::FLAGS (app/models/user_role.rb): the permissions bitmask of an Admin::Account's role.
@@ -221,7 +222,7 @@ def _moderate_accounts(link: MastodonLink, action: Action, private_comment: str)
     flag = "silenced" if verb == "silence" else "suspended"
     # A job retried after a spent rate-limit share goes on where it stopped: what it did is its own.
     progress = _progress_key(f"{action.kind}:{action.target}:{private_comment}")
-    done: list[str] = [raw.decode() for raw in link.redis.lrange(progress, 0, -1)]  # type: ignore[union-attr]
+    done = redis_text.texts(link.redis.lrange(progress, 0, -1))
     state = _account_state(link, action)
     already = refused = gone = 0
     for account_id in action.targets:
@@ -470,7 +471,7 @@ def _undo_accounts(link: MastodonLink, recipe: dict[str, Any]) -> str:
     """Lift what a wave's account action did, on the accounts still as it left them."""
     flag = "suspended" if recipe["kind"] == "accounts.unsuspend" else "silenced"
     progress = _progress_key(json.dumps(recipe, sort_keys=True))
-    lifted_before = {raw.decode() for raw in link.redis.smembers(progress)}  # type: ignore[union-attr]
+    lifted_before = set(redis_text.texts(link.redis.smembers(progress)))
     lifted = len(lifted_before)
     changed = 0
     for account_id in recipe["ids"]:

@@ -16,6 +16,7 @@ import time
 import redis
 from mastodon import MastodonRatelimitError
 
+from bot.core import redis_text
 from bot.core.scripting import Lua
 
 BUDGET_KEY = "tocsin:api-budget"  # hash: limit, remaining, reset — as Mastodon last said
@@ -57,4 +58,4 @@ class ApiBudget:
     def state(self) -> dict[str, float]:
         """limit, remaining, reset as last recorded (empty when nothing is known); for `tocsin doctor`."""
         raw = self.redis.hgetall(BUDGET_KEY)
-        return {key.decode(): float(value) for key, value in raw.items()}  # type: ignore[union-attr]
+        return {key: float(value) for key, value in redis_text.text_map(raw).items()}

@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 
+from bot.core import redis_text
 from bot.pipeline.families import registry
 
 FORMAT = 1
@@ -70,7 +71,7 @@ def export_lines(connection: redis.Redis) -> Iterator[str]:
         name = raw_name.decode()
         if not exported(name):
             continue
-        kind = connection.type(raw_name).decode()  # type: ignore[union-attr]
+        kind = redis_text.text(connection.type(raw_name))
         value = _read(connection, raw_name, kind)
         if value is None:
             continue  # gone meanwhile

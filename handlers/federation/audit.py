@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from bot.core import defaults
 from bot.core.csvsafe import safe_row
@@ -139,7 +139,9 @@ def match_mrf(document: Any, target: str) -> tuple[str, str] | None:
     federation = metadata.get("federation") if isinstance(metadata, dict) else None
     if not isinstance(federation, dict):
         return None
-    simple = federation.get("mrf_simple") if isinstance(federation.get("mrf_simple"), dict) else {}
+    simple = federation.get("mrf_simple")
+    if not isinstance(simple, dict):
+        simple = {}
     for policy in MRF_BLOCKING:
         if any(_pattern_covers(entry, target) for entry in _domains(simple.get(policy))):
             return policy, f"MRF simple policy: {policy.replace('_', ' ')}"
@@ -179,10 +181,17 @@ def unknown_reason(verdict: Verdict) -> str:
 # --- Reading one peer (I/O) ----------------------------------------------------------------------
 
 
+class _About(TypedDict):
+    """What a verdict says of the peer itself, whatever the verdict."""
+
+    software: str | None
+    active_users: int | None
+
+
 async def audit_peer(fetcher: Fetcher, peer: str, target: str, cached: PeerResult | None) -> Verdict:
     """One peer's verdict; every failure becomes evidence (a peer must never stop an audit)."""
     software = cached.software if cached is not None else None
-    about = {
+    about: _About = {
         "software": software.name if software else None,
         "active_users": software.active_users if software else None,
     }
@@ -291,14 +300,15 @@ def audit(
         del most_active[SIZED:]  # only the most active are kept (and sized): memory stays flat
         batch[verdict.peer] = json.dumps(asdict(verdict))
         if len(batch) >= WRITE_BATCH:
-            ctx.redis.hset(staging, mapping=batch)
+            # redis-py types `mapping` as Mapping[FieldT, …], invariant in its key: it refuses any dict[str, str]
+            ctx.redis.hset(staging, mapping=batch)  # type: ignore[arg-type]
             batch.clear()
         if on_verdict is not None:
             on_verdict(verdict)
 
     asyncio.run(_read_all(ctx, fetcher, peers, target, keep))
     if batch:
-        ctx.redis.hset(staging, mapping=batch)
+        ctx.redis.hset(staging, mapping=batch)  # type: ignore[arg-type]  # redis-py's `mapping` type, as above
     report.changes = _changes(ctx, key, staging) if previous_exists else Counter()
     if ctx.redis.exists(staging):
         ctx.redis.rename(staging, key)

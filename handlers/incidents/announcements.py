@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from bot.core import defaults
+from bot.core import defaults, redis_text
 from bot.core.config import Settings
 from bot.core.scripting import Lua
 from bot.core.templating import render_text
@@ -126,8 +126,8 @@ def held(connection: redis.Redis, batch_id: str) -> list[Held]:
 def pending(connection: redis.Redis) -> list[tuple[str, float, list[Held]]]:
     """Batches not posted yet: (id, due, changes)."""
     return [
-        (raw.decode(), due, held(connection, raw.decode()))
-        for raw, due in connection.zrange(PENDING, 0, -1, withscores=True)
+        (batch_id, due, held(connection, batch_id))
+        for batch_id, due in redis_text.scored(connection.zrange(PENDING, 0, -1, withscores=True))
     ]
 
 
@@ -330,12 +330,12 @@ def resume_due(ctx: Context, now: float | None = None) -> int:
     rather than never."""
     now = time.time() if now is None else now
     started = 0
-    for raw in ctx.redis.zrangebyscore(PENDING, "-inf", now - 120):
+    for batch_id in redis_text.members(ctx.redis.zrangebyscore(PENDING, "-inf", now - 120)):
         started += enqueue_once(
             ctx.redis,
             defaults.QUEUE_URGENT,
             post_batch,
-            raw.decode(),
-            job_id=f"announce-{raw.decode()}",
+            batch_id,
+            job_id=f"announce-{batch_id}",
         )
     return started

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from bot.core import defaults
+from bot.core import defaults, redis_text
 from bot.core.scripting import Lua
 from bot.mastodon.context import Context
 from bot.pipeline.events import enqueue_drain, parse_time
@@ -122,7 +122,7 @@ def poll(ctx: Context, now: float | None = None) -> int:
     now = time.time() if now is None else now
     connection = ctx.redis
     blocks = {item["domain"]: item for item in (public_fields(block) for block in ctx.mastodon.all_domain_blocks())}
-    stored = {key.decode(): json.loads(value) for key, value in connection.hgetall(STATE).items()}
+    stored = {redis_text.text(key): json.loads(value) for key, value in connection.hgetall(STATE).items()}
     if not connection.exists(INITIALIZED):
         pipe = connection.pipeline()
         pipe.delete(STATE)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+from bot.core import redis_text
 from bot.mastodon.context import Context
 from bot.pipeline.families import Family
 from handlers.incidents import announcements, blocks, blocks_cli, commands, pages, store
@@ -17,7 +18,7 @@ BLOCK_EVENTS = (blocks.EVENT, "domain_block.created", "domain_block.updated", "d
 single-change names are what earlier versions queued."""
 
 
-def _ago(raw: bytes | None) -> str:
+def _ago(raw: redis_text.Reply | None) -> str:
     return "never" if raw is None else f"{(time.time() - float(raw)) / 60:.0f} min ago"
 
 

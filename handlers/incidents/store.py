@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 
+from bot.core import redis_text
 from bot.mastodon.context import Context
 from handlers.reports import readers as reports
 from handlers.shared import proposals
@@ -177,7 +178,7 @@ def load(connection: redis.Redis, slug: str) -> Incident | None:
 
 def list_incidents(connection: redis.Redis, limit: int = 200) -> list[Incident]:
     """Open ones first, then newest first."""
-    slugs = [raw.decode() for raw in connection.zrevrange(INCIDENTS, 0, limit - 1)]
+    slugs = redis_text.members(connection.zrevrange(INCIDENTS, 0, limit - 1))
     incidents = [incident for slug in slugs if (incident := load(connection, slug)) is not None]
     return sorted(incidents, key=lambda item: (item.status == Status.RESOLVED, -item.opened_at))
 
@@ -187,9 +188,9 @@ def add_timeline(connection: redis.Redis, slug: str, entry_id: str, at: float, t
     key = _key(slug, "timeline")
     if connection.hsetnx(key, entry_id, json.dumps([at, text])) and connection.hlen(key) > TIMELINE_CAP:
         entries = sorted(
-            (json.loads(raw)[0], name.decode())
-            for name, raw in connection.hgetall(key).items()
-            if not name.startswith(b"opened:")
+            (json.loads(raw)[0], name)
+            for name, raw in redis_text.text_map(connection.hgetall(key)).items()
+            if not name.startswith("opened:")
         )
         excess = len(entries) + 1 - TIMELINE_CAP
         connection.hdel(key, *(name for _at, name in entries[:excess]))
@@ -233,7 +234,7 @@ def set_status(connection: redis.Redis, slug: str, status: Status, at: float, no
     if status == Status.RESOLVED:
         connection.hset(_key(slug), "resolved_at", repr(at))
         for domain, owner in connection.hgetall(BY_DOMAIN).items():
-            if owner.decode() == slug:
+            if redis_text.text(owner) == slug:
                 connection.hdel(BY_DOMAIN, domain)
     text = note or f"Status: {status.value}."
     add_timeline(connection, slug, f"status:{status.value}:{at}", at, text)
@@ -282,7 +283,7 @@ def incident_for_new_block(ctx: Context, change: BlockChange) -> str | None:
     connection = ctx.redis
     attached = connection.hget(BY_DOMAIN, change.domain)
     if attached is not None:
-        return attached.decode()
+        return redis_text.text(attached)
     open_ones = [incident for incident in list_incidents(connection) if incident.status != Status.RESOLVED]
     proposed_for = proposals.advisory_proposed_for(connection, change.domain)
     if change.advisory is None and proposed_for is not None:
@@ -358,7 +359,7 @@ def _record_change(connection: redis.Redis, change: BlockChange) -> tuple[str | 
     owner = connection.hget(BY_DOMAIN, change.domain)
     if owner is None:
         return None, False
-    slug = owner.decode()
+    slug = redis_text.text(owner)
     incident = load(connection, slug)
     server = next((item for item in incident.servers if item.domain == change.domain), None) if incident else None
     if incident is None or server is None:
@@ -453,7 +454,7 @@ def record_other(connection: redis.Redis, changes: list[tuple[BlockChange, bool]
 
 def list_other(connection: redis.Redis, limit: int = OTHER_CAP) -> list[OtherAction]:
     """Newest first."""
-    ids = connection.zrevrange(OTHER_ORDER, 0, limit - 1)
+    ids = redis_text.members(connection.zrevrange(OTHER_ORDER, 0, limit - 1))
     rows = connection.hmget(OTHER, ids) if ids else []
     return [OtherAction(**json.loads(raw)) for raw in rows if raw]
 
@@ -479,7 +480,7 @@ def svg_bars(series: list[tuple[float, int]], width: int = 600, height: int = 16
     if not series:
         return {"bars": [], "peak": 0, "width": width, "height": height, "first": None, "last": None}
     slot = width / len(series)
-    bars = [
+    bars: list[dict[str, Any]] = [
         {
             "x": round(index * slot, 2),
             "width": round(max(slot - 1, 0.5), 2),

@@ -4,8 +4,11 @@ reported (the scan, when the peers API is off), reports per hour (an incident's 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import redis
 
+from bot.core import redis_text
 from handlers.reports.surge import ACTIVE_BUCKETS, EVERYWHERE, LOCAL, SURGES, TIMES_PREFIX
 
 
@@ -16,10 +19,10 @@ def surge_open(connection: redis.Redis, domain: str) -> bool:
 
 def servers_seen(connection: redis.Redis) -> set[str]:
     """The remote servers reported recently (what a scan reads when the peers API is off)."""
-    return {raw.decode() for raw in connection.zrange(ACTIVE_BUCKETS, 0, -1)} - {LOCAL, EVERYWHERE}
+    return set(redis_text.members(connection.zrange(ACTIVE_BUCKETS, 0, -1))) - {LOCAL, EVERYWHERE}
 
 
-def counts_per_hour(connection: redis.Redis, domains: list[str], hours: list[float]) -> list[int]:
+def counts_per_hour(connection: redis.Redis, domains: list[str], hours: Sequence[float]) -> list[int]:
     """Reports against these servers in each hour starting at `hours` (an incident's chart)."""
     pipe = connection.pipeline()
     for hour in hours:

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from mastodon import MastodonError
 
+from bot.core import redis_text
 from bot.core.scripting import Lua
 from bot.core.templating import render_text
 from bot.mastodon.actions import LOCAL_ACCOUNTS, Action, Message, Proposal, ProposalItem, wave_report
@@ -283,10 +284,10 @@ def window_details(ctx: Context, bucket: str, at: float, comments: int = 2) -> W
     window = ctx.settings.section(ReportSurgeSettings).window_hours * HOUR
     key = TIMES_PREFIX + bucket
     total = ctx.redis.zcount(key, f"({at - window}", at)
-    ids = ctx.redis.zrevrangebyscore(key, at, f"({at - window}", start=0, num=DETAIL_SCAN_CAP)
+    ids = redis_text.members(ctx.redis.zrevrangebyscore(key, at, f"({at - window}", start=0, num=DETAIL_SCAN_CAP))
     pipe = ctx.redis.pipeline()
     for report_id in ids:
-        pipe.hgetall(REPORT_PREFIX + report_id.decode())
+        pipe.hgetall(REPORT_PREFIX + report_id)
     reports = [{k.decode(): v.decode() for k, v in row.items()} for row in pipe.execute() if row]
     status = Counter(report.get("status", "open") for report in reports)
     return WindowDetails(
@@ -430,10 +431,10 @@ def wave_of(ctx: Context, bucket: str, alert: Alert) -> Wave | None:
     # Up to now, not only to the event that raised the alert: the DM's numbers are what the moderator
     # decides on, and a report that arrives after it waits for the next DM.
     since, until = min(opened, alert.at) - window, max(alert.at, time.time())
-    ids: list[bytes] = ctx.redis.zrangebyscore(TIMES_PREFIX + bucket, f"({since}", until)  # type: ignore[assignment]
+    ids = redis_text.members(ctx.redis.zrangebyscore(TIMES_PREFIX + bucket, f"({since}", until))
     pipe = ctx.redis.pipeline()
     for report_id in ids:
-        pipe.hgetall(REPORT_PREFIX + report_id.decode())
+        pipe.hgetall(REPORT_PREFIX + report_id)
     rows = [{k.decode(): v.decode() for k, v in row.items()} for row in pipe.execute() if row]
     accounts = tuple(sorted({row["account"] for row in rows if row.get("account")}, key=_by_number))
     action = Action("resolve_reports", bucket, "", since=since, until=until)

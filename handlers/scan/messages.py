@@ -164,8 +164,12 @@ def outreach_message(ctx: Context, domain: str) -> Outreach:
         info = asyncio.run(fetcher.get_json(f"https://{domain}/api/v2/instance"))
     except FetchError:
         info = {}
-    contact = info.get("contact") if isinstance(info, dict) and isinstance(info.get("contact"), dict) else {}
-    account = contact.get("account") if isinstance(contact.get("account"), dict) else {}
+    contact = info.get("contact") if isinstance(info, dict) else None
+    if not isinstance(contact, dict):
+        contact = {}
+    account = contact.get("account")
+    if not isinstance(account, dict):
+        account = {}
     acct = str(account.get("acct") or account.get("username") or "").strip().lstrip("@") or None
     if acct is not None and "@" not in acct:
         acct = f"{acct}@{domain}"

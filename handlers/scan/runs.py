@@ -41,7 +41,7 @@ from rq import Worker, get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from bot.core import defaults, metrics
+from bot.core import defaults, metrics, redis_text
 from bot.mastodon.client import Impact, covering_block
 from bot.mastodon.context import Context, get_context
 from bot.mastodon.ratelimit import BudgetExhausted
@@ -102,8 +102,7 @@ class Run:
         return f"{RUN_PREFIX}{self.id}:{part}"
 
     def meta(self, ctx: Context) -> dict[str, str]:
-        raw = ctx.redis.hgetall(self.key("meta"))
-        return {key.decode(): value.decode() for key, value in raw.items()}  # type: ignore[union-attr]
+        return redis_text.text_map(ctx.redis.hgetall(self.key("meta")))
 
     def results(self, ctx: Context) -> Iterator[PeerResult]:
         for _domain, raw in ctx.redis.hscan_iter(self.key("results"), count=1000):
@@ -255,9 +254,7 @@ def read_chunks(
             ctx.redis.set(chunk.lease, "1", ex=ttl)
             if job_id is not None:
                 ctx.redis.hset(run.key("jobs"), str(number), job_id)
-            domains = [
-                raw.decode() for raw in ctx.redis.lrange(run.key("peers"), number * size, (number + 1) * size - 1)
-            ]
+            domains = redis_text.texts(ctx.redis.lrange(run.key("peers"), number * size, (number + 1) * size - 1))
             stored = ctx.redis.hmget(run.key("results"), domains) if domains else []
             todo = [domain for domain, raw in zip(domains, stored, strict=True) if raw is None]
             known = nodeinfo.cached_results(ctx.redis, [d for d in todo if recheck is not None and d not in recheck])
@@ -509,7 +506,7 @@ def resume_stalled(ctx: Context, now: float) -> list[str]:
     raw = ctx.redis.get(CURRENT_RUN)
     if raw is None:
         return []
-    run = Run(raw.decode())
+    run = Run(redis_text.text(raw))
     meta = run.meta(ctx)
     state = meta.get("state")
     if state not in ("reading", "sizing"):
@@ -524,12 +521,12 @@ def resume_stalled(ctx: Context, now: float) -> list[str]:
     if float(meta.get("finish_due", 0)) <= now:
         pending.append(FINISH)
     resumed = []
-    jobs = ctx.redis.hgetall(run.key("jobs"))
+    jobs = redis_text.text_map(ctx.redis.hgetall(run.key("jobs")))
     for unit in pending:
         if ctx.redis.exists(run.key(f"lease:{unit}")):
             continue
-        job_id = jobs.get(str(unit).encode())  # type: ignore[union-attr]
-        if job_id is not None and _waiting(ctx, job_id.decode()):
+        job_id = jobs.get(str(unit))
+        if job_id is not None and _waiting(ctx, job_id):
             continue
         again = (
             _enqueue(ctx, run, FINISH, finish_job, run.id)

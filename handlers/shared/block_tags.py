@@ -27,5 +27,3 @@ def read_blocks_csv(text: str) -> list[dict[str, str]]:
     """Rows of a domain-block CSV (Mastodon's header, or without the leading #)."""
     rows = list(csv.DictReader(io.StringIO(text)))
     return [{key.lstrip("#").strip(): (value or "").strip() for key, value in row.items() if key} for row in rows]
-
-

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import redis
 
+from bot.core import redis_text
+
 PROPOSED = "tocsin:scan:proposed"  # hash: domain -> advisory id it was last proposed for
 PROPOSED_TTL = 30 * 86400
 """A proposal older than a month no longer explains a block."""
@@ -12,10 +14,11 @@ PROPOSED_TTL = 30 * 86400
 
 def remember(connection: redis.Redis, proposed: dict[str, str]) -> None:
     if proposed:
-        connection.hset(PROPOSED, mapping=proposed)
+        # redis-py types `mapping` as Mapping[FieldT, …], invariant in its key: it refuses any dict[str, str]
+        connection.hset(PROPOSED, mapping=proposed)  # type: ignore[arg-type]
         connection.expire(PROPOSED, PROPOSED_TTL)
 
 
 def advisory_proposed_for(connection: redis.Redis, domain: str) -> str | None:
     raw = connection.hget(PROPOSED, domain)
-    return raw.decode() if raw is not None else None
+    return redis_text.text_or_none(raw)

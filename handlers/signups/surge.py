@@ -28,6 +28,7 @@ from typing import Any
 import redis
 from mastodon import MastodonError
 
+from bot.core import redis_text
 from bot.core.privacy import email_domain, pii_key, reduce_admin_account
 from bot.core.scripting import Lua
 from bot.core.templating import render_text
@@ -560,7 +561,7 @@ def window_signups(ctx: Context, at: float) -> tuple[int, list[Signup]]:
     suspended since, as it happens)."""
     window = ctx.settings.section(SignupSurgeSettings).window_hours * HOUR
     total = int(ctx.redis.zcount(SIGNUPS, f"({at - window}", at))
-    ids = [raw.decode() for raw in ctx.redis.zrevrangebyscore(SIGNUPS, at, f"({at - window}", 0, DETAIL_SCAN_CAP)]
+    ids = redis_text.members(ctx.redis.zrevrangebyscore(SIGNUPS, at, f"({at - window}", 0, DETAIL_SCAN_CAP))
     pipe = ctx.redis.pipeline()
     for account_id in ids:
         pipe.hgetall(SIGNUP_PREFIX + account_id)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.core import redis_text
 from bot.core.scripting import Lua
 from bot.core.templating import render_text
 from bot.mastodon.actions import Action, Message, Proposal, ProposalItem
@@ -268,7 +269,7 @@ def wave_details(ctx: Context, at: float) -> WaveDetails:
     window = ctx.settings.section(SpamWaveSettings).window_hours * HOUR
     # Everything flagged since the wave's window began, up to now: the DM reports what is known when sent.
     posts = int(ctx.redis.zcount(FLAGGED_POSTS, f"({at - window}", "+inf"))
-    members = [raw.decode() for raw in ctx.redis.zrevrangebyscore(FLAGGED, "+inf", f"({at - window}", 0, FLAGGED_CAP)]
+    members = redis_text.members(ctx.redis.zrevrangebyscore(FLAGGED, "+inf", f"({at - window}", 0, FLAGGED_CAP))
     ids = [member.split("|", 1)[0] for member in members]
     pipe = ctx.redis.pipeline()
     for account_id in ids:
