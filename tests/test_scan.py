@@ -25,6 +25,7 @@ from bot.core.fetching import Fetcher
 from bot.mastodon.client import Impact
 from bot.mastodon.context import Context
 from bot.mastodon.outbox import split_post
+from handlers.reports.readers import servers_seen
 from handlers.reports.surge import ACTIVE_BUCKETS
 from handlers.scan.findings import ALL_CLEAR_SIZED, Exposure, Finding, ScanReport, blocks_csv
 from handlers.scan.findings import propose as propose_blocks
@@ -373,7 +374,7 @@ def test_without_the_peers_api_the_seen_servers_and_blocks_are_scanned(
     scanning.peers = None  # the admin disabled it: 404
     connection.zadd(ACTIVE_BUCKETS, {"pf-0124-1.example": 1.0, "local": 2.0, "*": 3.0})
     scanning.add_block("pf-0124-2.example", severity="silence")
-    assert peer_domains(ctx, ctx.mastodon.domain_blocks()) == ["pf-0124-1.example", "pf-0124-2.example"]
+    assert peer_domains(ctx, ctx.mastodon.domain_blocks(), servers_seen) == ["pf-0124-1.example", "pf-0124-2.example"]
 
 
 def test_daily_scan_runs_once_per_interval_on_a_worker_and_dms_only_news(
@@ -433,7 +434,7 @@ def test_peer_names_are_one_spelling(raw: str, normal: str | None) -> None:
 
 def test_the_peer_list_is_deduplicated_and_only_named_servers_are_sized(ctx: Context, scanning: MastodonDouble) -> None:
     scanning.peers = ["Masto-Old.Example", "masto-old.example.", "masto-current.example", "MASTO-CURRENT.example"]
-    assert peer_domains(ctx, []) == ["masto-current.example", "masto-old.example"]
+    assert peer_domains(ctx, [], servers_seen) == ["masto-current.example", "masto-old.example"]
     scanning.requests.clear()
     run_scan(ctx)
     sized = [r for r in scanning.requests if r == ("POST", "/api/v1/admin/measures")]

@@ -44,6 +44,7 @@ from bot.mastodon.context import Context, get_context
 from bot.mastodon.ratelimit import BudgetExhausted
 from bot.pipeline.queue import enqueue_once
 from handlers.federation.settings import WatchSettings
+from handlers.reports.readers import servers_seen
 from handlers.shared import nodeinfo
 from handlers.shared.nodeinfo import DEAD_REASONS, PeerResult, fetch_software_document
 from handlers.shared.peers import normalized_domain, peer_domains
@@ -267,7 +268,7 @@ class AuditReport:
 
 def audited_peers(ctx: Context, target: str) -> list[str]:
     """Our peers, but the target and its subdomains."""
-    return [peer for peer in peer_domains(ctx, ctx.mastodon.domain_blocks()) if not covers(target, peer)]
+    return [peer for peer in peer_domains(ctx, ctx.mastodon.domain_blocks(), servers_seen) if not covers(target, peer)]
 
 
 def audit(

@@ -46,6 +46,7 @@ from bot.mastodon.client import Impact, covering_block
 from bot.mastodon.context import Context, get_context
 from bot.mastodon.ratelimit import BudgetExhausted
 from bot.pipeline.queue import SERIALIZER, enqueue_once, fails_at_once_on_permanent_errors
+from handlers.reports.readers import servers_seen
 from handlers.scan.findings import (
     Exposure,
     Proposal,
@@ -139,7 +140,9 @@ def start_run(ctx: Context, advisory_ids: Iterable[str] = (), fresh: bool = Fals
     blocks = ctx.mastodon.domain_blocks()
     # In an order of their own, not the alphabet's: the hundreds of names of one dead hosting service,
     # or of one slow provider, are spread over every chunk instead of stalling one (or hammering one).
-    peers = sorted(peer_domains(ctx, blocks), key=lambda name: hashlib.blake2b(name.encode(), digest_size=8).digest())
+    peers = sorted(
+        peer_domains(ctx, blocks, servers_seen), key=lambda name: hashlib.blake2b(name.encode(), digest_size=8).digest()
+    )
     run = Run(f"{int(time.time())}-{secrets.token_hex(3)}")
     size = ctx.settings.section(PeerScanSettings).chunk
     pipe = ctx.redis.pipeline()

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
+import redis
 from mastodon import MastodonNotFoundError
 
 from bot.mastodon.client import DomainBlock
 from bot.mastodon.context import Context
-from handlers.reports import readers as reports
 from handlers.shared.block_tags import tagged_advisory
 
 
-def peer_domains(ctx: Context, blocks: list[DomainBlock]) -> list[str]:
+def peer_domains(
+    ctx: Context, blocks: list[DomainBlock], reported: Callable[[redis.Redis], Iterable[str]]
+) -> list[str]:
     """The instance's peers, plus the domains Tocsin blocked for an advisory (the peers API leaves out
-    blocked domains). With the peers API disabled (404): the servers seen in reports, and every block."""
+    blocked domains). With the peers API disabled (404): the servers seen in reports (`reported`, the report
+    family's reader, passed in: shared code imports no family), and every block."""
     raw: list[str] = []
     client = ctx.mastodon.client
     try:
@@ -20,7 +25,7 @@ def peer_domains(ctx: Context, blocks: list[DomainBlock]) -> list[str]:
             raise MastodonNotFoundError("no instance configured")
         raw += [str(domain) for domain in client.instance_peers()]
     except MastodonNotFoundError:
-        raw += reports.servers_seen(ctx.redis)
+        raw += reported(ctx.redis)
         raw += [block.domain for block in blocks]
     raw += [block.domain for block in blocks if tagged_advisory(block)]
     return sorted({domain for domain in map(normalized_domain, raw) if domain is not None})
