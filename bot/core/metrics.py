@@ -8,6 +8,7 @@ they all restart (`tocsin serve` does it; the systemd units' ExecStartPre does).
 than a count (backlog, queues, held announcements, the API's remaining calls) is read from Redis when
 scraped, so it is right whichever process serves it and wherever the workers run.
 
+A family's own counters live in the family (handlers/scan/metrics.py), importing this module first.
 What a scrape shows is put together in bot/ops/scrape.py. Exposed by the web process at /metrics when
 TOCSIN_METRICS=true, or on a separate listener bound to 127.0.0.1:TOCSIN_METRICS_PORT, so the public
 webhook listener never shows it by accident.
@@ -23,7 +24,7 @@ os.environ.setdefault(
 )
 Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
-from prometheus_client import Counter, Histogram  # noqa: E402  (the directory above is set first)
+from prometheus_client import Counter  # noqa: E402  (the directory above is set first)
 
 WEBHOOKS = Counter("tocsin_webhooks", "Webhook deliveries answered, by event and HTTP status.", ["event", "status"])
 SIGNATURE_FAILURES = Counter("tocsin_webhook_signature_failures", "Deliveries with a missing or wrong signature.")
@@ -34,12 +35,6 @@ SURGES = Counter("tocsin_surge_transitions", "Surges opened, escalated and close
 POSTS = Counter("tocsin_posts", "Statuses posted (or not), by kind of message and outcome.", ["kind", "outcome"])
 API_CALLS = Counter("tocsin_mastodon_api_calls", "Calls to Mastodon's API, by class and status.", ["kind", "status"])
 COMMANDS = Counter("tocsin_commands", "Moderators' DM commands, by outcome (ignored: not one).", ["outcome"])
-SCAN_SECONDS = Histogram(
-    "tocsin_scan_duration_seconds",
-    "How long a peer scan took, from start to the moderators' DM.",
-    buckets=(60, 300, 600, 1200, 1800, 3600, 7200, 14400),
-)
-SCAN_PEERS = Counter("tocsin_scan_peers", "Peers read by scans: read, or unreadable by reason.", ["result"])
 
 
 def api_kind(method: str) -> str:

@@ -41,12 +41,13 @@ from rq import Worker, get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from bot.core import defaults, metrics, redis_text
+from bot.core import defaults, redis_text
 from bot.mastodon.client import Impact, covering_block
 from bot.mastodon.context import Context, get_context
 from bot.mastodon.ratelimit import BudgetExhausted
 from bot.pipeline.queue import SERIALIZER, enqueue_once, fails_at_once_on_permanent_errors
 from handlers.reports.readers import servers_seen
+from handlers.scan import metrics as scan_metrics
 from handlers.scan.findings import (
     Exposure,
     Proposal,
@@ -352,10 +353,10 @@ def complete(ctx: Context, run: Run, report: ScanReport, send: bool) -> int:
     """The run's end, once: the moderators' DM (when `send`), the doctor's timestamp, the keys' expiry."""
     if not ctx.redis.hsetnx(run.key("meta"), "completed", repr(time.time())):
         return 0
-    metrics.SCAN_SECONDS.observe(report.seconds)
-    metrics.SCAN_PEERS.labels("read").inc(report.scanned - sum(report.unreadable.values()))
+    scan_metrics.SCAN_SECONDS.observe(report.seconds)
+    scan_metrics.SCAN_PEERS.labels("read").inc(report.scanned - sum(report.unreadable.values()))
     for reason, count in report.unreadable.items():
-        metrics.SCAN_PEERS.labels(reason).inc(count)
+        scan_metrics.SCAN_PEERS.labels(reason).inc(count)
     sent = send_scan_messages(ctx, report) if send else 0
     pipe = ctx.redis.pipeline()
     pipe.hset(run.key("meta"), "state", "done")
