@@ -41,6 +41,7 @@ from bot.actions import Action, Done, Refused, can, carry_out
 from bot.context import Context, get_context
 from bot.events import parse_time
 from bot.families import registry
+from bot.mastodon import http_status
 from bot.outbox import Post
 from bot.privacy import neutralize
 from bot.queue import PERMANENT_STATUSES, fails_at_once_on_permanent_errors
@@ -724,7 +725,7 @@ def _decide(
     except Refused as reason:
         return refused(str(reason))
     except MastodonAPIError as error:  # 401/403/404/422 (undo, lift, …): retrying cannot help, the reply can
-        code = error.args[1] if len(error.args) > 1 else None
+        code = http_status(error)
         if code not in PERMANENT_STATUSES:
             raise  # 429, 5xx: the job is retried
         return refused(f"Mastodon answered {code}: {PERMANENT_STATUSES[code]}")

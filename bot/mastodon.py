@@ -367,7 +367,7 @@ class MastodonLink:
                     is_staff = username is not None and (username.lower() in staff or self._staff_by_name(username))
                     (kept if is_staff else dropped).append(acct)
             except MastodonAPIError as error:
-                if _status_of(error) != 403:
+                if http_status(error) != 403:
                     raise
                 log.warning("TOCSIN_MODERATORS not checked against current staff: the admin API answered 403")
                 return [list(self.settings.moderators), []]
@@ -476,7 +476,7 @@ class MastodonLink:
         except TRANSIENT_ERRORS:
             raise
         except MastodonAPIError as error:  # 403: the token lacks admin:read or the role lacks view_dashboard
-            log.warning("admin measures unavailable: %s", error.args[1] if len(error.args) > 1 else error)
+            log.warning("admin measures unavailable: %s", http_status(error) or error)
             return None
         totals = {str(measure["key"]): int(measure.get("total") or 0) for measure in measures}
         return asdict(
@@ -596,8 +596,16 @@ class MastodonLink:
         return str(status["id"])
 
 
-def _status_of(error: MastodonAPIError) -> int | None:
-    return error.args[1] if len(error.args) > 1 and isinstance(error.args[1], int) else None
+def http_status(error: MastodonError) -> int | None:
+    """The HTTP status of Mastodon's answer behind `error`, or None when it carries none.
+
+    Mastodon.py raises an error answer as `(message, status, reason, detail)` (mastodon/internals.py,
+    __api_request); its other errors (a body it could not parse as JSON, a network failure, a bad
+    argument) have a message and maybe a text in their place, never a status."""
+    status = error.args[1] if len(error.args) > 1 else None
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        return None
+    return status
 
 
 def known_instance_domain(connection: redis.Redis) -> str | None:
