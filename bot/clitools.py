@@ -12,7 +12,6 @@ import click
 from bot.config import ConfigError, Settings, load_settings
 from bot.context import Context, redis_from_url
 from bot.embedded_redis import running_embedded_url
-from bot.mastodon import PacedMastodon
 
 
 def settings_from_environment(**overrides: object) -> Settings:
@@ -39,8 +38,7 @@ def cli_context() -> Context:
     """A command's context: unlike a job, a command waits out Tocsin's spent share of the API limit."""
     settings = with_redis(settings_from_environment())
     ctx = Context(settings, redis_from_url(settings.redis_url or ""))
-    if isinstance(ctx.mastodon.client, PacedMastodon):
-        ctx.mastodon.client.wait_when_spent = _wait_for_reset
+    ctx.mastodon.wait_out_spent_share(_wait_for_reset)
     return ctx
 
 

@@ -40,18 +40,3 @@ SCAN_SECONDS = Histogram(
     buckets=(60, 300, 600, 1200, 1800, 3600, 7200, 14400),
 )
 SCAN_PEERS = Counter("tocsin_scan_peers", "Peers read by scans: read, or unreadable by reason.", ["result"])
-
-
-def api_kind(method: str) -> str:
-    """A Mastodon.py method's endpoint class (a label with a handful of values)."""
-    for prefix, kind in (
-        ("admin_", "admin"),
-        ("status", "statuses"),
-        ("notifications", "notifications"),
-        ("stream_", "streaming"),
-        ("instance", "instance"),
-        ("account", "accounts"),
-    ):
-        if method.startswith(prefix):
-            return kind
-    return "other"

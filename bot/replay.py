@@ -39,7 +39,7 @@ from bot.context import Context, redis_from_url
 from bot.embedded_redis import EmbeddedRedis, running_embedded_url
 from bot.events import advance_clock, parse_time
 from bot.families import Registry, Rejected, registry
-from bot.mastodon import DomainBlock, Impact, MastodonLink, PacedMastodon, covering_block
+from bot.mastodon import DomainBlock, Impact, MastodonLink, covering_block
 from bot.privacy import reduce_event
 from bot.queue import queue
 from bot.surges import Alert, send_alert
@@ -669,8 +669,7 @@ def _history(settings: Settings, since_seconds: float, refresh: bool, families: 
             "or start `tocsin serve` (or `tocsin redis`)"
         )
     ctx = Context(settings, live)  # only the rate-limit budget lives there: nothing else is written
-    if isinstance(ctx.mastodon.client, PacedMastodon):
-        ctx.mastodon.client.wait_when_spent = _wait_for_reset
+    ctx.mastodon.wait_out_spent_share(_wait_for_reset)
     click.echo(f"reading {duration(since_seconds)} of history through the admin API…", err=True)
     history = download(ctx, families, since)
     history.save(path)
