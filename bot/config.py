@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bot.domains import normalized_domain
+
 ENV_PREFIX = "TOCSIN_"
 
 
@@ -263,8 +265,9 @@ class Settings(BaseSettings):
     @field_validator("watch_domains", mode="before")
     @classmethod
     def _split_domains(cls, value: object) -> object:
+        # One spelling (bot/domains.py); a word that names no server fails start-up (NotADomain is a ValueError).
         items = _words(value)
-        return [str(domain).strip().lower().rstrip(".") for domain in items] if isinstance(items, list) else items
+        return [normalized_domain(str(domain)) for domain in items] if isinstance(items, list) else items
 
     @field_validator("allowed_private_addresses", mode="before")
     @classmethod

@@ -45,7 +45,7 @@ from bot.ratelimit import BudgetExhausted
 from bot.templating import render_text
 from handlers import nodeinfo
 from handlers.nodeinfo import DEAD_REASONS, PeerResult, fetch_software_document
-from handlers.scan import normalized_domain, peer_domains
+from handlers.scan import peer_domains
 
 log = logging.getLogger(__name__)
 
@@ -457,10 +457,9 @@ def schedule_watched(ctx: Context, now: float) -> int:
     if interval <= 0 or not ctx.mastodon.can_read_admin:
         return 0
     queued = 0
-    for raw in ctx.settings.watch_domains:
-        target = normalized_domain(raw)
-        last = ctx.redis.hget(LAST_AUDIT, target) if target else None
-        if target is None or (last is not None and now - float(last) < interval):
+    for target in ctx.settings.watch_domains:  # normalized when the settings were read (bot/config.py)
+        last = ctx.redis.hget(LAST_AUDIT, target)
+        if last is not None and now - float(last) < interval:
             continue
         queued += enqueue_once(
             ctx.redis,
