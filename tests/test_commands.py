@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from bot.core import audit
 from bot.core.privacy import ZERO_WIDTH_SPACE
 from bot.dm import commands, mentions
-from bot.dm.commands import item_numbers, normalized_domain, own_text, parse, screen
+from bot.dm.commands import item_numbers, own_text, parse, screen, server_domain
 from bot.mastodon.actions import Action, Message, Proposal, ProposalItem, Refused
 from bot.mastodon.context import Context
 from bot.pipeline.surges import Alert
@@ -112,12 +112,12 @@ def test_item_numbers_and_domains() -> None:
         item_numbers("4", 3)
     with pytest.raises(Refused, match="not an item number"):
         item_numbers("all", 3)
-    assert normalized_domain("https://Spam.Example/about") == "spam.example"
-    assert normalized_domain("BAD.example:443") == "bad.example"
-    assert normalized_domain("straße.example") == "xn--strae-oqa.example"  # UTS 46, not Python's 2003 codec
+    assert server_domain("https://Spam.Example/about") == "spam.example"
+    assert server_domain("BAD.example:443") == "bad.example"
+    assert server_domain("straße.example") == "xn--strae-oqa.example"  # UTS 46, not Python's 2003 codec
     # Ideographic and fullwidth full stops are dots: "social.example.org。" is the instance, not another name.
-    assert normalized_domain("social.example.org\u3002") == normalized_domain("social\uff0eexample\uff61org.")
-    assert normalized_domain("social.example.org\u3002") == "social.example.org"
+    assert server_domain("social.example.org\u3002") == server_domain("social\uff0eexample\uff61org.")
+    assert server_domain("social.example.org\u3002") == "social.example.org"
     for account in (
         "@someone@bad.example",
         "someone@bad.example",
@@ -125,10 +125,10 @@ def test_item_numbers_and_domains() -> None:
         "https://bad.example/users/x",
     ):
         with pytest.raises(Refused, match="names an account; to act on its server, write the domain alone"):
-            normalized_domain(account)
+            server_domain(account)
     for junk in ("localhost", "-evil.example", "xn--zz.example", "a..example", "evil.example。。"):
         with pytest.raises(Refused, match="is not a server's domain"):
-            normalized_domain(junk)
+            server_domain(junk)
 
 
 @pytest.mark.parametrize(

@@ -35,18 +35,3 @@ SURGES = Counter("tocsin_surge_transitions", "Surges opened, escalated and close
 POSTS = Counter("tocsin_posts", "Statuses posted (or not), by kind of message and outcome.", ["kind", "outcome"])
 API_CALLS = Counter("tocsin_mastodon_api_calls", "Calls to Mastodon's API, by class and status.", ["kind", "status"])
 COMMANDS = Counter("tocsin_commands", "Moderators' DM commands, by outcome (ignored: not one).", ["outcome"])
-
-
-def api_kind(method: str) -> str:
-    """A Mastodon.py method's endpoint class (a label with a handful of values)."""
-    for prefix, kind in (
-        ("admin_", "admin"),
-        ("status", "statuses"),
-        ("notifications", "notifications"),
-        ("stream_", "streaming"),
-        ("instance", "instance"),
-        ("account", "accounts"),
-    ):
-        if method.startswith(prefix):
-            return kind
-    return "other"

@@ -32,15 +32,16 @@ from dataclasses import asdict, replace
 from html.parser import HTMLParser
 from typing import Any
 
-import idna
 from mastodon import MastodonAPIError, MastodonNotFoundError
 from publicsuffixlist import PublicSuffixList
 
 from bot.core import audit, defaults, metrics
+from bot.core.domains import NamesAnAccount, NotADomain, normalized_domain
 from bot.core.privacy import neutralize
 from bot.dm import held, wave
 from bot.mastodon import actions, outbox
 from bot.mastodon.actions import Action, Done, Refused, carry_out
+from bot.mastodon.client import http_status
 from bot.mastodon.context import Context, get_context
 from bot.mastodon.outbox import Post
 from bot.pipeline.events import parse_time
@@ -179,27 +180,18 @@ def _is_number(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= MAX_ITEM_DIGITS
 
 
-_FULL_STOPS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
-"""Ideographic and fullwidth full stops: IDNA reads them as dots, so they are dots before anything else."""
-
-
-def normalized_domain(raw: str) -> str:
-    """A server's domain as a moderator may write it (upper case, a URL of the server, IDN); Refused if it
-    is none — or if it names an account (`user@host`, a profile or post URL): acting on a whole server
-    takes its domain written alone."""
-    text = raw.strip().lower().translate(_FULL_STOPS)
-    host, _, path = text.split("://", 1)[-1].partition("/")
-    if "@" in host or "@" in path or path.startswith("users/"):
-        raise Refused(f"“{neutralize(raw, 80)}” names an account; to act on its server, write the domain alone")
-    host = re.sub(r":\d+$", "", host)  # a port
+def server_domain(raw: str) -> str:
+    """A server's domain as a moderator may write it (bot/core/domains.py: upper case, a URL of the server,
+    IDN); Refused if it is none — or if it names an account (`user@host`, a profile or post URL): acting
+    on a whole server takes its domain written alone."""
     try:
-        ascii_name = idna.encode(host, uts46=True).decode("ascii").rstrip(".")  # UTS 46, as browsers
-    except (idna.IDNAError, UnicodeError):
-        ascii_name = ""
-    labels = ascii_name.split(".")
-    if len(labels) < 2 or "" in labels or not re.fullmatch(r"[a-z0-9.-]+", ascii_name):
-        raise Refused(f"“{neutralize(raw, 80)}” is not a server's domain")
-    return ascii_name
+        return normalized_domain(raw)
+    except NamesAnAccount:
+        raise Refused(
+            f"“{neutralize(raw, 80)}” names an account; to act on its server, write the domain alone"
+        ) from None
+    except NotADomain:
+        raise Refused(f"“{neutralize(raw, 80)}” is not a server's domain") from None
 
 
 # --- The commands every instance has -------------------------------------------------------------
@@ -367,7 +359,7 @@ def _domain_action(kind: str, severity: str | None, word: str) -> Callable[[Cont
         domain_text, _, reason = request.args.strip().partition(" ")
         if not domain_text:
             return refused(f"write {word} DOMAIN" + (" [public reason]" if severity else ""))
-        domain = normalized_domain(domain_text)
+        domain = server_domain(domain_text)
         action = Action(kind, domain, f"{word} {domain}", severity=severity, public_comment=reason.strip() or None)
         return _act(ctx, request, [("1", action)], None)
 
@@ -674,7 +666,7 @@ def _decide(
     except Refused as reason:
         return refused(str(reason))
     except MastodonAPIError as error:  # 401/403/404/422 (undo, lift, …): retrying cannot help, the reply can
-        code = error.args[1] if len(error.args) > 1 else None
+        code = http_status(error)
         if code not in PERMANENT_STATUSES:
             raise  # 429, 5xx: the job is retried
         return refused(f"Mastodon answered {code}: {PERMANENT_STATUSES[code]}")

@@ -23,6 +23,7 @@ from mastodon import MastodonAPIError, MastodonNotFoundError
 
 from bot.core import audit, defaults, redis_text
 from bot.mastodon.actions import OUT_OF_SCOPE, Action, Done, resolve_wave
+from bot.mastodon.client import http_status
 from bot.mastodon.context import Context, get_context
 from bot.mastodon.outbox import Post
 from bot.mastodon.ratelimit import BudgetExhausted
@@ -98,7 +99,7 @@ def resolve_job(raw: str, continuation: int) -> dict[str, Any]:
         )
         return {"paused": spent.wait}
     except MastodonAPIError as error:  # 401/403: the token or the bot's role; retrying cannot help
-        code = error.args[1] if len(error.args) > 1 else None
+        code = http_status(error)
         if code not in PERMANENT_STATUSES:
             raise  # 5xx, network: RQ retries the job; what was resolved stays counted
         why = f"Mastodon answered {code}: {PERMANENT_STATUSES[code]}"

@@ -24,7 +24,7 @@ import redis
 from mastodon import MastodonAPIError, MastodonNotFoundError
 
 from bot.core import redis_text
-from bot.mastodon.client import MastodonLink
+from bot.mastodon.client import MastodonLink, http_status
 
 # UserRole::FLAGS (app/models/user_role.rb): the permissions bitmask of an Admin::Account's role.
 ROLE_FLAGS = {
@@ -127,7 +127,7 @@ def _domain_block(link: MastodonLink, action: Action, private_comment: str) -> D
             action.target, severity=severity, private_comment=private_comment, public_comment=action.public_comment
         )
     except MastodonAPIError as error:
-        now = link.domain_block(action.target) if _status(error) == 422 else None
+        now = link.domain_block(action.target) if http_status(error) == 422 else None
         if now is None:  # a 422 for another reason (Mastodon found the domain invalid, say): not done
             raise
         return Done(  # made meanwhile (by hand, or a racing command)
@@ -156,7 +156,7 @@ def _email_domain_block(link: MastodonLink, action: Action, private_comment: str
     try:
         block_id = link.create_email_domain_block(action.target)
     except MastodonAPIError as error:
-        if _status(error) == 422:
+        if http_status(error) == 422:
             return Done(f"sign-ups from {action.target} were blocked already", "422 (exists)")
         raise
     return Done(
@@ -186,9 +186,9 @@ def _reject_account(link: MastodonLink, action: Action, private_comment: str) ->
     except MastodonNotFoundError:
         return Done(f"{action.label}: the sign-up is gone", f"404 (account {action.target})")
     except MastodonAPIError as error:
-        if _status(error) == 403:
+        if http_status(error) == 403:
             raise
-        return Done(f"{action.label}: not pending any more", f"{_status(error)} (account {action.target})")
+        return Done(f"{action.label}: not pending any more", f"{http_status(error)} (account {action.target})")
     return Done(
         f"{action.label.removeprefix('reject ')} rejected", f"POST /api/v1/admin/accounts/{action.target}/reject"
     )
@@ -238,7 +238,7 @@ def _moderate_accounts(link: MastodonLink, action: Action, private_comment: str)
             except MastodonNotFoundError:
                 gone += 1
             except MastodonAPIError as error:
-                if _status(error) == 403 and not done:  # the bot's role or token: the same for every account
+                if http_status(error) == 403 and not done:  # the bot's role or token: the same for every account
                     raise
                 refused += 1  # 422: Mastodon refuses this one (a 403 after some: an account it protects)
             else:
@@ -362,13 +362,9 @@ def missing_scopes(link: MastodonLink) -> list[str]:
         try:
             probe(link.client)
         except MastodonAPIError as error:
-            if _status(error) == 403 and OUT_OF_SCOPE in str(error):
+            if http_status(error) == 403 and OUT_OF_SCOPE in str(error):
                 missing.append(scope)
     return missing
-
-
-def _status(error: MastodonAPIError) -> int | None:
-    return error.args[1] if len(error.args) > 1 and isinstance(error.args[1], int) else None
 
 
 def carry_out(link: MastodonLink, action: Action, private_comment: str) -> Done:
@@ -377,7 +373,7 @@ def carry_out(link: MastodonLink, action: Action, private_comment: str) -> Done:
     try:
         return kind.run(link, action, private_comment)
     except MastodonAPIError as error:
-        if _status(error) != 403:
+        if http_status(error) != 403:
             raise
         if OUT_OF_SCOPE in str(error):
             raise Refused(f"the bot's token lacks the scope {kind.scope}; create a token with it") from error

@@ -1,28 +1,30 @@
 """Everything Tocsin asks of its own Mastodon instance, through Mastodon.py.
 
 Mastodon.py runs with `ratelimit_method="throw"`: a worker must not sleep for minutes inside a job.
-Admin calls are paced to Tocsin's share of the API limit (bot/mastodon/ratelimit.py); a spent share, a 429,
-network errors and 5xx surface as TRANSIENT_ERRORS and RQ retries the job with backoff (the scan
-reschedules itself for the reset). Read-only look-ups that every worker repeats are cached in Redis.
+Admin calls are paced to Tocsin's share of the API limit (bot/mastodon/ratelimit.py) at the HTTP session
+Mastodon.py sends every request through (PacedSession); a spent share, a 429, network errors and 5xx
+surface as TRANSIENT_ERRORS and RQ retries the job with backoff (the scan reschedules itself for the
+reset). Read-only look-ups that every worker repeats are cached in Redis.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
-import inspect
 import json
 import logging
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
+import requests
 from mastodon import (
     Mastodon,
     MastodonAPIError,
@@ -80,94 +82,161 @@ class DomainBlock:
     public_comment: str | None = None
 
 
-PACED_METHODS = ("admin_", "instance_peers", "fetch_")
-"""Mastodon.py methods that wait for Tocsin's share of the rate limit: the admin API, the peer list and
-pagination (Tocsin pages only those). Posts do not."""
+REQUEST_KINDS: tuple[tuple[re.Pattern[str], str, bool], ...] = (
+    # What a request to Mastodon counts as, read from its path at the session (the HTTP method changes
+    # nothing: reading, writing and paging an admin resource are all admin calls). `kind` labels
+    # tocsin_mastodon_api_calls; a paced request waits for Tocsin's share of the rate limit first.
+    #   path (after the API's base URL)      kind            paced
+    (re.compile(r"/api/v\d+/admin(/|$)"), "admin", True),  # every admin call, its pages too
+    (re.compile(r"/api/v1/instance/peers$"), "instance", True),  # the peer list a scan reads
+    (re.compile(r"/api/v\d+/instance(/|$)"), "instance", False),  # the instance's own description
+    (re.compile(r"/api/v\d+/statuses(/|$)"), "statuses", False),  # posts: an alert must go out
+    (re.compile(r"/api/v\d+/notifications(/|$)"), "notifications", False),  # the mentions poll
+    (re.compile(r"/api/v\d+/streaming(/|$)"), "streaming", False),  # the mentions stream
+    (re.compile(r"/api/v\d+/accounts(/|$)"), "accounts", False),  # the bot's own account, look-ups
+)
+"""Of each request, the first row whose pattern its path contains; none: kind "other", not paced."""
 
 
-class PacedMastodon(Mastodon):
-    """Mastodon.py with its API methods counted against Tocsin's share of the rate limit.
+def request_kind(url: str) -> tuple[str, bool]:
+    """(kind, paced) of a request to `url`, by REQUEST_KINDS."""
+    path = urlsplit(url).path
+    return next(((kind, paced) for pattern, kind, paced in REQUEST_KINDS if pattern.search(path)), ("other", False))
 
-    Each public API method is wrapped on the instance: the paced ones (admin API, peer list, pagination
-    of either) reserve a call first; every one records the X-RateLimit-* state Mastodon.py parsed from
-    the answer (also from a 429, before raising). A method calling another counts once. Wrapping the
-    public methods, not Mastodon.py's private request helper, keeps its return-type casting intact (it
-    reads the calling method's annotations from the stack, which functools.wraps preserves).
+
+class Refusal(requests.Response):
+    """What the session hands Mastodon.py instead of an answer: Tocsin's share of the window is spent (no
+    request was made) or Mastodon answered 429. Reading its body raises BudgetExhausted.
+
+    Mastodon.py turns whatever its session raises into MastodonNetworkError ("Could not complete
+    request"), which would lose the wait; but the first thing it does with an error answer is read its
+    body for the message (mastodon/internals.py, __api_request), outside that handler and before its own
+    429 handling. So the BudgetExhausted raised there reaches the caller as it is, the wait with it."""
+
+    def __init__(self, spent: BudgetExhausted, url: str) -> None:
+        super().__init__()
+        self.spent = spent
+        self.status_code = 429
+        self.reason = "Too Many Requests"
+        self.url = url
+
+    def json(self, **kwargs: Any) -> Any:
+        raise self.spent
+
+
+class PacedSession(requests.Session):
+    """The HTTP session Mastodon.py sends every request through (its `session=`), so every request is
+    paced and counted here, once, whatever Mastodon.py method made it.
+
+    Before a paced request (REQUEST_KINDS) one call is reserved from Tocsin's share (bot/mastodon/ratelimit.py);
+    every answer's X-RateLimit-* headers are recorded for every process, a 429's too. A spent share and a
+    429 reach the caller as BudgetExhausted with the seconds until the reset (see Refusal), unless
+    `wait_when_spent` is set: then it is called with those seconds and the request goes again.
     """
 
-    def __init__(self, budget: ApiBudget, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, budget: ApiBudget) -> None:
+        super().__init__()
         self.budget = budget
         self.wait_when_spent: Callable[[float], None] | None = None
         """Set (by commands) to wait out a spent share or a 429 and go on; jobs leave it unset and raise."""
-        self._depth = threading.local()
-        for name in dir(Mastodon):  # its API methods come from many mixin classes
-            if not name.startswith("_") and inspect.isfunction(inspect.getattr_static(Mastodon, name)):
-                setattr(self, name, self._counted(getattr(self, name), paced=name.startswith(PACED_METHODS)))
-
-    def _counted(self, method: Callable[..., Any], paced: bool) -> Callable[..., Any]:
-        @functools.wraps(method)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            while True:
-                try:
-                    return once(*args, **kwargs)
-                except BudgetExhausted as spent:
-                    if self.wait_when_spent is None:
-                        raise
-                    self.wait_when_spent(spent.wait)
-
-        def once(*args: Any, **kwargs: Any) -> Any:
-            depth = getattr(self._depth, "value", 0)
-            if depth:
-                return method(*args, **kwargs)  # inside another API method: counted there
-            if paced:
-                self.budget.reserve(bulk=getattr(self._depth, "bulk", False))
-            answered_before = self.ratelimit_lastcall
-            self._depth.value = 1
-            kind = metrics.api_kind(method.__name__)
-            try:
-                answer = method(*args, **kwargs)
-            except MastodonRatelimitError as error:  # a 429
-                metrics.API_CALLS.labels(kind, "429").inc()
-                reset = self.ratelimit_reset
-                raise BudgetExhausted(max(reset - time.time() if reset else UNKNOWN_RESET_WAIT, 1.0)) from error
-            except MastodonAPIError as error:
-                metrics.API_CALLS.labels(kind, str(error.args[1] if len(error.args) > 1 else "error")).inc()
-                raise
-            except MastodonError:
-                metrics.API_CALLS.labels(kind, "network").inc()
-                raise
-            else:
-                metrics.API_CALLS.labels(kind, "ok").inc()
-                return answer
-            finally:
-                self._depth.value = 0
-                if self.ratelimit_lastcall != answered_before and self.ratelimit_reset:
-                    self.budget.record(self.ratelimit_limit, self.ratelimit_remaining, self.ratelimit_reset)
-
-        return call
+        self._bulk = threading.local()
 
     @contextlib.contextmanager
     def bulk(self) -> Iterator[None]:
-        """Calls made inside count as bulk work (ratelimit.BULK_SHARE)."""
-        self._depth.bulk = True
+        """Requests made inside (by this thread) count as bulk work (ratelimit.BULK_SHARE)."""
+        self._bulk.on = True
         try:
             yield
         finally:
-            self._depth.bulk = False
+            self._bulk.on = False
+
+    def request(self, method: str, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        kind, paced = request_kind(str(url))
+        while True:
+            try:
+                return self._once(kind, paced, method, url, *args, **kwargs)
+            except BudgetExhausted as spent:
+                if self.wait_when_spent is None:
+                    return Refusal(spent, str(url))
+                self.wait_when_spent(spent.wait)
+
+    def _once(self, kind: str, paced: bool, method: str, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        if paced:
+            self.budget.reserve(bulk=getattr(self._bulk, "on", False))
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except Exception:  # Mastodon.py raises it as MastodonNetworkError
+            metrics.API_CALLS.labels(kind, "network").inc()
+            raise
+        now = time.time()
+        reset = reset_time(response.headers, now)
+        limit = _header_int(response.headers, "X-RateLimit-Limit")
+        remaining = _header_int(response.headers, "X-RateLimit-Remaining")
+        if reset is not None and limit is not None and remaining is not None:
+            self.budget.record(limit, remaining, reset)
+        if response.status_code == 429:
+            metrics.API_CALLS.labels(kind, "429").inc()
+            response.close()
+            raise BudgetExhausted(max(reset - now if reset is not None else UNKNOWN_RESET_WAIT, 1.0))
+        metrics.API_CALLS.labels(kind, "ok" if response.ok else str(response.status_code)).inc()
+        return response
+
+
+def reset_time(headers: Mapping[str, str], now: float) -> float | None:
+    """When the rate-limit window ends by this process's clock (X-RateLimit-Reset, moved by how far the
+    server's Date is from `now`), or None when the answer does not say or the time has passed.
+
+    Mastodon writes the reset as ISO 8601, others as seconds since the epoch (Mastodon.py reads both)."""
+    reset = _header_time(headers, "X-RateLimit-Reset")
+    if reset is None:
+        return None
+    server_now = _header_time(headers, "Date")
+    if server_now is not None:  # else the server's clock is taken as ours
+        reset += now - server_now
+    return reset if reset > now else None
+
+
+def _header_time(headers: Mapping[str, str], name: str) -> float | None:
+    """A time header as seconds since the epoch: ISO 8601, an HTTP date, or seconds; None if none of them."""
+    raw = (headers.get(name) or "").strip()
+    if raw.isdigit():
+        return float(raw)
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _header_int(headers: Mapping[str, str], name: str) -> int | None:
+    try:
+        return int(headers.get(name) or "")
+    except ValueError:
+        return None
+
+
+def paced_session(client: Mastodon | None) -> PacedSession | None:
+    session = getattr(client, "session", None)
+    return session if isinstance(session, PacedSession) else None
 
 
 def make_client(settings: Settings, connection: redis.Redis) -> Mastodon | None:
+    """Mastodon.py sending through a PacedSession. Its own rate limiting stays "throw": its "wait" and
+    "pace" sleep inside the call, which a worker must not do for minutes; and it never sees a 429 of
+    ours (the session answers a Refusal instead), so Tocsin's pacing is the only one."""
     if settings.mastodon_url is None:
         return None
     token = settings.access_token.get_secret_value() if settings.access_token else None
-    return PacedMastodon(
-        ApiBudget(connection, settings.api_budget),
+    return Mastodon(
         access_token=token,
         api_base_url=settings.mastodon_url,
         ratelimit_method="throw",
         request_timeout=settings.request_timeout,
         user_agent=f"Tocsin/0.1 (+{settings.public_url or settings.mastodon_url})",
+        session=PacedSession(ApiBudget(connection, settings.api_budget)),
     )
 
 
@@ -209,11 +278,18 @@ class MastodonLink:
     def bulk(self) -> Iterator[None]:
         """Admin calls made inside are bulk work: they stop short of Tocsin's whole share of the rate
         limit, leaving room for the routine ones (bot/mastodon/ratelimit.py, BULK_SHARE)."""
-        if isinstance(self.client, PacedMastodon):
-            with self.client.bulk():
+        session = paced_session(self.client)
+        if session is not None:
+            with session.bulk():
                 yield
         else:
             yield
+
+    def wait_out_spent_share(self, wait: Callable[[float], None]) -> None:
+        """For commands, not jobs: a spent share or a 429 calls `wait(seconds)`, then the request goes again."""
+        session = paced_session(self.client)
+        if session is not None:
+            session.wait_when_spent = wait
 
     def max_characters(self) -> int:
         if self.client is None:
@@ -367,7 +443,7 @@ class MastodonLink:
                     is_staff = username is not None and (username.lower() in staff or self._staff_by_name(username))
                     (kept if is_staff else dropped).append(acct)
             except MastodonAPIError as error:
-                if _status_of(error) != 403:
+                if http_status(error) != 403:
                     raise
                 log.warning("TOCSIN_MODERATORS not checked against current staff: the admin API answered 403")
                 return [list(self.settings.moderators), []]
@@ -476,7 +552,7 @@ class MastodonLink:
         except TRANSIENT_ERRORS:
             raise
         except MastodonAPIError as error:  # 403: the token lacks admin:read or the role lacks view_dashboard
-            log.warning("admin measures unavailable: %s", error.args[1] if len(error.args) > 1 else error)
+            log.warning("admin measures unavailable: %s", http_status(error) or error)
             return None
         totals = {str(measure["key"]): int(measure.get("total") or 0) for measure in measures}
         return asdict(
@@ -596,8 +672,16 @@ class MastodonLink:
         return str(status["id"])
 
 
-def _status_of(error: MastodonAPIError) -> int | None:
-    return error.args[1] if len(error.args) > 1 and isinstance(error.args[1], int) else None
+def http_status(error: MastodonError) -> int | None:
+    """The HTTP status of Mastodon's answer behind `error`, or None when it carries none.
+
+    Mastodon.py raises an error answer as `(message, status, reason, detail)` (mastodon/internals.py,
+    __api_request); its other errors (a body it could not parse as JSON, a network failure, a bad
+    argument) have a message and maybe a text in their place, never a status."""
+    status = error.args[1] if len(error.args) > 1 else None
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        return None
+    return status
 
 
 def known_instance_domain(connection: redis.Redis) -> str | None:

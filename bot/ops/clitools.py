@@ -10,7 +10,6 @@ import time
 import click
 
 from bot.core.config import ConfigError, Settings, load_settings
-from bot.mastodon.client import PacedMastodon
 from bot.mastodon.context import Context, redis_from_url
 from bot.ops.embedded_redis import running_embedded_url
 from bot.pipeline.families import registry
@@ -44,8 +43,7 @@ def cli_context() -> Context:
     """A command's context: unlike a job, a command waits out Tocsin's spent share of the API limit."""
     settings = with_redis(settings_from_environment())
     ctx = Context(settings, redis_from_url(settings.redis_url or ""))
-    if isinstance(ctx.mastodon.client, PacedMastodon):
-        ctx.mastodon.client.wait_when_spent = _wait_for_reset
+    ctx.mastodon.wait_out_spent_share(_wait_for_reset)
     return ctx
 
 

@@ -36,7 +36,7 @@ from bot.core import defaults
 from bot.core.config import ENV_PREFIX, ConfigError, Settings, load_settings
 from bot.core.privacy import reduce_event
 from bot.mastodon.actions import is_staff
-from bot.mastodon.client import DomainBlock, Impact, MastodonLink, PacedMastodon, covering_block
+from bot.mastodon.client import DomainBlock, Impact, MastodonLink, covering_block
 from bot.mastodon.context import Context, redis_from_url
 from bot.ops.embedded_redis import EmbeddedRedis, running_embedded_url
 from bot.pipeline.events import advance_clock, parse_time
@@ -667,8 +667,7 @@ def _history(settings: Settings, since_seconds: float, refresh: bool, families: 
             "or start `tocsin serve` (or `tocsin redis`)"
         )
     ctx = Context(settings, live)  # only the rate-limit budget lives there: nothing else is written
-    if isinstance(ctx.mastodon.client, PacedMastodon):
-        ctx.mastodon.client.wait_when_spent = _wait_for_reset
+    ctx.mastodon.wait_out_spent_share(_wait_for_reset)
     click.echo(f"reading {duration(since_seconds)} of history through the admin API…", err=True)
     history = download(ctx, families, since)
     history.save(path)

@@ -13,6 +13,7 @@ from rq import Queue, Retry, get_current_job
 from rq.exceptions import DuplicateJobError
 
 from bot.core import defaults
+from bot.mastodon.client import http_status
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -48,7 +49,7 @@ def fails_at_once_on_permanent_errors(job: Callable[P, R]) -> Callable[P, R]:
         try:
             return job(*args, **kwargs)
         except MastodonAPIError as error:
-            status = error.args[1] if len(error.args) > 1 else None
+            status = http_status(error)
             if status not in PERMANENT_STATUSES:
                 raise
             current = get_current_job()

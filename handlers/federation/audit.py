@@ -47,7 +47,7 @@ from handlers.federation.settings import WatchSettings
 from handlers.reports.readers import servers_seen
 from handlers.shared import nodeinfo
 from handlers.shared.nodeinfo import DEAD_REASONS, PeerResult, fetch_software_document
-from handlers.shared.peers import normalized_domain, peer_domains
+from handlers.shared.peers import peer_domains
 from handlers.shared.settings import PeerScanSettings
 
 log = logging.getLogger(__name__)
@@ -470,10 +470,9 @@ def schedule_watched(ctx: Context, now: float) -> int:
     if interval <= 0 or not ctx.mastodon.can_read_admin:
         return 0
     queued = 0
-    for raw in ctx.settings.section(WatchSettings).domains:
-        target = normalized_domain(raw)
-        last = ctx.redis.hget(LAST_AUDIT, target) if target else None
-        if target is None or (last is not None and now - float(last) < interval):
+    for target in ctx.settings.section(WatchSettings).domains:  # normalized when the settings were read
+        last = ctx.redis.hget(LAST_AUDIT, target)
+        if last is not None and now - float(last) < interval:
             continue
         queued += enqueue_once(
             ctx.redis,

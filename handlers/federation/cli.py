@@ -6,6 +6,7 @@ import json
 
 import click
 
+from bot.core.domains import NotADomain, normalized_domain
 from bot.ops.clitools import cli_context
 from handlers.federation.audit import (
     BLOCKS,
@@ -21,7 +22,6 @@ from handlers.federation.audit import (
     send_dm,
     verdicts,
 )
-from handlers.shared.peers import normalized_domain
 from handlers.shared.progress import Meter
 
 
@@ -40,9 +40,10 @@ def audit_federation(domain: str, as_json: bool, csv_path: str | None, dm: bool,
     """Which of our peers block DOMAIN, federate with it, or never had contact; with the evidence."""
     if propose and not dm:
         raise click.UsageError("--propose goes with --dm: the proposal is approved by a reply to that DM")
-    target = normalized_domain(domain)
-    if target is None:
-        raise click.ClickException(f"{domain!r} is not a domain")
+    try:
+        target = normalized_domain(domain)
+    except NotADomain:
+        raise click.ClickException(f"{domain!r} is not a domain") from None
     ctx = cli_context()
     peers = audited_peers(ctx, target)
     meter = Meter(len(peers))

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from bot.core.config import Section, words
+from bot.core.domains import normalized_domain
 
 
 class WatchSettings(Section):
@@ -19,5 +20,6 @@ class WatchSettings(Section):
     @field_validator("domains", mode="before")
     @classmethod
     def _split_domains(cls, value: object) -> object:
+        # One spelling (bot/core/domains.py); a word that names no server fails start-up (NotADomain is a ValueError).
         items = words(value)
-        return [str(domain).strip().lower().rstrip(".") for domain in items] if isinstance(items, list) else items
+        return [normalized_domain(str(domain)) for domain in items] if isinstance(items, list) else items

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 import redis
 from mastodon import MastodonNotFoundError
 
+from bot.core.domains import NotADomain, normalized_domain
 from bot.mastodon.client import DomainBlock
 from bot.mastodon.context import Context
 from handlers.shared.block_tags import tagged_advisory
@@ -28,17 +29,10 @@ def peer_domains(
         raw += reported(ctx.redis)
         raw += [block.domain for block in blocks]
     raw += [block.domain for block in blocks if tagged_advisory(block)]
-    return sorted({domain for domain in map(normalized_domain, raw) if domain is not None})
-
-
-def normalized_domain(raw: str) -> str | None:
-    """A peer's host name as one spelling: lower case, no trailing dot, internationalized names in their
-    ASCII (IDNA) form; None for what is no host name (obfuscated blocks' stars, spaces, too long)."""
-    name = raw.strip().rstrip(".").lower()
-    if not name or "*" in name or " " in name or "/" in name:
-        return None
-    try:
-        name = name.encode("idna").decode("ascii")
-    except UnicodeError:
-        return None
-    return name if len(name) <= 253 else None
+    peers = set()
+    for name in raw:
+        try:
+            peers.add(normalized_domain(name))  # one spelling (bot/core/domains.py), so each server is read once
+        except NotADomain:
+            continue  # no server to read: an obfuscated block's stars, junk in a peer list
+    return sorted(peers)
