@@ -1,7 +1,7 @@
 """Report surges: many reports against one server (or local accounts, or everywhere) in a short time.
 
 Counting happens in Redis, by the reports' own `created_at`, in one Lua call per event. Whether that
-is a surge is decided by the pure functions `assess` and `is_quiet`, over the counts. The transitions
+is a surge is decided by the pure function `assess`, over the counts. The transitions
 (open, escalate, close) are bot.surges' compare-and-sets, so several workers raise one alert per step.
 Alert jobs (on the urgent queue) look up the impact through the admin API, render the DM and post it.
 """
@@ -128,10 +128,6 @@ def assess(
     if escalates(state, stats.count, rate, now, cfg.escalation_factor, cfg.escalation_cooldown_minutes):
         return Decision.ESCALATE
     return None
-
-
-def is_quiet(state: SurgeState, now: float, cfg: ReportSurgeSettings) -> bool:
-    return now - state.last_event_at >= cfg.quiet_days * DAY
 
 
 # --- Redis glue -----------------------------------------------------------------------------------

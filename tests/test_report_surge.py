@@ -23,7 +23,6 @@ from handlers.reports import (
     expected_in_window,
     handle_report,
     hourly_rate,
-    is_quiet,
     window_details,
 )
 from tests.helpers import alert_jobs, feed, report_event, run_jobs
@@ -93,12 +92,6 @@ def test_a_surge_learns_its_pace_during_the_cooldown_after_a_dm() -> None:
     assert not settling(state, T + 60 * 60, CFG.escalation_cooldown_minutes)
     assert not settling(state, T - 60, CFG.escalation_cooldown_minutes)  # an older event processed late
     assert not settling(None, T, CFG.escalation_cooldown_minutes)
-
-
-def test_quiet_after_the_configured_days() -> None:
-    state = SurgeState("1", T, alerts=1, alerted_count=15, alerted_rate=50.0, alerted_at=T, last_event_at=T)
-    assert not is_quiet(state, T + 6.9 * 86400, CFG)
-    assert is_quiet(state, T + 7 * 86400, CFG)
 
 
 # --- scenarios through Redis
