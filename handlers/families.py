@@ -6,8 +6,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import redis
-
 from bot.context import Context
 from bot.families import Family
 from handlers import (
@@ -51,16 +49,6 @@ def _scan_status(ctx: Context) -> Iterator[tuple[bool, str]]:
             if now.state == "sizing":
                 step = f"follows looked up for {now.sized:,}/{now.to_size:,} servers"
             yield True, f"scan under way (started {_ago(str(now.started).encode())}): {step}"
-
-
-def _held_announcements(connection: redis.Redis) -> list[tuple[str, str, float]]:
-    return [
-        (
-            "tocsin_announcements_held",
-            "Announcement batches in their hold-off.",
-            connection.zcard(announcements.PENDING),
-        )
-    ]
 
 
 def _backfill_reports(ctx: Context, days: float | None) -> str:

@@ -97,11 +97,6 @@ PATHS_SHOWN = 3
 """Shared sign-up paths a DM lists; its shorter rendering lists COMPACT_PATHS."""
 COMPACT_PATHS = 2
 
-SIGNS = ("duplicate", "mentions", "fast")
-"""duplicate: same content from several young accounts; mentions: many mentions in one post;
-fast: far more posts an hour than active accounts make."""
-
-
 @dataclass(frozen=True)
 class WaveStats:
     """The window's flagged posts at the time of one post."""
