@@ -97,6 +97,7 @@ PATHS_SHOWN = 3
 """Shared sign-up paths a DM lists; its shorter rendering lists COMPACT_PATHS."""
 COMPACT_PATHS = 2
 
+
 @dataclass(frozen=True)
 class WaveStats:
     """The window's flagged posts at the time of one post."""
