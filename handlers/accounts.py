@@ -41,10 +41,11 @@ from bot.surges import (
     HOUR,
     OLDEST_TO_FORGET_FUNCTION,
     Alert,
+    BaselineRatio,
     Decision,
     SurgeDetector,
     SurgeState,
-    escalates,
+    decide,
     rate_per_hour,
 )
 from bot.templating import render_text
@@ -115,13 +116,15 @@ class SignupStats:
     observed_for: float  # seconds since the earliest sign-up counted
 
 
-def baseline_span(stats: SignupStats, cfg: SignupSurgeSettings) -> float:
-    """Seconds the baseline covers: the baseline window, or what has been observed of it (at least a day)."""
-    return min(cfg.baseline_days * DAY, max(stats.observed_for - cfg.window_hours * HOUR, DAY))
-
-
-def expected_in_window(stats: SignupStats, cfg: SignupSurgeSettings) -> float:
-    return max(stats.baseline, 0) / baseline_span(stats, cfg) * cfg.window_hours * HOUR
+def surge_rule(cfg: SignupSurgeSettings) -> BaselineRatio:
+    """The sign-up thresholds: no surge before sign-ups have been observed `learning_hours`."""
+    return BaselineRatio(
+        window=cfg.window_hours * HOUR,
+        baseline=cfg.baseline_days * DAY,
+        ratio=cfg.ratio,
+        min_count=cfg.min_signups,
+        learning=cfg.learning_hours * HOUR,
+    )
 
 
 def hourly_rate(stats: SignupStats, cfg: SignupSurgeSettings, now: float) -> float:
@@ -129,19 +132,20 @@ def hourly_rate(stats: SignupStats, cfg: SignupSurgeSettings, now: float) -> flo
 
 
 def is_surge(stats: SignupStats, cfg: SignupSurgeSettings) -> bool:
-    if stats.count < cfg.min_signups or stats.observed_for < cfg.learning_hours * HOUR:
-        return False
-    return stats.count >= cfg.ratio * expected_in_window(stats, cfg)
+    return surge_rule(cfg).is_surge(stats.count, stats.baseline, stats.observed_for)
 
 
 def assess(stats: SignupStats, state: SurgeState | None, cfg: SignupSurgeSettings, now: float) -> Decision | None:
     """Open a surge, escalate it (count and rate both grew by the escalation factor), or nothing."""
-    if state is None:
-        return Decision.OPEN if is_surge(stats, cfg) else None
-    rate = hourly_rate(stats, cfg, now)
-    if escalates(state, stats.count, rate, now, cfg.escalation_factor, cfg.escalation_cooldown_minutes):
-        return Decision.ESCALATE
-    return None
+    return decide(
+        state,
+        is_surge(stats, cfg),
+        stats.count,
+        hourly_rate(stats, cfg, now),
+        now,
+        cfg.escalation_factor,
+        cfg.escalation_cooldown_minutes,
+    )
 
 
 _NAME_WITH_NUMBER = re.compile(r"^([a-z][a-z_]*?[a-z])_?\d{2,}$", re.IGNORECASE)
@@ -420,11 +424,12 @@ def handle_signup(ctx: Context, event: dict[str, Any]) -> None:
         ctx.redis, BUCKET, decision, account_id, created, stats.count, rate, state, cfg.escalation_cooldown_minutes
     )
     if alert is not None:
+        rule = surge_rule(cfg)
         alert = replace(
             alert,
-            expected=round(expected_in_window(stats, cfg), 2),
+            expected=round(rule.expected_in_window(stats.baseline, stats.observed_for), 2),
             baseline=stats.baseline,
-            baseline_days=round(baseline_span(stats, cfg) / DAY, 1),
+            baseline_days=round(rule.baseline_span(stats.observed_for) / DAY, 1),
         )
         SURGES.enqueue_alert(ctx, alert)
     if state is not None and is_surge(stats, cfg):

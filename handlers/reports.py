@@ -31,10 +31,11 @@ from bot.surges import (
     HOUR,
     TOUCH_FUNCTION,
     Alert,
+    BaselineRatio,
     Decision,
     SurgeDetector,
     SurgeState,
-    escalates,
+    decide,
     rate_per_hour,
 )
 from bot.templating import render_text
@@ -47,8 +48,6 @@ LOCAL = "local"
 EVERYWHERE = "*"
 """Bucket of all reports, for waves spread over many servers."""
 
-MIN_BASELINE_SPAN = DAY
-"""A baseline observed for less than a day counts as a day's worth, so a new install's rates stay sane."""
 DETAIL_SCAN_CAP = 1000
 """An alert's categories, comments and top servers are read from at most this many of the window's reports."""
 REPORT_CAP = 200_000
@@ -95,39 +94,42 @@ def hourly_rate(stats: WindowStats, now: float) -> float:
     return rate_per_hour(stats.last_hour, stats.first_in_hour, now)
 
 
-def baseline_span(stats: WindowStats, cfg: ReportSurgeSettings) -> float:
-    """Seconds the baseline count covers: the baseline window, or what has been observed of it so far."""
-    return min(cfg.baseline_days * DAY, max(stats.observed_for - cfg.window_hours * HOUR, MIN_BASELINE_SPAN))
-
-
-def expected_in_window(stats: WindowStats, cfg: ReportSurgeSettings) -> float:
-    """How many reports the baseline rate predicts for one sliding window."""
-    return stats.baseline / baseline_span(stats, cfg) * (cfg.window_hours * HOUR)
+def surge_rule(bucket: str, cfg: ReportSurgeSettings) -> BaselineRatio:
+    """The report thresholds of one bucket. The all-servers bucket needs more reports, and reports
+    observed for `learning_hours` first (without a baseline, a busy instance's ordinary traffic would look
+    like a wave spread over many servers); one server's or the local accounts' need no learning time."""
+    everywhere = bucket == EVERYWHERE
+    return BaselineRatio(
+        window=cfg.window_hours * HOUR,
+        baseline=cfg.baseline_days * DAY,
+        ratio=cfg.ratio,
+        min_count=cfg.overall_min_reports if everywhere else cfg.min_reports,
+        learning=cfg.learning_hours * HOUR if everywhere else None,
+    )
 
 
 def is_surge(bucket: str, stats: WindowStats, cfg: ReportSurgeSettings) -> bool:
-    if stats.count < cfg.ratio * expected_in_window(stats, cfg):
+    if not surge_rule(bucket, cfg).is_surge(stats.count, stats.baseline, stats.observed_for):
         return False
     if stats.accounts < cfg.min_accounts:
         return False
-    if bucket == EVERYWHERE:
-        # One server's wave is that server's alert; this bucket is for waves spread over many.
-        if stats.observed_for < cfg.learning_hours * HOUR:
-            return False
-        return stats.count >= cfg.overall_min_reports and stats.top_bucket * 2 < stats.count
-    return stats.count >= cfg.min_reports
+    # One server's wave is that server's alert; the all-servers bucket is for waves spread over many.
+    return bucket != EVERYWHERE or stats.top_bucket * 2 < stats.count
 
 
 def assess(
     bucket: str, stats: WindowStats, state: SurgeState | None, cfg: ReportSurgeSettings, now: float
 ) -> Decision | None:
     """Open a surge, escalate it (count and rate both grew by the escalation factor), or nothing."""
-    if state is None:
-        return Decision.OPEN if is_surge(bucket, stats, cfg) else None
-    rate = hourly_rate(stats, now)
-    if escalates(state, stats.count, rate, now, cfg.escalation_factor, cfg.escalation_cooldown_minutes):
-        return Decision.ESCALATE
-    return None
+    return decide(
+        state,
+        is_surge(bucket, stats, cfg),
+        stats.count,
+        hourly_rate(stats, now),
+        now,
+        cfg.escalation_factor,
+        cfg.escalation_cooldown_minutes,
+    )
 
 
 # --- Redis glue -----------------------------------------------------------------------------------
@@ -165,13 +167,14 @@ def handle_report(ctx: Context, event: dict[str, Any]) -> None:
             ctx.redis, bucket, decision, report_id, created, stats.count, rate, state, cfg.escalation_cooldown_minutes
         )
         if alert is not None:
+            rule = surge_rule(bucket, cfg)
             alert = replace(
                 alert,
                 count=stats.count,
                 last_hour=stats.last_hour,
                 baseline=stats.baseline,
-                expected=round(expected_in_window(stats, cfg), 2),
-                baseline_days=round(baseline_span(stats, cfg) / DAY, 1),
+                expected=round(rule.expected_in_window(stats.baseline, stats.observed_for), 2),
+                baseline_days=round(rule.baseline_span(stats.observed_for) / DAY, 1),
             )
             SURGES.enqueue_alert(ctx, alert)
 

@@ -37,7 +37,7 @@ from bot.surges import (
     Decision,
     SurgeDetector,
     SurgeState,
-    escalates,
+    decide,
     rate_per_hour,
 )
 from bot.templating import render_text
@@ -112,13 +112,17 @@ def assess(stats: WaveStats, state: SurgeState | None, cfg: SpamWaveSettings, no
     """Open a wave once enough posts are flagged; escalate when flagged accounts and pace both doubled."""
     if not stats.signs:
         return None
-    if state is None:
-        # Accounts flagged after the fact (their post became a duplicate later) had a post each too.
-        return Decision.OPEN if max(stats.flagged_posts, stats.flagged_accounts) >= cfg.min_posts else None
-    rate = rate_per_hour(stats.flagged_posts, stats.first_flagged, now, span=cfg.window_hours * HOUR)
-    if escalates(state, stats.flagged_accounts, rate, now, cfg.escalation_factor, cfg.escalation_cooldown_minutes):
-        return Decision.ESCALATE
-    return None
+    # No baseline here: a flagged post is abnormal in itself. Accounts flagged after the fact (their post
+    # became a duplicate later) had a post each too.
+    return decide(
+        state,
+        max(stats.flagged_posts, stats.flagged_accounts) >= cfg.min_posts,
+        stats.flagged_accounts,
+        rate_per_hour(stats.flagged_posts, stats.first_flagged, now, span=cfg.window_hours * HOUR),
+        now,
+        cfg.escalation_factor,
+        cfg.escalation_cooldown_minutes,
+    )
 
 
 # --- Redis glue -----------------------------------------------------------------------------------
