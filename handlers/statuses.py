@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from bot.actions import Action, Message, Proposal, ProposalItem
 from bot.config import SpamWaveSettings
 from bot.context import Context
-from bot.scripting import Lua
+from bot.scripting import NAMED_ARGUMENTS, Lua
 from bot.surges import (
     DAY,
     HOUR,
@@ -131,7 +131,9 @@ def assess(stats: WaveStats, state: SurgeState | None, cfg: SpamWaveSettings, no
 NOTE_ACTIVITY_FUNCTION = Lua(__file__, "note_activity_function")
 NOTE_ACTIVITY = Lua(__file__, "note_activity", include=[NOTE_ACTIVITY_FUNCTION])
 RECORD_YOUNG_POST = Lua(
-    __file__, "record_young_post", include=[TOUCH_FUNCTION, NOTE_ACTIVITY_FUNCTION, OLDEST_TO_FORGET_FUNCTION]
+    __file__,
+    "record_young_post",
+    include=[NAMED_ARGUMENTS, TOUCH_FUNCTION, NOTE_ACTIVITY_FUNCTION, OLDEST_TO_FORGET_FUNCTION],
 )
 
 
@@ -149,55 +151,57 @@ def handle_status(ctx: Context, event: dict[str, Any]) -> None:
     hour = int(facts.at // HOUR)
     ttl = int(max(cfg.window_hours * HOUR, cfg.quiet_hours * HOUR) + DAY)
     activity_ttl = int((ACTIVITY_HOURS + 2) * HOUR)
-    new = "1" if event.get("event") == "status.created" else "0"
+    new = event.get("event") == "status.created"
     if not facts.young:
         NOTE_ACTIVITY(
-            ctx.redis, [ACTIVITY_PREFIX + str(hour), POSTERS_PREFIX + str(hour)], [facts.account_id, activity_ttl, new]
+            ctx.redis,
+            [ACTIVITY_PREFIX + str(hour), POSTERS_PREFIX + str(hour)],
+            [facts.account_id, activity_ttl, "1" if new else "0"],
         )
         return
     member = f"{facts.account_id}|{facts.username}"
     sample = json.dumps({"account": member, "text": facts.sample, "at": facts.at})
-    posts, accounts, first, signs, state_raw = RECORD_YOUNG_POST(
+    posts, accounts, first, signs, state_raw = RECORD_YOUNG_POST.call(
         ctx.redis,
-        [
-            FEATURE_INDEX,
-            FEATURE_FIRST,
-            POSTS_PREFIX + facts.account_id,
-            FLAGGED,
-            FLAGGED_POSTS,
-            SAMPLES,
-            SURGES.key(BUCKET),
-            SURGES.open_key,
-            ACTIVITY_PREFIX + str(hour),
-            POSTERS_PREFIX + str(hour),
-        ],
-        [
-            facts.status_id,
-            facts.account_id,
-            member,
-            repr(facts.at),
-            cfg.window_hours * HOUR,
-            cfg.duplicate_accounts,
-            "1" if facts.mentions >= cfg.mass_mentions else "0",
-            cfg.fast_posts_per_hour,
-            cfg.fast_ratio,
-            hour,
-            ttl,
-            sample,
-            FEATURE_PREFIX,
-            ACTIVITY_PREFIX,
-            POSTERS_PREFIX,
-            new,
-            FEATURE_ACCOUNTS_CAP,
-            FEATURE_CAP,
-            FLAGGED_CAP,
-            SAMPLES_KEPT,
-            PRUNE_BATCH,
-            ACTIVITY_HOURS,
-            POSTS_CAP,
-            SPAM_ACCOUNT_PREFIX,
-            *facts.fingerprints,
-        ],
+        keys={
+            "feature_index": FEATURE_INDEX,
+            "feature_first": FEATURE_FIRST,
+            "posts": POSTS_PREFIX + facts.account_id,
+            "flagged": FLAGGED,
+            "flagged_posts": FLAGGED_POSTS,
+            "samples": SAMPLES,
+            "surge": SURGES.key(BUCKET),
+            "open_surges": SURGES.open_key,
+            "activity": ACTIVITY_PREFIX + str(hour),
+            "posters": POSTERS_PREFIX + str(hour),
+        },
+        args={
+            "status": facts.status_id,
+            "account": facts.account_id,
+            "member": member,
+            "time": repr(facts.at),
+            "window": cfg.window_hours * HOUR,
+            "ttl": ttl,
+            "hour": hour,
+            "new_status": new,
+            "sample": sample,
+            "fingerprints": facts.fingerprints,
+            "mass_mention": facts.mentions >= cfg.mass_mentions,
+            "duplicate_accounts": cfg.duplicate_accounts,
+            "fast_floor": cfg.fast_posts_per_hour,
+            "fast_ratio": cfg.fast_ratio,
+            "activity_hours": ACTIVITY_HOURS,
+            "feature_prefix": FEATURE_PREFIX,
+            "activity_prefix": ACTIVITY_PREFIX,
+            "posters_prefix": POSTERS_PREFIX,
+            "flagged_account_prefix": SPAM_ACCOUNT_PREFIX,
+            "feature_accounts_cap": FEATURE_ACCOUNTS_CAP,
+            "feature_cap": FEATURE_CAP,
+            "flagged_cap": FLAGGED_CAP,
+            "samples_kept": SAMPLES_KEPT,
+            "prune_batch": PRUNE_BATCH,
+            "posts_cap": POSTS_CAP,
+        },
     )
     stats = WaveStats(
         flagged_posts=int(posts),
