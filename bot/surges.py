@@ -30,7 +30,7 @@ from bot.context import Context, get_context
 from bot.events import current_clock
 from bot.families import registry
 from bot.queue import enqueue_once, fails_at_once_on_permanent_errors
-from bot.scripting import Lua
+from bot.scripting import NAMED_ARGUMENTS, Lua
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def settling(state: SurgeState | None, now: float, cooldown_minutes: float) -> b
     return state is not None and 0 <= now - state.alerted_at < cooldown_minutes * 60
 
 
-TRANSITION = Lua(__file__, "surge_transition")
+TRANSITION = Lua(__file__, "surge_transition", include=[NAMED_ARGUMENTS])
 SETTLE = Lua(__file__, "surge_settle")
 TOUCH_FUNCTION = Lua(__file__, "touch_surge_function")
 """A library: `touch_surge(key, open_key, ts, bucket)`, for detectors whose record script keeps the surge
@@ -261,10 +261,18 @@ class SurgeDetector:
         state: SurgeState | None,
     ) -> tuple[int, str] | None:
         """Make the transition; (alert number, surge id), or None when another worker made it first."""
-        result = TRANSITION(
+        result = TRANSITION.call(
             connection,
-            [self.key(bucket), self.open_key],
-            [decision.value, trigger, repr(now), count, repr(rate), state.alerts if state else 0, bucket],
+            keys={"surge": self.key(bucket), "open_surges": self.open_key},
+            args={
+                "decision": decision.value,
+                "trigger": trigger,
+                "time": repr(now),
+                "count": count,
+                "rate": repr(rate),
+                "alerts_seen": state.alerts if state else 0,
+                "bucket": bucket,
+            },
         )
         if not result:
             return None

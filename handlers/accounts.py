@@ -35,7 +35,7 @@ from bot.events import parse_time
 from bot.families import Rejected
 from bot.mastodon import as_webhook_json, pages_by_max_id, snowflake_at
 from bot.privacy import email_domain, pii_key, reduce_admin_account
-from bot.scripting import Lua
+from bot.scripting import NAMED_ARGUMENTS, Lua
 from bot.surges import (
     DAY,
     HOUR,
@@ -359,7 +359,7 @@ def find_clusters(signups: list[Signup], min_size: int) -> list[Cluster]:
 
 # --- Redis glue -----------------------------------------------------------------------------------
 
-RECORD_SIGNUP = Lua(__file__, "record_signup", include=[OLDEST_TO_FORGET_FUNCTION])
+RECORD_SIGNUP = Lua(__file__, "record_signup", include=[NAMED_ARGUMENTS, OLDEST_TO_FORGET_FUNCTION])
 UPDATE_ACCOUNT_STATE = Lua(__file__, "update_account_state")
 """Keeps a remembered account's state current (used by the spam detector for its flagged accounts too)."""
 
@@ -386,21 +386,27 @@ def record_signup(ctx: Context, account: AdminAccount) -> tuple[str, float, Sign
         "app": account.app,
         **state_fields(account),
     }
-    count, oldest, base, observed, state_raw = RECORD_SIGNUP(
+    count, oldest, base, observed, state_raw = RECORD_SIGNUP.call(
         ctx.redis,
-        [SIGNUPS, HOURS, FIRST_SEEN, SIGNUP_PREFIX + account_id, SURGES.key(BUCKET)],
-        [
-            account_id,
-            repr(created),
-            cfg.window_hours * HOUR,
-            cfg.baseline_days * DAY,
-            cfg.min_signups,
-            int(KEEP_SECONDS),
-            KEEP_CAP,
-            SIGNUP_PREFIX,
-            PRUNE_BATCH,
-            *[item for pair in fields.items() for item in pair],
-        ],
+        keys={
+            "signups": SIGNUPS,
+            "hours": HOURS,
+            "first_seen": FIRST_SEEN,
+            "signup": SIGNUP_PREFIX + account_id,
+            "surge": SURGES.key(BUCKET),
+        },
+        args={
+            "account_id": account_id,
+            "time": repr(created),
+            "window": cfg.window_hours * HOUR,
+            "baseline": cfg.baseline_days * DAY,
+            "min_signups": cfg.min_signups,
+            "fields": [item for pair in fields.items() for item in pair],
+            "keep_seconds": int(KEEP_SECONDS),
+            "keep_cap": KEEP_CAP,
+            "signup_prefix": SIGNUP_PREFIX,
+            "prune_batch": PRUNE_BATCH,
+        },
     )
     stats = SignupStats(
         count=int(count),

@@ -25,7 +25,7 @@ from bot.config import ReportSurgeSettings
 from bot.context import Context
 from bot.events import parse_time
 from bot.mastodon import DomainBlock, Impact, as_webhook_json
-from bot.scripting import Lua
+from bot.scripting import NAMED_ARGUMENTS, Lua
 from bot.surges import (
     DAY,
     HOUR,
@@ -134,7 +134,7 @@ def assess(
 
 # --- Redis glue -----------------------------------------------------------------------------------
 
-RECORD_REPORT = Lua(__file__, "record_report", include=[TOUCH_FUNCTION])
+RECORD_REPORT = Lua(__file__, "record_report", include=[NAMED_ARGUMENTS, TOUCH_FUNCTION])
 
 
 def _stats(raw: list[Any]) -> WindowStats:
@@ -196,33 +196,33 @@ def record_report(ctx: Context, report: Report) -> tuple[str, float, list[tuple[
         "status": "resolved" if report.resolved else "open",
         "created_at": repr(created),
     }
-    bucket_raw, everywhere_raw, bucket_state, everywhere_state = RECORD_REPORT(
+    bucket_raw, everywhere_raw, bucket_state, everywhere_state = RECORD_REPORT.call(
         ctx.redis,
-        [
-            TIMES_PREFIX + bucket,
-            TIMES_PREFIX + EVERYWHERE,
-            REPORT_PREFIX + report_id,
-            SURGES.key(bucket),
-            SURGES.key(EVERYWHERE),
-            SURGES.open_key,
-            ACTIVE_BUCKETS,
-        ],
-        [
-            report_id,
-            repr(created),
-            window,
-            baseline,
-            cfg.overall_min_reports,
-            bucket,
-            int(window + baseline + DAY),
-            fields["account"],
-            fields["reporter"],
-            REPORT_CAP,
-            REPORT_PREFIX,
-            TIMES_PREFIX,
-            ACTIVE_BUCKET_CAP,
-            *[item for pair in fields.items() for item in pair],
-        ],
+        keys={
+            "bucket_times": TIMES_PREFIX + bucket,
+            "everywhere_times": TIMES_PREFIX + EVERYWHERE,
+            "report": REPORT_PREFIX + report_id,
+            "bucket_surge": SURGES.key(bucket),
+            "everywhere_surge": SURGES.key(EVERYWHERE),
+            "open_surges": SURGES.open_key,
+            "active_buckets": ACTIVE_BUCKETS,
+        },
+        args={
+            "report_id": report_id,
+            "time": repr(created),
+            "window": window,
+            "baseline": baseline,
+            "bucket": bucket,
+            "account": fields["account"],
+            "reporter": fields["reporter"],
+            "fields": [item for pair in fields.items() for item in pair],
+            "ttl": int(window + baseline + DAY),
+            "everywhere_threshold": cfg.overall_min_reports,
+            "report_cap": REPORT_CAP,
+            "report_prefix": REPORT_PREFIX,
+            "times_prefix": TIMES_PREFIX,
+            "active_bucket_cap": ACTIVE_BUCKET_CAP,
+        },
     )
     return (
         report_id,
