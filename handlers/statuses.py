@@ -41,20 +41,19 @@ from bot.surges import (
     rate_per_hour,
 )
 from bot.templating import render_text
-from handlers.accounts import (
-    UPDATE_ACCOUNT_STATE,
+from handlers.admin_urls import accounts_url, filters_by
+from handlers.content import examine
+from handlers.young_accounts import (
     Cluster,
     ClusterKind,
     Signup,
-    account_state,
     email_block_refusals,
     email_domains,
     find_clusters,
     remembered_signups,
     static_refusals,
+    update_account_state,
 )
-from handlers.admin_urls import accounts_url, filters_by
-from handlers.content import examine
 
 log = logging.getLogger(__name__)
 
@@ -232,11 +231,7 @@ def handle_status(ctx: Context, event: dict[str, Any]) -> None:
 def handle_account_update(ctx: Context, event: dict[str, Any]) -> None:
     """account.approved and account.updated: keep a flagged account's state current (suspended ones
     count as handled in the next DM)."""
-    account_id, fields = account_state(event)
-    if fields:
-        UPDATE_ACCOUNT_STATE(
-            ctx.redis, [SPAM_ACCOUNT_PREFIX + account_id], [item for pair in fields.items() for item in pair]
-        )
+    update_account_state(ctx.redis, SPAM_ACCOUNT_PREFIX, event)
 
 
 # --- Alert job ------------------------------------------------------------------------------------
@@ -326,7 +321,7 @@ def render_alert(
     compact: bool = False,
 ) -> str:
     """The DM text for one alert: pure, so tests render it from fixtures. `refused`: email domains not to
-    propose blocking, and why (accounts.email_block_refusals; without it, the big providers). `compact`:
+    propose blocking, and why (young_accounts.email_block_refusals; without it, the big providers). `compact`:
     one sample and two sign-up paths (the rendering sent when the full one takes more than two statuses)."""
     paths = shared_paths(details)
     if refused is None:

@@ -26,7 +26,7 @@ from bot.families import registry
 from bot.mastodon import DomainBlock, Impact
 from bot.outbox import fitting, split_post, status_length
 from bot.surges import Alert
-from handlers import accounts, federation, reports, statuses
+from handlers import accounts, federation, reports, statuses, young_accounts
 from handlers.scan import send_scan_messages
 from handlers.scan_runs import run_scan
 from tests.helpers import alert_jobs, feed, report_event, run_jobs
@@ -275,7 +275,7 @@ def test_any_signup_surge_dm_has_a_rendering_that_fits_two_statuses(
 ) -> None:
     mail, stems = pools
     signups = [
-        accounts.Signup(
+        young_accounts.Signup(
             id=str(10**17 + n),
             username=f"{data.draw(st.sampled_from(stems))}{n:04d}",
             created_at=NOW.timestamp() - n,
@@ -354,7 +354,7 @@ def test_any_spam_wave_dm_has_a_rendering_that_fits_two_statuses(
     ]
     invites = st.sampled_from(["123456789012345678", None])
     signups = [
-        accounts.Signup(account.id, account.username, NOW.timestamp(), mail, "ab" * 16, data.draw(invites), "7")
+        young_accounts.Signup(account.id, account.username, NOW.timestamp(), mail, "ab" * 16, data.draw(invites), "7")
         for account in flagged
     ]
     signs = Counter({"duplicate": len(flagged), "mentions": len(flagged), "fast": len(flagged)})

@@ -17,21 +17,17 @@ from bot.context import Context
 from bot.events import current_clock
 from bot.families import registry
 from bot.surges import Alert
-from handlers.accounts import (
+from handlers.accounts import SIGNUPS, SignupStats, backfill_signups, is_surge, propose
+from handlers.young_accounts import (
     ESTABLISHED_PAGES,
     SIGNUP_PREFIX,
-    SIGNUPS,
     Cluster,
     ClusterKind,
     Signup,
-    SignupStats,
-    backfill_signups,
     find_clusters,
-    is_surge,
     looks_generated,
     mail_providers,
     name_stem,
-    propose,
     provider_refusal,
 )
 from tests.helpers import alert_jobs, feed, run_jobs
