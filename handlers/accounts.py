@@ -5,8 +5,8 @@ sign-ups (the window count, and what an alert shows) and hourly counters for the
 of a busy instance cost ~700 numbers, not an entry per account). Whether that is a surge is decided by
 pure functions; the clusters a DM shows (email domain, network, name pattern, invite, app) come from
 `find_clusters`, a pure function over the window's sign-ups (handlers/young_accounts.py, which the spam
-family reads too). `account.approved` and `account.updated`
-keep each remembered account's state current, so escalations show who was approved or suspended since.
+family reads too). `account.approved` and `account.updated` keep each remembered account's state
+current, so escalations show who was approved or suspended since.
 
 Only what intake kept reaches this module: an email's domain and a keyed hash of the IP's network.
 """
