@@ -30,6 +30,7 @@ from handlers.reports import surge as reports
 from handlers.reports.settings import ReportSurgeSettings
 from handlers.scan.messages import send_scan_messages
 from handlers.scan.runs import run_scan
+from handlers.shared import young_accounts
 from handlers.signups import surge as accounts
 from handlers.signups.settings import SignupSurgeSettings
 from handlers.spam import wave as statuses
@@ -280,7 +281,7 @@ def test_any_signup_surge_dm_has_a_rendering_that_fits_two_statuses(
 ) -> None:
     mail, stems = pools
     signups = [
-        accounts.Signup(
+        young_accounts.Signup(
             id=str(10**17 + n),
             username=f"{data.draw(st.sampled_from(stems))}{n:04d}",
             created_at=NOW.timestamp() - n,
@@ -359,7 +360,7 @@ def test_any_spam_wave_dm_has_a_rendering_that_fits_two_statuses(
     ]
     invites = st.sampled_from(["123456789012345678", None])
     signups = [
-        accounts.Signup(account.id, account.username, NOW.timestamp(), mail, "ab" * 16, data.draw(invites), "7")
+        young_accounts.Signup(account.id, account.username, NOW.timestamp(), mail, "ab" * 16, data.draw(invites), "7")
         for account in flagged
     ]
     signs = Counter({"duplicate": len(flagged), "mentions": len(flagged), "fast": len(flagged)})

@@ -32,7 +32,7 @@ with TestClient(create_app(settings)) as client:
     assert css.status_code == 200 and "body" in css.text, (css.status_code, css.text[:200])
     assert client.get("/incidents").status_code == 200
 assert "hometown" in load_forks()
-from handlers.signups.surge import provider_refusal
+from handlers.shared.young_accounts import provider_refusal
 assert provider_refusal("google.com") and provider_refusal("spam.example") is None  # mail_providers.toml
 assert {"CVE-2025-30741", "CVE-2026-33869"} <= {advisory.id for advisory in load_advisories()}
 print("installed wheel ok")

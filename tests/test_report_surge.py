@@ -20,10 +20,9 @@ from handlers.reports.surge import (
     WindowStats,
     assess,
     backfill_reports,
-    expected_in_window,
     handle_report,
     hourly_rate,
-    is_quiet,
+    surge_rule,
     window_details,
 )
 from tests.helpers import alert_jobs, feed, report_event, run_jobs
@@ -44,6 +43,8 @@ T = NOW.timestamp()
         ("spam.example", WindowStats(count=14, last_hour=14, first_in_hour=T - 900, baseline=0, accounts=10), None),
         ("spam.example", WindowStats(15, 15, T - 900, 0, accounts=10), Decision.OPEN),
         ("spam.example", WindowStats(15, 15, T - 900, 0, accounts=2), None),  # one or two noisy accounts
+        # One server's wave alerts on a new install too: only the all-servers bucket waits to learn.
+        ("spam.example", WindowStats(15, 15, T - 900, 0, accounts=10, observed_for=900), Decision.OPEN),
         # A server that is always reported a lot: 15 in 3 h is its normal (~16 per 3 h), no alert.
         ("busy.example", WindowStats(15, 5, T - 3000, baseline=3600, accounts=15), None),
         ("busy.example", WindowStats(200, 90, T - 3000, baseline=3600, accounts=150), Decision.OPEN),
@@ -60,12 +61,15 @@ def test_assess_opens_a_surge_only_above_thresholds(bucket: str, stats: WindowSt
 
 
 def test_baseline_rate_is_over_the_span_observed_so_far() -> None:
+    expected_in_window = surge_rule("spam.example", CFG).expected_in_window
     settled = WindowStats(10, 5, T - 3000, baseline=56)
-    assert expected_in_window(settled, CFG) == pytest.approx(56 / (28 * 24) * 3)
+    assert expected_in_window(settled.baseline, settled.observed_for) == pytest.approx(56 / (28 * 24) * 3)
+    # Two days in: not diluted over 28 days.
     two_days_in = WindowStats(10, 5, T - 3000, baseline=56, observed_for=2 * 86400 + 3 * 3600)
-    assert expected_in_window(two_days_in, CFG) == pytest.approx(56 / 48 * 3)  # not diluted over 28 days
+    assert expected_in_window(two_days_in.baseline, two_days_in.observed_for) == pytest.approx(56 / 48 * 3)
+    # The first hours: counted as a day at least.
     first_hours = WindowStats(10, 5, T - 3000, baseline=6, observed_for=5 * 3600)
-    assert expected_in_window(first_hours, CFG) == pytest.approx(6 / 24 * 3)  # counted as a day at least
+    assert expected_in_window(first_hours.baseline, first_hours.observed_for) == pytest.approx(6 / 24 * 3)
 
 
 def test_rate_of_a_young_wave_is_measured_over_its_own_span() -> None:
@@ -93,12 +97,6 @@ def test_a_surge_learns_its_pace_during_the_cooldown_after_a_dm() -> None:
     assert not settling(state, T + 60 * 60, CFG.escalation_cooldown_minutes)
     assert not settling(state, T - 60, CFG.escalation_cooldown_minutes)  # an older event processed late
     assert not settling(None, T, CFG.escalation_cooldown_minutes)
-
-
-def test_quiet_after_the_configured_days() -> None:
-    state = SurgeState("1", T, alerts=1, alerted_count=15, alerted_rate=50.0, alerted_at=T, last_event_at=T)
-    assert not is_quiet(state, T + 6.9 * 86400, CFG)
-    assert is_quiet(state, T + 7 * 86400, CFG)
 
 
 # --- scenarios through Redis

@@ -16,24 +16,20 @@ from bot.mastodon.context import Context
 from bot.pipeline.events import current_clock
 from bot.pipeline.families import registry
 from bot.pipeline.surges import Alert
-from handlers.signups.settings import SignupSurgeSettings
-from handlers.signups.surge import (
+from handlers.shared.young_accounts import (
     ESTABLISHED_PAGES,
     SIGNUP_PREFIX,
-    SIGNUPS,
     Cluster,
     ClusterKind,
     Signup,
-    SignupStats,
-    backfill_signups,
     find_clusters,
-    is_surge,
     looks_generated,
     mail_providers,
     name_stem,
-    propose,
     provider_refusal,
 )
+from handlers.signups.settings import SignupSurgeSettings
+from handlers.signups.surge import SIGNUPS, SignupStats, backfill_signups, is_surge, propose
 from tests.helpers import alert_jobs, feed, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.waves import iso, signup_background, signup_burst, signup_event

@@ -5,16 +5,19 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis
 
 from bot.core import defaults
+from bot.core.scripting import Lua
 from bot.mastodon.context import Context
 from bot.ops import sweep
 from bot.pipeline.events import current_clock
 from bot.pipeline.families import registry
 from handlers.shared.payloads import Status
+from handlers.spam import wave as statuses
 from handlers.spam.content import examine, fingerprints, parse_content
 from handlers.spam.settings import SpamWaveSettings
 from handlers.spam.wave import FEATURE_FIRST, FEATURE_INDEX
@@ -194,6 +197,38 @@ def test_fingerprints_are_bounded(ctx: Context, connection: redis.Redis, monkeyp
     assert connection.zcard(FEATURE_INDEX) == 50
     assert connection.hlen(FEATURE_FIRST) == 50
     assert connection.llen(defaults.FAILED_EVENTS) == 0
+
+
+def test_record_young_post_refuses_a_missing_misspelt_or_null_name(
+    ctx: Context, connection: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each key and argument handle_status passes by name: left out, misspelt or null, the script fails
+    naming it before writing anything (it never reads a nil as "no mentions" or "no fingerprints")."""
+    script = statuses.RECORD_YOUNG_POST
+    calls: list[tuple[dict[str, str], dict[str, Any]]] = []
+
+    def recording(connection: redis.Redis, keys: dict[str, str], args: dict[str, Any]) -> Any:
+        calls.append((keys, args))
+        return Lua.call(script, connection, keys, args)
+
+    monkeypatch.setattr(script, "call", recording)
+    feed(ctx, mention_spam(NOW, posts=1, minutes=1))
+    [(keys, args)] = calls
+    state = {key: connection.dump(key) for key in connection.scan_iter()}
+
+    def refused(keys: dict[str, str], args: dict[str, Any], error: str) -> None:
+        with pytest.raises(redis.ResponseError, match=rf"record_young_post: {error}\b"):
+            Lua.call(script, connection, keys, args)
+
+    for name in keys:
+        refused({key: value for key, value in keys.items() if key != name}, args, f"key missing: {name}")
+        misspelt = {key + "s" if key == name else key: value for key, value in keys.items()}
+        refused(misspelt, args, f"key missing: {name}")
+    for name in args:
+        refused(keys, {key: value for key, value in args.items() if key != name}, f"argument missing: {name}")
+        refused(keys, {**args, name: None}, f"argument missing: {name}")
+    refused(keys, {**args, "mass_mentions": True}, "argument not declared: mass_mentions")
+    assert {key: connection.dump(key) for key in connection.scan_iter()} == state
 
 
 def test_odd_and_old_shapes_never_fail_a_job(ctx: Context, connection: redis.Redis) -> None:

@@ -31,7 +31,6 @@ from bot.pipeline.queue import enqueue_once
 log = logging.getLogger(__name__)
 
 ADDED_DRAIN_NEEDED = 2
-ADDED = 1
 DUPLICATE = 0
 
 APPEND = Lua(__file__, "append_event")

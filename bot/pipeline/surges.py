@@ -2,7 +2,9 @@
 
 A surge is a Redis hash per bucket (a server, "local", …) plus a sorted set of the open ones. Every
 transition is a compare-and-set in Lua, so several workers that see the same wave raise one alert per
-step. Whether a step is due is decided by pure functions here and in the detectors.
+step. Whether a step is due is decided by pure functions: here the rule shared by the detectors that
+compare a window with its baseline (`BaselineRatio`) and the step an event calls for (`decide`); in the
+detectors, their thresholds and gates of their own.
 
 `SurgeDetector` is the skeleton every detector fills in: it owns the surge state, the alert keys, the
 alert job (queued once per step, sent once), and closing the surges gone quiet; a detector supplies how
@@ -23,7 +25,7 @@ import redis
 
 from bot.core import defaults, metrics
 from bot.core.config import Settings
-from bot.core.scripting import Lua
+from bot.core.scripting import NAMED_ARGUMENTS, Lua
 from bot.mastodon.actions import Message
 from bot.mastodon.context import Context, get_context
 from bot.pipeline.events import current_clock
@@ -37,6 +39,8 @@ DAY = 86400.0
 HANDLED_PREFIX = "tocsin:surge:handled:"  # + detector:bucket:surge id
 MIN_RATE_SPAN = 900.0
 """A rate is never measured over less than 15 minutes: the first events of a wave would look infinite."""
+MIN_BASELINE_SPAN = DAY
+"""A baseline observed for less than a day counts as a day's worth, so a new install's rates stay sane."""
 
 
 class Decision(StrEnum):
@@ -86,6 +90,50 @@ def escalates(state: SurgeState, count: int, rate: float, now: float, factor: fl
     return count >= factor * state.alerted_count and rate >= factor * state.alerted_rate
 
 
+@dataclass(frozen=True)
+class BaselineRatio:
+    """When a count is a surge, for detectors that compare a sliding window with the long run before it.
+
+    A window's count is a surge when it reaches `min_count` and `ratio` times what the baseline rate
+    predicts for the window. The baseline rate is the count in the `baseline` seconds before the window
+    over the part of them observed so far (a new install has not seen them all), and at least
+    MIN_BASELINE_SPAN: a few events on a new install are not a rate. With `learning`, nothing is a surge
+    before events have been observed that long. A family fills these from its settings; gates of its own
+    (distinct accounts, one server dominating) it checks beside this."""
+
+    window: float  # seconds
+    baseline: float  # seconds before the window
+    ratio: float
+    min_count: int
+    learning: float | None = None  # seconds; None: no learning time
+
+    def baseline_span(self, observed_for: float) -> float:
+        """Seconds the baseline count covers: the baseline window, or what has been observed of it."""
+        return min(self.baseline, max(observed_for - self.window, MIN_BASELINE_SPAN))
+
+    def expected_in_window(self, baseline_count: int, observed_for: float) -> float:
+        """How many events the baseline rate predicts for one window. A negative count (a record script's
+        "not counted": it sums the baseline only when the window reaches the minimum) predicts none."""
+        return max(baseline_count, 0) / self.baseline_span(observed_for) * self.window
+
+    def is_surge(self, count: int, baseline_count: int, observed_for: float) -> bool:
+        if count < self.min_count:
+            return False
+        if self.learning is not None and observed_for < self.learning:
+            return False
+        return count >= self.ratio * self.expected_in_window(baseline_count, observed_for)
+
+
+def decide(
+    state: SurgeState | None, opens: bool, count: int, rate: float, now: float, factor: float, cooldown_minutes: float
+) -> Decision | None:
+    """The step one event calls for: with no surge open, open one when the detector's rule says so
+    (`opens`); with one open, escalate when its size and hourly rate both grew (`escalates`)."""
+    if state is None:
+        return Decision.OPEN if opens else None
+    return Decision.ESCALATE if escalates(state, count, rate, now, factor, cooldown_minutes) else None
+
+
 def settling(state: SurgeState | None, now: float, cooldown_minutes: float) -> bool:
     """In the cooldown after a DM the surge learns its pace: its reference count and rate rise to the
     highest seen, so only growth beyond the wave's real pace escalates (the first minutes of a wave,
@@ -93,7 +141,7 @@ def settling(state: SurgeState | None, now: float, cooldown_minutes: float) -> b
     return state is not None and 0 <= now - state.alerted_at < cooldown_minutes * 60
 
 
-TRANSITION = Lua(__file__, "surge_transition")
+TRANSITION = Lua(__file__, "surge_transition", include=[NAMED_ARGUMENTS])
 SETTLE = Lua(__file__, "surge_settle")
 TOUCH_FUNCTION = Lua(__file__, "touch_surge_function")
 """A library: `touch_surge(key, open_key, ts, bucket)`, for detectors whose record script keeps the surge
@@ -213,10 +261,18 @@ class SurgeDetector:
         state: SurgeState | None,
     ) -> tuple[int, str] | None:
         """Make the transition; (alert number, surge id), or None when another worker made it first."""
-        result = TRANSITION(
+        result = TRANSITION.call(
             connection,
-            [self.key(bucket), self.open_key],
-            [decision.value, trigger, repr(now), count, repr(rate), state.alerts if state else 0, bucket],
+            keys={"surge": self.key(bucket), "open_surges": self.open_key},
+            args={
+                "decision": decision.value,
+                "trigger": trigger,
+                "time": repr(now),
+                "count": count,
+                "rate": repr(rate),
+                "alerts_seen": state.alerts if state else 0,
+                "bucket": bucket,
+            },
         )
         if not result:
             return None

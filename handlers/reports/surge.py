@@ -1,7 +1,7 @@
 """Report surges: many reports against one server (or local accounts, or everywhere) in a short time.
 
 Counting happens in Redis, by the reports' own `created_at`, in one Lua call per event. Whether that
-is a surge is decided by the pure functions `assess` and `is_quiet`, over the counts. The transitions
+is a surge is decided by the pure function `assess`, over the counts. The transitions
 (open, escalate, close) are bot.pipeline.surges' compare-and-sets, so several workers raise one alert per step.
 Alert jobs (on the urgent queue) look up the impact through the admin API, render the DM and post it.
 """
@@ -20,7 +20,7 @@ from urllib.parse import quote
 from mastodon import MastodonError
 
 from bot.core import redis_text
-from bot.core.scripting import Lua
+from bot.core.scripting import NAMED_ARGUMENTS, Lua
 from bot.core.templating import render_text
 from bot.mastodon.actions import LOCAL_ACCOUNTS, Action, Message, Proposal, ProposalItem, wave_report
 from bot.mastodon.client import DomainBlock, Impact, as_webhook_json
@@ -31,10 +31,11 @@ from bot.pipeline.surges import (
     HOUR,
     TOUCH_FUNCTION,
     Alert,
+    BaselineRatio,
     Decision,
     SurgeDetector,
     SurgeState,
-    escalates,
+    decide,
     rate_per_hour,
 )
 from handlers.reports.settings import ReportSurgeSettings
@@ -47,8 +48,6 @@ LOCAL = "local"
 EVERYWHERE = "*"
 """Bucket of all reports, for waves spread over many servers."""
 
-MIN_BASELINE_SPAN = DAY
-"""A baseline observed for less than a day counts as a day's worth, so a new install's rates stay sane."""
 DETAIL_SCAN_CAP = 1000
 """An alert's categories, comments and top servers are read from at most this many of the window's reports."""
 REPORT_CAP = 200_000
@@ -95,48 +94,47 @@ def hourly_rate(stats: WindowStats, now: float) -> float:
     return rate_per_hour(stats.last_hour, stats.first_in_hour, now)
 
 
-def baseline_span(stats: WindowStats, cfg: ReportSurgeSettings) -> float:
-    """Seconds the baseline count covers: the baseline window, or what has been observed of it so far."""
-    return min(cfg.baseline_days * DAY, max(stats.observed_for - cfg.window_hours * HOUR, MIN_BASELINE_SPAN))
-
-
-def expected_in_window(stats: WindowStats, cfg: ReportSurgeSettings) -> float:
-    """How many reports the baseline rate predicts for one sliding window."""
-    return stats.baseline / baseline_span(stats, cfg) * (cfg.window_hours * HOUR)
+def surge_rule(bucket: str, cfg: ReportSurgeSettings) -> BaselineRatio:
+    """The report thresholds of one bucket. The all-servers bucket needs more reports, and reports
+    observed for `learning_hours` first (without a baseline, a busy instance's ordinary traffic would look
+    like a wave spread over many servers); one server's or the local accounts' need no learning time."""
+    everywhere = bucket == EVERYWHERE
+    return BaselineRatio(
+        window=cfg.window_hours * HOUR,
+        baseline=cfg.baseline_days * DAY,
+        ratio=cfg.ratio,
+        min_count=cfg.overall_min_reports if everywhere else cfg.min_reports,
+        learning=cfg.learning_hours * HOUR if everywhere else None,
+    )
 
 
 def is_surge(bucket: str, stats: WindowStats, cfg: ReportSurgeSettings) -> bool:
-    if stats.count < cfg.ratio * expected_in_window(stats, cfg):
+    if not surge_rule(bucket, cfg).is_surge(stats.count, stats.baseline, stats.observed_for):
         return False
     if stats.accounts < cfg.min_accounts:
         return False
-    if bucket == EVERYWHERE:
-        # One server's wave is that server's alert; this bucket is for waves spread over many.
-        if stats.observed_for < cfg.learning_hours * HOUR:
-            return False
-        return stats.count >= cfg.overall_min_reports and stats.top_bucket * 2 < stats.count
-    return stats.count >= cfg.min_reports
+    # One server's wave is that server's alert; the all-servers bucket is for waves spread over many.
+    return bucket != EVERYWHERE or stats.top_bucket * 2 < stats.count
 
 
 def assess(
     bucket: str, stats: WindowStats, state: SurgeState | None, cfg: ReportSurgeSettings, now: float
 ) -> Decision | None:
     """Open a surge, escalate it (count and rate both grew by the escalation factor), or nothing."""
-    if state is None:
-        return Decision.OPEN if is_surge(bucket, stats, cfg) else None
-    rate = hourly_rate(stats, now)
-    if escalates(state, stats.count, rate, now, cfg.escalation_factor, cfg.escalation_cooldown_minutes):
-        return Decision.ESCALATE
-    return None
-
-
-def is_quiet(state: SurgeState, now: float, cfg: ReportSurgeSettings) -> bool:
-    return now - state.last_event_at >= cfg.quiet_days * DAY
+    return decide(
+        state,
+        is_surge(bucket, stats, cfg),
+        stats.count,
+        hourly_rate(stats, now),
+        now,
+        cfg.escalation_factor,
+        cfg.escalation_cooldown_minutes,
+    )
 
 
 # --- Redis glue -----------------------------------------------------------------------------------
 
-RECORD_REPORT = Lua(__file__, "record_report", include=[TOUCH_FUNCTION])
+RECORD_REPORT = Lua(__file__, "record_report", include=[NAMED_ARGUMENTS, TOUCH_FUNCTION])
 
 
 def _stats(raw: list[Any]) -> WindowStats:
@@ -169,13 +167,14 @@ def handle_report(ctx: Context, event: dict[str, Any]) -> None:
             ctx.redis, bucket, decision, report_id, created, stats.count, rate, state, cfg.escalation_cooldown_minutes
         )
         if alert is not None:
+            rule = surge_rule(bucket, cfg)
             alert = replace(
                 alert,
                 count=stats.count,
                 last_hour=stats.last_hour,
                 baseline=stats.baseline,
-                expected=round(expected_in_window(stats, cfg), 2),
-                baseline_days=round(baseline_span(stats, cfg) / DAY, 1),
+                expected=round(rule.expected_in_window(stats.baseline, stats.observed_for), 2),
+                baseline_days=round(rule.baseline_span(stats.observed_for) / DAY, 1),
             )
             SURGES.enqueue_alert(ctx, alert)
 
@@ -197,33 +196,33 @@ def record_report(ctx: Context, report: Report) -> tuple[str, float, list[tuple[
         "status": "resolved" if report.resolved else "open",
         "created_at": repr(created),
     }
-    bucket_raw, everywhere_raw, bucket_state, everywhere_state = RECORD_REPORT(
+    bucket_raw, everywhere_raw, bucket_state, everywhere_state = RECORD_REPORT.call(
         ctx.redis,
-        [
-            TIMES_PREFIX + bucket,
-            TIMES_PREFIX + EVERYWHERE,
-            REPORT_PREFIX + report_id,
-            SURGES.key(bucket),
-            SURGES.key(EVERYWHERE),
-            SURGES.open_key,
-            ACTIVE_BUCKETS,
-        ],
-        [
-            report_id,
-            repr(created),
-            window,
-            baseline,
-            cfg.overall_min_reports,
-            bucket,
-            int(window + baseline + DAY),
-            fields["account"],
-            fields["reporter"],
-            REPORT_CAP,
-            REPORT_PREFIX,
-            TIMES_PREFIX,
-            ACTIVE_BUCKET_CAP,
-            *[item for pair in fields.items() for item in pair],
-        ],
+        keys={
+            "bucket_times": TIMES_PREFIX + bucket,
+            "everywhere_times": TIMES_PREFIX + EVERYWHERE,
+            "report": REPORT_PREFIX + report_id,
+            "bucket_surge": SURGES.key(bucket),
+            "everywhere_surge": SURGES.key(EVERYWHERE),
+            "open_surges": SURGES.open_key,
+            "active_buckets": ACTIVE_BUCKETS,
+        },
+        args={
+            "report_id": report_id,
+            "time": repr(created),
+            "window": window,
+            "baseline": baseline,
+            "bucket": bucket,
+            "account": fields["account"],
+            "reporter": fields["reporter"],
+            "fields": [item for pair in fields.items() for item in pair],
+            "ttl": int(window + baseline + DAY),
+            "everywhere_threshold": cfg.overall_min_reports,
+            "report_cap": REPORT_CAP,
+            "report_prefix": REPORT_PREFIX,
+            "times_prefix": TIMES_PREFIX,
+            "active_bucket_cap": ACTIVE_BUCKET_CAP,
+        },
     )
     return (
         report_id,

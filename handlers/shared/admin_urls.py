@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 
 def accounts_url(instance_url: str, kind: str = "", value: str = "", pending: bool = False) -> str:
-    """The admin accounts list of local accounts sharing a sign-up trait (`kind` as handlers.signups.surge'
+    """The admin accounts list of local accounts sharing a sign-up trait (`kind` as handlers.shared.young_accounts'
     ClusterKind names it), newest first; without a trait Mastodon can filter by, all local accounts (or the
     pending ones).
 

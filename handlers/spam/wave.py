@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bot.core import redis_text
-from bot.core.scripting import Lua
+from bot.core.scripting import NAMED_ARGUMENTS, Lua
 from bot.core.templating import render_text
 from bot.mastodon.actions import Action, Message, Proposal, ProposalItem
 from bot.mastodon.context import Context
@@ -38,21 +38,20 @@ from bot.pipeline.surges import (
     Decision,
     SurgeDetector,
     SurgeState,
-    escalates,
+    decide,
     rate_per_hour,
 )
 from handlers.shared.admin_urls import accounts_url, filters_by
-from handlers.signups.surge import (
-    UPDATE_ACCOUNT_STATE,
+from handlers.shared.young_accounts import (
     Cluster,
     ClusterKind,
     Signup,
-    account_state,
     email_block_refusals,
     email_domains,
     find_clusters,
     remembered_signups,
     static_refusals,
+    update_account_state,
 )
 from handlers.spam.content import examine
 from handlers.spam.settings import SpamWaveSettings
@@ -98,10 +97,6 @@ PATHS_SHOWN = 3
 """Shared sign-up paths a DM lists; its shorter rendering lists COMPACT_PATHS."""
 COMPACT_PATHS = 2
 
-SIGNS = ("duplicate", "mentions", "fast")
-"""duplicate: same content from several young accounts; mentions: many mentions in one post;
-fast: far more posts an hour than active accounts make."""
-
 
 @dataclass(frozen=True)
 class WaveStats:
@@ -117,13 +112,17 @@ def assess(stats: WaveStats, state: SurgeState | None, cfg: SpamWaveSettings, no
     """Open a wave once enough posts are flagged; escalate when flagged accounts and pace both doubled."""
     if not stats.signs:
         return None
-    if state is None:
-        # Accounts flagged after the fact (their post became a duplicate later) had a post each too.
-        return Decision.OPEN if max(stats.flagged_posts, stats.flagged_accounts) >= cfg.min_posts else None
-    rate = rate_per_hour(stats.flagged_posts, stats.first_flagged, now, span=cfg.window_hours * HOUR)
-    if escalates(state, stats.flagged_accounts, rate, now, cfg.escalation_factor, cfg.escalation_cooldown_minutes):
-        return Decision.ESCALATE
-    return None
+    # No baseline here: a flagged post is abnormal in itself. Accounts flagged after the fact (their post
+    # became a duplicate later) had a post each too.
+    return decide(
+        state,
+        max(stats.flagged_posts, stats.flagged_accounts) >= cfg.min_posts,
+        stats.flagged_accounts,
+        rate_per_hour(stats.flagged_posts, stats.first_flagged, now, span=cfg.window_hours * HOUR),
+        now,
+        cfg.escalation_factor,
+        cfg.escalation_cooldown_minutes,
+    )
 
 
 # --- Redis glue -----------------------------------------------------------------------------------
@@ -132,7 +131,9 @@ def assess(stats: WaveStats, state: SurgeState | None, cfg: SpamWaveSettings, no
 NOTE_ACTIVITY_FUNCTION = Lua(__file__, "note_activity_function")
 NOTE_ACTIVITY = Lua(__file__, "note_activity", include=[NOTE_ACTIVITY_FUNCTION])
 RECORD_YOUNG_POST = Lua(
-    __file__, "record_young_post", include=[TOUCH_FUNCTION, NOTE_ACTIVITY_FUNCTION, OLDEST_TO_FORGET_FUNCTION]
+    __file__,
+    "record_young_post",
+    include=[NAMED_ARGUMENTS, TOUCH_FUNCTION, NOTE_ACTIVITY_FUNCTION, OLDEST_TO_FORGET_FUNCTION],
 )
 
 
@@ -150,55 +151,57 @@ def handle_status(ctx: Context, event: dict[str, Any]) -> None:
     hour = int(facts.at // HOUR)
     ttl = int(max(cfg.window_hours * HOUR, cfg.quiet_hours * HOUR) + DAY)
     activity_ttl = int((ACTIVITY_HOURS + 2) * HOUR)
-    new = "1" if event.get("event") == "status.created" else "0"
+    new = event.get("event") == "status.created"
     if not facts.young:
         NOTE_ACTIVITY(
-            ctx.redis, [ACTIVITY_PREFIX + str(hour), POSTERS_PREFIX + str(hour)], [facts.account_id, activity_ttl, new]
+            ctx.redis,
+            [ACTIVITY_PREFIX + str(hour), POSTERS_PREFIX + str(hour)],
+            [facts.account_id, activity_ttl, "1" if new else "0"],
         )
         return
     member = f"{facts.account_id}|{facts.username}"
     sample = json.dumps({"account": member, "text": facts.sample, "at": facts.at})
-    posts, accounts, first, signs, state_raw = RECORD_YOUNG_POST(
+    posts, accounts, first, signs, state_raw = RECORD_YOUNG_POST.call(
         ctx.redis,
-        [
-            FEATURE_INDEX,
-            FEATURE_FIRST,
-            POSTS_PREFIX + facts.account_id,
-            FLAGGED,
-            FLAGGED_POSTS,
-            SAMPLES,
-            SURGES.key(BUCKET),
-            SURGES.open_key,
-            ACTIVITY_PREFIX + str(hour),
-            POSTERS_PREFIX + str(hour),
-        ],
-        [
-            facts.status_id,
-            facts.account_id,
-            member,
-            repr(facts.at),
-            cfg.window_hours * HOUR,
-            cfg.duplicate_accounts,
-            "1" if facts.mentions >= cfg.mass_mentions else "0",
-            cfg.fast_posts_per_hour,
-            cfg.fast_ratio,
-            hour,
-            ttl,
-            sample,
-            FEATURE_PREFIX,
-            ACTIVITY_PREFIX,
-            POSTERS_PREFIX,
-            new,
-            FEATURE_ACCOUNTS_CAP,
-            FEATURE_CAP,
-            FLAGGED_CAP,
-            SAMPLES_KEPT,
-            PRUNE_BATCH,
-            ACTIVITY_HOURS,
-            POSTS_CAP,
-            SPAM_ACCOUNT_PREFIX,
-            *facts.fingerprints,
-        ],
+        keys={
+            "feature_index": FEATURE_INDEX,
+            "feature_first": FEATURE_FIRST,
+            "posts": POSTS_PREFIX + facts.account_id,
+            "flagged": FLAGGED,
+            "flagged_posts": FLAGGED_POSTS,
+            "samples": SAMPLES,
+            "surge": SURGES.key(BUCKET),
+            "open_surges": SURGES.open_key,
+            "activity": ACTIVITY_PREFIX + str(hour),
+            "posters": POSTERS_PREFIX + str(hour),
+        },
+        args={
+            "status": facts.status_id,
+            "account": facts.account_id,
+            "member": member,
+            "time": repr(facts.at),
+            "window": cfg.window_hours * HOUR,
+            "ttl": ttl,
+            "hour": hour,
+            "new_status": new,
+            "sample": sample,
+            "fingerprints": facts.fingerprints,
+            "mass_mention": facts.mentions >= cfg.mass_mentions,
+            "duplicate_accounts": cfg.duplicate_accounts,
+            "fast_floor": cfg.fast_posts_per_hour,
+            "fast_ratio": cfg.fast_ratio,
+            "activity_hours": ACTIVITY_HOURS,
+            "feature_prefix": FEATURE_PREFIX,
+            "activity_prefix": ACTIVITY_PREFIX,
+            "posters_prefix": POSTERS_PREFIX,
+            "flagged_account_prefix": SPAM_ACCOUNT_PREFIX,
+            "feature_accounts_cap": FEATURE_ACCOUNTS_CAP,
+            "feature_cap": FEATURE_CAP,
+            "flagged_cap": FLAGGED_CAP,
+            "samples_kept": SAMPLES_KEPT,
+            "prune_batch": PRUNE_BATCH,
+            "posts_cap": POSTS_CAP,
+        },
     )
     stats = WaveStats(
         flagged_posts=int(posts),
@@ -229,11 +232,7 @@ def handle_status(ctx: Context, event: dict[str, Any]) -> None:
 def handle_account_update(ctx: Context, event: dict[str, Any]) -> None:
     """account.approved and account.updated: keep a flagged account's state current (suspended ones
     count as handled in the next DM)."""
-    account_id, fields = account_state(event)
-    if fields:
-        UPDATE_ACCOUNT_STATE(
-            ctx.redis, [SPAM_ACCOUNT_PREFIX + account_id], [item for pair in fields.items() for item in pair]
-        )
+    update_account_state(ctx.redis, SPAM_ACCOUNT_PREFIX, event)
 
 
 # --- Alert job ------------------------------------------------------------------------------------
@@ -323,7 +322,7 @@ def render_alert(
     compact: bool = False,
 ) -> str:
     """The DM text for one alert: pure, so tests render it from fixtures. `refused`: email domains not to
-    propose blocking, and why (accounts.email_block_refusals; without it, the big providers). `compact`:
+    propose blocking, and why (young_accounts.email_block_refusals; without it, the big providers). `compact`:
     one sample and two sign-up paths (the rendering sent when the full one takes more than two statuses)."""
     paths = shared_paths(details)
     if refused is None:
