@@ -11,7 +11,7 @@ The job decides, in this order:
    (TOCSIN_MODERATORS) who lost the role is told why nothing happens.
 3. What is the command? The first line of the moderator's own text; a near miss gets "did you mean",
    anything else the help. In a thread, `approve`/`dismiss` act on that DM's proposal (bot/mastodon/actions.py)
-   and the families' commands on their subjects (`cancel` on a held announcement).
+   and the families' commands on their subjects (the incidents family's `cancel` on a held announcement).
 4. Exactly one reply in the thread (keyed by the command's status id, sent even while paused), one
    audit entry (bot/core/audit.py), and the bookkeeping for `undo` and `yes`.
 
@@ -453,9 +453,13 @@ def status(ctx: Context, request: Request) -> Outcome:
 
 def help_text() -> str:
     anywhere = [command.usage for command in all_commands() if command.usage and command.subject is None]
-    in_threads = [command.usage for command in all_commands() if command.usage and command.subject is not None]
-    text = "Reply with: " + " · ".join(anywhere) + "."
-    return text + (f"\nIn a DM about a held announcement: {' · '.join(in_threads)}." if in_threads else "")
+    in_threads: dict[str, list[str]] = {}  # the thread, as its family names it -> what works there
+    for command in all_commands():
+        if command.usage and command.subject is not None:
+            in_threads.setdefault(command.thread or "a thread", []).append(command.usage)
+    lines = ["Reply with: " + " · ".join(anywhere) + "."]
+    lines += [f"In {thread}: {' · '.join(usages)}." for thread, usages in in_threads.items()]
+    return "\n".join(lines)
 
 
 def show_help(ctx: Context, request: Request) -> Outcome:

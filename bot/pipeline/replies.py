@@ -57,6 +57,8 @@ class ReplyCommand:
     run: Callable[[Context, Request], Outcome]
     subject: str | None = None
     """Only in a thread whose subject starts with this ("announce:"); None: anywhere."""
+    thread: str = ""
+    """How the help names such a thread ("a DM about a held announcement"), for a command with a subject."""
     changes: bool = True
     """It changes something: the sender's role is asked of Mastodon now, not taken from the cache, and
     the command's status is read again before acting (deleted or edited since: not carried out)."""

@@ -125,18 +125,20 @@ def reply_announce_now(ctx: Context, request: Request) -> Outcome:
     return Outcome("done", "Announcing now.", everyone=True)
 
 
+THREAD = "a DM about a held announcement"
 ANNOUNCING = "manage_announcements"
 """What the replies about a held announcement take: they decide what the instance says in public."""
 REPLIES = (
-    ReplyCommand("cancel", "cancel [DOMAIN]", reply_cancel, SUBJECT, permission=ANNOUNCING),
+    ReplyCommand("cancel", "cancel [DOMAIN]", reply_cancel, SUBJECT, THREAD, permission=ANNOUNCING),
     ReplyCommand(
         "correction",
         "correction [DOMAIN] (word a lift as a correction)",
         reply_correction,
         SUBJECT,
+        THREAD,
         permission=ANNOUNCING,
     ),
-    ReplyCommand("announce now", "announce now", reply_announce_now, SUBJECT, permission=ANNOUNCING),
+    ReplyCommand("announce now", "announce now", reply_announce_now, SUBJECT, THREAD, permission=ANNOUNCING),
 )
 
 
