@@ -17,13 +17,13 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import Any
 
 import redis
 from mastodon import MastodonAPIError, MastodonNotFoundError
 
-from bot.mastodon import MastodonLink
+from bot import defaults
+from bot.mastodon import MastodonLink, epoch_of
 
 # UserRole::FLAGS (app/models/user_role.rb): the permissions bitmask of an Admin::Account's role.
 ROLE_FLAGS = {
@@ -271,7 +271,7 @@ def wave_report(report: dict[str, Any], action: Action) -> str:
     "category", "" when it is not the wave's at all)."""
     target = report.get("target_account") or {}
     domain = target.get("domain") or LOCAL_ACCOUNTS
-    created = _epoch(report.get("created_at"))
+    created = epoch_of(report.get("created_at"))
     if report.get("action_taken") or domain.lower() != action.target or created is None:
         return ""
     if (action.since is not None and created <= action.since) or (action.until is not None and created > action.until):
@@ -287,7 +287,7 @@ def resolve_wave(link: MastodonLink, action: Action, resolved_one: Callable[[str
     """Resolve the open reports of the wave `action` names, oldest first; `resolved_one` is told each id
     as it is resolved (a paced job keeps its progress). Raises BudgetExhausted (between reports) when the
     share of the rate limit is spent. The ids resolved, and what stays open, in words."""
-    reports = link.open_reports()
+    reports, _complete = link.open_reports(since=action.since)
     verdicts = [(wave_report(report, action), str(report["id"])) for report in reports]
     resolved = []
     for verdict, report_id in sorted(verdicts, key=lambda pair: int(pair[1])):
@@ -300,14 +300,6 @@ def resolve_wave(link: MastodonLink, action: Action, resolved_one: Callable[[str
         resolved.append(report_id)
         resolved_one(report_id)
     return resolved, left_open([verdict for verdict, _id in verdicts])
-
-
-def _epoch(value: object) -> float | None:
-    """Epoch seconds of an ISO 8601 time as Mastodon writes it; None for anything else."""
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() if value else None
-    except ValueError:
-        return None
 
 
 def left_open(verdicts: list[str]) -> str:
