@@ -285,8 +285,8 @@ def _act(ctx: Context, request: Request, items: list[tuple[str, Action]], propos
     for number, action in items:
         origin = f"proposal {proposal_id} item {number}" if proposal_id else f"command {request.command_id}"
         try:
-            if action.kind == "resolve_reports":  # many calls: in the background, paced (bot/wave.py)
-                results.append(_resolve_in_background(ctx, request, action, proposal_id or request.command_id, number))
+            if action.kind in wave.BACKGROUND_KINDS:  # many calls: in the background, paced (bot/wave.py)
+                results.append(_in_background(ctx, request, action, proposal_id or request.command_id, number))
             else:
                 results.append(carry_out(ctx.mastodon, action, f"{action.tag} {origin}, by {by} from a DM"))
         except Refused as reason:
@@ -310,7 +310,7 @@ def _act(ctx: Context, request: Request, items: list[tuple[str, Action]], propos
     )
 
 
-def _resolve_in_background(ctx: Context, request: Request, action: Action, proposal_id: str, number: str) -> Done:
+def _in_background(ctx: Context, request: Request, action: Action, proposal_id: str, number: str) -> Done:
     if ctx.mastodon.client is None or ctx.settings.access_token is None:
         raise Refused("acting on the instance needs TOCSIN_MASTODON_URL and TOCSIN_ACCESS_TOKEN")
     return wave.start(
