@@ -200,13 +200,21 @@ def near_miss(verb: str, verbs: list[str]) -> str | None:
     return found[0] if found else None
 
 
+BARE_APPROVE = "item 1"
+"""What `approve` alone carries out, in every DM: the first item only, never all. A proposal lists its
+least-reaching item first (a report surge: limit the server before suspending its accounts; a local wave:
+silence before suspend), and its items are often alternatives, not a package: a moderator who wants more
+names them (`approve 1,2`), and two moderators answering `approve` to the same DM do the same one thing.
+The answer names what else the DM offers."""
+
 MAX_ITEM_DIGITS = 4
 """An item number longer than this is no item number (a proposal lists a few items, never 10,000)."""
 
 
 def item_numbers(args: str, count: int) -> list[int]:
-    """`approve 1,3` / `1 3` / `2-4`; nothing: all. Raises Refused, naming the problem, for anything
-    else: a word, a number the list does not have, a backward range — never read as "all"."""
+    """`approve 1,3` / `1 3` / `2-4`; nothing: the first item only (BARE_APPROVE). Raises Refused, naming
+    the problem, for anything else: a word, a number the list does not have, a backward range — never read
+    as "all"."""
     numbers: set[int] = set()
     for part in re.split(r"[,\s]+", args.strip()):
         if not part:
@@ -221,8 +229,8 @@ def item_numbers(args: str, count: int) -> list[int]:
             raise Refused(f"the proposal has items 1 to {count}")
         numbers.update(range(first, last + 1))  # at most `count` numbers: checked above
     if not numbers and args.strip():
-        raise Refused("write the item numbers, e.g. approve 1,3 (or approve alone for all)")
-    return sorted(numbers) or list(range(1, count + 1))
+        raise Refused("write the item numbers, e.g. approve 1,3 (approve alone is item 1)")
+    return sorted(numbers) or [1]
 
 
 def _is_number(text: str) -> bool:
@@ -395,6 +403,12 @@ def approve(ctx: Context, request: Request) -> Outcome:
         items = ", ".join(lacking)
         why = _missing(request.moderator, set().union(*(needs[int(n) - 1] for n in lacking)))
         outcome = replace(outcome, text=f"{outcome.text}\nNot done: item {items}: {why}.")
+    if not request.args.strip() and len(proposal.items) > 1 and outcome.kind == "done":
+        carried = {number.split(".")[0] for number in actions.done_actions(ctx.redis, proposal_id)}
+        others = [str(n) for n in range(2, len(proposal.items) + 1) if str(n) not in carried]
+        if others:
+            more = f"\n“approve” alone is {BARE_APPROVE}; for the others: approve {','.join(others)}."
+            outcome = replace(outcome, text=outcome.text + more)
     return outcome
 
 
