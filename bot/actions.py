@@ -194,10 +194,10 @@ def _reject_account(link: MastodonLink, action: Action, private_comment: str) ->
 
 
 ACCOUNTS_JOB_PREFIX = "tocsin:wave-accounts:"
-"""+ job key: hash, account id -> what became of it (ACCOUNT_OUTCOMES); + ":stop": set by `undo` (the job
-stops before its next account); + ":lock": held around each account's call, and by `undo` while it stops
-the job, so the accounts it reverses are exactly those done."""
-ACCOUNT_OUTCOMES = ("done", "already", "refused", "gone")
+"""+ job key: hash, account id -> what became of it (done, already, refused, gone); + ":stop": set by
+`undo` (the job stops before its next account); + ":lock": held around each account's call, and by `undo`
+while it stops the job, so the accounts it reverses are exactly those done."""
+ACCOUNTS_UNDO_PREFIX = "tocsin:accounts-undone:"  # + hash of the undo recipe: set of the accounts lifted so far
 
 
 def accounts_job_key(what: str) -> str:
@@ -206,8 +206,8 @@ def accounts_job_key(what: str) -> str:
 
 @dataclass(frozen=True)
 class AccountsTally:
-    """What became of a wave's reported accounts so far (account id -> ACCOUNT_OUTCOMES), and whether an
-    `undo` stopped the job."""
+    """What became of a wave's reported accounts so far (account id -> done, already, refused or gone),
+    and whether an `undo` stopped the job."""
 
     outcomes: dict[str, str]
     stopped: bool = False
@@ -562,9 +562,6 @@ def _undo_accounts(link: MastodonLink, recipe: dict[str, Any]) -> str:
     word = "unsuspended" if flag == "suspended" else "unsilenced"
     kept = f" ({changed} changed since, left as they are)" if changed else ""
     return f"{lifted} {what} {word}{kept}"
-
-
-ACCOUNTS_UNDO_PREFIX = "tocsin:accounts-undone:"  # + hash of the undo recipe: set of the accounts lifted so far
 
 
 # --- Proposals -----------------------------------------------------------------------------------

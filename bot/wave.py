@@ -32,6 +32,7 @@ from mastodon import MastodonAPIError, MastodonNotFoundError
 
 from bot import audit, defaults
 from bot.actions import (
+    ACCOUNTS_JOB_PREFIX,
     OUT_OF_SCOPE,
     Action,
     Done,
@@ -79,11 +80,11 @@ def start(
             job_id=f"wave-accounts-{key}-0",
             retry_delays=ctx.settings.retry_delays,
         )
-        verb = _verb(action)
+        doing = _doing(action)
         return Done(
-            f"{verb}ing the {len(action.targets)} {reported_accounts(action)} in the background,"
+            f"{doing} the {len(action.targets)} {reported_accounts(action)} in the background,"
             " paced by the rate limit (a note follows here)",
-            f"{verb}ing queued",
+            f"{doing} queued",
             accounts_undo(action, key),
         )
     enqueue_once(
@@ -107,8 +108,8 @@ def _where(action: Action) -> str:
     return "local accounts" if action.target == "local" else action.target
 
 
-def _verb(action: Action) -> str:
-    return "silenc" if action.kind == "silence_accounts" else "suspend"
+def _doing(action: Action) -> str:
+    return "silencing" if action.kind == "silence_accounts" else "suspending"
 
 
 def _load(raw: str) -> tuple[dict[str, Any], Action]:
@@ -148,7 +149,7 @@ def accounts_job(raw: str, continuation: int) -> dict[str, Any]:
     limit by queuing the next continuation; at the end, the note in the thread."""
     ctx = get_context()
     job, action = _load(raw)
-    verb = _verb(action)
+    doing = _doing(action)
 
     def told(account_id: str, outcome: str, api: str) -> None:
         _audit_account(ctx, job, action, account_id, outcome, api)
@@ -157,25 +158,21 @@ def accounts_job(raw: str, continuation: int) -> dict[str, Any]:
         with ctx.mastodon.bulk():
             tally = act_on_accounts(ctx.mastodon, action, job["key"], told)
     except BudgetExhausted as spent:
-        log.info("%sing a wave's accounts: API share spent, going on in %.0f s", verb, spent.wait)
+        log.info("%s a wave's accounts: API share spent, going on in %.0f s", doing, spent.wait)
         _continue(ctx, accounts_job, "accounts", raw, job["key"], continuation, spent.wait)
         return {"paused": spent.wait}
     except MastodonAPIError as error:
         refusal = _refusal(error, "admin:write:accounts", "manage users")
         if refusal is None:
             raise  # 5xx, network: RQ retries the job; what was done stays recorded
-        _note(
-            ctx,
-            job,
-            f"Stopped {verb}ing the {reported_accounts(action)} before any was done: {refusal[1]}.",
-            "accounts",
-        )
+        done = sum(1 for outcome in ctx.redis.hvals(ACCOUNTS_JOB_PREFIX + job["key"]) if outcome == b"done")
+        _note(ctx, job, f"Stopped {doing} the {reported_accounts(action)} after {done}: {refusal[1]}.", "accounts")
         return {"refused": refusal[0]}
     for account_id, outcome in tally.outcomes.items():  # what a crash between two steps left unaudited
         told(account_id, outcome, "")
     if tally.stopped:
         text = (
-            f"Stopped {verb}ing the {reported_accounts(action)} after {tally.count('done')}: "
+            f"Stopped {doing} the {reported_accounts(action)} after {tally.count('done')}: "
             "undo asked for it (those it had done are lifted)."
         )
     else:
@@ -210,7 +207,7 @@ def _audit_account(ctx: Context, job: dict[str, Any], action: Action, account_id
             at=time.time(),
             account_id="",
             handle=job["by"].removeprefix("@"),
-            command=f"{job['command']} ({_verb(action)}ing the wave's accounts)",
+            command=f"{job['command']} ({_doing(action)} the wave's accounts)",
             outcome="refused" if outcome == "refused" else "done",
             did=f"account {account_id} ({reported_accounts(action)}): {did}",
             api=api,

@@ -374,6 +374,7 @@ def test_undo_stops_a_suspension_still_going(fctx: Context, mastodon: MastodonDo
     events, dm = wave_dm(fctx, mastodon, datetime.now(UTC))
     mastodon.rate_limit = 40
     command = say(fctx, mastodon, ANNA, "approve 2", reply_to=dm["id"])
+    run_until(fctx.redis, lambda: any(action == "suspend" for _id, action in mastodon.account_actions))
     assert notes(mastodon, command, "Suspended") == []  # paused at the share, going on at the reset
     status = say(fctx, mastodon, ANNA, "undo", None)
     run_until(fctx.redis, lambda: bool(notes(mastodon, command, "Stopped")), timeout=30)
@@ -433,8 +434,8 @@ def test_the_bots_role_without_manage_users_is_said_in_the_thread(fctx: Context,
     command = say(fctx, mastodon, ANNA, "approve 2", reply_to=dm["id"])
     run_until(fctx.redis, lambda: bool(notes(mastodon, command, "Stopped")))
     assert notes(mastodon, command, "Stopped") == [
-        "Stopped suspending the reported accounts of flood.example before any was done: the bot account's role"
-        " cannot manage users (Mastodon answered 403)."
+        "Stopped suspending the reported accounts of flood.example after 0: the bot account's role cannot manage"
+        " users (Mastodon answered 403)."
     ]
     assert mastodon.account_actions == []
 
@@ -454,6 +455,7 @@ def test_racing_moderators_and_a_duplicated_mention_do_everything_once(fctx: Con
     run_until(
         fctx.redis,
         lambda: all(any(s["text"].count(word) for s in mastodon.statuses) for word in ("Resolved", "Suspended")),
+        timeout=60,
     )
     run_jobs(fctx.redis)
     suspended = Counter(account_id for account_id, action in mastodon.account_actions if action == "suspend")
