@@ -207,6 +207,9 @@ class MastodonDouble:
     answered 403 as Mastodon's policies do (Manage Reports for reports, Manage Users for account actions)."""
     report_actions: list[tuple[str, str]] = field(default_factory=list)
     """(report id, resolve | reopen | assign_to_self | unassign) in the order they were asked for."""
+    follows: list[dict[str, Any]] = field(default_factory=list)
+    """Follow rows the instance has: {"id", "account" (the follower, a REST::Account), "target" (an account
+    id)}: its members' follows of remote accounts, and remote follows of its members (`add_follow`)."""
 
     def __post_init__(self) -> None:
         self.port = free_port()
@@ -274,16 +277,29 @@ class MastodonDouble:
             report["assigned_account"] = _admin_account(assigned_to, name, staff=True)
         target = report["target_account"]
         if not any(account["id"] == target["id"] for account in self.accounts):
+            account = _account(target["id"], target["username"], target.get("domain"))
             self.accounts.append(
                 {
                     **_admin_account(target["id"], target["username"], staff=False),
                     "domain": target.get("domain"),
                     "suspended": suspended,
                     "role": None if target.get("domain") else _admin_account("0", "x", False)["role"],
+                    # A spam account: few followers as its server counts them, its network not hidden.
+                    "account": {**account, "followers_count": 0, "hide_collections": False},
                 }
             )
         self.reports.append(report)
         return report
+
+    def add_follow(self, target_id: str, follower_id: str, domain: str | None = None) -> dict[str, Any]:
+        """`follower_id` (one of our members, or an account of `domain`) follows `target_id`."""
+        follow = {
+            "id": str(len(self.follows) + 1),
+            "account": _account(follower_id, f"user{follower_id}", domain),
+            "target": target_id,
+        }
+        self.follows.append(follow)
+        return follow
 
     def say(
         self,
@@ -568,6 +584,66 @@ class MastodonDouble:
             found = admin_account_by_id(account_id)
             return JSONResponse(found) if found else JSONResponse({"error": "Record not found"}, 404)
 
+        def rest_account(account_id: str) -> dict[str, Any] | None:
+            """An account as anyone sees it (REST::AccountSerializer): `suspended` and `limited` (silenced)
+            only when true, `hide_collections`, `followers_count` (a remote account's: its server's figure)."""
+            found = next((account for account in double.accounts if account["id"] == account_id), None)
+            if found is not None:
+                rest = {**(found.get("account") or _account(account_id, str(found.get("username")))), "id": account_id}
+                rest.pop("suspended", None)
+                rest.pop("limited", None)
+                if found.get("suspended"):
+                    rest["suspended"] = True
+                if found.get("silenced"):
+                    rest["limited"] = True
+                return rest
+            for staff_id, name in [*double.staff, (double.bot_id, double.bot_username)]:
+                if staff_id == account_id:
+                    return _account(staff_id, name)
+            follower = next((f["account"] for f in double.follows if f["account"]["id"] == account_id), None)
+            return dict(follower) if follower is not None else None
+
+        @app.get("/api/v1/accounts")
+        async def accounts_by_id(request: Request) -> JSONResponse:
+            """Api::V1::AccountsController#index (4.3+): the accounts of `id[]` Mastodon knows (others left
+            out), at most 40 ids (check_accounts_limit: more is a 422)."""
+            if denied := unauthorized(request):
+                return denied
+            ids = list(dict.fromkeys(request.query_params.getlist("id[]")))
+            if len(ids) > 40:
+                return JSONResponse({"error": "Validation failed"}, 422)
+            return JSONResponse([rest for account_id in ids if (rest := rest_account(account_id)) is not None])
+
+        @app.get("/api/v1/accounts/{account_id}/followers")
+        async def followers(request: Request, account_id: str) -> JSONResponse:
+            """Api::V1::Accounts::FollowerAccountsController: the follows the instance has of the account,
+            newest follow first, paged by the follow's id (`limit` 40, at most 80; a next `Link` whenever a
+            page is full, so the last full page is followed by an empty one); nothing for an account that is
+            suspended or hides its network, whoever asks (an admin token included); 404 for an unknown id."""
+            if denied := unauthorized(request):
+                return denied
+            target = rest_account(account_id)
+            if target is None:
+                return JSONResponse({"error": "Record not found"}, 404)
+            if target.get("suspended") or target.get("hide_collections"):
+                return JSONResponse([])
+            rows = sorted((f for f in double.follows if f["target"] == account_id), key=lambda f: -int(f["id"]))
+            params = request.query_params
+            limit = min(int(params.get("limit") or 40), 80)
+            if params.get("max_id"):
+                rows = [f for f in rows if int(f["id"]) < int(params["max_id"])]
+            if params.get("since_id"):
+                rows = [f for f in rows if int(f["id"]) > int(params["since_id"])]
+            page = rows[:limit]
+            base = f"{double.url}/api/v1/accounts/{account_id}/followers?limit={limit}"
+            links = []
+            if len(page) == limit:
+                links.append(f'<{base}&max_id={page[-1]["id"]}>; rel="next"')
+            if page:
+                links.append(f'<{base}&since_id={page[0]["id"]}>; rel="prev"')
+            headers = {"Link": ", ".join(links)} if links else {}
+            return JSONResponse([f["account"] for f in page], headers=headers)
+
         @app.post("/api/v1/admin/accounts/{account_id}/{action}")
         async def account_action(request: Request, account_id: str, action: str) -> JSONResponse:
             if denied := unauthorized(request) or out_of_scope("admin:write:accounts") or lacks("manage_users"):
@@ -590,6 +666,8 @@ class MastodonDouble:
             double.account_actions.append((account_id, action))
             if action in ("suspend", "unsuspend"):
                 found["suspended"] = action == "suspend"
+            if action in ("silence", "unsilence"):
+                found["silenced"] = action == "silence"
             if action == "reject":
                 double.accounts = [account for account in double.accounts if account["id"] != account_id]
                 return JSONResponse({})

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.core import defaults
-from bot.mastodon.client import DomainBlock, Impact
+from bot.mastodon.client import DomainBlock, Following, Impact
 from bot.mastodon.context import Context
 from bot.mastodon.outbox import fitting, split_post, status_length
 from bot.pipeline.events import current_clock
@@ -312,6 +312,8 @@ def test_any_signup_surge_dm_has_a_rendering_that_fits_two_statuses(
     block=st.sampled_from([None, "silence", "suspend"]),
     impact=st.one_of(st.none(), st.tuples(counts, counts, counts)),
     wave=st.one_of(st.none(), st.tuples(st.integers(0, 5000), counts, counts, counts)),
+    following=st.one_of(st.none(), st.tuples(counts, counts, counts, counts)),
+    all_read=st.booleans(),
 )
 def test_any_report_surge_dm_has_a_rendering_that_fits_two_statuses(
     alert: Alert,
@@ -323,6 +325,8 @@ def test_any_report_surge_dm_has_a_rendering_that_fits_two_statuses(
     block: str | None,
     impact: tuple[int, int, int] | None,
     wave: tuple[int, int, int, int] | None,
+    following: tuple[int, int, int, int] | None,
+    all_read: bool,
 ) -> None:
     alert = Alert(**{**alert.to_json(), "bucket": bucket})
     remote = bucket not in ("local", "*")
@@ -336,7 +340,13 @@ def test_any_report_surge_dm_has_a_rendering_that_fits_two_statuses(
     if wave is not None:
         accounts, spam, other, assigned = wave
         ids = tuple(str(10**17 + n) for n in range(accounts))
-        choices = reports.Wave(alert.at - 3 * 3600, alert.at, ids, spam, other, assigned)
+        # And what the DM says of our members following them: any reading, complete or "at least".
+        followed = None
+        if following is not None:
+            asked = max(following)
+            read = min(following[1], asked)
+            followed = Following(min(following[0], read), following[2], read, asked)
+        choices = reports.Wave(alert.at - 3 * 3600, alert.at, ids, spam, other, assigned, all_read, followed)
     assert_one_fits((reports.render_alert(alert, details, found, sized, cfg, INSTANCE, True, wave=choices),))
 
 

@@ -87,15 +87,15 @@ def test_item_numbers_refuse_what_they_cannot_read(args: str, why: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet="0123456789-, ²x", max_size=30), st.integers(min_value=1, max_value=12))
 def test_item_numbers_are_what_was_written_or_refused(args: str, count: int) -> None:
-    """Never more than the words name: either exactly the numbers written (all only for no words at all)
-    or a refusal."""
+    """Never more than the words name: either exactly the numbers written (item 1 alone for no words at
+    all, never every item) or a refusal."""
     try:
         numbers = item_numbers(args, count)
     except Refused:
         return
     assert numbers and all(1 <= number <= count for number in numbers)
     if not args.strip():
-        assert numbers == list(range(1, count + 1))
+        assert numbers == [1]
         return
     named: set[int] = set()
     for part in args.replace(",", " ").split():
@@ -105,7 +105,7 @@ def test_item_numbers_are_what_was_written_or_refused(args: str, count: int) -> 
 
 
 def test_item_numbers_and_domains() -> None:
-    assert item_numbers("", 3) == [1, 2, 3]
+    assert item_numbers("", 3) == [1]  # `approve` alone: item 1 (commands.BARE_APPROVE)
     assert item_numbers("1,3", 3) == [1, 3]
     assert item_numbers("2-3 1", 3) == [1, 2, 3]
     with pytest.raises(Refused, match="items 1 to 3"):
@@ -273,10 +273,21 @@ def test_approve_some_items_then_the_rest(cctx: Context, mastodon: MastodonDoubl
     dm = proposal_dm(cctx, mastodon, limit("a.example"), limit("b.example"), limit("c.example"))
     say(cctx, mastodon, ANNA, "approve 1,3", reply_to=dm)
     assert sorted(block["domain"] for block in mastodon.domain_blocks) == ["a.example", "c.example"]
-    status = say(cctx, mastodon, ANNA, "approve", reply_to=dm)
+    again = say(cctx, mastodon, ANNA, "approve", reply_to=dm)  # alone: item 1, which is done; never "the rest"
+    assert answer(mastodon, again)["text"].endswith("Not done: already carried out (approved by @mod_anna)")
+    status = say(cctx, mastodon, ANNA, "approve 2", reply_to=dm)
     assert sorted(block["domain"] for block in mastodon.domain_blocks) == ["a.example", "b.example", "c.example"]
     assert "Done: b.example limited." in answer(mastodon, status)["text"]
     assert cctx.redis.get("tocsin:test:handled") == b"approved by @mod_anna"
+
+
+def test_approve_alone_is_item_1_and_names_the_others(cctx: Context, mastodon: MastodonDouble) -> None:
+    dm = proposal_dm(cctx, mastodon, limit("a.example"), limit("b.example"), limit("c.example"))
+    status = say(cctx, mastodon, ANNA, "approve", reply_to=dm)
+    assert [block["domain"] for block in mastodon.domain_blocks] == ["a.example"]
+    assert answer(mastodon, status)["text"].endswith("“approve” alone is item 1; for the others: approve 2,3.")
+    say(cctx, mastodon, ANNA, "approve 3", reply_to=dm)
+    assert cctx.redis.get("tocsin:test:handled") is None  # item 2 is still open
 
 
 def test_non_moderators_get_no_answer_and_are_only_counted(cctx: Context, mastodon: MastodonDouble) -> None:
@@ -612,7 +623,7 @@ def test_spam_wave_and_signup_proposals_act_on_accounts(cctx: Context, mastodon:
     suspend = tuple(Action("suspend_account", str(n), f"suspend bot{n} (#{n})") for n in range(500, 512))
     email = (Action("email_domain_block", "spam.example", "block sign-ups from spam.example"),)
     dm = proposal_dm(cctx, mastodon, ProposalItem("suspend these 12 accounts", suspend), ProposalItem("block", email))
-    asked = answer(mastodon, say(cctx, mastodon, ANNA, "approve", reply_to=dm))
+    asked = answer(mastodon, say(cctx, mastodon, ANNA, "approve 1,2", reply_to=dm))
     assert "; and 8 more. Reply yes to this message within 10 minutes" in asked["text"]  # 13 actions: more than 10
     done = answer(mastodon, say(cctx, mastodon, ANNA, "yes", reply_to=asked["id"]))
     assert mastodon.account_actions == [(str(n), "suspend") for n in range(500, 512)]

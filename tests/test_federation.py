@@ -266,7 +266,7 @@ def test_cli_csv_json_and_a_proposal_approved_from_the_dm(
     [thread] = mastodon.direct_threads()
     text = "\n".join(status["text"] for status in thread)
     assert len(thread) <= 2
-    assert "Proposed: limit these servers.\nReply “approve”, “approve 1,2” or “dismiss”." in text
+    assert "Proposed: limit these servers.\nReply “approve” (item 1), “approve 1,2” or “dismiss”." in text
     mentions.poll(auditing)  # the cursor
     command = mastodon.say("101", "@tocsin approve 1", in_reply_to_id=thread[-1]["id"])
     mentions.poll(auditing)

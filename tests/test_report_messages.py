@@ -15,7 +15,7 @@ from bot.mastodon.context import Context
 from bot.pipeline.events import drain_with
 from bot.pipeline.surges import Alert
 from handlers.reports.settings import ReportSurgeSettings
-from handlers.reports.surge import WindowDetails, render_alert
+from handlers.reports.surge import Wave, WindowDetails, render_alert
 from tests.helpers import fixture, run_jobs
 from tests.mastodon_double import MastodonDouble
 from tests.waves import burst
@@ -111,6 +111,29 @@ def test_quiet_again_for_a_limited_server() -> None:
         "No report for 7.5 days. The surge began 8.0 days ago; 150 reports in 3.0 h when last alerted.\n"
         "Proposed: lift the limit on spam.example: https://social.example.org/admin/instances/spam.example"
     )
+
+
+def test_quiet_again_for_local_accounts_says_where_sign_ups_can_be_reopened() -> None:
+    """A wave against our own members is over: if sign-ups were put behind approval for it (the admin
+    interface does that: no API), the DM says where to lift it; reports still open keep the three choices."""
+    quiet = {
+        "kind": "quiet",
+        "bucket": "local",
+        "surge_id": "1",
+        "alert_no": 1,
+        "at": 10 * 86400.0,
+        "opened_at": 2 * 86400.0,
+        "last_event_at": 2.5 * 86400.0,
+        "alerted_count": 40,
+    }
+    wave = Wave(0.0, 3 * 86400.0, ("7", "8", "9"), open_spam=4, open_other=0)
+    text = render_alert(Alert.from_json(quiet), None, None, None, CFG, INSTANCE, True, wave=wave)
+    assert (
+        "If you required approval for sign-ups because of it, that can be lifted:"
+        " https://social.example.org/admin/settings/registrations" in text
+    )
+    assert "1. limit (silence) the 3 reported local accounts" in text
+    assert "2. suspend the 3 reported local accounts (asks yes: members' accounts)" in text
 
 
 def test_hostile_comment_never_adds_a_recipient_or_a_link(

@@ -134,7 +134,7 @@ def test_spam_wave_alerts_once_early_with_counts_and_impact(
     assert "1. limit spam.example (cuts 12 follows from us to there, 30 from there to us)" in text
     assert f"2. suspend the {accounts} reported accounts of spam.example" in text
     assert "3. resolve the 150 open spam reports of the wave" in text
-    assert text.endswith("Reply “approve” for all, “approve 1,2” for some, or “dismiss”.")
+    assert text.endswith("Reply “approve” (item 1), “approve 1,2” or “dismiss”.")
 
 
 def test_wave_that_quadruples_its_pace_escalates_once(ctx: Context, connection: redis.Redis) -> None:

@@ -152,7 +152,7 @@ def test_bot_signup_burst_alerts_once_early_with_clusters(
     choices = (
         "Tocsin can:\n1. block sign-ups with email addresses at spam.example\n"
         f"2. reject the {count - 1} pending sign-ups of that cluster\n"
-        "Reply “approve” for all, “approve 1,2” for some, or “dismiss”."
+        "Reply “approve” (item 1), “approve 1,2” or “dismiss”."
     )
     registrations = f"{mastodon.url}/admin/settings/registrations"
     admin_only = f"In the admin interface:\nRequire approval for sign-ups: {registrations}\n"

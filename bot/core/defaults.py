@@ -114,6 +114,25 @@ COMMAND_MAX_AGE = 24 * 3600
 """A command read later than this after it was written (Tocsin was down) is not carried out: the
 moderator is asked to send it again if it still stands."""
 
+# --- Report floods closed from the DM (handlers/reports/surge.py, bot/dm/wave.py, bot/mastodon/actions.py).
+REPORT_PAGES_PER_DM = 5
+"""Pages of open reports (200 each, newest first) a surge DM reads to count what `approve 3` would
+resolve. The admin API cannot filter reports by server, but the wave is recent: reading stops at the
+first page that reaches back before the wave, so this bounds only an instance with more than 1,000 open
+reports in the wave's few hours, whose DM then says "1000+"."""
+FOLLOWED_ACCOUNTS_PER_DM = 80
+"""Reported accounts a surge DM asks Mastodon about (GET /api/v1/accounts, 40 to a request: two
+requests) before reading who follows them; the others are "not known" and the DM says "at least"."""
+FOLLOWER_PAGES_PER_DM = 40
+"""Pages of followers (GET /api/v1/accounts/:id/followers, 80 to a page) a surge DM reads at most, the
+most-followed accounts first: a quarter of Tocsin's default share of a window (150 calls), whatever the
+wave's size. It stops sooner once the follows found are all those our members have of that server (its
+`instance_follows` measure: a spam server's few, or none at all, which needs no page). When the cap
+runs out first (a big server) or the share is spent, the DM says "at least"."""
+WAVE_ACCOUNT_LOCK_SECONDS = 60
+"""A paced job acting on a wave's accounts holds a lock around each account's call (at most
+TOCSIN_REQUEST_TIMEOUT), so `undo` stops it between two accounts and knows exactly which were done."""
+
 # --- `tocsin replay` (bot/ops/replay.py).
 REPLAY_SINCE_DAYS = 90.0
 """History replayed by default: a season of an instance's waves, ~13 weeks of reports and sign-ups."""

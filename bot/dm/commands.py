@@ -151,13 +151,21 @@ def near_miss(verb: str, verbs: list[str]) -> str | None:
     return found[0] if found else None
 
 
+BARE_APPROVE = "item 1"
+"""What `approve` alone carries out, in every DM: the first item only, never all. A proposal lists its
+least-reaching item first (a report surge: limit the server before suspending its accounts; a local wave:
+silence before suspend), and its items are often alternatives, not a package: a moderator who wants more
+names them (`approve 1,2`), and two moderators answering `approve` to the same DM do the same one thing.
+The answer names what else the DM offers."""
+
 MAX_ITEM_DIGITS = 4
 """An item number longer than this is no item number (a proposal lists a few items, never 10,000)."""
 
 
 def item_numbers(args: str, count: int) -> list[int]:
-    """`approve 1,3` / `1 3` / `2-4`; nothing: all. Raises Refused, naming the problem, for anything
-    else: a word, a number the list does not have, a backward range — never read as "all"."""
+    """`approve 1,3` / `1 3` / `2-4`; nothing: the first item only (BARE_APPROVE). Raises Refused, naming
+    the problem, for anything else: a word, a number the list does not have, a backward range — never read
+    as "all"."""
     numbers: set[int] = set()
     for part in re.split(r"[,\s]+", args.strip()):
         if not part:
@@ -172,8 +180,8 @@ def item_numbers(args: str, count: int) -> list[int]:
             raise Refused(f"the proposal has items 1 to {count}")
         numbers.update(range(first, last + 1))  # at most `count` numbers: checked above
     if not numbers and args.strip():
-        raise Refused("write the item numbers, e.g. approve 1,3 (or approve alone for all)")
-    return sorted(numbers) or list(range(1, count + 1))
+        raise Refused("write the item numbers, e.g. approve 1,3 (approve alone is item 1)")
+    return sorted(numbers) or [1]
 
 
 def _is_number(text: str) -> bool:
@@ -227,8 +235,8 @@ def _act(ctx: Context, request: Request, items: list[tuple[str, Action]], propos
     for number, action in items:
         origin = f"proposal {proposal_id} item {number}" if proposal_id else f"command {request.command_id}"
         try:
-            if action.kind == "resolve_reports":  # many calls: in the background, paced (bot/dm/wave.py)
-                results.append(_resolve_in_background(ctx, request, action, proposal_id or request.command_id, number))
+            if action.kind in wave.BACKGROUND_KINDS:  # many calls: in the background, paced (bot/dm/wave.py)
+                results.append(_in_background(ctx, request, action, proposal_id or request.command_id, number))
             else:
                 results.append(carry_out(ctx.mastodon, action, f"{action.tag} {origin}, by {by} from a DM"))
         except Refused as reason:
@@ -252,7 +260,7 @@ def _act(ctx: Context, request: Request, items: list[tuple[str, Action]], propos
     )
 
 
-def _resolve_in_background(ctx: Context, request: Request, action: Action, proposal_id: str, number: str) -> Done:
+def _in_background(ctx: Context, request: Request, action: Action, proposal_id: str, number: str) -> Done:
     if ctx.mastodon.client is None or ctx.settings.access_token is None:
         raise Refused("acting on the instance needs TOCSIN_MASTODON_URL and TOCSIN_ACCESS_TOKEN")
     return wave.start(
@@ -337,6 +345,12 @@ def approve(ctx: Context, request: Request) -> Outcome:
         items = ", ".join(lacking)
         why = _missing(request.moderator, set().union(*(needs[int(n) - 1] for n in lacking)))
         outcome = replace(outcome, text=f"{outcome.text}\nNot done: item {items}: {why}.")
+    if not request.args.strip() and len(proposal.items) > 1 and outcome.kind == "done":
+        carried = {number.split(".")[0] for number in actions.done_actions(ctx.redis, proposal_id)}
+        others = [str(n) for n in range(2, len(proposal.items) + 1) if str(n) not in carried]
+        if others:
+            more = f"\n“approve” alone is {BARE_APPROVE}; for the others: approve {','.join(others)}."
+            outcome = replace(outcome, text=outcome.text + more)
     return outcome
 
 

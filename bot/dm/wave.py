@@ -1,8 +1,17 @@
-"""Resolving a report wave's reports from the DM: one action over many reports, carried out in the background.
+"""Closing a report wave from the DM: one action over many reports, or many accounts, carried out in the
+background.
 
-200 reports are 200 admin calls: more than a command's job should hold, and more than Tocsin's share of
-one rate-limit window. So `approve 3` answers at once ("resolving …; a note follows here") and queues one
-job per approval. The job resolves the wave's open reports (bot.mastodon.actions.resolve_wave: the target's domain,
+200 reports are 200 admin calls, and a wave's 60 reported accounts 60 more: more than a command's job
+should hold, and more than Tocsin's share of one rate-limit window. So `approve 2` and `approve 3` answer
+at once ("suspending …", "resolving …; a note follows here") and queue one job per approved item.
+
+Suspending (or silencing) the reported accounts (bot.mastodon.actions.act_on_accounts) is paced the same way: each
+account's outcome is recorded in Redis as it happens (a continuation, a retry or a racing job acts on
+none twice), audited one entry per account, and counted in one note at the end (suspended, already
+suspended, refused, gone). `undo` stops a job still going, between two accounts, and lifts exactly the
+accounts it suspended.
+
+Resolving: The job resolves the wave's open reports (bot.mastodon.actions.resolve_wave: the target's domain,
 created within the window the DM offered, unassigned, spam unless `approve 3 all`) as bulk work
 (bot/mastodon/ratelimit.py, BULK_SHARE: the poll and the alerts keep their part of each window); when the share is
 spent it queues its own continuation for the window's reset. Progress is a Redis set of the ids resolved, so
@@ -22,7 +31,16 @@ from typing import Any
 from mastodon import MastodonAPIError, MastodonNotFoundError
 
 from bot.core import audit, defaults, redis_text
-from bot.mastodon.actions import OUT_OF_SCOPE, Action, Done, resolve_wave
+from bot.mastodon.actions import (
+    ACCOUNTS_JOB_PREFIX,
+    OUT_OF_SCOPE,
+    Action,
+    Done,
+    accounts_undo,
+    act_on_accounts,
+    reported_accounts,
+    resolve_wave,
+)
 from bot.mastodon.client import http_status
 from bot.mastodon.context import Context, get_context
 from bot.mastodon.outbox import Post
@@ -44,11 +62,32 @@ def job_key(proposal_id: str, number: str) -> str:
     return hashlib.sha256(f"{proposal_id}:{number}".encode()).hexdigest()[:32]
 
 
+BACKGROUND_KINDS = ("resolve_reports", "suspend_accounts", "silence_accounts")
+"""Action kinds a command starts here rather than carrying out in its own job."""
+
+
 def start(
     ctx: Context, action: Action, *, key: str, command_id: str, subject: str | None, by: str, command: str
 ) -> Done:
-    """Queue the resolving of `action`'s reports (once per approval); what the answer says about it."""
+    """Queue the job that carries out `action` (once per approval); what the answer says about it."""
     job = {"action": asdict(action), "key": key, "command_id": command_id, "subject": subject, "by": by}
+    if action.kind != "resolve_reports":
+        enqueue_once(
+            ctx.redis,
+            defaults.QUEUE_BACKGROUND,
+            accounts_job,
+            json.dumps({**job, "command": command[:200]}),
+            0,
+            job_id=f"wave-accounts-{key}-0",
+            retry_delays=ctx.settings.retry_delays,
+        )
+        doing = _doing(action)
+        return Done(
+            f"{doing} the {len(action.targets)} {reported_accounts(action)} in the background,"
+            " paced by the rate limit (a note follows here)",
+            f"{doing} queued",
+            accounts_undo(action, key),
+        )
     enqueue_once(
         ctx.redis,
         defaults.QUEUE_BACKGROUND,
@@ -70,12 +109,119 @@ def _where(action: Action) -> str:
     return "local accounts" if action.target == "local" else action.target
 
 
+def _doing(action: Action) -> str:
+    return "silencing" if action.kind == "silence_accounts" else "suspending"
+
+
+def _load(raw: str) -> tuple[dict[str, Any], Action]:
+    job = json.loads(raw)
+    return job, Action(**{**job["action"], "targets": tuple(job["action"].get("targets", ()))})
+
+
+def _continue(ctx: Context, function: Any, name: str, raw: str, key: str, continuation: int, wait: float) -> None:
+    """The job's next part, queued for the window's reset (Tocsin's share of it is spent)."""
+    enqueue_once(
+        ctx.redis,
+        defaults.QUEUE_BACKGROUND,
+        function,
+        raw,
+        continuation + 1,
+        job_id=f"wave-{name}-{key}-{continuation + 1}",
+        retry_delays=ctx.settings.retry_delays,
+        delay_seconds=wait + 1,
+    )
+
+
+def _refusal(error: MastodonAPIError, scope: str, permission: str) -> tuple[int | None, str] | None:
+    """A permanent refusal in words (the code and why), or None for what a retry may cure."""
+    code = http_status(error)
+    if code not in PERMANENT_STATUSES:
+        return None
+    why = f"Mastodon answered {code}: {PERMANENT_STATUSES[code]}"
+    if code == 403:
+        why = f"the bot's token lacks the scope {scope}"
+        if OUT_OF_SCOPE not in str(error):
+            why = f"the bot account's role cannot {permission} (Mastodon answered 403)"
+    return code, why
+
+
+def accounts_job(raw: str, continuation: int) -> dict[str, Any]:
+    """RQ job (background queue): suspend (or silence) the wave's reported accounts; pause for the rate
+    limit by queuing the next continuation; at the end, the note in the thread."""
+    ctx = get_context()
+    job, action = _load(raw)
+    doing = _doing(action)
+
+    def told(account_id: str, outcome: str, api: str) -> None:
+        _audit_account(ctx, job, action, account_id, outcome, api)
+
+    try:
+        with ctx.mastodon.bulk():
+            tally = act_on_accounts(ctx.mastodon, action, job["key"], told)
+    except BudgetExhausted as spent:
+        log.info("%s a wave's accounts: API share spent, going on in %.0f s", doing, spent.wait)
+        _continue(ctx, accounts_job, "accounts", raw, job["key"], continuation, spent.wait)
+        return {"paused": spent.wait}
+    except MastodonAPIError as error:
+        refusal = _refusal(error, "admin:write:accounts", "manage users")
+        if refusal is None:
+            raise  # 5xx, network: RQ retries the job; what was done stays recorded
+        done = sum(1 for outcome in ctx.redis.hvals(ACCOUNTS_JOB_PREFIX + job["key"]) if outcome == b"done")
+        _note(ctx, job, f"Stopped {doing} the {reported_accounts(action)} after {done}: {refusal[1]}.", "accounts")
+        return {"refused": refusal[0]}
+    for account_id, outcome in tally.outcomes.items():  # what a crash between two steps left unaudited
+        told(account_id, outcome, "")
+    if tally.stopped:
+        text = (
+            f"Stopped {doing} the {reported_accounts(action)} after {tally.count('done')}: "
+            "undo asked for it (those it had done are lifted)."
+        )
+    else:
+        flag = "Silenced" if action.kind == "silence_accounts" else "Suspended"
+        rest = [
+            f"{tally.count(outcome)} {word}"
+            for outcome, word in (
+                ("already", f"already {flag.lower()}"),
+                ("refused", "refused by Mastodon"),
+                ("gone", "gone"),
+            )
+            if tally.count(outcome)
+        ]
+        text = f"{flag} {tally.count('done')} of the {len(action.targets)} {reported_accounts(action)}"
+        text += f"; {', '.join(rest)}." if rest else "."
+    _note(ctx, job, text, "accounts")
+    return {"done": tally.count("done")}
+
+
+def _audit_account(ctx: Context, job: dict[str, Any], action: Action, account_id: str, outcome: str, api: str) -> None:
+    """One audit entry per account (once: keyed by the command and the account)."""
+    flag = "silenced" if action.kind == "silence_accounts" else "suspended"
+    did = {
+        "done": flag,
+        "already": f"already {flag}",
+        "refused": "refused by Mastodon",
+        "gone": "gone",
+    }.get(outcome, outcome)
+    audit.record(
+        ctx.redis,
+        audit.Entry(
+            at=time.time(),
+            account_id="",
+            handle=job["by"].removeprefix("@"),
+            command=f"{job['command']} ({_doing(action)} the wave's accounts)",
+            outcome="refused" if outcome == "refused" else "done",
+            did=f"account {account_id} ({reported_accounts(action)}): {did}",
+            api=api,
+            status_id=f"{job['command_id']}:{action.kind}:{account_id}",
+        ),
+    )
+
+
 def resolve_job(raw: str, continuation: int) -> dict[str, Any]:
     """RQ job (background queue): resolve the wave's reports; pause for the rate limit by queuing the next
     continuation; at the end, audit and the note in the thread."""
     ctx = get_context()
-    job = json.loads(raw)
-    action = Action(**{**job["action"], "targets": tuple(job["action"].get("targets", ()))})
+    job, action = _load(raw)
     progress = PROGRESS_PREFIX + job["key"]
 
     def resolved_one(report_id: str) -> None:
@@ -87,29 +233,15 @@ def resolve_job(raw: str, continuation: int) -> dict[str, Any]:
             _ids, left = resolve_wave(ctx.mastodon, action, resolved_one)
     except BudgetExhausted as spent:
         log.info("resolving a wave: API share spent, going on in %.0f s", spent.wait)
-        enqueue_once(
-            ctx.redis,
-            defaults.QUEUE_BACKGROUND,
-            resolve_job,
-            raw,
-            continuation + 1,
-            job_id=f"wave-resolve-{job['key']}-{continuation + 1}",
-            retry_delays=ctx.settings.retry_delays,
-            delay_seconds=spent.wait + 1,
-        )
+        _continue(ctx, resolve_job, "resolve", raw, job["key"], continuation, spent.wait)
         return {"paused": spent.wait}
     except MastodonAPIError as error:  # 401/403: the token or the bot's role; retrying cannot help
-        code = http_status(error)
-        if code not in PERMANENT_STATUSES:
+        refusal = _refusal(error, "admin:write:reports (or admin:read:reports)", "manage reports")
+        if refusal is None:
             raise  # 5xx, network: RQ retries the job; what was resolved stays counted
-        why = f"Mastodon answered {code}: {PERMANENT_STATUSES[code]}"
-        if code == 403:
-            why = "the bot's token lacks the scope admin:write:reports (or admin:read:reports)"
-            if OUT_OF_SCOPE not in str(error):
-                why = "the bot account's role cannot manage reports (Mastodon answered 403)"
         done = ctx.redis.scard(progress)
-        _note(ctx, job, f"Stopped resolving the wave's reports against {_where(action)} after {done}: {why}.")
-        return {"refused": code}
+        _note(ctx, job, f"Stopped resolving the wave's reports against {_where(action)} after {done}: {refusal[1]}.")
+        return {"refused": refusal[0]}
     ids = sorted(redis_text.texts(ctx.redis.smembers(progress)), key=int)
     _audit(ctx, job, action, ids)
     text = f"Resolved {len(ids)} reports of the wave against {_where(action)}{left}."
@@ -135,9 +267,9 @@ def _audit(ctx: Context, job: dict[str, Any], action: Action, ids: list[str]) ->
         )
 
 
-def _note(ctx: Context, job: dict[str, Any], text: str) -> None:
+def _note(ctx: Context, job: dict[str, Any], text: str, what: str = "resolved") -> None:
     post = Post(
-        key=f"wave-resolved:{job['key']}",
+        key=f"wave-{what}:{job['key']}",
         text=text,
         visibility="direct",
         mentions=tuple(ctx.mastodon.moderators()),

@@ -17,14 +17,13 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import Any
 
 import redis
 from mastodon import MastodonAPIError, MastodonNotFoundError
 
-from bot.core import redis_text
-from bot.mastodon.client import MastodonLink, http_status
+from bot.core import defaults, redis_text
+from bot.mastodon.client import MastodonLink, epoch_of, http_status
 
 # UserRole::FLAGS (app/models/user_role.rb): the permissions bitmask of an Admin::Account's role.
 ROLE_FLAGS = {
@@ -194,66 +193,124 @@ def _reject_account(link: MastodonLink, action: Action, private_comment: str) ->
     )
 
 
-def _progress_key(what: str) -> str:
-    return ACCOUNTS_PROGRESS_PREFIX + hashlib.sha256(what.encode()).hexdigest()[:32]
+ACCOUNTS_JOB_PREFIX = "tocsin:wave-accounts:"
+"""+ job key: hash, account id -> what became of it (done, already, refused, gone); + ":stop": set by
+`undo` (the job stops before its next account); + ":lock": held around each account's call, and by `undo`
+while it stops the job, so the accounts it reverses are exactly those done."""
+ACCOUNTS_UNDO_PREFIX = "tocsin:accounts-undone:"  # + hash of the undo recipe: set of the accounts lifted so far
 
 
-ACCOUNTS_PROGRESS_PREFIX = "tocsin:accounts-acted:"  # + hash of the action: list of the accounts done so far
+def accounts_job_key(what: str) -> str:
+    return hashlib.sha256(what.encode()).hexdigest()[:32]
 
 
-def _account_state(link: MastodonLink, action: Action) -> dict[str, dict[str, Any]]:
-    """The wave's reported accounts as they are now (id -> Admin::Account); a gone one is left out."""
-    if action.target != LOCAL_ACCOUNTS:  # one listing of the server's suspended accounts, not N look-ups
-        suspended = {account["id"] for account in link.accounts_of(action.target, status="suspended")}
-        return {account_id: {"suspended": account_id in suspended} for account_id in action.targets}
-    found = {}
-    for account_id in action.targets:
-        try:
-            found[account_id] = link.admin_account(account_id)
-        except MastodonNotFoundError:
-            continue
-    return found
+@dataclass(frozen=True)
+class AccountsTally:
+    """What became of a wave's reported accounts so far (account id -> done, already, refused or gone),
+    and whether an `undo` stopped the job."""
+
+    outcomes: dict[str, str]
+    stopped: bool = False
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for value in self.outcomes.values() if value == outcome)
+
+    def words(self, action: Action) -> str:
+        """Counted in words: 58 reported accounts of flood.example suspended, 1 already suspended, …"""
+        flag = _account_flag(action)
+        counts = [f"{self.count('done')} {reported_accounts(action)} {flag}"]
+        others = (("already", f"already {flag}"), ("refused", "refused by Mastodon"), ("gone", "gone"))
+        counts += [f"{self.count(outcome)} {word}" for outcome, word in others if self.count(outcome)]
+        return ", ".join(counts)
+
+
+def _account_flag(action: Action) -> str:
+    return "silenced" if action.kind == "silence_accounts" else "suspended"
+
+
+def reported_accounts(action: Action) -> str:
+    """Which accounts, in words: reported accounts of flood.example, reported local accounts."""
+    return "reported local accounts" if action.target == LOCAL_ACCOUNTS else f"reported accounts of {action.target}"
+
+
+def accounts_undo(action: Action, key: str) -> dict[str, Any]:
+    """How `undo` reverses a wave's account action: the accounts its job records as done, read when the
+    undo comes (the job may still be going: the undo stops it first)."""
+    kind = "accounts.unsilence" if action.kind == "silence_accounts" else "accounts.unsuspend"
+    return {"kind": kind, "job": key, "what": reported_accounts(action)}
+
+
+def _outcomes(connection: redis.Redis, progress: str) -> dict[str, str]:
+    return redis_text.text_map(connection.hgetall(progress))
+
+
+def act_on_accounts(
+    link: MastodonLink, action: Action, key: str, told: Callable[[str, str, str], None]
+) -> AccountsTally:
+    """Suspend (or silence) a wave's reported accounts, one admin call each, each at most once whatever
+    runs it (a continuation, a retry, a racing job): what became of each account is recorded under `key`
+    as it happens, and `told` (account id, outcome, Mastodon's answer) right after. No `text`: Mastodon
+    would show it to each account as the moderators' message. Raises BudgetExhausted between accounts when
+    Tocsin's share of the rate limit is spent (nothing is recorded for the account not acted on), and
+    MastodonAPIError for what stops every account (the token's scope, the bot's role: a 403 before any
+    account was done). Stops, without acting, once an `undo` asked it to."""
+    verb = "silence" if action.kind == "silence_accounts" else "suspend"
+    progress = ACCOUNTS_JOB_PREFIX + key
+    outcomes = _outcomes(link.redis, progress)
+    todo = [account_id for account_id in action.targets if account_id not in outcomes]
+    # As they are now, 40 to a request; None (a Mastodon before 4.3): not known, each is acted on.
+    state = link.accounts_by_id(todo) if todo else {}
+    for account_id in todo:
+        lock = link.redis.lock(
+            progress + ":lock",
+            timeout=defaults.WAVE_ACCOUNT_LOCK_SECONDS,
+            blocking_timeout=defaults.WAVE_ACCOUNT_LOCK_SECONDS,
+        )
+        with lock:
+            if link.redis.exists(progress + ":stop"):
+                return AccountsTally(_outcomes(link.redis, progress), stopped=True)
+            if link.redis.hexists(progress, account_id):  # a racing run did it
+                continue
+            first = "done" not in _outcomes(link.redis, progress).values()
+            outcome, api = _act_on_account(link, account_id, verb, state, first)
+            link.redis.hset(progress, account_id, outcome)
+            link.redis.expire(progress, PROPOSAL_SECONDS)
+        told(account_id, outcome, api)
+    return AccountsTally(_outcomes(link.redis, progress), stopped=bool(link.redis.exists(progress + ":stop")))
+
+
+def _act_on_account(
+    link: MastodonLink, account_id: str, verb: str, state: dict[str, dict[str, Any]] | None, first: bool
+) -> tuple[str, str]:
+    """One account: (outcome, Mastodon's answer in words)."""
+    account = (state or {}).get(account_id) or {}  # not listed (a sign-up not approved yet): asked below
+    if account.get("suspended") or (verb == "silence" and account.get("limited")):
+        return "already", "nothing to change"
+    try:
+        link.moderate_account(account_id, verb)
+    except MastodonNotFoundError:
+        return "gone", f"POST /api/v1/admin/accounts/{account_id}/action: 404"
+    except MastodonAPIError as error:
+        status = http_status(error)
+        if status == 403 and (first or OUT_OF_SCOPE in str(error)):
+            raise  # the bot's token or role: the same for every account
+        if status not in (403, 422):
+            raise  # 5xx, network: the job is retried, and goes on where it stopped
+        # 422: Mastodon refuses this one; a 403 after others were done: an account its policy protects.
+        return "refused", f"POST /api/v1/admin/accounts/{account_id}/action: {status}"
+    return "done", f"POST /api/v1/admin/accounts/{account_id}/action type={verb}: 200"
 
 
 def _moderate_accounts(link: MastodonLink, action: Action, private_comment: str) -> Done:
-    """Suspend (or silence) a wave's reported accounts: one action, one answer, counted by outcome.
-    No `text`: Mastodon would show it to each account as the moderators' message."""
-    verb = "silence" if action.kind == "silence_accounts" else "suspend"
-    flag = "silenced" if verb == "silence" else "suspended"
-    # A job retried after a spent rate-limit share goes on where it stopped: what it did is its own.
-    progress = _progress_key(f"{action.kind}:{action.target}:{private_comment}")
-    done = redis_text.texts(link.redis.lrange(progress, 0, -1))
-    state = _account_state(link, action)
-    already = refused = gone = 0
-    for account_id in action.targets:
-        if account_id in done:
-            continue
-        if account_id not in state and action.target == LOCAL_ACCOUNTS:
-            gone += 1
-        elif state.get(account_id, {}).get(flag):
-            already += 1
-        else:
-            try:
-                link.moderate_account(account_id, verb)
-            except MastodonNotFoundError:
-                gone += 1
-            except MastodonAPIError as error:
-                if http_status(error) == 403 and not done:  # the bot's role or token: the same for every account
-                    raise
-                refused += 1  # 422: Mastodon refuses this one (a 403 after some: an account it protects)
-            else:
-                done.append(account_id)
-                link.redis.rpush(progress, account_id)
-                link.redis.expire(progress, PROPOSAL_SECONDS)
-    where = "local" if action.target == LOCAL_ACCOUNTS else f"of {action.target}"
-    counts = [f"{len(done)} reported accounts {where} {flag}"]
-    counts += [f"{n} {word}" for n, word in ((already, f"already {flag}"), (refused, "refused"), (gone, "gone")) if n]
-    kind = "accounts.unsilence" if verb == "silence" else "accounts.unsuspend"
+    """A wave's account action carried out at once (commands run it in the background: bot/wave.py)."""
+    key = accounts_job_key(f"{action.kind}:{action.target}:{private_comment}")
+    tally = act_on_accounts(link, action, key, lambda account_id, outcome, api: None)
+    done = tally.count("done")
     return Done(
-        ", ".join(counts),
-        f"POST /api/v1/admin/accounts/:id/action type={verb}: {len(done)} × 200"
-        + (f", {refused} refused" if refused else ""),
-        {"kind": kind, "ids": done, "where": where} if done else None,
+        tally.words(action),
+        f"POST /api/v1/admin/accounts/:id/action: {done} × 200"
+        + (f", {tally.count('refused')} refused" if tally.count("refused") else ""),
+        accounts_undo(action, key) if done else None,
     )
 
 
@@ -272,7 +329,7 @@ def wave_report(report: dict[str, Any], action: Action) -> str:
     "category", "" when it is not the wave's at all)."""
     target = report.get("target_account") or {}
     domain = target.get("domain") or LOCAL_ACCOUNTS
-    created = _epoch(report.get("created_at"))
+    created = epoch_of(report.get("created_at"))
     if report.get("action_taken") or domain.lower() != action.target or created is None:
         return ""
     if (action.since is not None and created <= action.since) or (action.until is not None and created > action.until):
@@ -288,7 +345,7 @@ def resolve_wave(link: MastodonLink, action: Action, resolved_one: Callable[[str
     """Resolve the open reports of the wave `action` names, oldest first; `resolved_one` is told each id
     as it is resolved (a paced job keeps its progress). Raises BudgetExhausted (between reports) when the
     share of the rate limit is spent. The ids resolved, and what stays open, in words."""
-    reports = link.open_reports()
+    reports, _complete = link.open_reports(since=action.since)
     verdicts = [(wave_report(report, action), str(report["id"])) for report in reports]
     resolved = []
     for verdict, report_id in sorted(verdicts, key=lambda pair: int(pair[1])):
@@ -301,14 +358,6 @@ def resolve_wave(link: MastodonLink, action: Action, resolved_one: Callable[[str
         resolved.append(report_id)
         resolved_one(report_id)
     return resolved, left_open([verdict for verdict, _id in verdicts])
-
-
-def _epoch(value: object) -> float | None:
-    """Epoch seconds of an ISO 8601 time as Mastodon writes it; None for anything else."""
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() if value else None
-    except ValueError:
-        return None
 
 
 def left_open(verdicts: list[str]) -> str:
@@ -464,13 +513,29 @@ def undo(link: MastodonLink, recipe: dict[str, Any]) -> str:
 
 
 def _undo_accounts(link: MastodonLink, recipe: dict[str, Any]) -> str:
-    """Lift what a wave's account action did, on the accounts still as it left them."""
+    """Lift what a wave's account action did, on the accounts still as it left them. A job still going
+    is stopped first, between two accounts: the accounts lifted are exactly those it did."""
     flag = "suspended" if recipe["kind"] == "accounts.unsuspend" else "silenced"
-    progress = _progress_key(json.dumps(recipe, sort_keys=True))
+    what = recipe.get("what") or f"accounts {recipe['where']}"  # (a recipe from before the paced job)
+    ids: list[str] | None = recipe.get("ids")
+    if ids is None:
+        progress = ACCOUNTS_JOB_PREFIX + recipe["job"]
+        lock = link.redis.lock(
+            progress + ":lock",
+            timeout=defaults.WAVE_ACCOUNT_LOCK_SECONDS,
+            blocking_timeout=defaults.WAVE_ACCOUNT_LOCK_SECONDS,
+        )
+        with lock:
+            link.redis.set(progress + ":stop", "undo", ex=PROPOSAL_SECONDS)
+            ids = [account for account, outcome in _outcomes(link.redis, progress).items() if outcome == "done"]
+        if not ids:
+            verb = "suspending" if flag == "suspended" else "silencing"
+            return f"{verb} the {what} stopped before any was {flag}"
+    progress = ACCOUNTS_UNDO_PREFIX + accounts_job_key(json.dumps(recipe, sort_keys=True))
     lifted_before = set(redis_text.texts(link.redis.smembers(progress)))
     lifted = len(lifted_before)
     changed = 0
-    for account_id in recipe["ids"]:
+    for account_id in ids:
         if account_id in lifted_before:  # a retried undo: lifted by its first try
             continue
         try:
@@ -488,10 +553,10 @@ def _undo_accounts(link: MastodonLink, recipe: dict[str, Any]) -> str:
         link.redis.sadd(progress, account_id)
         link.redis.expire(progress, PROPOSAL_SECONDS)
     if not lifted:
-        raise Changed(f"the {len(recipe['ids'])} accounts {recipe['where']}", f"not {flag}")
+        raise Changed(f"the {len(ids)} {what}", f"not {flag}")
     word = "unsuspended" if flag == "suspended" else "unsilenced"
     kept = f" ({changed} changed since, left as they are)" if changed else ""
-    return f"{lifted} accounts {recipe['where']} {word}{kept}"
+    return f"{lifted} {what} {word}{kept}"
 
 
 # --- Proposals -----------------------------------------------------------------------------------

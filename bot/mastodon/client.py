@@ -82,6 +82,29 @@ class DomainBlock:
     public_comment: str | None = None
 
 
+ACCOUNTS_PER_REQUEST = 40
+"""GET /api/v1/accounts?id[]= takes at most 40 ids (DEFAULT_ACCOUNTS_LIMIT; more is a 422); since 4.3."""
+FOLLOWERS_PAGE = 80
+"""GET /api/v1/accounts/:id/followers gives at most 80 a page (twice its default of 40)."""
+
+
+@dataclass(frozen=True)
+class Following:
+    """How many of some remote accounts our (local) members follow, as far as Mastodon told: read from
+    GET /api/v1/accounts/:id/followers, which lists the follows the instance has (only its own members'
+    follows of a remote account ever reach it; any other is left out), and shows nothing for an account
+    that hides its network (`hide_collections`), even to an admin token."""
+
+    followed: int  # accounts (of those read) followed by at least one member
+    members: int  # distinct members following any of them
+    read: int  # accounts whose followers were read to the end
+    asked: int  # accounts it was about (not suspended already, not gone)
+
+    @property
+    def complete(self) -> bool:
+        return self.read >= self.asked
+
+
 REQUEST_KINDS: tuple[tuple[re.Pattern[str], str, bool], ...] = (
     # What a request to Mastodon counts as, read from its path at the session (the HTTP method changes
     # nothing: reading, writing and paging an admin resource are all admin calls). `kind` labels
@@ -93,6 +116,8 @@ REQUEST_KINDS: tuple[tuple[re.Pattern[str], str, bool], ...] = (
     (re.compile(r"/api/v\d+/statuses(/|$)"), "statuses", False),  # posts: an alert must go out
     (re.compile(r"/api/v\d+/notifications(/|$)"), "notifications", False),  # the mentions poll
     (re.compile(r"/api/v\d+/streaming(/|$)"), "streaming", False),  # the mentions stream
+    (re.compile(r"/api/v1/accounts/[^/]+/followers$"), "accounts", True),  # who follows a reported account
+    (re.compile(r"/api/v1/accounts$"), "accounts", True),  # reported accounts read by id (a surge DM)
     (re.compile(r"/api/v\d+/accounts(/|$)"), "accounts", False),  # the bot's own account, look-ups
 )
 """Of each request, the first row whose pattern its path contains; none: kind "other", not paced."""
@@ -532,10 +557,13 @@ class MastodonLink:
         """The block covering `domain`: its own, else the nearest parent domain's (Mastodon's rule)."""
         return covering_block(domain, {block.domain: block for block in self.domain_blocks()})
 
-    def impact(self, domain: str) -> Impact | None:
-        """Follows both ways and accounts known, cached for an hour (scans ask for many servers)."""
+    def impact(self, domain: str, fresh: bool = False) -> Impact | None:
+        """Follows both ways and accounts known, cached for an hour (scans ask for many servers); `fresh`:
+        read now (a surge DM's figures, which what it says of the reported accounts is checked against)."""
         if not self.can_read_admin:
             return None
+        if fresh:
+            self.redis.delete(defaults.CACHE_PREFIX + f"impact:{domain}")
         cached = self._cached(f"impact:{domain}", defaults.IMPACT_CACHE_TTL, lambda: self._read_impact(domain))
         return Impact(**cached) if cached else None
 
@@ -606,18 +634,114 @@ class MastodonLink:
             lambda client: client.admin_account_moderate(account_id, action, text=text, send_email_notification=False)
         )
 
-    def accounts_of(self, domain: str, status: str) -> list[dict[str, Any]]:
-        """A remote server's accounts in one state (`suspended`, `silenced`), every page."""
-        return self._every_page("admin_accounts_v2", origin="remote", by_domain=domain, status=status)
+    def accounts_by_id(self, account_ids: list[str]) -> dict[str, dict[str, Any]] | None:
+        """Accounts as anyone sees them (REST::Account: `suspended` and `limited` set when they are,
+        `hide_collections`, the remote server's `followers_count`), 40 to a request (GET /api/v1/accounts,
+        Mastodon 4.3+); an id Mastodon does not know is left out. None when this Mastodon has no such
+        endpoint (404)."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(account_ids), ACCOUNTS_PER_REQUEST):
+            chunk = account_ids[start : start + ACCOUNTS_PER_REQUEST]
+            try:
+                answer = self._admin(lambda client, ids=chunk: client.accounts(ids))  # type: ignore[misc]
+            except MastodonNotFoundError:
+                return None
+            found.update((str(item["id"]), as_webhook_json(dict(item))) for item in answer)
+        return found
 
-    def open_reports(self) -> list[dict[str, Any]]:
-        """Every unresolved report, as Mastodon lists them (every page; newest first)."""
-        return self._every_page("admin_reports", resolved=False)
+    def followed_by_members(
+        self, account_ids: list[str], domain_follows: int | None, max_accounts: int, max_pages: int
+    ) -> Following:
+        """How many of these remote accounts (of one server) our members follow, and how many members.
 
-    def _every_page(self, method: str, **params: Any) -> list[dict[str, Any]]:
-        """Every item of an admin listing (Mastodon.py `method`), read page by page."""
-        pages = self._admin(lambda client: list(pages_by_max_id(getattr(client, method), limit=200, **params)))
-        return [as_webhook_json(dict(item)) for page in pages for item in page]
+        The accounts are read first (at most `max_accounts`, one request per 40), then their followers,
+        most-followed first (by their server's count), at most `max_pages` pages in all. `domain_follows`
+        is how many follows our members have of that server's accounts (its `instance_follows` measure,
+        read just before): once the follows found add up to it, the accounts not read yet have none, those
+        hiding their network included. Stops early, with what it read, when Tocsin's share of the rate
+        limit is spent or Mastodon fails: the answer says how much it read. Only local followers count (an
+        `acct` without a domain)."""
+        unread = Following(0, 0, 0, len(account_ids))
+        if self.client is None:  # a replay's instance: nothing is read
+            return unread
+        try:
+            accounts = self.accounts_by_id(account_ids[:max_accounts])
+        except MastodonError as error:  # the share spent among them: a DM does not wait for the budget
+            log.warning("who follows the reported accounts not read: %s", type(error).__name__)
+            return unread
+        if accounts is None:
+            return unread
+        # Suspended already (suspending cuts nothing more) or gone: not what the question is about.
+        alive = [account for account in accounts.values() if not account.get("suspended")]
+        asked = len(alive) + max(len(account_ids) - max_accounts, 0)
+        # An account hiding its network lists no follower to anyone: it stays unread ("at least").
+        readable = sorted(
+            (account for account in alive if not account.get("hide_collections")),
+            key=lambda account: -_followers_count(account),
+        )
+        followed, read, found, pages_left = 0, 0, 0, max_pages
+        members: set[str] = set()
+        for account in readable:
+            if domain_follows is not None and found >= domain_follows:
+                return Following(followed, len(members), asked, asked)  # every follow there is accounted for
+            if pages_left <= 0:
+                break
+            try:
+                local, pages, whole = self._local_followers(str(account["id"]), pages_left)
+            except MastodonNotFoundError:  # gone meanwhile: followed by nobody
+                pages_left -= 1
+                read += 1
+                continue
+            except MastodonError as error:
+                log.warning("who follows the reported accounts read in part: %s", type(error).__name__)
+                break
+            pages_left -= pages
+            members |= local
+            found += len(local)
+            followed += 1 if local else 0
+            read += 1 if whole else 0
+        if domain_follows is not None and found >= domain_follows:
+            read = asked
+        return Following(followed, len(members), read, asked)
+
+    def _local_followers(self, account_id: str, max_pages: int) -> tuple[set[str], int, bool]:
+        """The local followers of one account from at most `max_pages` pages (the `Link` header's next
+        page: the endpoint pages by follow, not by account id), the pages read, and whether that is all."""
+        page: Any = self._admin(lambda client: client.account_followers(account_id, limit=FOLLOWERS_PAGE))
+        pages = 1
+        local: set[str] = set()
+        while True:
+            local.update(str(item["id"]) for item in page if "@" not in str(item.get("acct") or "@"))
+            if not page or getattr(page, "_pagination_next", None) is None:
+                return local, pages, True
+            if pages >= max_pages:
+                return local, pages, False
+            page = self._admin(lambda client, previous=page: client.fetch_next(previous))  # type: ignore[misc]
+            pages += 1
+            if page is None:
+                return local, pages, True
+
+    def open_reports(
+        self, since: float | None = None, max_pages: int | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """The unresolved reports, newest first, down to the first page that reaches back to `since`
+        (reports are numbered as they come: older ones are on later pages) and at most `max_pages` pages;
+        and whether that is all of them from `since` on."""
+        reports: list[dict[str, Any]] = []
+
+        def read(client: Mastodon) -> bool:
+            for number, page in enumerate(pages_by_max_id(client.admin_reports, resolved=False, limit=200), start=1):
+                items = [as_webhook_json(dict(item)) for item in page]
+                reports.extend(items)
+                times = [epoch_of(item.get("created_at")) for item in items]
+                if since is not None and any(at is not None and at <= since for at in times):
+                    return True
+                if max_pages is not None and number >= max_pages:
+                    return False
+            return True
+
+        complete = self._admin(read)
+        return reports, complete
 
     def resolve_report(self, report_id: str) -> None:
         """POST /api/v1/admin/reports/:id/resolve (Manage Reports)."""
@@ -682,6 +806,20 @@ def http_status(error: MastodonError) -> int | None:
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
         return None
     return status
+
+
+def epoch_of(value: object) -> float | None:
+    """Epoch seconds of an ISO 8601 time as Mastodon writes it; None for anything else."""
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() if value else None
+    except ValueError:
+        return None
+
+
+def _followers_count(account: dict[str, Any]) -> float:
+    """An account's followers as its server counts them; a hidden count (negative, or none) as the most."""
+    count = account.get("followers_count")
+    return float(count) if isinstance(count, int) and count >= 0 else float("inf")
 
 
 def known_instance_domain(connection: redis.Redis) -> str | None:

@@ -179,7 +179,7 @@ class ReplayLink(MastodonLink):
     def block_for(self, domain: str) -> DomainBlock | None:
         return covering_block(domain, {block.domain: block for block in self.domain_blocks()})
 
-    def impact(self, domain: str) -> Impact | None:
+    def impact(self, domain: str, fresh: bool = False) -> Impact | None:
         return None  # Mastodon's measures are today's totals, not the past's
 
 

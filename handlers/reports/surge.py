@@ -19,11 +19,11 @@ from urllib.parse import quote
 
 from mastodon import MastodonError
 
-from bot.core import redis_text
+from bot.core import defaults, redis_text
 from bot.core.scripting import NAMED_ARGUMENTS, Lua
 from bot.core.templating import render_text
 from bot.mastodon.actions import LOCAL_ACCOUNTS, Action, Message, Proposal, ProposalItem, wave_report
-from bot.mastodon.client import DomainBlock, Impact, as_webhook_json
+from bot.mastodon.client import DomainBlock, Following, Impact, as_webhook_json
 from bot.mastodon.context import Context
 from bot.pipeline.events import parse_time
 from bot.pipeline.surges import (
@@ -303,7 +303,11 @@ def window_details(ctx: Context, bucket: str, at: float, comments: int = 2) -> W
 
 def admin_links(instance_url: str, bucket: str) -> dict[str, str]:
     if bucket == LOCAL:
-        return {"reports": f"{instance_url}/admin/reports?target_origin=local"}
+        return {
+            "reports": f"{instance_url}/admin/reports?target_origin=local",
+            # No API switches sign-ups to "approval required" (docs/mastodon-notes.md): the admin page does.
+            "registrations": f"{instance_url}/admin/settings/registrations",
+        }
     if bucket == EVERYWHERE:
         return {"reports": f"{instance_url}/admin/reports"}
     domain = quote(bucket, safe="")
@@ -355,8 +359,9 @@ def render_alert(
 @dataclass(frozen=True)
 class Wave:
     """What the DM's three choices act on: the reports against the bucket created in (since, until] (from
-    the window before the surge opened to when the DM is written), their distinct reported accounts, and the open ones
-    item 3 would resolve (as Mastodon lists them: unassigned, spam; other categories only with `all`)."""
+    the window before the surge opened to when the DM is written), their distinct reported accounts (and
+    how many of them our members follow), and the open ones item 3 would resolve (as Mastodon lists them:
+    unassigned, spam; other categories only with `all`)."""
 
     since: float
     until: float
@@ -364,15 +369,37 @@ class Wave:
     open_spam: int
     open_other: int
     assigned: int = 0
+    all_read: bool = True  # every open report of the window was read (False: the counts are lower bounds)
+    followed: Following | None = None  # how many of the (remote) accounts our members follow; None: unknown
+
+
+def following_words(followed: Following | None) -> str:
+    """Who a suspension of the reported accounts cuts off, in the moderator's words: never "none" unless
+    every account was read (an account hiding its followers, or one past the caps, is not known)."""
+    if followed is None or (not followed.read and followed.asked):
+        return "our members following them: not known"
+    unknown = followed.asked - followed.read
+    if followed.complete and not followed.followed:
+        return "none of them followed by any of our members"
+    if followed.complete:
+        return f"{followed.followed:,} of them followed by {followed.members:,} of our members"
+    if not followed.followed:
+        return f"none of the {followed.read:,} read followed by our members; {unknown:,} not known"
+    return (
+        f"at least {followed.followed:,} of them followed by at least {followed.members:,} of our members;"
+        f" {unknown:,} not known"
+    )
 
 
 def propose(
     alert: Alert, block: DomainBlock | None, wave: Wave | None = None, impact: Impact | None = None
 ) -> Proposal | None:
-    """A surge from one server: 1. limit it, 2. suspend the reported accounts, 3. resolve the wave's open
-    reports; local accounts: 1. limit them, 2. suspend them, 3. resolve. The numbers stay the same in every
-    DM of a surge, the quiet-again one included while some of the wave's reports are still open (an item
-    that has nothing left to do still holds its place)."""
+    """A surge from one server: 1. limit it, 2. suspend the reported accounts (saying how many of them our
+    members follow), 3. resolve the wave's open reports; local accounts: 1. limit (silence) them,
+    2. suspend them, 3. resolve (requiring approval for sign-ups is a line of the DM: no API does it).
+    `approve` alone is item 1, the least reaching. The numbers stay the same in every DM of a surge, the
+    quiet-again one included while some of the wave's reports are still open (an item that has nothing
+    left to do still holds its place)."""
     bucket = alert.bucket
     if bucket == EVERYWHERE:
         return None
@@ -384,12 +411,12 @@ def propose(
         limit = Action("domain_block", bucket, f"limit {bucket}", severity="silence")
         return Proposal(items=(ProposalItem(f"limit {bucket} until the wave passes", (limit,)),))
     accounts = len(wave.accounts)
-    if bucket == LOCAL:
+    if bucket == LOCAL:  # our own members (sign-up spam, or accounts taken over): their own words
         first = ProposalItem(
-            f"limit the {accounts} reported local accounts",
-            (Action("silence_accounts", LOCAL_ACCOUNTS, f"limit {accounts} local accounts", targets=wave.accounts),),
+            f"limit (silence) the {accounts} reported local accounts",
+            (Action("silence_accounts", LOCAL_ACCOUNTS, f"silence {accounts} local accounts", targets=wave.accounts),),
         )
-        suspend_label = "suspend them (members: asks yes; undo within 30 min)"
+        suspend_label = f"suspend the {accounts} reported local accounts (asks yes: members' accounts)"
     else:
         if block is None:
             cost = ""
@@ -400,15 +427,16 @@ def propose(
         else:
             first_label = f"limit {bucket} (it is {BLOCK_WORDS.get(block.severity, 'blocked')} already)"
         first = ProposalItem(first_label, (Action("domain_block", bucket, f"limit {bucket}", severity="silence"),))
-        suspend_label = f"suspend the {accounts} reported accounts of {bucket}"
+        suspend_label = f"suspend the {accounts} reported accounts of {bucket} ({following_words(wave.followed)})"
     suspend = ProposalItem(
         suspend_label,
         (Action("suspend_accounts", bucket, f"suspend {accounts} accounts of {bucket}", targets=wave.accounts),),
     )
-    others = f"; {wave.open_other} other: approve 3 all" if wave.open_other else ""
+    plus = "" if wave.all_read else "+"
+    others = f"; {wave.open_other}{plus} other: approve 3 all" if wave.open_other else ""
     assigned = f"; {wave.assigned} assigned, left" if wave.assigned else ""
     resolve = ProposalItem(
-        f"resolve the {wave.open_spam} open spam reports of the wave{others}{assigned}",
+        f"resolve the {wave.open_spam}{plus} open spam reports of the wave{others}{assigned}",
         (Action("resolve_reports", bucket, f"resolve reports of {bucket}", since=wave.since, until=wave.until),),
     )
     return Proposal(items=(first, suspend, resolve))
@@ -417,9 +445,11 @@ def propose(
 BLOCK_WORDS = {"silence": "limited", "suspend": "suspended"}
 
 
-def wave_of(ctx: Context, bucket: str, alert: Alert) -> Wave | None:
+def wave_of(ctx: Context, bucket: str, alert: Alert, impact: Impact | None = None) -> Wave | None:
     """The wave the DM offers to act on: its reports from Redis (their accounts), the open ones from the
-    admin API when the token can read it (exactly what `approve 3` would resolve), else from Redis."""
+    admin API when the token can read it (exactly what `approve 3` would resolve; at most
+    REPORT_PAGES_PER_DM pages), else from Redis; for a remote server, how many of the accounts our
+    members follow (bounded reads, within Tocsin's share of the rate limit)."""
     if bucket == EVERYWHERE:
         return None
     window = ctx.settings.section(ReportSurgeSettings).window_hours * HOUR
@@ -438,8 +468,10 @@ def wave_of(ctx: Context, bucket: str, alert: Alert) -> Wave | None:
     accounts = tuple(sorted({row["account"] for row in rows if row.get("account")}, key=_by_number))
     action = Action("resolve_reports", bucket, "", since=since, until=until)
     verdicts: list[str]
+    all_read = True
     try:
-        verdicts = [wave_report(report, action) for report in ctx.mastodon.open_reports()]
+        listed, all_read = ctx.mastodon.open_reports(since=since, max_pages=defaults.REPORT_PAGES_PER_DM)
+        verdicts = [wave_report(report, action) for report in listed]
     except (MastodonError, RuntimeError):  # no admin read (or not now): what the webhooks said
         open_rows = [row for row in rows if row.get("status", "open") == "open"]
         verdicts = ["resolve" if row.get("category") == "spam" else "category" for row in open_rows]
@@ -450,6 +482,27 @@ def wave_of(ctx: Context, bucket: str, alert: Alert) -> Wave | None:
         open_spam=verdicts.count("resolve"),
         open_other=verdicts.count("category"),
         assigned=verdicts.count("assigned"),
+        all_read=all_read,
+        followed=followed_by_members(ctx, bucket, accounts, impact),
+    )
+
+
+def followed_by_members(
+    ctx: Context, bucket: str, accounts: tuple[str, ...], impact: Impact | None
+) -> Following | None:
+    """How many of a remote wave's accounts our members follow. Nobody here follows anyone there (the
+    server's `instance_follows` measure, read for the first choice's cost): none, without a request; else
+    their followers, read within FOLLOWED_ACCOUNTS_PER_DM and FOLLOWER_PAGES_PER_DM, until the follows
+    found are all our members have there."""
+    if bucket in (LOCAL, EVERYWHERE) or not ctx.mastodon.can_read_admin:
+        return None
+    if impact is not None and impact.local_follows == 0:
+        return Following(followed=0, members=0, read=len(accounts), asked=len(accounts))
+    return ctx.mastodon.followed_by_members(
+        list(accounts),
+        impact.local_follows if impact is not None else None,
+        defaults.FOLLOWED_ACCOUNTS_PER_DM,
+        defaults.FOLLOWER_PAGES_PER_DM,
     )
 
 
@@ -463,8 +516,9 @@ def compose_alert(ctx: Context, alert: Alert) -> Message:
     remote = bucket not in (LOCAL, EVERYWHERE)
     details = None if alert.kind == "quiet" else window_details(ctx, bucket, alert.at)
     block = ctx.mastodon.block_for(bucket) if remote else None
-    impact = ctx.mastodon.impact(bucket) if remote else None
-    wave = wave_of(ctx, bucket, alert)
+    # Read now: what the DM says of the reported accounts is checked against its count of follows.
+    impact = ctx.mastodon.impact(bucket, fresh=True) if remote else None
+    wave = wave_of(ctx, bucket, alert, impact)
     text = render_alert(
         alert,
         details,
