@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bot.core.config import ConfigError, load_settings
-from bot.dm.commands import find, help_text
+from bot.dm.commands.verbs import find, help_text
 from bot.mastodon.context import Context
 from bot.ops.web import create_app
 from bot.pipeline.families import registry

@@ -19,8 +19,11 @@ from hypothesis import strategies as st
 
 from bot.core import audit
 from bot.core.privacy import ZERO_WIDTH_SPACE
-from bot.dm import commands, mentions
-from bot.dm.commands import item_numbers, own_text, parse, screen, server_domain
+from bot.dm import mentions
+from bot.dm.commands import grammar, job, keys
+from bot.dm.commands import verbs as builtin
+from bot.dm.commands.grammar import item_numbers, parse, server_domain
+from bot.dm.commands.reading import own_text, screen
 from bot.mastodon.actions import Action, Message, Proposal, ProposalItem, Refused
 from bot.mastodon.context import Context
 from bot.pipeline.surges import Alert
@@ -56,12 +59,12 @@ def test_own_text_drops_mentions_quotes_and_markup() -> None:
 
 
 def test_parse_and_near_misses() -> None:
-    verbs = [command.verb for command in commands.all_commands()]
+    verbs = [command.verb for command in builtin.all_commands()]
     assert parse("APPROVE 1,3", verbs) == ("approve", "1,3")
     assert parse("announce now please", verbs) == ("announce now", "please")
     assert parse("limit spam.example Crypto spam", verbs) == ("limit", "spam.example Crypto spam")
-    assert commands.near_miss("aprove", verbs) == "approve"
-    assert commands.near_miss("hello", verbs) is None
+    assert grammar.near_miss("aprove", verbs) == "approve"
+    assert grammar.near_miss("hello", verbs) is None
 
 
 @pytest.mark.parametrize(
@@ -105,7 +108,7 @@ def test_item_numbers_are_what_was_written_or_refused(args: str, count: int) -> 
 
 
 def test_item_numbers_and_domains() -> None:
-    assert item_numbers("", 3) == [1]  # `approve` alone: item 1 (commands.BARE_APPROVE)
+    assert item_numbers("", 3) == [1]  # `approve` alone: item 1 (grammar.BARE_APPROVE)
     assert item_numbers("1,3", 3) == [1, 3]
     assert item_numbers("2-3 1", 3) == [1, 2, 3]
     with pytest.raises(Refused, match="items 1 to 3"):
@@ -255,9 +258,7 @@ def test_two_moderators_approving_at_once_make_one_block(cctx: Context, mastodon
     second = mastodon.say("103", "@tocsin approve", in_reply_to_id=dm)
     mentions.poll(cctx)
     notifications = {n["status"]["id"]: mentions.reduced(n) for n in mastodon.notifications}
-    threads = [
-        threading.Thread(target=commands.handle_mention, args=(notifications[s["id"]],)) for s in (first, second)
-    ]
+    threads = [threading.Thread(target=job.handle_mention, args=(notifications[s["id"]],)) for s in (first, second)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -303,7 +304,7 @@ def test_non_moderators_get_no_answer_and_are_only_counted(cctx: Context, mastod
     for status in (stranger, namesake, public, boosted):
         assert mastodon.replies_to(status["id"]) == []
     assert entries(cctx) == []  # nothing about them is kept but the counts
-    counts = {key.decode(): int(value) for key, value in cctx.redis.hgetall(commands.IGNORED).items()}
+    counts = {key.decode(): int(value) for key, value in cctx.redis.hgetall(keys.IGNORED).items()}
     assert counts == {"not staff": 1, "remote account": 1, "not direct": 1, "boost": 1}
 
 
@@ -538,7 +539,7 @@ def test_an_answer_to_a_command_deleted_after_it_acted_is_still_given_and_audite
     [reply] = [s for s in mastodon.direct_messages() if s["text"].startswith("@mod_anna") and "Done:" in s["text"]]
     assert reply["in_reply_to_id"] is None  # a thread of its own: the command is gone
     assert [(entry.command, entry.outcome) for entry in entries(cctx)] == [("limit spam.example", "done")]
-    assert cctx.redis.exists(commands.LAST_PREFIX + ANNA)  # and it can be undone
+    assert cctx.redis.exists(keys.LAST_PREFIX + ANNA)  # and it can be undone
 
 
 def test_more_moderators_than_a_status_can_address_still_get_an_answer(
@@ -560,7 +561,7 @@ def test_mentions_that_cannot_be_commands_cost_no_job(cctx: Context, mastodon: M
     assert cctx.redis.hlen(mentions.WAITING) == 0 and not cctx.redis.keys("rq:job:*")
     cctx.redis.set(mentions.CURSOR, "0")
     mentions.poll(cctx)  # read again (the stream and the poll): counted once
-    counts = {key.decode(): int(value) for key, value in cctx.redis.hgetall(commands.IGNORED).items()}
+    counts = {key.decode(): int(value) for key, value in cctx.redis.hgetall(keys.IGNORED).items()}
     assert counts == {"not direct": 5, "remote account": 5}
 
 
@@ -584,13 +585,13 @@ def test_suspend_asks_for_yes_then_undo_lifts(cctx: Context, mastodon: MastodonD
     asked = answer(mastodon, say(cctx, mastodon, ANNA, "suspend evil.example Harassment campaign"))
     assert "This will suspend evil.example. Reply yes to this message within 10 minutes to go ahead." in asked["text"]
     assert mastodon.domain_blocks == []
-    assert 0 < cctx.redis.ttl(commands.CONFIRM_PREFIX + asked["id"]) <= 600  # a later yes finds nothing to confirm
+    assert 0 < cctx.redis.ttl(keys.CONFIRM_PREFIX + asked["id"]) <= 600  # a later yes finds nothing to confirm
     done = answer(mastodon, say(cctx, mastodon, ANNA, "yes", reply_to=asked["id"]))
     [block] = mastodon.domain_blocks
     assert (block["severity"], block["public_comment"]) == ("suspend", "Harassment campaign")
     assert "Done: evil.example suspended." in done["text"] and "We follow 3 accounts there" in done["text"]
     assert "/admin/instances/evil.example" in done["text"]
-    assert 0 < cctx.redis.ttl(commands.LAST_PREFIX + ANNA) <= 1800  # undo within 30 minutes only
+    assert 0 < cctx.redis.ttl(keys.LAST_PREFIX + ANNA) <= 1800  # undo within 30 minutes only
     undone = answer(mastodon, say(cctx, mastodon, ANNA, "undo"))
     assert mastodon.domain_blocks == []
     assert "Undone (suspend evil.example Harassment campaign): evil.example's block lifted." in undone["text"]

@@ -24,7 +24,8 @@ from mastodon import MastodonNotFoundError
 
 from bot.core import audit, defaults
 from bot.core.privacy import ZERO_WIDTH_SPACE
-from bot.dm import commands, mentions
+from bot.dm import mentions
+from bot.dm.commands import job
 from bot.mastodon.actions import ROLE_FLAGS
 from bot.mastodon.client import Following
 from bot.mastodon.context import Context
@@ -448,7 +449,7 @@ def test_racing_moderators_and_a_duplicated_mention_do_everything_once(fctx: Con
     mastodon.notify(first)  # the same mention delivered twice
     mentions.poll(fctx)
     notifications = [mentions.reduced(n) for n in mastodon.notifications]
-    threads = [threading.Thread(target=commands.handle_mention, args=(n,)) for n in notifications]
+    threads = [threading.Thread(target=job.handle_mention, args=(n,)) for n in notifications]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -97,12 +97,12 @@ PUBSUB_STOP_SECONDS = 1.0
 """A stopping worker waits this long for its RQ command listener (a thread reading a socket) to finish,
 as RQ itself did before redis-py 8.2; the listener normally leaves at once (bot/ops/worker.py)."""
 
-# --- Commands from moderators' DMs (bot/dm/commands.py, bot/dm/mentions.py).
+# --- Commands from moderators' DMs (bot/dm/commands/, bot/dm/mentions.py).
 MENTIONS_JOB_ID = "tocsin-mentions"
 """Prefix of the mention-poll jobs, one per time slot (like the sweep's)."""
 MENTIONS_WAITING = "tocsin:mentions:waiting"
 """Hash: status id -> a mention read (JSON) whose command job has not finished: kept by bot/dm/mentions.py
-(which queues the job, and again should it be lost), dropped by bot/dm/commands.py when the job is done."""
+(which queues the job, and again should it be lost), dropped by bot/dm/commands/ when the job is done."""
 STAFF_ROLE_TTL = 60
 """Seconds a moderator's role is trusted without asking Mastodon again (read-only commands only: a
 command that changes something always asks): a demoted moderator is refused within a minute."""

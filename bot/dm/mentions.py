@@ -1,4 +1,4 @@
-"""Reading the bot's mentions: where moderators' commands come from (bot/dm/commands.py acts on them).
+"""Reading the bot's mentions: where moderators' commands come from (bot/dm/commands/ acts on them).
 
 A poll job every TOCSIN_COMMAND_POLL_SECONDS (one per time slot, like the sweep) reads
 GET /api/v1/notifications?types[]=mention page by page from a cursor kept in Redis, oldest first, and
@@ -26,7 +26,8 @@ from mastodon import MastodonError, StreamListener
 from requests import RequestException
 
 from bot.core import defaults
-from bot.dm.commands import count_ignored, handle_mention, screen
+from bot.dm.commands.job import count_ignored, handle_mention
+from bot.dm.commands.reading import screen
 from bot.mastodon.client import as_webhook_json
 from bot.mastodon.context import Context, get_context
 from bot.pipeline.queue import enqueue_once

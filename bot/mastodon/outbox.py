@@ -49,7 +49,7 @@ class Post:
     in_reply_to_id: str | None = None
     subject: str | None = None
     """What the thread is about ("proposal:<id>", "announce:<batch>"): a moderator's reply to any part
-    of it is a command about that (bot/dm/commands.py)."""
+    of it is a command about that (bot/dm/commands/)."""
     during_pause: bool = False
     """Sent while paused: an answer to a moderator's command, not Tocsin speaking on its own."""
 
@@ -260,7 +260,7 @@ class Outbox:
 
     def propose(self, key: str, message: Message, handles: str | None = None) -> list[str]:
         """An alert that proposes something: the proposal is kept for the DM's thread, where a moderator's
-        `approve` carries it out (bot/dm/commands.py). Without a proposal, `dismiss` still marks it handled."""
+        `approve` carries it out (bot/dm/commands/). Without a proposal, `dismiss` still marks it handled."""
         proposal = replace(message.proposal or Proposal(), handles=handles)
         proposal_id = hashlib.sha256(key.encode()).hexdigest()[:12]
         subject = store_proposal(self.redis, proposal_id, proposal, time.time())

@@ -72,7 +72,7 @@ class Family:
     """`tocsin replay`: its events since that time, read from the admin API, as the webhook events the
     handlers take (personal data not reduced yet: the replay reduces them as intake does)."""
     replies: Sequence[ReplyCommand] = ()
-    """Commands moderators write in a DM (bot/dm/commands.py), besides the platform's own."""
+    """Commands moderators write in a DM (bot/dm/commands/), besides the platform's own."""
     status: Callable[[Context], Iterable[str]] | None = None
     """Lines for the `status` DM command: what is waiting (held announcements, open incidents)."""
     gauges: Callable[[redis.Redis], Iterable[tuple[str, str, float]]] | None = None

@@ -1,4 +1,4 @@
-"""What a family's DM reply command is: the contract between the command channel (bot/dm/commands.py)
+"""What a family's DM reply command is: the contract between the command channel (bot/dm/commands/)
 and the families that bring their own verbs (`Family.replies`). It sits in the pipeline layer so that a
 family, and the registry that collects the families, need nothing of the channel's machinery."""
 

@@ -219,7 +219,7 @@ class SurgeDetector:
         log.info("%s %s: %s alert queued", self.name, alert.bucket, alert.kind)
 
     def handled_key(self, bucket: str, surge_id: str) -> str:
-        """Set when a moderator approved or dismissed one of this surge's proposals (bot/dm/commands.py)."""
+        """Set when a moderator approved or dismissed one of this surge's proposals (bot/dm/commands/)."""
         return f"{HANDLED_PREFIX}{self.name}:{bucket}:{surge_id}"
 
     def send(self, ctx: Context, alert: Alert) -> list[str]:
