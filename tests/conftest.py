@@ -67,7 +67,7 @@ def connection(redis_url: str) -> Iterator[redis.Redis]:
 def mastodon() -> Iterator[MastodonDouble]:
     double = MastodonDouble().start()
     yield double
-    double.stop()
+    double.stop(wait=False)  # its port is its own: the next test need not wait for the shutdown
 
 
 @pytest.fixture
