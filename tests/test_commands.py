@@ -746,9 +746,13 @@ def test_approve_through_real_workers_races_and_duplicates_make_one_block(
     assert sorted(entry.outcome for entry in audit.read(connection)) == ["done", "refused"]
 
 
-def test_the_notification_stream_queues_commands_as_they_come(cctx: Context, mastodon: MastodonDouble) -> None:
+def test_the_notification_stream_queues_commands_as_they_come(
+    cctx: Context, mastodon: MastodonDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`tocsin listen`'s loop in a thread: a mention is queued from the stream (no poll), answered once;
     the stream going away is survived (reconnect), and a stop ends it."""
+    monkeypatch.setattr(mentions, "RECONNECT_DELAYS", (0.05, 0.1))  # the backoff's steps, not its 1 s and 2 s
+    mastodon.heartbeat = 0.1  # the listener notices a stop at the next heartbeat
     stopping = threading.Event()
     listener = threading.Thread(target=mentions.listen, args=(cctx, stopping.is_set), daemon=True)
     listener.start()

@@ -186,7 +186,8 @@ def test_requests_identify_tocsin_and_carry_no_credentials(fleet: PeerFleet) -> 
 )
 def test_hostile_and_broken_peers_are_unreadable_with_a_reason(fleet: PeerFleet, domain: str, reason: str) -> None:
     with pytest.raises(FetchError) as raised:
-        software(fleet, domain, total_timeout=1.5)
+        # The hanging and dripping peers are cut at the deadline: a short one for them; room for the rest.
+        software(fleet, domain, total_timeout=0.5 if reason == "timeout" else 1.5)
     assert raised.value.reason == reason
 
 
