@@ -4,8 +4,8 @@ The page must show its servers and timeline, draw the chart, log nothing to the 
 or a script error would), and stay readable on a phone-sized window. A screenshot is kept as a test
 artifact in test-artifacts/.
 
-Chromium comes from Debian's package: the `chromium` session fixture (tests/conftest.py) installs it
-with apt-get when it is missing and the tests run as root, as CI does.
+Chromium comes from Debian's package (`apt-get install -y chromium`), which .ci/run installs before the
+tests. Without it these tests are skipped, except under CI (the `chromium` fixture, tests/conftest.py).
 """
 
 from __future__ import annotations
