@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+
 from bot.context import Context
 from bot.events import drain_with
 from handlers import announcements, domain_blocks, incidents
@@ -24,6 +26,8 @@ from tests.helpers import feed, run_until
 from tests.mastodon_double import MastodonDouble
 from tests.stack import Stack
 from tests.waves import burst
+
+pytestmark = pytest.mark.slow  # a real Chromium against a real `tocsin web`
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
