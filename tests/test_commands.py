@@ -718,6 +718,7 @@ def test_audit_log_cli_and_memory(cctx: Context, mastodon: MastodonDouble, tocsi
     assert 100 < per_entry < 600, per_entry
 
 
+@pytest.mark.slow  # real worker processes
 def test_approve_through_real_workers_races_and_duplicates_make_one_block(
     redis_url: str, mastodon: MastodonDouble, stack_factory: Callable[..., Any]
 ) -> None:
@@ -779,6 +780,7 @@ def test_the_notification_stream_queues_commands_as_they_come(
     assert not listener.is_alive()
 
 
+@pytest.mark.slow  # a real worker process
 def test_tocsin_listen_answers_without_waiting_for_a_poll(
     redis_url: str, mastodon: MastodonDouble, stack_factory: Callable[..., Any]
 ) -> None:

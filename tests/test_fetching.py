@@ -243,6 +243,7 @@ def test_one_lookup_per_host_and_the_checked_address_is_used(fleet: PeerFleet) -
     assert fleet.resolved == ["mastodon.example", "mastodon.example"]  # discovery, then the document
 
 
+@pytest.mark.slow  # twenty fetches to the deadline
 def test_a_scan_of_slow_and_hanging_peers_completes_on_time(fleet: PeerFleet) -> None:
     domains = ["hang.example", "slow.example", "mastodon.example", "huge.example"] * 5
     scan = read_peers(fetcher(fleet, total_timeout=1.0), domains, concurrency=20)

@@ -34,6 +34,7 @@ def limited(
     return ctx
 
 
+@pytest.mark.slow  # waits out a real rate-limit window
 def test_admin_calls_stop_at_the_share_and_resume_after_the_reset(
     mastodon: MastodonDouble, make_context: Callable[..., Context]
 ) -> None:

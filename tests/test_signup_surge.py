@@ -270,6 +270,7 @@ PROVIDER_NAMES = sorted({name for provider in mail_providers() for name in (*pro
 LABELS = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,12}[a-z0-9])?", fullmatch=True)
 
 
+@pytest.mark.slow  # long fuzzing (the providers' examples stay fast)
 @settings(max_examples=300, deadline=None, database=None)
 @given(name=st.sampled_from(PROVIDER_NAMES), prefix=st.lists(LABELS, max_size=3), cut=st.integers(0, 5))
 def test_no_block_is_proposed_on_a_provider_its_mail_servers_their_parents_or_subdomains(

@@ -111,6 +111,7 @@ def test_mention_spam_wave_alerts_once_early(ctx: Context, connection: redis.Red
     assert "victim" not in text  # the mentioned accounts are neither named nor mentioned
 
 
+@pytest.mark.slow  # a wave and its escalation (the first alert stays fast)
 def test_escalation_counts_more_accounts_and_shows_suspensions(
     ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
 ) -> None:
