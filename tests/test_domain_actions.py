@@ -505,6 +505,7 @@ def test_incident_pages_json_and_feed(actx: Context, mastodon: MastodonDouble, t
     assert "@victim" not in post["text"] and "<script>" in post["text"]  # a post is plain text: neutralized, not HTML
 
 
+@pytest.mark.slow  # waits out the one-second announcement hold (test_report_messages.py overrides a template fast)
 def test_operators_override_page_and_post_templates(
     tmp_path: Path, make_context: Callable[..., Context], mastodon: MastodonDouble
 ) -> None:

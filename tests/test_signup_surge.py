@@ -245,6 +245,7 @@ def test_signups_are_forgotten_beyond_the_cap(
     assert len(connection.keys(SIGNUP_PREFIX + "*")) == 50
 
 
+@pytest.mark.slow  # reads weeks of sign-ups page by page (test_cli.py's backfill stays fast)
 def test_backfill_seeds_the_baseline_from_the_admin_api(
     ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
 ) -> None:

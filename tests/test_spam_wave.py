@@ -81,7 +81,7 @@ def test_young_is_measured_from_the_sign_up_day() -> None:
 # --- scenarios through Redis
 
 
-@pytest.mark.parametrize("seed", [21, 22])
+@pytest.mark.parametrize("seed", [21, pytest.param(22, marks=pytest.mark.slow)])  # a second day of posting: slow
 def test_ordinary_posting_never_alerts(ctx: Context, connection: redis.Redis, seed: int) -> None:
     feed(ctx, ordinary_posting(NOW - timedelta(hours=24), hours=24, seed=seed))
     assert alert_jobs(connection) == []
