@@ -165,6 +165,7 @@ SCENARIOS: dict[str, Callable[[Context, redis.Redis, MastodonDouble], None]] = {
 }
 
 
+@pytest.mark.slow  # a whole detector run per scenario (the detectors' own tests stay fast)
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_every_alert_fits_two_statuses_of_500_characters(
     scenario: str, ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
@@ -199,6 +200,7 @@ def audit_fleet() -> Iterator[PeerFleet]:
     fleet.stop()
 
 
+@pytest.mark.slow  # a scan of the whole fleet, its hanging peer to the deadline
 @pytest.mark.parametrize("fleet_size", ["the brief's fleet", "with large servers told, not blocked"])
 def test_the_scan_dm_fits_two_statuses_of_500_characters(
     fleet_size: str, ctx: Context, mastodon: MastodonDouble, scan_fleet: PeerFleet, monkeypatch: pytest.MonkeyPatch
@@ -268,6 +270,7 @@ def assert_one_fits(texts_most_detailed_first: tuple[str, ...]) -> None:
     assert len(split_post(chosen, MODERATORS, LIMIT)) <= MAX_STATUSES, chosen
 
 
+@pytest.mark.slow  # fuzzing whole surges
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     alert=surge_alerts("local"),
@@ -301,6 +304,7 @@ def test_any_signup_surge_dm_has_a_rendering_that_fits_two_statuses(
     )
 
 
+@pytest.mark.slow  # fuzzing whole surges
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     alert=surge_alerts("*"),
@@ -350,6 +354,7 @@ def test_any_report_surge_dm_has_a_rendering_that_fits_two_statuses(
     assert_one_fits((reports.render_alert(alert, details, found, sized, cfg, INSTANCE, True, wave=choices),))
 
 
+@pytest.mark.slow  # fuzzing whole waves
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     alert=surge_alerts("local"),

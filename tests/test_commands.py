@@ -733,6 +733,7 @@ def test_audit_log_cli_and_memory(cctx: Context, mastodon: MastodonDouble, tocsi
     assert 100 < per_entry < 600, per_entry
 
 
+@pytest.mark.slow  # real worker processes
 def test_approve_through_real_workers_races_and_duplicates_make_one_block(
     redis_url: str, mastodon: MastodonDouble, stack_factory: Callable[..., Any]
 ) -> None:
@@ -761,9 +762,13 @@ def test_approve_through_real_workers_races_and_duplicates_make_one_block(
     assert sorted(entry.outcome for entry in audit.read(connection)) == ["done", "refused"]
 
 
-def test_the_notification_stream_queues_commands_as_they_come(cctx: Context, mastodon: MastodonDouble) -> None:
+def test_the_notification_stream_queues_commands_as_they_come(
+    cctx: Context, mastodon: MastodonDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`tocsin listen`'s loop in a thread: a mention is queued from the stream (no poll), answered once;
     the stream going away is survived (reconnect), and a stop ends it."""
+    monkeypatch.setattr(mentions, "RECONNECT_DELAYS", (0.05, 0.1))  # the backoff's steps, not its 1 s and 2 s
+    mastodon.heartbeat = 0.1  # the listener notices a stop at the next heartbeat
     stopping = threading.Event()
     listener = threading.Thread(target=mentions.listen, args=(cctx, stopping.is_set), daemon=True)
     listener.start()
@@ -790,6 +795,7 @@ def test_the_notification_stream_queues_commands_as_they_come(cctx: Context, mas
     assert not listener.is_alive()
 
 
+@pytest.mark.slow  # a real worker process
 def test_tocsin_listen_answers_without_waiting_for_a_poll(
     redis_url: str, mastodon: MastodonDouble, stack_factory: Callable[..., Any]
 ) -> None:

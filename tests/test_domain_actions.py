@@ -200,6 +200,7 @@ def settle(ctx: Context) -> None:
     run_until(ctx.redis, lambda: ctx.redis.zcard(announcements.PENDING) == 0, timeout=20)
 
 
+@pytest.mark.slow  # waits out the one-second announcement hold four times
 def test_spam_wave_blocks_are_announced_together_followed_and_resolved_once(
     actx: Context, mastodon: MastodonDouble
 ) -> None:
@@ -243,6 +244,7 @@ def test_spam_wave_blocks_are_announced_together_followed_and_resolved_once(
     assert len(statuses_public(mastodon)) == 4
 
 
+@pytest.mark.slow  # waits out the one-second announcement hold twice, in each of four orders
 @pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 0, 2), (2, 0, 1)])
 def test_blocks_made_together_are_one_announcement_whatever_order_they_are_listed_in(
     actx: Context, mastodon: MastodonDouble, order: tuple[int, int, int]
@@ -269,6 +271,7 @@ def test_blocks_made_together_are_one_announcement_whatever_order_they_are_liste
     assert "mistake" not in lifted["text"] and "sorry" not in lifted["text"]
 
 
+@pytest.mark.slow  # waits out the one-second announcement hold twice
 def test_a_later_block_with_the_same_public_comment_joins_the_open_incident(
     actx: Context, mastodon: MastodonDouble
 ) -> None:
@@ -283,6 +286,7 @@ def test_a_later_block_with_the_same_public_comment_joins_the_open_incident(
     assert {server.domain for server in incident.servers} == {"first.example", "second.example"}
 
 
+@pytest.mark.slow  # waits out the one-second announcement hold twice
 def test_a_lift_is_a_correction_only_when_a_moderator_says_so(actx: Context, mastodon: MastodonDouble) -> None:
     poll(actx)
     mastodon.add_block("ordinary.example", "suspend", public_comment="Harassment")
@@ -336,6 +340,7 @@ def test_a_held_announcement_can_be_cancelled(make_context: Callable[..., Contex
     assert mastodon.statuses == []
 
 
+@pytest.mark.slow  # waits out the one-second announcement hold
 def test_a_block_made_by_hand_for_a_scan_proposal_opens_the_advisory_incident(
     actx: Context, mastodon: MastodonDouble
 ) -> None:
@@ -357,6 +362,7 @@ def details_link(post: dict[str, Any]) -> str:
     return post["text"].rsplit("Details: ", 1)[1].strip()
 
 
+@pytest.mark.slow  # waits out the one-second announcement hold
 def test_unrelated_block_is_announced_without_an_incident(actx: Context, mastodon: MastodonDouble) -> None:
     poll(actx)
     mastodon.add_block("policy.example", "suspend", obfuscate=True, public_comment="Hate speech")
@@ -371,6 +377,7 @@ def test_unrelated_block_is_announced_without_an_incident(actx: Context, mastodo
 WEB_UI_COMMENT = "Crypto spam wave: limited until the spam stops"
 
 
+@pytest.mark.slow  # waits out the one-second announcement hold twice
 def test_a_block_made_in_the_web_ui_is_on_the_page_its_post_links(actx: Context, mastodon: MastodonDouble) -> None:
     """A moderator limits a server in Mastodon's web UI, no surge or proposal behind it: the post's link
     leads to a public entry that names the server, the reason and the date — in the page, its JSON and
@@ -427,6 +434,7 @@ def test_the_other_list_keeps_its_newest_entries(connection: redis.Redis, monkey
     assert connection.hlen(incidents.OTHER) == 5
 
 
+@pytest.mark.slow  # waits out the one-second announcement hold
 def test_the_instance_is_named_by_its_own_domain_when_no_name_is_set(
     make_context: Callable[..., Context], mastodon: MastodonDouble
 ) -> None:
@@ -499,6 +507,7 @@ def test_incident_pages_json_and_feed(actx: Context, mastodon: MastodonDouble, t
     assert "@victim" not in post["text"] and "<script>" in post["text"]  # a post is plain text: neutralized, not HTML
 
 
+@pytest.mark.slow  # waits out the one-second announcement hold (test_report_messages.py overrides a template fast)
 def test_operators_override_page_and_post_templates(
     tmp_path: Path, make_context: Callable[..., Context], mastodon: MastodonDouble
 ) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
 import redis
 
 from bot.ops.embedded_redis import EmbeddedRedis, free_port
@@ -22,6 +23,8 @@ from tests.helpers import quiescent, sign, wait_for
 from tests.mastodon_double import MastodonDouble
 from tests.stack import Stack
 from tests.waves import background, burst, mention_spam, ordinary_posting, signup_background, signup_burst
+
+pytestmark = pytest.mark.slow  # real web and worker processes
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=4)
 

@@ -62,6 +62,7 @@ VERDICTS = st.lists(
 )
 
 
+@pytest.mark.slow  # long fuzzing
 @settings(max_examples=300, deadline=None, database=None)
 @given(verdicts=VERDICTS)
 def test_audit_csv_never_holds_a_formula(verdicts: list[Verdict]) -> None:
@@ -217,6 +218,7 @@ def test_every_peer_gets_its_class_and_evidence(auditing: Context, connection: r
     assert [verdict.peer for verdict, _impact in report.federating][:4] == [*reversed(FEDERATORS), "big.example"]
 
 
+@pytest.mark.slow  # two audits of the fleet
 def test_the_dm_fits_two_posts_and_changes_are_reported(
     auditing: Context, mastodon: MastodonDouble, fleet: PeerFleet
 ) -> None:

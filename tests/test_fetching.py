@@ -186,7 +186,8 @@ def test_requests_identify_tocsin_and_carry_no_credentials(fleet: PeerFleet) -> 
 )
 def test_hostile_and_broken_peers_are_unreadable_with_a_reason(fleet: PeerFleet, domain: str, reason: str) -> None:
     with pytest.raises(FetchError) as raised:
-        software(fleet, domain, total_timeout=1.5)
+        # The hanging and dripping peers are cut at the deadline: a short one for them; room for the rest.
+        software(fleet, domain, total_timeout=0.5 if reason == "timeout" else 1.5)
     assert raised.value.reason == reason
 
 
@@ -242,6 +243,7 @@ def test_one_lookup_per_host_and_the_checked_address_is_used(fleet: PeerFleet) -
     assert fleet.resolved == ["mastodon.example", "mastodon.example"]  # discovery, then the document
 
 
+@pytest.mark.slow  # twenty fetches to the deadline
 def test_a_scan_of_slow_and_hanging_peers_completes_on_time(fleet: PeerFleet) -> None:
     domains = ["hang.example", "slow.example", "mastodon.example", "huge.example"] * 5
     scan = read_peers(fetcher(fleet, total_timeout=1.0), domains, concurrency=20)

@@ -77,6 +77,7 @@ HEADER_VALUES = st.one_of(
 )
 
 
+@pytest.mark.slow  # fuzzing, an app started per case
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(signature=HEADER_VALUES)
 def test_any_signature_header_is_401_never_a_server_error(tmp_path: Path, redis_url: str, signature: str) -> None:

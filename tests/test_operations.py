@@ -142,6 +142,7 @@ def unmoved(snapshots: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # real web and worker processes
 def test_every_metric_moves_during_an_end_to_end_run(
     redis_url: str, mastodon: Any, stack_factory: Any, tmp_path: Path
 ) -> None:

@@ -53,6 +53,7 @@ words = st.text(alphabet="abcdefghijklmnopqrstuvwxyzé🛡→", min_size=1, max_
 separators = st.sampled_from([" ", " ", " ", "\n", "\n\n"])
 
 
+@pytest.mark.slow  # long fuzzing (the splitting examples above stay fast)
 @given(
     st.lists(st.tuples(words, separators), min_size=1, max_size=400),
     st.sampled_from([(), ("mod_anna",), ("mod_anna", "mod_ben@mods.example")]),
@@ -145,6 +146,7 @@ def test_neutralized_text_never_mentions_anyone(text: str, limit: int) -> None:
 ACCTS = st.from_regex(r"\A[a-z0-9_]{1,8}(@[a-z]{1,6}\.example)?\Z")
 
 
+@pytest.mark.slow  # long fuzzing of hostile text
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(HOSTILE_TEXT, max_size=8).map("\n".join),
@@ -215,7 +217,11 @@ def test_a_half_posted_thread_is_resumed_not_restarted(ctx: Context, mastodon: M
     assert [status["in_reply_to_id"] for status in mastodon.statuses] == [None, *ids[:-1]]
 
 
-@pytest.mark.parametrize("failures", [[429], [500], [503, 429, 502]])
+RETRIED = [pytest.param(failures, marks=pytest.mark.slow) for failures in ([500], [503, 429, 502])]
+"""Beside the 429 (each failure waits out a one-second retry): in the full suite."""
+
+
+@pytest.mark.parametrize("failures", [[429], *RETRIED])
 def test_rate_limits_and_server_errors_are_retried_by_rq_and_posted_once(
     ctx: Context, connection: redis.Redis, mastodon: MastodonDouble, failures: list[int]
 ) -> None:
@@ -236,6 +242,7 @@ def test_rate_limits_and_server_errors_are_retried_by_rq_and_posted_once(
     assert queue(defaults.QUEUE_URGENT, connection).failed_job_registry.count == 0
 
 
+@pytest.mark.slow  # waits out every one-second retry
 def test_exhausted_retries_leave_the_job_visible_in_the_failed_registry(
     ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
 ) -> None:

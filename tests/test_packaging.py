@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # builds the wheel and installs it into a fresh virtualenv
+
 ROOT = Path(__file__).resolve().parent.parent
 
 CHECK = """

@@ -4,8 +4,8 @@ The page must show its servers and timeline, draw the chart, log nothing to the 
 or a script error would), and stay readable on a phone-sized window. A screenshot is kept as a test
 artifact in test-artifacts/.
 
-Chromium comes from Debian's package: the `chromium` session fixture (tests/conftest.py) installs it
-with apt-get when it is missing and the tests run as root, as CI does.
+Chromium comes from Debian's package (`apt-get install -y chromium`), which .ci/run installs before the
+tests. Without it these tests are skipped, except under CI (the `chromium` fixture, tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+
 from bot.mastodon.context import Context
 from bot.pipeline.events import drain_with
 from handlers.incidents import announcements
@@ -26,6 +28,8 @@ from tests.helpers import feed, run_until
 from tests.mastodon_double import MastodonDouble
 from tests.stack import Stack
 from tests.waves import burst
+
+pytestmark = pytest.mark.slow  # a real Chromium against a real `tocsin web`
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)

@@ -77,6 +77,7 @@ def detector(document: dict[str, Any], name: str, run_no: int = 0) -> dict[str, 
     return document["runs"][run_no]["detectors"][name]  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow  # a replay of two months
 def test_the_crypto_wave_scores_two_hits_with_their_lead_times_and_no_false_alarm(
     tocsin: CliRunner, mastodon: MastodonDouble, connection: redis.Redis
 ) -> None:
@@ -122,6 +123,7 @@ def test_the_crypto_wave_scores_two_hits_with_their_lead_times_and_no_false_alar
     assert connection.llen("rq:queue:" + defaults.QUEUE_URGENT) == 0
 
 
+@pytest.mark.slow  # two replays of two months
 def test_a_second_run_reads_the_cache_and_prints_the_same(
     tocsin: CliRunner, mastodon: MastodonDouble, tmp_path: Path
 ) -> None:
@@ -157,6 +159,7 @@ def noisy_days(mastodon: MastodonDouble) -> list[datetime]:
     return afternoons
 
 
+@pytest.mark.slow  # replays of a month, one per threshold
 def test_a_threshold_set_too_low_lists_the_false_alarms_it_would_have_caused(
     tocsin: CliRunner, mastodon: MastodonDouble
 ) -> None:
@@ -180,6 +183,7 @@ def test_a_threshold_set_too_low_lists_the_false_alarms_it_would_have_caused(
     assert re.match(r"TOCSIN_REPORT_MIN_REPORTS=15\s+report-surge\s+0\s+0\s+0\s+0", table[3])
 
 
+@pytest.mark.slow  # a replay of two months
 def test_a_block_after_a_burst_nobody_was_alerted_about_is_a_miss(tocsin: CliRunner, mastodon: MastodonDouble) -> None:
     noisy_days(mastodon)
     start = NOW - timedelta(days=5)
@@ -197,6 +201,7 @@ def test_a_block_after_a_burst_nobody_was_alerted_about_is_a_miss(tocsin: CliRun
     assert scores["misses"] == [] and scores["summary"]["hits"] == 1
 
 
+@pytest.mark.slow  # a replay of two months
 def test_replayed_dms_and_the_cache_carry_no_email_or_ip(
     tocsin: CliRunner, mastodon: MastodonDouble, tmp_path: Path
 ) -> None:
@@ -299,6 +304,7 @@ def test_what_the_history_keeps_of_a_report_parses_as_the_whole(
     assert Report.from_event({**event, "object": slim_report(event["object"])}) == Report.from_event(event)
 
 
+@pytest.mark.slow  # long fuzzing (the report's twin stays fast)
 @settings(max_examples=200, deadline=None)
 @given(
     account_id=ids,
@@ -324,6 +330,7 @@ def test_what_the_history_keeps_of_a_sign_up_parses_as_the_whole(
     assert kept == whole
 
 
+@pytest.mark.slow  # waits out real rate-limit windows
 def test_reading_the_history_is_bulk_work_within_the_share(
     mastodon: MastodonDouble, make_context: Callable[..., Context]
 ) -> None:
@@ -349,6 +356,7 @@ def live_counts() -> dict[str, float]:
     }
 
 
+@pytest.mark.slow  # a replay of a month
 def test_replayed_events_and_surges_are_not_counted_in_the_live_metrics(
     tocsin: CliRunner, mastodon: MastodonDouble
 ) -> None:

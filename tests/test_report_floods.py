@@ -148,6 +148,7 @@ def wave_dm(ctx: Context, mastodon: MastodonDouble, now: datetime) -> tuple[list
     return events, dms[0][-1]
 
 
+@pytest.mark.slow  # a 200-report flood paced through 2-second rate-limit windows
 def test_a_flood_closed_from_the_dm(
     fctx: Context, mastodon: MastodonDouble, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -355,6 +356,7 @@ def test_a_surge_dm_reads_the_open_reports_back_to_the_wave_only(
     assert "3. resolve the 200+ open spam reports of the wave" in mastodon.direct_texts()[-1]
 
 
+@pytest.mark.slow  # a 200-report flood paced through 2-second rate-limit windows
 def test_undo_unsuspends_the_wave_accounts_still_suspended(fctx: Context, mastodon: MastodonDouble) -> None:
     _events, dm = wave_dm(fctx, mastodon, datetime.now(UTC))
     command = say(fctx, mastodon, ANNA, "approve 2", reply_to=dm["id"])
@@ -395,6 +397,7 @@ def test_undo_stops_a_suspension_still_going(fctx: Context, mastodon: MastodonDo
     assert mastodon.throttled == 0
 
 
+@pytest.mark.slow  # a 200-report flood paced through 2-second rate-limit windows
 def test_a_role_without_manage_reports_is_refused_item_3_only(fctx: Context, mastodon: MastodonDouble) -> None:
     _events, dm = wave_dm(fctx, mastodon, datetime.now(UTC))
     mastodon.permissions[BEN] = ROLE_FLAGS["manage_users"] | ROLE_FLAGS["manage_federation"]
@@ -409,6 +412,7 @@ def test_a_role_without_manage_reports_is_refused_item_3_only(fctx: Context, mas
     assert sorted(commands_audited) == ["done", "refused"]
 
 
+@pytest.mark.slow  # a 200-report flood paced through 2-second rate-limit windows
 def test_approve_all_needs_an_item_that_resolves(fctx: Context, mastodon: MastodonDouble) -> None:
     _events, dm = wave_dm(fctx, mastodon, datetime.now(UTC))
     bare = say(fctx, mastodon, ANNA, "approve all", reply_to=dm["id"])
@@ -442,6 +446,7 @@ def test_the_bots_role_without_manage_users_is_said_in_the_thread(fctx: Context,
     assert mastodon.account_actions == []
 
 
+@pytest.mark.slow  # a 200-report flood paced through 2-second rate-limit windows
 def test_racing_moderators_and_a_duplicated_mention_do_everything_once(fctx: Context, mastodon: MastodonDouble) -> None:
     _events, dm = wave_dm(fctx, mastodon, datetime.now(UTC))
     first = mastodon.say(ANNA, "@tocsin approve 2,3", in_reply_to_id=dm["id"])
@@ -470,6 +475,7 @@ def test_racing_moderators_and_a_duplicated_mention_do_everything_once(fctx: Con
     assert sum("Suspended" in s["text"] for s in mastodon.statuses) == 1
 
 
+@pytest.mark.slow  # real worker processes
 def test_a_flood_through_real_workers(
     redis_url: str, mastodon: MastodonDouble, stack_factory: Callable[..., Any]
 ) -> None:
@@ -505,6 +511,7 @@ def test_a_flood_through_real_workers(
     assert mastodon.throttled == 0
 
 
+@pytest.mark.slow  # a 200-report flood paced through 2-second rate-limit windows
 def test_suspending_a_wave_spanning_rate_limit_windows_goes_on_where_it_stopped(
     fctx: Context, mastodon: MastodonDouble
 ) -> None:
@@ -570,6 +577,7 @@ def test_a_wave_against_local_accounts_has_its_own_words(fctx: Context, mastodon
     assert {action for _id, action in mastodon.account_actions} == {"silence"}
 
 
+@pytest.mark.slow  # a 200-report flood paced through 2-second rate-limit windows
 def test_quiet_again_says_what_is_still_open_with_the_same_numbers(fctx: Context, mastodon: MastodonDouble) -> None:
     now = datetime.now(UTC)
     events, dm = wave_dm(fctx, mastodon, now)

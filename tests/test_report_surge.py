@@ -275,6 +275,7 @@ def test_dm_shows_the_settled_counts_when_events_were_counted_out_of_order(
     assert f"{accounts} accounts reported by" in text
 
 
+@pytest.mark.slow  # 900 reports read page by page
 def test_backfill_seeds_the_baseline_from_every_page_of_both_listings(
     ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
 ) -> None:

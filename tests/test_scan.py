@@ -145,6 +145,7 @@ def finding(report: ScanReport, advisory_id: str) -> Any:
     return next(item for item in report.findings if item.advisory.id == advisory_id)
 
 
+@pytest.mark.slow  # a scan of the whole fleet, its hanging peer to the deadline
 def test_the_pixelfed_breakdown_of_the_brief(ctx: Context, scanning: MastodonDouble) -> None:
     report = run_scan(ctx)
     pixelfed = finding(report, "CVE-2025-30741")
@@ -193,6 +194,7 @@ def test_the_pixelfed_breakdown_of_the_brief(ctx: Context, scanning: MastodonDou
     assert "pixelfed.social" not in {proposal.domain for proposal in report.proposals["CVE-2025-30741"]}
 
 
+@pytest.mark.slow  # a scan of the whole fleet, its hanging peer to the deadline
 def test_above_the_follow_threshold_a_limit_is_proposed_with_its_cost_never_a_suspension_even_if_critical(
     make_context: Callable[..., Context], scanning: MastodonDouble, tmp_path: Path
 ) -> None:
@@ -217,6 +219,7 @@ def test_above_the_follow_threshold_a_limit_is_proposed_with_its_cost_never_a_su
     assert "although" not in text
 
 
+@pytest.mark.slow  # a scan of the whole fleet, its hanging peer to the deadline
 def test_a_block_is_proposed_only_where_it_stops_the_harm(tocsin: CliRunner, scanning: MastodonDouble) -> None:
     """CVE-2024-23832 (critical): forged activities go to the vulnerable server, never through us. No
     suspension cutting 2,929 follows; `tocsin scan` says to tell their admins, and why."""
@@ -231,6 +234,7 @@ def test_a_block_is_proposed_only_where_it_stops_the_harm(tocsin: CliRunner, sca
     assert "suspend" not in output
 
 
+@pytest.mark.slow  # a scan of the whole fleet, its hanging peer to the deadline
 def test_the_largest_unaffected_servers_are_named_as_an_all_clear(scanning: MastodonDouble, tocsin: CliRunner) -> None:
     import json
 
@@ -259,6 +263,7 @@ def test_the_largest_unaffected_servers_are_named_as_an_all_clear(scanning: Mast
     assert takeover["not_affected"] == [] and not takeover["block_protects"]  # it proposes nothing
 
 
+@pytest.mark.slow  # a scan of the whole fleet, its hanging peer to the deadline
 def test_large_servers_harmed_only_themselves_are_told_not_blocked_and_the_dm_fits_two_posts(
     ctx: Context, scanning: MastodonDouble
 ) -> None:
@@ -343,6 +348,7 @@ def test_csv_applied_with_tags_then_an_upgrade_is_noticed(
     assert "pf-old-3.example" not in {block["domain"] for block in scanning.domain_blocks}
 
 
+@pytest.mark.slow  # a scan of the whole fleet, its hanging peer to the deadline
 def test_json_output_for_machines(scanning: MastodonDouble, tocsin: CliRunner) -> None:
     import json
 
@@ -378,6 +384,7 @@ def test_without_the_peers_api_the_seen_servers_and_blocks_are_scanned(
     assert peer_domains(ctx, ctx.mastodon.domain_blocks(), servers_seen) == ["pf-0124-1.example", "pf-0124-2.example"]
 
 
+@pytest.mark.slow  # two scans of the whole fleet, its hanging peer to the deadline
 def test_daily_scan_runs_once_per_interval_on_a_worker_and_dms_only_news(
     ctx: Context, scanning: MastodonDouble, connection: redis.Redis
 ) -> None:
@@ -482,6 +489,7 @@ def test_proposed_blocks_csv_never_holds_a_formula(domain: str, version: str) ->
         assert len(cell) <= CELL_MAX + 1
 
 
+@pytest.mark.slow  # its CSV imported twice (the apply above stays fast)
 @settings(max_examples=200, deadline=None, database=None)
 @given(
     domain=HOSTNAMES,
@@ -537,6 +545,7 @@ def test_a_block_only_where_it_stops_the_harm_and_never_a_suspension_above_the_t
             assert proposal.severity == "suspend"
 
 
+@pytest.mark.slow  # a scan of the whole fleet, its hanging peer to the deadline
 def test_no_all_clear_about_a_server_nobody_follows(ctx: Context, scanning: MastodonDouble) -> None:
     scanning.measures["pixelfed.social"] = (0, 0, 5200)  # the largest unaffected, but nothing shared with it
     report = run_scan(ctx)

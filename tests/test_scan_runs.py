@@ -73,6 +73,7 @@ def ttl(connection: redis.Redis, domain: str) -> int:
     return int(connection.ttl(CACHE_PREFIX + domain))  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # three rounds of a peer hanging to its timeout
 def test_dead_peers_are_asked_again_ever_later(
     make_context: Callable[..., Context], local_fleet: PeerFleet, connection: redis.Redis
 ) -> None:
@@ -107,6 +108,7 @@ def run_of(connection: redis.Redis) -> scan_runs.Run:
     return scan_runs.Run(meta.decode().removeprefix(scan_runs.RUN_PREFIX).removesuffix(":meta"))
 
 
+@pytest.mark.slow  # waits out real rate-limit windows
 def test_sizing_waits_for_the_reset_instead_of_hitting_the_limit(
     make_context: Callable[..., Context], mastodon: MastodonDouble, local_fleet: PeerFleet, connection: redis.Redis
 ) -> None:
@@ -139,6 +141,7 @@ def start_worker(tmp_path: Path, fleet: PeerFleet, env: dict[str, str]) -> subpr
     )
 
 
+@pytest.mark.slow  # real worker processes, one killed
 def test_a_scan_whose_worker_is_killed_resumes_and_dms_once(
     tmp_path: Path, ctx: Context, mastodon: MastodonDouble, fleet: PeerFleet, redis_url: str, connection: redis.Redis
 ) -> None:
@@ -195,6 +198,7 @@ def test_a_scan_whose_worker_is_killed_resumes_and_dms_once(
         assert queue(name, connection).failed_job_registry.count == 0
 
 
+@pytest.mark.slow  # waits out a real rate-limit window
 def test_tocsin_scan_waits_out_the_limit_and_shows_its_progress(
     mastodon: MastodonDouble, local_fleet: PeerFleet, tocsin: CliRunner
 ) -> None:

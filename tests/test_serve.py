@@ -33,6 +33,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
     running.stop()
 
 
+@pytest.mark.slow  # a real `tocsin serve`, its Redis killed
 def test_embedded_redis_killed_mid_delivery_is_restarted_and_nothing_is_lost_or_doubled(serve: Serve) -> None:
     events = burst(NOW, "slow.example", reports=300, hours=200, first_id=800000)  # too slow to alert
     statuses: list[int] = []
@@ -70,6 +71,7 @@ def test_embedded_redis_killed_mid_delivery_is_restarted_and_nothing_is_lost_or_
     assert "restart 1 in 1 s" in serve.log.read_text()  # the restart is logged with its attempt
 
 
+@pytest.mark.slow  # a real `tocsin serve`, a worker killed
 def test_a_killed_worker_is_back_within_seconds_and_a_surge_still_alerts_once(serve: Serve) -> None:
     old_pid = serve.kill("worker-1")
     killed_at = time.monotonic()
@@ -93,6 +95,7 @@ def test_a_killed_worker_is_back_within_seconds_and_a_surge_still_alerts_once(se
     assert "1 restart(s)" in httpx2.get(f"{serve.url}/readyz").json()["children"]["worker-1"]
 
 
+@pytest.mark.slow  # a real `tocsin serve`, its web process stopped
 def test_doctor_names_a_child_that_is_down(serve: Serve) -> None:
     pid = int(serve.status()["web"]["pid"])
     os.kill(pid, signal.SIGKILL)
@@ -137,6 +140,7 @@ def test_a_child_that_always_crashes_makes_serve_exit_with_its_last_lines(tmp_pa
     assert "cannot bind 0.0.0.0:8000: address in use" in message  # its last log lines
 
 
+@pytest.mark.slow  # a real crash loop: 1+2+4+8+16 s of backoff
 def test_serve_exits_non_zero_when_a_child_crash_loops(tmp_path: Path) -> None:
     """Through the real command: a web process that cannot start (its port is taken) loops, and serve
     gives up with the message instead of restarting it forever."""
@@ -164,6 +168,7 @@ def test_serve_exits_non_zero_when_a_child_crash_loops(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / STATUS_FILE).exists()
 
 
+@pytest.mark.slow  # a real worker through a Redis outage
 def test_a_worker_alone_outlives_a_redis_outage_that_outlasts_its_first_retry(tmp_path: Path) -> None:
     """`tocsin worker` (Procfile, several machines) never exits on a Redis outage: it retries until the
     server is back, even when it is still down at the retry (making a worker already talks to Redis)."""
@@ -191,6 +196,7 @@ def test_a_worker_alone_outlives_a_redis_outage_that_outlasts_its_first_retry(tm
             server.stop()
 
 
+@pytest.mark.slow  # a real `tocsin serve`
 def test_serve_prints_the_webhook_url_its_web_process_listens_on(tmp_path: Path) -> None:
     """`PORT=… tocsin serve` (a platform's port wins over TOCSIN_PORT): the URL a newcomer pastes into
     Mastodon answers."""

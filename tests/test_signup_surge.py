@@ -241,6 +241,7 @@ def test_signups_are_forgotten_beyond_the_cap(
     assert len(connection.keys(SIGNUP_PREFIX + "*")) == 50
 
 
+@pytest.mark.slow  # reads weeks of sign-ups page by page (test_cli.py's backfill stays fast)
 def test_backfill_seeds_the_baseline_from_the_admin_api(
     ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
 ) -> None:
@@ -266,6 +267,7 @@ PROVIDER_NAMES = sorted({name for provider in mail_providers() for name in (*pro
 LABELS = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,12}[a-z0-9])?", fullmatch=True)
 
 
+@pytest.mark.slow  # long fuzzing (the providers' examples stay fast)
 @settings(max_examples=300, deadline=None, database=None)
 @given(name=st.sampled_from(PROVIDER_NAMES), prefix=st.lists(LABELS, max_size=3), cut=st.integers(0, 5))
 def test_no_block_is_proposed_on_a_provider_its_mail_servers_their_parents_or_subdomains(

@@ -85,7 +85,7 @@ def test_young_is_measured_from_the_sign_up_day() -> None:
 # --- scenarios through Redis
 
 
-@pytest.mark.parametrize("seed", [21, 22])
+@pytest.mark.parametrize("seed", [21, pytest.param(22, marks=pytest.mark.slow)])  # a second day of posting: slow
 def test_ordinary_posting_never_alerts(ctx: Context, connection: redis.Redis, seed: int) -> None:
     feed(ctx, ordinary_posting(NOW - timedelta(hours=24), hours=24, seed=seed))
     assert alert_jobs(connection) == []
@@ -115,6 +115,7 @@ def test_mention_spam_wave_alerts_once_early(ctx: Context, connection: redis.Red
     assert "victim" not in text  # the mentioned accounts are neither named nor mentioned
 
 
+@pytest.mark.slow  # a wave and its escalation (the first alert stays fast)
 def test_escalation_counts_more_accounts_and_shows_suspensions(
     ctx: Context, connection: redis.Redis, mastodon: MastodonDouble
 ) -> None:

@@ -55,6 +55,7 @@ def busy_interpreter() -> Iterator[None]:
     competitor.join()
 
 
+@pytest.mark.slow  # forty stops against a busy interpreter (the race's fixed state below stays fast)
 def test_the_listener_is_gone_as_soon_as_a_worker_stops_listening(
     connection: redis.Redis, busy_interpreter: None
 ) -> None:

@@ -34,6 +34,8 @@ from tests.helpers import run_jobs
 from tests.mastodon_double import DOMAIN, MENTION_RE, MastodonDouble
 from tests.reliability.test_fuzz import run_cases
 
+pytestmark = pytest.mark.slow  # long fuzzing (the fast suite has tests/test_commands.py)
+
 DORA = "104"  # the fuzzed staff account: its role's permissions are drawn for each case
 FLAGS = ["administrator", "manage_reports", "manage_federation", "manage_blocks", "manage_users", "manage_settings"]
 ITEMS = (

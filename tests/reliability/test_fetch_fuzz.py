@@ -38,6 +38,8 @@ from handlers.federation.audit import Verdict, audit_peer, needles
 from handlers.shared.nodeinfo import read_peer
 from tests.peers import Peer, PeerFleet, Step
 
+pytestmark = pytest.mark.slow  # long fuzzing against local HTTPS peers (the fast suite has tests/test_fetching.py)
+
 T = TypeVar("T")
 PEER = "hostile.example"
 TARGET = "threads.net"

@@ -27,6 +27,8 @@ from bot.ops.web import create_app
 from bot.pipeline.events import drain_with
 from tests.helpers import fixture, sign
 
+pytestmark = pytest.mark.slow  # long fuzzing of intake and handlers (the fast suite has tests/test_intake.py)
+
 EVENTS = ["report.created", "report.updated", "account.created", "account.updated", "account.approved"]
 EVENTS += ["status.created", "status.updated"]
 ODD: st.SearchStrategy[Any] = st.one_of(

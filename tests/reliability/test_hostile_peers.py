@@ -17,6 +17,8 @@ from bot.core.fetching import MAX_JSON_DEPTH, Fetcher, FetchError
 from handlers.shared.nodeinfo import read_peer
 from tests.peers import CHUNKED_HEAD, JSON_HEAD, MALFORMED_ANSWERS, Peer, PeerFleet, bracket_bomb, nodeinfo
 
+pytestmark = pytest.mark.slow  # peers that stall up to the fetch deadline (the fast suite: test_fetching.py)
+
 MAX_BYTES = 256 * 1024
 """The production cap (TOCSIN_SCAN_MAX_BYTES' default)."""
 DEEP = b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1)

@@ -10,11 +10,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx2
+import pytest
 import redis
 
 from tests.helpers import quiescent, wait_for
 from tests.mastodon_double import MastodonDouble
 from tests.waves import burst
+
+pytestmark = pytest.mark.slow  # four real worker processes
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

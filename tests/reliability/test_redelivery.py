@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import redis
 from fastapi.testclient import TestClient
 
@@ -18,6 +19,8 @@ from bot.ops.web import create_app
 from tests.helpers import run_jobs, sign
 from tests.mastodon_double import MastodonDouble
 from tests.waves import background, burst, signup_background, signup_burst
+
+pytestmark = pytest.mark.slow  # 3,000 events delivered many times over
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

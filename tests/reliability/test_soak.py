@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
 import redis
 
 from bot.core import defaults
@@ -24,6 +25,8 @@ from tests.helpers import quiescent, wait_for
 from tests.mastodon_double import MastodonDouble
 from tests.stack import Serve
 from tests.waves import background, burst, ordinary_posting, signup_background
+
+pytestmark = pytest.mark.slow  # a real `tocsin serve` soaked while Redis and workers are killed
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 RATE = 150
