@@ -77,6 +77,7 @@ def test_its_dm_reply_command_is_known_and_in_the_help(installed: Path, ctx: Con
     assert "categories" in help_text()
 
 
+@pytest.mark.slow  # real `tocsin` processes
 def test_its_cli_command_and_doctor_lines(installed: Path, ctx: Context, redis_url: str) -> None:
     feed(ctx, [report_event(n, "2026-11-20T12:00:00.000Z", "spam.example", f"80{n}") for n in range(3)])
     env = {

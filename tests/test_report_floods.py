@@ -328,6 +328,7 @@ def test_what_the_dm_says_of_our_members_following_never_claims_more_than_was_re
     assert reports.following_words(None) == "our members following them: not known"
 
 
+@pytest.mark.slow  # hundreds of open reports paged through (the cap has a fast twin in the flood test)
 def test_a_surge_dm_reads_the_open_reports_back_to_the_wave_only(
     fctx: Context, mastodon: MastodonDouble, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -371,6 +372,7 @@ def test_undo_unsuspends_the_wave_accounts_still_suspended(fctx: Context, mastod
     assert sorted(unsuspended) == sorted(suspended[1:])
 
 
+@pytest.mark.slow  # a suspension paced through rate-limit windows, stopped halfway
 def test_undo_stops_a_suspension_still_going(fctx: Context, mastodon: MastodonDouble) -> None:
     """A window's share of 16 calls for bulk work: suspending the wave takes several windows. An `undo`
     meanwhile stops the job before its next account and lifts exactly those it suspended; none is
@@ -434,6 +436,7 @@ def test_the_bots_role_without_manage_reports_is_said_in_the_thread(fctx: Contex
     assert mastodon.report_actions == []
 
 
+@pytest.mark.slow  # its twin without manage_reports stays fast
 def test_the_bots_role_without_manage_users_is_said_in_the_thread(fctx: Context, mastodon: MastodonDouble) -> None:
     _events, dm = wave_dm(fctx, mastodon, datetime.now(UTC))
     mastodon.bot_permissions = ROLE_FLAGS["manage_reports"]
