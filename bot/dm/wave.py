@@ -70,38 +70,30 @@ def start(
     ctx: Context, action: Action, *, key: str, command_id: str, subject: str | None, by: str, command: str
 ) -> Done:
     """Queue the job that carries out `action` (once per approval); what the answer says about it."""
+    resolving = action.kind == "resolve_reports"
     job = {"action": asdict(action), "key": key, "command_id": command_id, "subject": subject, "by": by}
-    if action.kind != "resolve_reports":
-        enqueue_once(
-            ctx.redis,
-            defaults.QUEUE_BACKGROUND,
-            accounts_job,
-            json.dumps({**job, "command": command[:200]}),
-            0,
-            job_id=f"wave-accounts-{key}-0",
-            retry_delays=ctx.settings.retry_delays,
-        )
-        doing = _doing(action)
-        return Done(
-            f"{doing} the {len(action.targets)} {reported_accounts(action)} in the background,"
-            " paced by the rate limit (a note follows here)",
-            f"{doing} queued",
-            accounts_undo(action, key),
-        )
     enqueue_once(
         ctx.redis,
         defaults.QUEUE_BACKGROUND,
-        resolve_job,
+        resolve_job if resolving else accounts_job,
         json.dumps({**job, "command": command[:200]}),
         0,
-        job_id=f"wave-resolve-{key}-0",
+        job_id=f"wave-{'resolve' if resolving else 'accounts'}-{key}-0",
         retry_delays=ctx.settings.retry_delays,
     )
-    which = "open reports" if action.every_category else "open spam reports"
+    if resolving:
+        which = "open reports" if action.every_category else "open spam reports"
+        return Done(
+            f"resolving the wave's {which} against {_where(action)} in the background, paced by the rate limit;"
+            " a note follows in this thread when it is done",
+            "resolving queued",
+        )
+    doing = _doing(action)
     return Done(
-        f"resolving the wave's {which} against {_where(action)} in the background, paced by the rate limit;"
-        " a note follows in this thread when it is done",
-        "resolving queued",
+        f"{doing} the {len(action.targets)} {reported_accounts(action)} in the background,"
+        " paced by the rate limit (a note follows here)",
+        f"{doing} queued",
+        accounts_undo(action, key),
     )
 
 
