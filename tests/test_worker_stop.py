@@ -13,7 +13,7 @@ import redis
 from bot.core import defaults
 from bot.ops.worker import TocsinWorker
 from bot.pipeline.queue import SERIALIZER, queue
-from tests.helpers import wait_for
+from tests.helpers import run_jobs, wait_for
 
 STOPS = 40
 """Without the fix, about one stop in six leaves the listener behind here: all 40 go right by chance
@@ -72,3 +72,15 @@ def test_a_listener_already_waiting_for_a_subscription_does_not_hold_the_worker(
     worker.pubsub.unsubscribe()
     wait_for(lambda: not worker.pubsub.subscribed, what="the listener to read the reply")  # it alone reads
     assert stops_listening_within(worker, STOP_BOUND)
+
+
+def test_a_job_queued_before_the_tree_moved_runs_where_its_function_went(connection: redis.Redis) -> None:
+    """An upgrade need not drain the queues: a job an older version queued names its function by the old
+    module (bot.events, before bot/ took its layers), and a worker runs it where it went."""
+    old = queue(defaults.QUEUE_URGENT, connection).enqueue(
+        "bot.events.parse_time", "2026-11-20T12:00:00Z", result_ttl=60
+    )
+    unknown = queue(defaults.QUEUE_URGENT, connection).enqueue("bot.nowhere.parse_time", "2026-11-20T12:00:00Z")
+    run_jobs(connection)
+    assert old.get_status(refresh=True) == "finished" and old.return_value() == 1795176000.0
+    assert unknown.get_status(refresh=True) == "failed"  # not a catch-all: only the modules that moved

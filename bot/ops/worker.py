@@ -23,7 +23,7 @@ from bot.dm.mentions import schedule_next_poll
 from bot.mastodon.context import Context, get_context, redis_from_url, set_context
 from bot.ops.sweep import schedule_next_sweep
 from bot.pipeline.events import backlog, enqueue_drain
-from bot.pipeline.queue import SERIALIZER, queue
+from bot.pipeline.queue import SERIALIZER, TocsinJob, queue
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class TocsinWorker(SimpleWorker):
     rounds (every 10 minutes, idle or not). The sweep is what resumes everything else, and a worker
     killed just after taking the sweep job off its queue can lose that job (seen with RQ 3.0: left
     "queued" in no queue), which would end the chain of sweeps for good."""
+
+    job_class = TocsinJob  # a job queued before an upgrade finds its function where it moved
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         _keep_sweep_scheduled(self.connection)

@@ -11,6 +11,8 @@ import redis
 from mastodon import MastodonAPIError
 from rq import Queue, Retry, get_current_job
 from rq.exceptions import DuplicateJobError
+from rq.job import Job
+from rq.utils import import_attribute
 
 from bot.core import defaults
 from bot.mastodon.client import http_status
@@ -22,8 +24,50 @@ SERIALIZER = "json"
 """Jobs carry plain dicts and name their function by import path; no pickle from Redis."""
 
 
+MOVED_MODULES = {
+    "bot.commands": "bot.dm.commands.job",
+    "bot.events": "bot.pipeline.events",
+    "bot.held": "bot.dm.held",
+    "bot.mentions": "bot.dm.mentions",
+    "bot.surges": "bot.pipeline.surges",
+    "bot.sweep": "bot.ops.sweep",
+    "bot.wave": "bot.dm.wave",
+    "handlers.announcements": "handlers.incidents.announcements",
+    "handlers.domain_blocks": "handlers.incidents.blocks",
+    "handlers.federation": "handlers.federation.audit",
+    "handlers.scan": "handlers.scan.messages",
+    "handlers.scan_runs": "handlers.scan.runs",
+}
+"""Where the modules of jobs' functions went when the tree took its layers and family packages (issue
+22). A job queued by the version before — an alert, a retry, a scheduled sweep or scan chunk, a held
+announcement — names its function by the old path; the worker runs it under the new one, so an upgrade
+that does not drain the queues first loses none. Names only: the platform imports no family."""
+
+
+def current_function_name(name: str) -> str:
+    module, _, attribute = name.rpartition(".")
+    return f"{MOVED_MODULES[module]}.{attribute}" if module in MOVED_MODULES else name
+
+
+class TocsinJob(Job):
+    """RQ's job, reading a function moved since it was queued at its new place (MOVED_MODULES)."""
+
+    @property
+    def func(self) -> Any:
+        name = self.func_name
+        if name is None or self.instance:
+            return super().func
+        return import_attribute(current_function_name(name))
+
+
 def queue(name: str, connection: redis.Redis) -> Queue:
-    return Queue(name, connection=connection, serializer=SERIALIZER, default_timeout=defaults.JOB_TIMEOUT)
+    return Queue(
+        name,
+        connection=connection,
+        serializer=SERIALIZER,
+        default_timeout=defaults.JOB_TIMEOUT,
+        job_class=TocsinJob,
+    )
 
 
 PERMANENT_STATUSES = {
