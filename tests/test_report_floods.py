@@ -589,3 +589,57 @@ def test_quiet_again_says_what_is_still_open_with_the_same_numbers(fctx: Context
     command = say(fctx, mastodon, BEN, "approve 3", reply_to=thread[-1]["id"])
     run_until(fctx.redis, lambda: any("Resolved 200" in s["text"] for s in mastodon.replies_to(command["id"])))
     assert set(resolved_ids(mastodon)) == {e["object"]["id"] for e in events}
+
+
+def test_a_local_wave_never_acts_on_staff_or_the_bot(fctx: Context, mastodon: MastodonDouble) -> None:
+    """Remote accounts can report our moderators and Tocsin's own account as easily as spam accounts (a
+    harassment campaign is a report flood too): `approve` (item 1, silence, no `yes`) and `approve 2`
+    (suspend) leave every local account that is staff now, and the bot's own, alone, and the note says so.
+    Mastodon lets a role act on the accounts of lower roles; a moderator must not reach, through the
+    bot's role, a colleague they could not silence in the admin interface."""
+    start = datetime.now(UTC) - timedelta(hours=1)
+    events = burst(start, None, reports=24, hours=1)  # type: ignore[arg-type]
+    protected = (BEN, CLEO, mastodon.bot_id)
+    events += [
+        report_event(510000 + n, iso(start + timedelta(minutes=2 * n + 1)), None, protected[n % 3]) for n in range(9)
+    ]
+    for event in events:
+        mastodon.add_report(event["object"])
+    feed(fctx, events)
+    run_jobs(fctx.redis)
+    accounts = {event["object"]["target_account"]["id"] for event in events}
+    assert set(protected) <= accounts
+    [*_parts, last] = mastodon.direct_threads()[0]
+    command = say(fctx, mastodon, ANNA, "approve", reply_to=last["id"])
+    run_until(fctx.redis, lambda: bool(notes(mastodon, command, "Silenced")))
+    assert {account_id for account_id, _action in mastodon.account_actions} == accounts - set(protected)
+    assert notes(mastodon, command, "Silenced") == [
+        f"Silenced {len(accounts) - 3} of the {len(accounts)} reported local accounts;"
+        " 3 staff or Tocsin's own, left alone."
+    ]
+    suspend = say(fctx, mastodon, ANNA, "approve 2", reply_to=last["id"])
+    yes = say(fctx, mastodon, ANNA, "yes", reply_to=mastodon.replies_to(suspend["id"])[0]["id"])
+    run_until(fctx.redis, lambda: len(notes(mastodon, yes, "Suspended")) == 1)
+    suspended = {account_id for account_id, action in mastodon.account_actions if action == "suspend"}
+    assert suspended == accounts - set(protected)
+
+
+def test_a_remote_wave_acts_only_on_accounts_of_that_server(fctx: Context, mastodon: MastodonDouble) -> None:
+    """What the wave's reports name is checked against what Mastodon says of each account before it is
+    acted on: an account that is local (or of another server) is no account of the wave, whatever the
+    stored reports say."""
+    now = datetime.now(UTC)
+    events = flood(mastodon, now - timedelta(hours=1), 30, first_id=500000)
+    # Reports naming a local moderator and another server's account as accounts of FLOOD.
+    stray = report_event(400100, iso(now - timedelta(minutes=5)), FLOOD, BEN)
+    elsewhere = report_event(400101, iso(now - timedelta(minutes=4)), "other.example", "690100")
+    mastodon.add_report(elsewhere["object"])
+    elsewhere["object"]["target_account"]["domain"] = FLOOD
+    feed(fctx, [*events, stray, elsewhere])
+    run_jobs(fctx.redis)
+    dm = mastodon.direct_threads()[0][-1]
+    command = say(fctx, mastodon, ANNA, "approve 2", reply_to=dm["id"])
+    run_until(fctx.redis, lambda: bool(notes(mastodon, command, "Suspended")))
+    acted = {account_id for account_id, _action in mastodon.account_actions}
+    assert acted == {event["object"]["target_account"]["id"] for event in events}
+    assert notes(mastodon, command, "Suspended")[0].endswith("; 2 not of the wave, left alone.")

@@ -33,6 +33,7 @@ from mastodon import MastodonAPIError, MastodonNotFoundError
 from bot.core import audit, defaults, redis_text
 from bot.mastodon.actions import (
     ACCOUNTS_JOB_PREFIX,
+    LEFT_ALONE,
     OUT_OF_SCOPE,
     Action,
     Done,
@@ -184,6 +185,7 @@ def accounts_job(raw: str, continuation: int) -> dict[str, Any]:
                 ("already", f"already {flag.lower()}"),
                 ("refused", "refused by Mastodon"),
                 ("gone", "gone"),
+                *LEFT_ALONE.items(),
             )
             if tally.count(outcome)
         ]
@@ -201,6 +203,7 @@ def _audit_account(ctx: Context, job: dict[str, Any], action: Action, account_id
         "already": f"already {flag}",
         "refused": "refused by Mastodon",
         "gone": "gone",
+        **LEFT_ALONE,
     }.get(outcome, outcome)
     audit.record(
         ctx.redis,
@@ -209,7 +212,7 @@ def _audit_account(ctx: Context, job: dict[str, Any], action: Action, account_id
             account_id="",
             handle=job["by"].removeprefix("@"),
             command=f"{job['command']} ({_doing(action)} the wave's accounts)",
-            outcome="refused" if outcome == "refused" else "done",
+            outcome="refused" if outcome in ("refused", *LEFT_ALONE) else "done",
             did=f"account {account_id} ({reported_accounts(action)}): {did}",
             api=api,
             status_id=f"{job['command_id']}:{action.kind}:{account_id}",

@@ -23,6 +23,7 @@ import redis
 from mastodon import MastodonAPIError, MastodonNotFoundError
 
 from bot.core import defaults, redis_text
+from bot.core.domains import NotADomain, normalized_domain
 from bot.mastodon.client import MastodonLink, epoch_of, http_status
 
 # UserRole::FLAGS (app/models/user_role.rb): the permissions bitmask of an Admin::Account's role.
@@ -220,6 +221,7 @@ class AccountsTally:
         flag = _account_flag(action)
         counts = [f"{self.count('done')} {reported_accounts(action)} {flag}"]
         others = (("already", f"already {flag}"), ("refused", "refused by Mastodon"), ("gone", "gone"))
+        others += tuple(LEFT_ALONE.items())
         counts += [f"{self.count(outcome)} {word}" for outcome, word in others if self.count(outcome)]
         return ", ".join(counts)
 
@@ -253,14 +255,20 @@ def act_on_accounts(
     would show it to each account as the moderators' message. Raises BudgetExhausted between accounts when
     Tocsin's share of the rate limit is spent (nothing is recorded for the account not acted on), and
     MastodonAPIError for what stops every account (the token's scope, the bot's role: a 403 before any
-    account was done). Stops, without acting, once an `undo` asked it to."""
+    account was done). Stops, without acting, once an `undo` asked it to.
+
+    Each account is checked against what Mastodon says of it first (left_alone): one that is not of the
+    wave's server, a local account that is staff now, and the bot's own are never acted on."""
     verb = "silence" if action.kind == "silence_accounts" else "suspend"
     progress = ACCOUNTS_JOB_PREFIX + key
     outcomes = _outcomes(link.redis, progress)
     todo = [account_id for account_id in action.targets if account_id not in outcomes]
-    # As they are now, 40 to a request; None (a Mastodon before 4.3): not known, each is acted on.
-    state = link.accounts_by_id(todo) if todo else {}
+    # As they are now, 40 to a request; None (a Mastodon before 4.3): not known, each is read alone.
+    state = link.accounts_by_id(todo) if todo and action.target != LOCAL_ACCOUNTS else {}
+    bot_id = link.bot_account_id() if todo and action.target == LOCAL_ACCOUNTS else None
     for account_id in todo:
+        # Read before the lock, which is held around the one write only.
+        account, kept = _as_mastodon_says(link, action, account_id, state, bot_id)
         lock = link.redis.lock(
             progress + ":lock",
             timeout=defaults.WAVE_ACCOUNT_LOCK_SECONDS,
@@ -271,19 +279,65 @@ def act_on_accounts(
                 return AccountsTally(_outcomes(link.redis, progress), stopped=True)
             if link.redis.hexists(progress, account_id):  # a racing run did it
                 continue
-            first = "done" not in _outcomes(link.redis, progress).values()
-            outcome, api = _act_on_account(link, account_id, verb, state, first)
+            if kept is not None:
+                outcome, api = kept
+            else:
+                first = "done" not in _outcomes(link.redis, progress).values()
+                outcome, api = _act_on_account(link, account_id, verb, account, first)
             link.redis.hset(progress, account_id, outcome)
             link.redis.expire(progress, PROPOSAL_SECONDS)
         told(account_id, outcome, api)
     return AccountsTally(_outcomes(link.redis, progress), stopped=bool(link.redis.exists(progress + ":stop")))
 
 
+LEFT_ALONE = {"staff": "staff or Tocsin's own, left alone", "elsewhere": "not of the wave, left alone"}
+"""Outcomes of accounts a wave's job does not act on, in words."""
+
+
+def _as_mastodon_says(
+    link: MastodonLink,
+    action: Action,
+    account_id: str,
+    state: dict[str, dict[str, Any]] | None,
+    bot_id: str | None,
+) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """One of a wave's accounts as Mastodon says it is now ({"suspended", "limited"}), and, when it is
+    not to be acted on, its outcome (gone, staff, elsewhere) and why. A local wave's accounts are read
+    one by one from the admin API (only it tells an account's role); a remote wave's come from `state`
+    (GET /api/v1/accounts), or the admin API for one it does not list."""
+    account = (state or {}).get(account_id)
+    if action.target == LOCAL_ACCOUNTS or account is None:
+        try:
+            admin = link.admin_account(account_id)
+        except MastodonNotFoundError:
+            return {}, ("gone", f"GET /api/v1/admin/accounts/{account_id}: 404")
+        domain = admin.get("domain")
+        account = {"suspended": admin.get("suspended"), "limited": admin.get("silenced")}
+        role = admin.get("role") or {}
+        if domain is None and (account_id == bot_id or is_staff(int(role.get("permissions") or 0))):
+            return account, ("staff", f"account {account_id}: local staff (or the bot), not acted on")
+    else:
+        domain = str(account.get("acct") or "").partition("@")[2] or None
+    if not _same_server(domain or LOCAL_ACCOUNTS, action.target):
+        return account, ("elsewhere", f"account {account_id} is of {domain or 'this instance'}, not acted on")
+    return account, None
+
+
+def _same_server(domain: str, target: str) -> bool:
+    """Whether an account's domain is the wave's: REST::Account writes an IDN in Unicode (`acct`), the
+    admin API and webhooks in its ASCII form."""
+    if LOCAL_ACCOUNTS in (domain, target):
+        return domain == target
+    try:
+        return normalized_domain(domain) == normalized_domain(target)
+    except NotADomain:
+        return domain.lower().rstrip(".") == target.lower().rstrip(".")
+
+
 def _act_on_account(
-    link: MastodonLink, account_id: str, verb: str, state: dict[str, dict[str, Any]] | None, first: bool
+    link: MastodonLink, account_id: str, verb: str, account: dict[str, Any], first: bool
 ) -> tuple[str, str]:
     """One account: (outcome, Mastodon's answer in words)."""
-    account = (state or {}).get(account_id) or {}  # not listed (a sign-up not approved yet): asked below
     if account.get("suspended") or (verb == "silence" and account.get("limited")):
         return "already", "nothing to change"
     try:
