@@ -643,3 +643,26 @@ def test_a_remote_wave_acts_only_on_accounts_of_that_server(fctx: Context, masto
     acted = {account_id for account_id, _action in mastodon.account_actions}
     assert acted == {event["object"]["target_account"]["id"] for event in events}
     assert notes(mastodon, command, "Suspended")[0].endswith("; 2 not of the wave, left alone.")
+
+
+def test_a_job_stops_once_its_approver_may_no_longer_act(fctx: Context, mastodon: MastodonDouble) -> None:
+    """The permission checked at approval is checked again each time the job goes on (after a rate-limit
+    pause, or a retry): a moderator demoted (or suspended) meanwhile stops acting through the jobs they
+    started, and the notes say so."""
+    events, dm = wave_dm(fctx, mastodon, datetime.now(UTC))
+    mastodon.rate_limit = 120  # a bulk share of 48 calls a window: each job takes several windows
+    command = say(fctx, mastodon, ANNA, "approve 2,3", reply_to=dm["id"])
+    run_until(fctx.redis, lambda: any(action == "suspend" for _id, action in mastodon.account_actions))
+    assert notes(mastodon, command, "Suspended") == [] and notes(mastodon, command, "Resolved") == []
+    mastodon.roles[ANNA] = "federation"  # still staff, but can neither manage users nor reports
+    suspended, resolved = len(mastodon.account_actions), len(mastodon.report_actions)
+    run_until(fctx.redis, lambda: len(notes(mastodon, command, "Stopped")) == 2, timeout=30)
+    run_jobs(fctx.redis, rounds=3)
+    assert (len(mastodon.account_actions), len(mastodon.report_actions)) == (suspended, resolved)
+    assert sorted(notes(mastodon, command, "Stopped")) == [
+        f"Stopped resolving the wave's reports against flood.example after {resolved}:"
+        " @mod_anna, who approved it, cannot manage reports now.",
+        f"Stopped suspending the reported accounts of flood.example after {suspended}:"
+        " @mod_anna, who approved it, cannot manage users now.",
+    ]
+    assert events

@@ -11,6 +11,9 @@ none twice), audited one entry per account, and counted in one note at the end (
 suspended, refused, gone). `undo` stops a job still going, between two accounts, and lifts exactly the
 accounts it suspended.
 
+Each run of either job (its first part, a continuation, a retry) first reads the approving moderator's
+account again: a job never outlives its approver's role (`_approver_gone`).
+
 Resolving: The job resolves the wave's open reports (bot.mastodon.actions.resolve_wave: the target's domain,
 created within the window the DM offered, unassigned, spam unless `approve 3 all`) as bulk work
 (bot/mastodon/ratelimit.py, BULK_SHARE: the poll and the alerts keep their part of each window); when the share is
@@ -33,12 +36,15 @@ from mastodon import MastodonAPIError, MastodonNotFoundError
 from bot.core import audit, defaults, redis_text
 from bot.mastodon.actions import (
     ACCOUNTS_JOB_PREFIX,
+    KINDS,
     LEFT_ALONE,
     OUT_OF_SCOPE,
     Action,
     Done,
     accounts_undo,
     act_on_accounts,
+    can,
+    is_staff,
     reported_accounts,
     resolve_wave,
 )
@@ -68,10 +74,26 @@ BACKGROUND_KINDS = ("resolve_reports", "suspend_accounts", "silence_accounts")
 
 
 def start(
-    ctx: Context, action: Action, *, key: str, command_id: str, subject: str | None, by: str, command: str
+    ctx: Context,
+    action: Action,
+    *,
+    key: str,
+    command_id: str,
+    subject: str | None,
+    by: str,
+    by_id: str,
+    command: str,
 ) -> Done:
-    """Queue the job that carries out `action` (once per approval); what the answer says about it."""
-    job = {"action": asdict(action), "key": key, "command_id": command_id, "subject": subject, "by": by}
+    """Queue the job that carries out `action` (once per approval) on the word of `by` (account `by_id`);
+    what the answer says about it."""
+    job = {
+        "action": asdict(action),
+        "key": key,
+        "command_id": command_id,
+        "subject": subject,
+        "by": by,
+        "by_id": by_id,
+    }
     if action.kind != "resolve_reports":
         enqueue_once(
             ctx.redis,
@@ -146,6 +168,26 @@ def _refusal(error: MastodonAPIError, scope: str, permission: str) -> tuple[int 
     return code, why
 
 
+def _approver_gone(ctx: Context, job: dict[str, Any], action: Action) -> str | None:
+    """Why the moderator whose word started the job may not act now (None: they still may): checked at
+    every run, so a job going on after a pause, or retried, never outlives its approver's role. Read
+    fresh, as a command reads its sender's role (a local account, staff, not suspended nor disabled, with
+    the permission Mastodon requires for the action)."""
+    if not job.get("by_id"):  # queued before jobs named their approver's account
+        return None
+    permission = KINDS[action.kind].permission
+    try:
+        account = ctx.mastodon.admin_account(job["by_id"])
+    except MastodonNotFoundError:
+        account = {}
+    permissions = int((account.get("role") or {}).get("permissions") or 0)
+    active = bool(account) and account.get("domain") is None
+    active = active and not account.get("suspended") and not account.get("disabled")
+    if active and is_staff(permissions) and can(permissions, permission):
+        return None
+    return f"{job['by']}, who approved it, cannot {permission.replace('_', ' ')} now"
+
+
 def accounts_job(raw: str, continuation: int) -> dict[str, Any]:
     """RQ job (background queue): suspend (or silence) the wave's reported accounts; pause for the rate
     limit by queuing the next continuation; at the end, the note in the thread."""
@@ -156,8 +198,20 @@ def accounts_job(raw: str, continuation: int) -> dict[str, Any]:
     def told(account_id: str, outcome: str, api: str) -> None:
         _audit_account(ctx, job, action, account_id, outcome, api)
 
+    def done_so_far() -> int:
+        return sum(1 for outcome in ctx.redis.hvals(ACCOUNTS_JOB_PREFIX + job["key"]) if outcome == b"done")
+
     try:
         with ctx.mastodon.bulk():
+            gone = _approver_gone(ctx, job, action)
+            if gone is not None:
+                _note(
+                    ctx,
+                    job,
+                    f"Stopped {doing} the {reported_accounts(action)} after {done_so_far()}: {gone}.",
+                    "accounts",
+                )
+                return {"stopped": gone}
             tally = act_on_accounts(ctx.mastodon, action, job["key"], told)
     except BudgetExhausted as spent:
         log.info("%s a wave's accounts: API share spent, going on in %.0f s", doing, spent.wait)
@@ -167,8 +221,12 @@ def accounts_job(raw: str, continuation: int) -> dict[str, Any]:
         refusal = _refusal(error, "admin:write:accounts", "manage users")
         if refusal is None:
             raise  # 5xx, network: RQ retries the job; what was done stays recorded
-        done = sum(1 for outcome in ctx.redis.hvals(ACCOUNTS_JOB_PREFIX + job["key"]) if outcome == b"done")
-        _note(ctx, job, f"Stopped {doing} the {reported_accounts(action)} after {done}: {refusal[1]}.", "accounts")
+        _note(
+            ctx,
+            job,
+            f"Stopped {doing} the {reported_accounts(action)} after {done_so_far()}: {refusal[1]}.",
+            "accounts",
+        )
         return {"refused": refusal[0]}
     for account_id, outcome in tally.outcomes.items():  # what a crash between two steps left unaudited
         told(account_id, outcome, "")
@@ -233,6 +291,11 @@ def resolve_job(raw: str, continuation: int) -> dict[str, Any]:
 
     try:
         with ctx.mastodon.bulk():
+            gone = _approver_gone(ctx, job, action)
+            if gone is not None:
+                done = ctx.redis.scard(progress)
+                _note(ctx, job, f"Stopped resolving the wave's reports against {_where(action)} after {done}: {gone}.")
+                return {"stopped": gone}
             _ids, left = resolve_wave(ctx.mastodon, action, resolved_one)
     except BudgetExhausted as spent:
         log.info("resolving a wave: API share spent, going on in %.0f s", spent.wait)
