@@ -202,6 +202,9 @@ class MastodonDouble:
     """(account id, the `text` of an account action): what the account itself is shown."""
     permissions: dict[str, int] = field(default_factory=dict)
     """Staff account id -> a role's permissions bitmask of its own (overrides `roles`)."""
+    lost_action_answers: list[int] = field(default_factory=list)
+    """Status codes to answer the next account actions with once they are carried out (a proxy's 502 or
+    a timeout after Mastodon acted: the caller cannot tell it acted)."""
     bot_permissions: int | None = None
     """The bot account's role permissions; None: administrator. An admin write its role cannot make is
     answered 403 as Mastodon's policies do (Manage Reports for reports, Manage Users for account actions)."""
@@ -671,6 +674,8 @@ class MastodonDouble:
             if action == "reject":
                 double.accounts = [account for account in double.accounts if account["id"] != account_id]
                 return JSONResponse({})
+            if double.lost_action_answers:
+                return JSONResponse({"error": "Bad Gateway"}, status_code=double.lost_action_answers.pop(0))
             return JSONResponse(found if action != "suspend" else {})
 
         @app.get("/api/v1/admin/email_domain_blocks")

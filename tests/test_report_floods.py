@@ -666,3 +666,23 @@ def test_a_job_stops_once_its_approver_may_no_longer_act(fctx: Context, mastodon
         " @mod_anna, who approved it, cannot manage users now.",
     ]
     assert events
+
+
+def test_an_account_acted_on_whose_answer_was_lost_is_the_jobs_own(fctx: Context, mastodon: MastodonDouble) -> None:
+    """Mastodon suspends an account but its answer is lost (a proxy's 502, a timeout): the job is retried,
+    finds the account suspended, and counts it as its own suspension, not "already suspended" — so
+    `undo` lifts it with the others."""
+    events, dm = wave_dm(fctx, mastodon, datetime.now(UTC))
+    mastodon.lost_action_answers = [502, 504]
+    command = say(fctx, mastodon, ANNA, "approve 2", reply_to=dm["id"])
+    run_until(fctx.redis, lambda: bool(notes(mastodon, command, "Suspended")), timeout=30)
+    suspended = [account_id for account_id, action in mastodon.account_actions if action == "suspend"]
+    assert len(suspended) == len(set(suspended))
+    assert notes(mastodon, command, "Suspended") == [
+        f"Suspended {len(suspended)} of the {len(suspended) + 1} reported accounts of flood.example;"
+        " 1 already suspended."
+    ]
+    undo = say(fctx, mastodon, ANNA, "undo", None)
+    assert f"{len(suspended)} reported accounts of flood.example unsuspended" in answer(mastodon, undo)
+    still = {account["id"] for account in mastodon.accounts if account.get("suspended")}
+    assert still == {events[0]["object"]["target_account"]["id"]}

@@ -195,7 +195,10 @@ def _reject_account(link: MastodonLink, action: Action, private_comment: str) ->
 
 
 ACCOUNTS_JOB_PREFIX = "tocsin:wave-accounts:"
-"""+ job key: hash, account id -> what became of it (done, already, refused, gone); + ":stop": set by
+"""+ job key: hash, account id -> what became of it (done, already, refused, gone); + ":trying": hash of
+the accounts asked for (an account asked for whose answer was lost, found suspended by the retry, is the
+job's own: undone with the others, not "already"; a moderator suspending that very account by hand
+between the two is the rarer case); + ":stop": set by
 `undo` (the job stops before its next account); + ":lock": held around each account's call, and by `undo`
 while it stops the job, so the accounts it reverses are exactly those done."""
 ACCOUNTS_UNDO_PREFIX = "tocsin:accounts-undone:"  # + hash of the undo recipe: set of the accounts lifted so far
@@ -281,8 +284,13 @@ def act_on_accounts(
                 continue
             if kept is not None:
                 outcome, api = kept
+            elif link.redis.hexists(progress + ":trying", account_id) and _is_flagged(account, verb):
+                # Asked before, the answer lost (a 502, a timeout, a crash), and it is so now: this job's.
+                outcome, api = "done", f"POST /api/v1/admin/accounts/{account_id}/action: answer lost, {verb} found"
             else:
                 first = "done" not in _outcomes(link.redis, progress).values()
+                link.redis.hset(progress + ":trying", account_id, "1")
+                link.redis.expire(progress + ":trying", PROPOSAL_SECONDS)
                 outcome, api = _act_on_account(link, account_id, verb, account, first)
             link.redis.hset(progress, account_id, outcome)
             link.redis.expire(progress, PROPOSAL_SECONDS)
@@ -334,11 +342,16 @@ def _same_server(domain: str, target: str) -> bool:
         return domain.lower().rstrip(".") == target.lower().rstrip(".")
 
 
+def _is_flagged(account: dict[str, Any], verb: str) -> bool:
+    """Whether the account is already as `verb` would leave it (a suspension covers a silence)."""
+    return bool(account.get("suspended") or (verb == "silence" and account.get("limited")))
+
+
 def _act_on_account(
     link: MastodonLink, account_id: str, verb: str, account: dict[str, Any], first: bool
 ) -> tuple[str, str]:
     """One account: (outcome, Mastodon's answer in words)."""
-    if account.get("suspended") or (verb == "silence" and account.get("limited")):
+    if _is_flagged(account, verb):
         return "already", "nothing to change"
     try:
         link.moderate_account(account_id, verb)
