@@ -686,3 +686,23 @@ def test_an_account_acted_on_whose_answer_was_lost_is_the_jobs_own(fctx: Context
     assert f"{len(suspended)} reported accounts of flood.example unsuspended" in answer(mastodon, undo)
     still = {account["id"] for account in mastodon.accounts if account.get("suspended")}
     assert still == {events[0]["object"]["target_account"]["id"]}
+
+
+def test_the_lock_around_an_accounts_call_outlasts_the_call(
+    make_context: Callable[..., Context], mastodon: MastodonDouble, connection: redis.Redis
+) -> None:
+    """`undo` takes the same lock to stop the job and read what it did: while a call is in flight the lock
+    must still be held, however long TOCSIN_REQUEST_TIMEOUT lets the call take (a connect and a read
+    timeout each), or the undo would read the outcomes without the account being suspended right then."""
+    slow = make_context(moderators=["mod_anna", "mod_ben"], request_timeout=120)
+    assert mentions.poll(slow) == 0
+    events = flood(mastodon, datetime.now(UTC) - timedelta(hours=1), 20, first_id=500000)
+    feed(slow, events)
+    run_jobs(slow.redis)
+    held: list[int] = []
+    mastodon.on_account_action = lambda _id: held.extend(
+        connection.pttl(key) for key in connection.scan_iter("tocsin:wave-accounts:*:lock")
+    )
+    command = say(slow, mastodon, ANNA, "approve 2", reply_to=mastodon.direct_threads()[0][-1]["id"])
+    run_until(slow.redis, lambda: bool(notes(mastodon, command, "Suspended")))
+    assert held and min(held) > 2 * 120 * 1000

@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 from mastodon import MastodonAPIError, MastodonNotFoundError
+from redis.lock import Lock
 
 from bot.core import defaults, redis_text
 from bot.core.domains import NotADomain, normalized_domain
@@ -245,6 +246,14 @@ def accounts_undo(action: Action, key: str) -> dict[str, Any]:
     return {"kind": kind, "job": key, "what": reported_accounts(action)}
 
 
+def _account_lock(link: MastodonLink, progress: str) -> Lock:
+    """The lock a wave's account job holds around each account's call, and `undo` while it stops the job:
+    held longer than the call can take (a connect and a read timeout, TOCSIN_REQUEST_TIMEOUT each), so an
+    undo never reads the outcomes while an account is being acted on."""
+    seconds = defaults.WAVE_ACCOUNT_LOCK_SECONDS + 2 * link.settings.request_timeout
+    return link.redis.lock(progress + ":lock", timeout=seconds, blocking_timeout=seconds)
+
+
 def _outcomes(connection: redis.Redis, progress: str) -> dict[str, str]:
     return redis_text.text_map(connection.hgetall(progress))
 
@@ -272,12 +281,7 @@ def act_on_accounts(
     for account_id in todo:
         # Read before the lock, which is held around the one write only.
         account, kept = _as_mastodon_says(link, action, account_id, state, bot_id)
-        lock = link.redis.lock(
-            progress + ":lock",
-            timeout=defaults.WAVE_ACCOUNT_LOCK_SECONDS,
-            blocking_timeout=defaults.WAVE_ACCOUNT_LOCK_SECONDS,
-        )
-        with lock:
+        with _account_lock(link, progress):
             if link.redis.exists(progress + ":stop"):
                 return AccountsTally(_outcomes(link.redis, progress), stopped=True)
             if link.redis.hexists(progress, account_id):  # a racing run did it
@@ -587,12 +591,7 @@ def _undo_accounts(link: MastodonLink, recipe: dict[str, Any]) -> str:
     ids: list[str] | None = recipe.get("ids")
     if ids is None:
         progress = ACCOUNTS_JOB_PREFIX + recipe["job"]
-        lock = link.redis.lock(
-            progress + ":lock",
-            timeout=defaults.WAVE_ACCOUNT_LOCK_SECONDS,
-            blocking_timeout=defaults.WAVE_ACCOUNT_LOCK_SECONDS,
-        )
-        with lock:
+        with _account_lock(link, progress):
             link.redis.set(progress + ":stop", "undo", ex=PROPOSAL_SECONDS)
             ids = [account for account, outcome in _outcomes(link.redis, progress).items() if outcome == "done"]
         if not ids:
