@@ -29,6 +29,7 @@ from bot.dm.commands import job
 from bot.mastodon.actions import ROLE_FLAGS
 from bot.mastodon.client import Following
 from bot.mastodon.context import Context
+from bot.pipeline.queue import queue
 from bot.pipeline.surges import Alert
 from handlers.reports import surge as reports
 from tests.helpers import feed, quiescent, report_event, run_jobs, run_until, wait_for
@@ -706,3 +707,66 @@ def test_the_lock_around_an_accounts_call_outlasts_the_call(
     command = say(slow, mastodon, ANNA, "approve 2", reply_to=mastodon.direct_threads()[0][-1]["id"])
     run_until(slow.redis, lambda: bool(notes(mastodon, command, "Suspended")))
     assert held and min(held) > 2 * 120 * 1000
+
+
+def test_two_dms_of_one_surge_approved_at_once_suspend_each_account_once(
+    fctx: Context, mastodon: MastodonDouble
+) -> None:
+    """Item 2 of the escalation DM names the same accounts as item 2 of the first: two moderators
+    approving each start two jobs over the same accounts, and two workers run them at once; each account
+    is still suspended once, by one of them, and each moderator's undo lifts only what their job did."""
+    events, dm = wave_dm(fctx, mastodon, datetime.now(UTC))
+    state = reports.SURGES.state(fctx.redis, FLOOD)
+    assert state is not None
+    at = max(datetime.fromisoformat(e["object"]["created_at"]).timestamp() for e in events)
+    escalation = Alert(kind="escalate", bucket=FLOOD, surge_id=state.surge_id, alert_no=2, at=at)
+    [*_parts, last] = reports.SURGES.send(fctx, escalation)
+    first = mastodon.say(ANNA, "@tocsin approve 2", in_reply_to_id=dm["id"])
+    second = mastodon.say(CLEO, "@tocsin approve 2", in_reply_to_id=last)
+    mentions.poll(fctx)
+    for notification in mastodon.notifications[-2:]:
+        job.handle_mention(mentions.reduced(notification))  # the answers; the jobs wait on their queue
+    jobs = queue(defaults.QUEUE_BACKGROUND, fctx.redis).get_jobs()
+    assert sorted(j.func_name for j in jobs) == ["bot.dm.wave.accounts_job"] * 2
+    workers = [threading.Thread(target=j.func, args=j.args) for j in jobs]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    run_until(
+        fctx.redis,
+        lambda: bool(notes(mastodon, first, "Suspended") and notes(mastodon, second, "Suspended")),
+        timeout=60,
+    )
+    suspended = Counter(account_id for account_id, action in mastodon.account_actions if action == "suspend")
+    assert set(suspended.values()) == {1}
+    say(fctx, mastodon, CLEO, "undo", None)
+    say(fctx, mastodon, ANNA, "undo", None)
+    unsuspended = Counter(account_id for account_id, action in mastodon.account_actions if action == "unsuspend")
+    assert unsuspended == suspended
+
+
+def test_a_later_approval_acts_again_on_an_account_lifted_by_hand_since(
+    fctx: Context, mastodon: MastodonDouble
+) -> None:
+    """An account the first job suspended and a moderator unsuspended by hand since is suspended again
+    when item 2 of a later DM of the surge is approved (a new decision); the others, still suspended,
+    are "already suspended"."""
+    events, dm = wave_dm(fctx, mastodon, datetime.now(UTC))
+    first = say(fctx, mastodon, ANNA, "approve 2", reply_to=dm["id"])
+    run_until(fctx.redis, lambda: bool(notes(mastodon, first, "Suspended")))
+    suspended = [account_id for account_id, action in mastodon.account_actions if action == "suspend"]
+    next(account for account in mastodon.accounts if account["id"] == suspended[0])["suspended"] = False
+    state = reports.SURGES.state(fctx.redis, FLOOD)
+    assert state is not None
+    at = max(datetime.fromisoformat(e["object"]["created_at"]).timestamp() for e in events)
+    escalation = Alert(kind="escalate", bucket=FLOOD, surge_id=state.surge_id, alert_no=2, at=at)
+    [*_parts, last] = reports.SURGES.send(fctx, escalation)
+    second = say(fctx, mastodon, CLEO, "approve 2", reply_to=last)
+    run_until(fctx.redis, lambda: bool(notes(mastodon, second, "Suspended")))
+    again = [account_id for account_id, action in mastodon.account_actions if action == "suspend"][len(suspended) :]
+    assert again == [suspended[0]]
+    assert notes(mastodon, second, "Suspended") == [
+        f"Suspended 1 of the {len(suspended) + 1} reported accounts of flood.example;"
+        f" {len(suspended)} already suspended."
+    ]

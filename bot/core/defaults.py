@@ -131,7 +131,7 @@ wave's size. It stops sooner once the follows found are all those our members ha
 runs out first (a big server) or the share is spent, the DM says "at least"."""
 WAVE_ACCOUNT_LOCK_SECONDS = 60
 """A paced job acting on a wave's accounts holds a lock around each account's call, so `undo` stops it
-between two accounts and knows exactly which were done: held this long beyond the call's longest (a
+between two accounts and knows exactly which were done: held this long beyond the calls' longest (a
 connect and a read timeout, TOCSIN_REQUEST_TIMEOUT each: bot/mastodon/actions.py, _account_lock)."""
 
 # --- `tocsin replay` (bot/ops/replay.py).

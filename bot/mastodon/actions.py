@@ -246,11 +246,45 @@ def accounts_undo(action: Action, key: str) -> dict[str, Any]:
     return {"kind": kind, "job": key, "what": reported_accounts(action)}
 
 
+ACCOUNT_CLAIM_PREFIX = "tocsin:wave-account:"
+"""+ verb + ":" + account id: the key of the job acting on that account (set right before its call, kept
+while it stays done, dropped by its undo): two approvals of item 2 in two DMs of one surge start two jobs
+over the same accounts, and each account is still acted on once."""
+
+
+def _claimed(link: MastodonLink, claim: str, key: str, account_id: str, verb: str) -> bool:
+    """Whether the job `key` may act on the account: nobody claimed it, or this job did, or the job that
+    did is done with it and the account is no longer as it left it (lifted by hand since: a later
+    approval acts again; read now, one admin call)."""
+    if link.redis.set(claim, key, nx=True, ex=PROPOSAL_SECONDS):
+        return True
+    holder = redis_text.text(link.redis.get(claim) or b"")
+    if holder == key:
+        return True
+    if link.redis.hget(ACCOUNTS_JOB_PREFIX + holder, account_id) != b"done":
+        return False  # the other job is acting on it right now
+    try:
+        now = link.admin_account(account_id)
+    except MastodonNotFoundError:
+        return True  # gone: the call says so
+    if _is_flagged({"suspended": now.get("suspended"), "limited": now.get("silenced")}, verb):
+        return False
+    link.redis.set(claim, key, ex=PROPOSAL_SECONDS)
+    return True
+
+
+def _release_claim(connection: redis.Redis, claim: str, key: str) -> None:
+    """Drop a job's claim on an account (not done, or undone), unless another job's holds it."""
+    if connection.get(claim) == key.encode():
+        connection.delete(claim)
+
+
 def _account_lock(link: MastodonLink, progress: str) -> Lock:
-    """The lock a wave's account job holds around each account's call, and `undo` while it stops the job:
-    held longer than the call can take (a connect and a read timeout, TOCSIN_REQUEST_TIMEOUT each), so an
-    undo never reads the outcomes while an account is being acted on."""
-    seconds = defaults.WAVE_ACCOUNT_LOCK_SECONDS + 2 * link.settings.request_timeout
+    """The lock a wave's account job holds around each account's call (and the read that may precede it,
+    _claimed), and `undo` while it stops the job: held longer than those two calls can take (a connect and
+    a read timeout, TOCSIN_REQUEST_TIMEOUT each), so an undo never reads the outcomes while an account is
+    being acted on."""
+    seconds = defaults.WAVE_ACCOUNT_LOCK_SECONDS + 4 * link.settings.request_timeout
     return link.redis.lock(progress + ":lock", timeout=seconds, blocking_timeout=seconds)
 
 
@@ -286,8 +320,12 @@ def act_on_accounts(
                 return AccountsTally(_outcomes(link.redis, progress), stopped=True)
             if link.redis.hexists(progress, account_id):  # a racing run did it
                 continue
+            claim = f"{ACCOUNT_CLAIM_PREFIX}{verb}:{account_id}"
             if kept is not None:
                 outcome, api = kept
+            elif not _claimed(link, claim, key, account_id, verb):
+                # Another approval's job (another DM of the surge) acts on it: once is enough.
+                outcome, api = "already", f"account {account_id}: {verb} by another approval's job"
             elif link.redis.hexists(progress + ":trying", account_id) and _is_flagged(account, verb):
                 # Asked before, the answer lost (a 502, a timeout, a crash), and it is so now: this job's.
                 outcome, api = "done", f"POST /api/v1/admin/accounts/{account_id}/action: answer lost, {verb} found"
@@ -298,6 +336,8 @@ def act_on_accounts(
                 outcome, api = _act_on_account(link, account_id, verb, account, first)
             link.redis.hset(progress, account_id, outcome)
             link.redis.expire(progress, PROPOSAL_SECONDS)
+            if outcome != "done":
+                _release_claim(link.redis, claim, key)
         told(account_id, outcome, api)
     return AccountsTally(_outcomes(link.redis, progress), stopped=bool(link.redis.exists(progress + ":stop")))
 
@@ -615,6 +655,9 @@ def _undo_accounts(link: MastodonLink, recipe: dict[str, Any]) -> str:
             link.unsuspend_account(account_id)
         else:
             link.unsilence_account(account_id)
+        if "job" in recipe:  # another approval may act on it again
+            verb = "suspend" if flag == "suspended" else "silence"
+            _release_claim(link.redis, f"{ACCOUNT_CLAIM_PREFIX}{verb}:{account_id}", recipe["job"])
         lifted += 1
         link.redis.sadd(progress, account_id)
         link.redis.expire(progress, PROPOSAL_SECONDS)
