@@ -285,7 +285,8 @@ def _account_lock(link: MastodonLink, progress: str) -> Lock:
     a read timeout, TOCSIN_REQUEST_TIMEOUT each), so an undo never reads the outcomes while an account is
     being acted on."""
     seconds = defaults.WAVE_ACCOUNT_LOCK_SECONDS + 4 * link.settings.request_timeout
-    return link.redis.lock(progress + ":lock", timeout=seconds, blocking_timeout=seconds)
+    lock: Lock = link.redis.lock(progress + ":lock", timeout=seconds, blocking_timeout=seconds)
+    return lock
 
 
 def _outcomes(connection: redis.Redis, progress: str) -> dict[str, str]:
