@@ -26,7 +26,7 @@ from bot.core import audit, defaults
 from bot.core.privacy import ZERO_WIDTH_SPACE
 from bot.dm import mentions
 from bot.dm.commands import job
-from bot.mastodon.actions import ROLE_FLAGS
+from bot.mastodon.actions import ROLE_FLAGS, Action, carry_out
 from bot.mastodon.client import Following
 from bot.mastodon.context import Context
 from bot.pipeline.queue import queue
@@ -770,3 +770,12 @@ def test_a_later_approval_acts_again_on_an_account_lifted_by_hand_since(
         f"Suspended 1 of the {len(suspended) + 1} reported accounts of flood.example;"
         f" {len(suspended)} already suspended."
     ]
+
+
+def test_a_wave_action_is_never_carried_out_at_once(fctx: Context, mastodon: MastodonDouble) -> None:
+    """Suspending, silencing a wave's accounts and resolving its reports are many calls: only the paced
+    background jobs carry them out; `carry_out` (one call, in the command's own job) refuses them."""
+    for kind in ("suspend_accounts", "silence_accounts", "resolve_reports"):
+        with pytest.raises(ValueError, match="in the background"):
+            carry_out(fctx.mastodon, Action(kind, FLOOD, kind, targets=("700001",)), "[tocsin]")
+    assert mastodon.account_actions == [] and mastodon.report_actions == []

@@ -57,7 +57,6 @@ from bot.pipeline.queue import PERMANENT_STATUSES, enqueue_once
 log = logging.getLogger(__name__)
 
 PROGRESS_PREFIX = "tocsin:wave:resolved:"  # + job key: set of the report ids resolved so far
-LEFT_PREFIX = "tocsin:wave:left:"  # + job key: what stayed open, in words, as the last pass saw it
 PROGRESS_SECONDS = 30 * 86400
 """As long as a proposal lives: a continuation or retry within it still knows what was resolved."""
 AUDIT_IDS_PER_ENTRY = 20

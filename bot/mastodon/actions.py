@@ -99,8 +99,9 @@ class Done:
 class ActionKind:
     permission: str
     scope: str
-    run: Callable[[MastodonLink, Action, str], Done]
-    """(link, action, private comment) -> Done; raises Refused."""
+    run: Callable[[MastodonLink, Action, str], Done] | None
+    """(link, action, private comment) -> Done; raises Refused. None: many calls, carried out by a paced
+    background job (bot/dm/wave.py), never by carry_out."""
     destructive: Callable[[Action], bool] = lambda action: False
 
 
@@ -219,19 +220,6 @@ class AccountsTally:
 
     def count(self, outcome: str) -> int:
         return sum(1 for value in self.outcomes.values() if value == outcome)
-
-    def words(self, action: Action) -> str:
-        """Counted in words: 58 reported accounts of flood.example suspended, 1 already suspended, …"""
-        flag = _account_flag(action)
-        counts = [f"{self.count('done')} {reported_accounts(action)} {flag}"]
-        others = (("already", f"already {flag}"), ("refused", "refused by Mastodon"), ("gone", "gone"))
-        others += tuple(LEFT_ALONE.items())
-        counts += [f"{self.count(outcome)} {word}" for outcome, word in others if self.count(outcome)]
-        return ", ".join(counts)
-
-
-def _account_flag(action: Action) -> str:
-    return "silenced" if action.kind == "silence_accounts" else "suspended"
 
 
 def reported_accounts(action: Action) -> str:
@@ -413,25 +401,6 @@ def _act_on_account(
     return "done", f"POST /api/v1/admin/accounts/{account_id}/action type={verb}: 200"
 
 
-def _moderate_accounts(link: MastodonLink, action: Action, private_comment: str) -> Done:
-    """A wave's account action carried out at once (commands run it in the background: bot/wave.py)."""
-    key = accounts_job_key(f"{action.kind}:{action.target}:{private_comment}")
-    tally = act_on_accounts(link, action, key, lambda account_id, outcome, api: None)
-    done = tally.count("done")
-    return Done(
-        tally.words(action),
-        f"POST /api/v1/admin/accounts/:id/action: {done} × 200"
-        + (f", {tally.count('refused')} refused" if tally.count("refused") else ""),
-        accounts_undo(action, key) if done else None,
-    )
-
-
-def _resolve_reports(link: MastodonLink, action: Action, private_comment: str) -> Done:
-    """Resolve the wave's reports now (the background job does it paced: bot/dm/wave.py)."""
-    resolved, left = resolve_wave(link, action, lambda report_id: None)
-    return Done(f"{len(resolved)} reports resolved{left}", f"POST /api/v1/admin/reports/:id/resolve × {len(resolved)}")
-
-
 LOCAL_ACCOUNTS = "local"
 """The target of an account action over local accounts (a wave against our own members)."""
 
@@ -496,11 +465,11 @@ KINDS: dict[str, ActionKind] = {
     "suspend_accounts": ActionKind(
         "manage_users",
         "admin:write:accounts",
-        _moderate_accounts,
+        None,
         destructive=lambda action: action.target == LOCAL_ACCOUNTS,
     ),
-    "silence_accounts": ActionKind("manage_users", "admin:write:accounts", _moderate_accounts),
-    "resolve_reports": ActionKind("manage_reports", "admin:write:reports", _resolve_reports),
+    "silence_accounts": ActionKind("manage_users", "admin:write:accounts", None),
+    "resolve_reports": ActionKind("manage_reports", "admin:write:reports", None),
 }
 CONFIRM_ABOVE = 10
 """Approving more actions than this at once asks for `yes` first."""
@@ -531,6 +500,8 @@ def missing_scopes(link: MastodonLink) -> list[str]:
 def carry_out(link: MastodonLink, action: Action, private_comment: str) -> Done:
     """One action through the admin API. A 403 becomes a refusal naming the missing scope or permission."""
     kind = KINDS[action.kind]
+    if kind.run is None:
+        raise ValueError(f"{action.kind} is carried out in the background (bot/dm/wave.py), not at once")
     try:
         return kind.run(link, action, private_comment)
     except MastodonAPIError as error:
