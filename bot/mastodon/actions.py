@@ -172,6 +172,8 @@ def _suspend_account(link: MastodonLink, action: Action, private_comment: str) -
     # No `text`: Mastodon shows it to the suspended account as the moderators' message, and who acted
     # is nobody's business but the audit log's (the private comment is for domain blocks only).
     try:
+        if _is_staff_or_bot(link, link.admin_account(action.target), action.target):
+            return Done(f"{action.label.removeprefix('suspend ')}: {LEFT_ALONE['staff']}", "not acted on")
         link.moderate_account(action.target, "suspend")
     except MastodonNotFoundError:
         return Done(f"{action.label}: the account is gone", f"404 (account {action.target})")
@@ -354,14 +356,24 @@ def _as_mastodon_says(
             return {}, ("gone", f"GET /api/v1/admin/accounts/{account_id}: 404")
         domain = admin.get("domain")
         account = {"suspended": admin.get("suspended"), "limited": admin.get("silenced")}
-        role = admin.get("role") or {}
-        if domain is None and (account_id == bot_id or is_staff(int(role.get("permissions") or 0))):
+        if _is_staff_or_bot(link, admin, account_id, bot_id):
             return account, ("staff", f"account {account_id}: local staff (or the bot), not acted on")
     else:
         domain = str(account.get("acct") or "").partition("@")[2] or None
     if not _same_server(domain or LOCAL_ACCOUNTS, action.target):
         return account, ("elsewhere", f"account {account_id} is of {domain or 'this instance'}, not acted on")
     return account, None
+
+
+def _is_staff_or_bot(link: MastodonLink, admin: dict[str, Any], account_id: str, bot_id: str | None = None) -> bool:
+    """Whether an Admin::Account is a local account that is staff now, or the bot's own: never acted on
+    from a DM (Mastodon lets the bot's role act on lower roles the approving moderator could not touch in
+    the admin interface, and remote accounts can report, or imitate, anyone)."""
+    if admin.get("domain") is not None:
+        return False
+    if is_staff(int((admin.get("role") or {}).get("permissions") or 0)):
+        return True
+    return account_id == (bot_id or link.bot_account_id())
 
 
 def _same_server(domain: str, target: str) -> bool:
