@@ -18,7 +18,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -202,6 +202,12 @@ class MastodonDouble:
     """(account id, the `text` of an account action): what the account itself is shown."""
     permissions: dict[str, int] = field(default_factory=dict)
     """Staff account id -> a role's permissions bitmask of its own (overrides `roles`)."""
+    on_account_action: Callable[[str], None] | None = None
+    """Called with the account's id when an account action arrives, before it is carried out (a test
+    looks at what the caller holds meanwhile)."""
+    lost_action_answers: list[int] = field(default_factory=list)
+    """Status codes to answer the next account actions with once they are carried out (a proxy's 502 or
+    a timeout after Mastodon acted: the caller cannot tell it acted)."""
     bot_permissions: int | None = None
     """The bot account's role permissions; None: administrator. An admin write its role cannot make is
     answered 403 as Mastodon's policies do (Manage Reports for reports, Manage Users for account actions)."""
@@ -650,6 +656,8 @@ class MastodonDouble:
         async def account_action(request: Request, account_id: str, action: str) -> JSONResponse:
             if denied := unauthorized(request) or out_of_scope("admin:write:accounts") or lacks("manage_users"):
                 return denied
+            if double.on_account_action is not None:
+                double.on_account_action(account_id)
             found = admin_account_by_id(account_id)
             if found is None:
                 return JSONResponse({"error": "Record not found"}, 404)
@@ -673,6 +681,8 @@ class MastodonDouble:
             if action == "reject":
                 double.accounts = [account for account in double.accounts if account["id"] != account_id]
                 return JSONResponse({})
+            if double.lost_action_answers:
+                return JSONResponse({"error": "Bad Gateway"}, status_code=double.lost_action_answers.pop(0))
             return JSONResponse(found if action != "suspend" else {})
 
         @app.get("/api/v1/admin/email_domain_blocks")

@@ -808,3 +808,20 @@ def test_tocsin_listen_answers_without_waiting_for_a_poll(
     wait_for(lambda: bool(mastodon.replies_to(status["id"])), what="the answer")
     assert "Not paused." in answer(mastodon, status)["text"]
     assert connection.get(mentions.CURSOR) is None  # no poll has run
+
+
+def test_a_flagged_account_that_is_staff_or_the_bot_is_never_suspended(cctx: Context, mastodon: MastodonDouble) -> None:
+    """A spam wave's flagged accounts are young local accounts; a new moderator's (or a young bot's)
+    posts can be made to look like the wave's (the same link as five young accounts): approving the
+    suspension leaves staff and the bot alone — the bot's role may outrank roles the approving moderator
+    could not suspend in the admin interface."""
+    mastodon.accounts = [{"id": "500", "username": "bot500", "domain": None, "suspended": False, "role": None}]
+    suspend = tuple(
+        Action("suspend_account", account_id, f"suspend {name} (#{account_id})")
+        for account_id, name in (("500", "bot500"), ("103", "mod_cleo"), (mastodon.bot_id, "tocsin"))
+    )
+    dm = proposal_dm(cctx, mastodon, ProposalItem("suspend these 3 accounts", suspend))
+    done = answer(mastodon, say(cctx, mastodon, BEN, "approve", reply_to=dm))
+    assert mastodon.account_actions == [("500", "suspend")]
+    assert "mod_cleo (#103): staff or Tocsin's own, left alone" in done["text"]
+    assert f"tocsin (#{mastodon.bot_id}): staff or Tocsin's own, left alone" in done["text"]

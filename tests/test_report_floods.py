@@ -26,9 +26,10 @@ from bot.core import audit, defaults
 from bot.core.privacy import ZERO_WIDTH_SPACE
 from bot.dm import mentions
 from bot.dm.commands import job
-from bot.mastodon.actions import ROLE_FLAGS
+from bot.mastodon.actions import ROLE_FLAGS, Action, carry_out
 from bot.mastodon.client import Following
 from bot.mastodon.context import Context
+from bot.pipeline.queue import queue
 from bot.pipeline.surges import Alert
 from handlers.reports import surge as reports
 from tests.helpers import feed, quiescent, report_event, run_jobs, run_until, wait_for
@@ -600,3 +601,196 @@ def test_quiet_again_says_what_is_still_open_with_the_same_numbers(fctx: Context
     command = say(fctx, mastodon, BEN, "approve 3", reply_to=thread[-1]["id"])
     run_until(fctx.redis, lambda: any("Resolved 200" in s["text"] for s in mastodon.replies_to(command["id"])))
     assert set(resolved_ids(mastodon)) == {e["object"]["id"] for e in events}
+
+
+def test_a_local_wave_never_acts_on_staff_or_the_bot(fctx: Context, mastodon: MastodonDouble) -> None:
+    """Remote accounts can report our moderators and Tocsin's own account as easily as spam accounts (a
+    harassment campaign is a report flood too): `approve` (item 1, silence, no `yes`) and `approve 2`
+    (suspend) leave every local account that is staff now, and the bot's own, alone, and the note says so.
+    Mastodon lets a role act on the accounts of lower roles; a moderator must not reach, through the
+    bot's role, a colleague they could not silence in the admin interface."""
+    start = datetime.now(UTC) - timedelta(hours=1)
+    events = burst(start, None, reports=24, hours=1)  # type: ignore[arg-type]
+    protected = (BEN, CLEO, mastodon.bot_id)
+    events += [
+        report_event(510000 + n, iso(start + timedelta(minutes=2 * n + 1)), None, protected[n % 3]) for n in range(9)
+    ]
+    for event in events:
+        mastodon.add_report(event["object"])
+    feed(fctx, events)
+    run_jobs(fctx.redis)
+    accounts = {event["object"]["target_account"]["id"] for event in events}
+    assert set(protected) <= accounts
+    [*_parts, last] = mastodon.direct_threads()[0]
+    command = say(fctx, mastodon, ANNA, "approve", reply_to=last["id"])
+    run_until(fctx.redis, lambda: bool(notes(mastodon, command, "Silenced")))
+    assert {account_id for account_id, _action in mastodon.account_actions} == accounts - set(protected)
+    assert notes(mastodon, command, "Silenced") == [
+        f"Silenced {len(accounts) - 3} of the {len(accounts)} reported local accounts;"
+        " 3 staff or Tocsin's own, left alone."
+    ]
+    suspend = say(fctx, mastodon, ANNA, "approve 2", reply_to=last["id"])
+    yes = say(fctx, mastodon, ANNA, "yes", reply_to=mastodon.replies_to(suspend["id"])[0]["id"])
+    run_until(fctx.redis, lambda: len(notes(mastodon, yes, "Suspended")) == 1)
+    suspended = {account_id for account_id, action in mastodon.account_actions if action == "suspend"}
+    assert suspended == accounts - set(protected)
+
+
+def test_a_remote_wave_acts_only_on_accounts_of_that_server(fctx: Context, mastodon: MastodonDouble) -> None:
+    """What the wave's reports name is checked against what Mastodon says of each account before it is
+    acted on: an account that is local (or of another server) is no account of the wave, whatever the
+    stored reports say."""
+    now = datetime.now(UTC)
+    events = flood(mastodon, now - timedelta(hours=1), 30, first_id=500000)
+    # Reports naming a local moderator and another server's account as accounts of FLOOD.
+    stray = report_event(400100, iso(now - timedelta(minutes=5)), FLOOD, BEN)
+    elsewhere = report_event(400101, iso(now - timedelta(minutes=4)), "other.example", "690100")
+    mastodon.add_report(elsewhere["object"])
+    elsewhere["object"]["target_account"]["domain"] = FLOOD
+    feed(fctx, [*events, stray, elsewhere])
+    run_jobs(fctx.redis)
+    dm = mastodon.direct_threads()[0][-1]
+    command = say(fctx, mastodon, ANNA, "approve 2", reply_to=dm["id"])
+    run_until(fctx.redis, lambda: bool(notes(mastodon, command, "Suspended")))
+    acted = {account_id for account_id, _action in mastodon.account_actions}
+    assert acted == {event["object"]["target_account"]["id"] for event in events}
+    assert notes(mastodon, command, "Suspended")[0].endswith("; 2 not of the wave, left alone.")
+
+
+@pytest.mark.slow  # a job going on over rate-limit windows
+def test_a_job_stops_once_its_approver_may_no_longer_act(fctx: Context, mastodon: MastodonDouble) -> None:
+    """The permission checked at approval is checked again each time the job goes on (after a rate-limit
+    pause, or a retry): a moderator demoted (or suspended) meanwhile stops acting through the jobs they
+    started, and the notes say so."""
+    events, dm = wave_dm(fctx, mastodon, datetime.now(UTC))
+    mastodon.rate_limit = 120  # a bulk share of 48 calls a window: each job takes several windows
+    command = say(fctx, mastodon, ANNA, "approve 2,3", reply_to=dm["id"])
+    run_until(fctx.redis, lambda: any(action == "suspend" for _id, action in mastodon.account_actions))
+    assert notes(mastodon, command, "Suspended") == [] and notes(mastodon, command, "Resolved") == []
+    mastodon.roles[ANNA] = "federation"  # still staff, but can neither manage users nor reports
+    suspended, resolved = len(mastodon.account_actions), len(mastodon.report_actions)
+    run_until(fctx.redis, lambda: len(notes(mastodon, command, "Stopped")) == 2, timeout=30)
+    run_jobs(fctx.redis, rounds=3)
+    assert (len(mastodon.account_actions), len(mastodon.report_actions)) == (suspended, resolved)
+    assert sorted(notes(mastodon, command, "Stopped")) == [
+        f"Stopped resolving the wave's reports against flood.example after {resolved}:"
+        " @mod_anna, who approved it, cannot manage reports now.",
+        f"Stopped suspending the reported accounts of flood.example after {suspended}:"
+        " @mod_anna, who approved it, cannot manage users now.",
+    ]
+    assert events
+
+
+@pytest.mark.slow  # a job retried over rate-limit windows
+def test_an_account_acted_on_whose_answer_was_lost_is_the_jobs_own(fctx: Context, mastodon: MastodonDouble) -> None:
+    """Mastodon suspends an account but its answer is lost (a proxy's 502, a timeout): the job is retried,
+    finds the account suspended, and counts it as its own suspension, not "already suspended" — so
+    `undo` lifts it with the others."""
+    events, dm = wave_dm(fctx, mastodon, datetime.now(UTC))
+    mastodon.lost_action_answers = [502, 504]
+    command = say(fctx, mastodon, ANNA, "approve 2", reply_to=dm["id"])
+    run_until(fctx.redis, lambda: bool(notes(mastodon, command, "Suspended")), timeout=30)
+    suspended = [account_id for account_id, action in mastodon.account_actions if action == "suspend"]
+    assert len(suspended) == len(set(suspended))
+    assert notes(mastodon, command, "Suspended") == [
+        f"Suspended {len(suspended)} of the {len(suspended) + 1} reported accounts of flood.example;"
+        " 1 already suspended."
+    ]
+    undo = say(fctx, mastodon, ANNA, "undo", None)
+    assert f"{len(suspended)} reported accounts of flood.example unsuspended" in answer(mastodon, undo)
+    still = {account["id"] for account in mastodon.accounts if account.get("suspended")}
+    assert still == {events[0]["object"]["target_account"]["id"]}
+
+
+def test_the_lock_around_an_accounts_call_outlasts_the_call(
+    make_context: Callable[..., Context], mastodon: MastodonDouble, connection: redis.Redis
+) -> None:
+    """`undo` takes the same lock to stop the job and read what it did: while a call is in flight the lock
+    must still be held, however long TOCSIN_REQUEST_TIMEOUT lets the call take (a connect and a read
+    timeout each), or the undo would read the outcomes without the account being suspended right then."""
+    slow = make_context(moderators=["mod_anna", "mod_ben"], request_timeout=120)
+    assert mentions.poll(slow) == 0
+    events = flood(mastodon, datetime.now(UTC) - timedelta(hours=1), 20, first_id=500000)
+    feed(slow, events)
+    run_jobs(slow.redis)
+    held: list[int] = []
+    mastodon.on_account_action = lambda _id: held.extend(
+        connection.pttl(key) for key in connection.scan_iter("tocsin:wave-accounts:*:lock")
+    )
+    command = say(slow, mastodon, ANNA, "approve 2", reply_to=mastodon.direct_threads()[0][-1]["id"])
+    run_until(slow.redis, lambda: bool(notes(mastodon, command, "Suspended")))
+    assert held and min(held) > 2 * 120 * 1000
+
+
+@pytest.mark.slow  # two jobs racing over rate-limit windows
+def test_two_dms_of_one_surge_approved_at_once_suspend_each_account_once(
+    fctx: Context, mastodon: MastodonDouble
+) -> None:
+    """Item 2 of the escalation DM names the same accounts as item 2 of the first: two moderators
+    approving each start two jobs over the same accounts, and two workers run them at once; each account
+    is still suspended once, by one of them, and each moderator's undo lifts only what their job did."""
+    events, dm = wave_dm(fctx, mastodon, datetime.now(UTC))
+    state = reports.SURGES.state(fctx.redis, FLOOD)
+    assert state is not None
+    at = max(datetime.fromisoformat(e["object"]["created_at"]).timestamp() for e in events)
+    escalation = Alert(kind="escalate", bucket=FLOOD, surge_id=state.surge_id, alert_no=2, at=at)
+    [*_parts, last] = reports.SURGES.send(fctx, escalation)
+    first = mastodon.say(ANNA, "@tocsin approve 2", in_reply_to_id=dm["id"])
+    second = mastodon.say(CLEO, "@tocsin approve 2", in_reply_to_id=last)
+    mentions.poll(fctx)
+    for notification in mastodon.notifications[-2:]:
+        job.handle_mention(mentions.reduced(notification))  # the answers; the jobs wait on their queue
+    jobs = queue(defaults.QUEUE_BACKGROUND, fctx.redis).get_jobs()
+    assert sorted(j.func_name for j in jobs) == ["bot.dm.wave.accounts_job"] * 2
+    workers = [threading.Thread(target=j.func, args=j.args) for j in jobs]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    run_until(
+        fctx.redis,
+        lambda: bool(notes(mastodon, first, "Suspended") and notes(mastodon, second, "Suspended")),
+        timeout=60,
+    )
+    suspended = Counter(account_id for account_id, action in mastodon.account_actions if action == "suspend")
+    assert set(suspended.values()) == {1}
+    say(fctx, mastodon, CLEO, "undo", None)
+    say(fctx, mastodon, ANNA, "undo", None)
+    unsuspended = Counter(account_id for account_id, action in mastodon.account_actions if action == "unsuspend")
+    assert unsuspended == suspended
+
+
+@pytest.mark.slow  # two jobs in turn over rate-limit windows
+def test_a_later_approval_acts_again_on_an_account_lifted_by_hand_since(
+    fctx: Context, mastodon: MastodonDouble
+) -> None:
+    """An account the first job suspended and a moderator unsuspended by hand since is suspended again
+    when item 2 of a later DM of the surge is approved (a new decision); the others, still suspended,
+    are "already suspended"."""
+    events, dm = wave_dm(fctx, mastodon, datetime.now(UTC))
+    first = say(fctx, mastodon, ANNA, "approve 2", reply_to=dm["id"])
+    run_until(fctx.redis, lambda: bool(notes(mastodon, first, "Suspended")))
+    suspended = [account_id for account_id, action in mastodon.account_actions if action == "suspend"]
+    next(account for account in mastodon.accounts if account["id"] == suspended[0])["suspended"] = False
+    state = reports.SURGES.state(fctx.redis, FLOOD)
+    assert state is not None
+    at = max(datetime.fromisoformat(e["object"]["created_at"]).timestamp() for e in events)
+    escalation = Alert(kind="escalate", bucket=FLOOD, surge_id=state.surge_id, alert_no=2, at=at)
+    [*_parts, last] = reports.SURGES.send(fctx, escalation)
+    second = say(fctx, mastodon, CLEO, "approve 2", reply_to=last)
+    run_until(fctx.redis, lambda: bool(notes(mastodon, second, "Suspended")))
+    again = [account_id for account_id, action in mastodon.account_actions if action == "suspend"][len(suspended) :]
+    assert again == [suspended[0]]
+    assert notes(mastodon, second, "Suspended") == [
+        f"Suspended 1 of the {len(suspended) + 1} reported accounts of flood.example;"
+        f" {len(suspended)} already suspended."
+    ]
+
+
+def test_a_wave_action_is_never_carried_out_at_once(fctx: Context, mastodon: MastodonDouble) -> None:
+    """Suspending, silencing a wave's accounts and resolving its reports are many calls: only the paced
+    background jobs carry them out; `carry_out` (one call, in the command's own job) refuses them."""
+    for kind in ("suspend_accounts", "silence_accounts", "resolve_reports"):
+        with pytest.raises(ValueError, match="in the background"):
+            carry_out(fctx.mastodon, Action(kind, FLOOD, kind, targets=("700001",)), "[tocsin]")
+    assert mastodon.account_actions == [] and mastodon.report_actions == []

@@ -130,8 +130,9 @@ wave's size. It stops sooner once the follows found are all those our members ha
 `instance_follows` measure: a spam server's few, or none at all, which needs no page). When the cap
 runs out first (a big server) or the share is spent, the DM says "at least"."""
 WAVE_ACCOUNT_LOCK_SECONDS = 60
-"""A paced job acting on a wave's accounts holds a lock around each account's call (at most
-TOCSIN_REQUEST_TIMEOUT), so `undo` stops it between two accounts and knows exactly which were done."""
+"""A paced job acting on a wave's accounts holds a lock around each account's call, so `undo` stops it
+between two accounts and knows exactly which were done: held this long beyond the calls' longest (a
+connect and a read timeout, TOCSIN_REQUEST_TIMEOUT each: bot/mastodon/actions.py, _account_lock)."""
 
 # --- `tocsin replay` (bot/ops/replay.py).
 REPLAY_SINCE_DAYS = 90.0

@@ -11,6 +11,9 @@ none twice), audited one entry per account, and counted in one note at the end (
 suspended, refused, gone). `undo` stops a job still going, between two accounts, and lifts exactly the
 accounts it suspended.
 
+Each run of either job (its first part, a continuation, a retry) first reads the approving moderator's
+account again: a job never outlives its approver's role (`_approver_gone`).
+
 Resolving: The job resolves the wave's open reports (bot.mastodon.actions.resolve_wave: the target's domain,
 created within the window the DM offered, unassigned, spam unless `approve 3 all`) as bulk work
 (bot/mastodon/ratelimit.py, BULK_SHARE: the poll and the alerts keep their part of each window); when the share is
@@ -33,11 +36,15 @@ from mastodon import MastodonAPIError, MastodonNotFoundError
 from bot.core import audit, defaults, redis_text
 from bot.mastodon.actions import (
     ACCOUNTS_JOB_PREFIX,
+    KINDS,
+    LEFT_ALONE,
     OUT_OF_SCOPE,
     Action,
     Done,
     accounts_undo,
     act_on_accounts,
+    can,
+    is_staff,
     reported_accounts,
     resolve_wave,
 )
@@ -50,7 +57,6 @@ from bot.pipeline.queue import PERMANENT_STATUSES, enqueue_once
 log = logging.getLogger(__name__)
 
 PROGRESS_PREFIX = "tocsin:wave:resolved:"  # + job key: set of the report ids resolved so far
-LEFT_PREFIX = "tocsin:wave:left:"  # + job key: what stayed open, in words, as the last pass saw it
 PROGRESS_SECONDS = 30 * 86400
 """As long as a proposal lives: a continuation or retry within it still knows what was resolved."""
 AUDIT_IDS_PER_ENTRY = 20
@@ -67,11 +73,27 @@ BACKGROUND_KINDS = ("resolve_reports", "suspend_accounts", "silence_accounts")
 
 
 def start(
-    ctx: Context, action: Action, *, key: str, command_id: str, subject: str | None, by: str, command: str
+    ctx: Context,
+    action: Action,
+    *,
+    key: str,
+    command_id: str,
+    subject: str | None,
+    by: str,
+    by_id: str,
+    command: str,
 ) -> Done:
-    """Queue the job that carries out `action` (once per approval); what the answer says about it."""
+    """Queue the job that carries out `action` (once per approval) on the word of `by` (account `by_id`);
+    what the answer says about it."""
     resolving = action.kind == "resolve_reports"
-    job = {"action": asdict(action), "key": key, "command_id": command_id, "subject": subject, "by": by}
+    job = {
+        "action": asdict(action),
+        "key": key,
+        "command_id": command_id,
+        "subject": subject,
+        "by": by,
+        "by_id": by_id,
+    }
     enqueue_once(
         ctx.redis,
         defaults.QUEUE_BACKGROUND,
@@ -137,6 +159,26 @@ def _refusal(error: MastodonAPIError, scope: str, permission: str) -> tuple[int 
     return code, why
 
 
+def _approver_gone(ctx: Context, job: dict[str, Any], action: Action) -> str | None:
+    """Why the moderator whose word started the job may not act now (None: they still may): checked at
+    every run, so a job going on after a pause, or retried, never outlives its approver's role. Read
+    fresh, as a command reads its sender's role (a local account, staff, not suspended nor disabled, with
+    the permission Mastodon requires for the action)."""
+    if not job.get("by_id"):  # queued before jobs named their approver's account
+        return None
+    permission = KINDS[action.kind].permission
+    try:
+        account = ctx.mastodon.admin_account(job["by_id"])
+    except MastodonNotFoundError:
+        account = {}
+    permissions = int((account.get("role") or {}).get("permissions") or 0)
+    active = bool(account) and account.get("domain") is None
+    active = active and not account.get("suspended") and not account.get("disabled")
+    if active and is_staff(permissions) and can(permissions, permission):
+        return None
+    return f"{job['by']}, who approved it, cannot {permission.replace('_', ' ')} now"
+
+
 def accounts_job(raw: str, continuation: int) -> dict[str, Any]:
     """RQ job (background queue): suspend (or silence) the wave's reported accounts; pause for the rate
     limit by queuing the next continuation; at the end, the note in the thread."""
@@ -147,8 +189,20 @@ def accounts_job(raw: str, continuation: int) -> dict[str, Any]:
     def told(account_id: str, outcome: str, api: str) -> None:
         _audit_account(ctx, job, action, account_id, outcome, api)
 
+    def done_so_far() -> int:
+        return sum(1 for outcome in ctx.redis.hvals(ACCOUNTS_JOB_PREFIX + job["key"]) if outcome == b"done")
+
     try:
         with ctx.mastodon.bulk():
+            gone = _approver_gone(ctx, job, action)
+            if gone is not None:
+                _note(
+                    ctx,
+                    job,
+                    f"Stopped {doing} the {reported_accounts(action)} after {done_so_far()}: {gone}.",
+                    "accounts",
+                )
+                return {"stopped": gone}
             tally = act_on_accounts(ctx.mastodon, action, job["key"], told)
     except BudgetExhausted as spent:
         log.info("%s a wave's accounts: API share spent, going on in %.0f s", doing, spent.wait)
@@ -158,8 +212,12 @@ def accounts_job(raw: str, continuation: int) -> dict[str, Any]:
         refusal = _refusal(error, "admin:write:accounts", "manage users")
         if refusal is None:
             raise  # 5xx, network: RQ retries the job; what was done stays recorded
-        done = sum(1 for outcome in ctx.redis.hvals(ACCOUNTS_JOB_PREFIX + job["key"]) if outcome == b"done")
-        _note(ctx, job, f"Stopped {doing} the {reported_accounts(action)} after {done}: {refusal[1]}.", "accounts")
+        _note(
+            ctx,
+            job,
+            f"Stopped {doing} the {reported_accounts(action)} after {done_so_far()}: {refusal[1]}.",
+            "accounts",
+        )
         return {"refused": refusal[0]}
     for account_id, outcome in tally.outcomes.items():  # what a crash between two steps left unaudited
         told(account_id, outcome, "")
@@ -176,6 +234,7 @@ def accounts_job(raw: str, continuation: int) -> dict[str, Any]:
                 ("already", f"already {flag.lower()}"),
                 ("refused", "refused by Mastodon"),
                 ("gone", "gone"),
+                *LEFT_ALONE.items(),
             )
             if tally.count(outcome)
         ]
@@ -193,6 +252,7 @@ def _audit_account(ctx: Context, job: dict[str, Any], action: Action, account_id
         "already": f"already {flag}",
         "refused": "refused by Mastodon",
         "gone": "gone",
+        **LEFT_ALONE,
     }.get(outcome, outcome)
     audit.record(
         ctx.redis,
@@ -201,7 +261,7 @@ def _audit_account(ctx: Context, job: dict[str, Any], action: Action, account_id
             account_id="",
             handle=job["by"].removeprefix("@"),
             command=f"{job['command']} ({_doing(action)} the wave's accounts)",
-            outcome="refused" if outcome == "refused" else "done",
+            outcome="refused" if outcome in ("refused", *LEFT_ALONE) else "done",
             did=f"account {account_id} ({reported_accounts(action)}): {did}",
             api=api,
             status_id=f"{job['command_id']}:{action.kind}:{account_id}",
@@ -222,6 +282,11 @@ def resolve_job(raw: str, continuation: int) -> dict[str, Any]:
 
     try:
         with ctx.mastodon.bulk():
+            gone = _approver_gone(ctx, job, action)
+            if gone is not None:
+                done = ctx.redis.scard(progress)
+                _note(ctx, job, f"Stopped resolving the wave's reports against {_where(action)} after {done}: {gone}.")
+                return {"stopped": gone}
             _ids, left = resolve_wave(ctx.mastodon, action, resolved_one)
     except BudgetExhausted as spent:
         log.info("resolving a wave: API share spent, going on in %.0f s", spent.wait)

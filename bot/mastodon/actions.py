@@ -21,8 +21,10 @@ from typing import Any
 
 import redis
 from mastodon import MastodonAPIError, MastodonNotFoundError
+from redis.lock import Lock
 
 from bot.core import defaults, redis_text
+from bot.core.domains import NotADomain, normalized_domain
 from bot.mastodon.client import MastodonLink, epoch_of, http_status
 
 # UserRole::FLAGS (app/models/user_role.rb): the permissions bitmask of an Admin::Account's role.
@@ -97,8 +99,9 @@ class Done:
 class ActionKind:
     permission: str
     scope: str
-    run: Callable[[MastodonLink, Action, str], Done]
-    """(link, action, private comment) -> Done; raises Refused."""
+    run: Callable[[MastodonLink, Action, str], Done] | None
+    """(link, action, private comment) -> Done; raises Refused. None: many calls, carried out by a paced
+    background job (bot/dm/wave.py), never by carry_out."""
     destructive: Callable[[Action], bool] = lambda action: False
 
 
@@ -169,6 +172,8 @@ def _suspend_account(link: MastodonLink, action: Action, private_comment: str) -
     # No `text`: Mastodon shows it to the suspended account as the moderators' message, and who acted
     # is nobody's business but the audit log's (the private comment is for domain blocks only).
     try:
+        if _is_staff_or_bot(link, link.admin_account(action.target), action.target):
+            return Done(f"{action.label.removeprefix('suspend ')}: {LEFT_ALONE['staff']}", "not acted on")
         link.moderate_account(action.target, "suspend")
     except MastodonNotFoundError:
         return Done(f"{action.label}: the account is gone", f"404 (account {action.target})")
@@ -194,7 +199,10 @@ def _reject_account(link: MastodonLink, action: Action, private_comment: str) ->
 
 
 ACCOUNTS_JOB_PREFIX = "tocsin:wave-accounts:"
-"""+ job key: hash, account id -> what became of it (done, already, refused, gone); + ":stop": set by
+"""+ job key: hash, account id -> what became of it (done, already, refused, gone); + ":trying": hash of
+the accounts asked for (an account asked for whose answer was lost, found suspended by the retry, is the
+job's own: undone with the others, not "already"; a moderator suspending that very account by hand
+between the two is the rarer case); + ":stop": set by
 `undo` (the job stops before its next account); + ":lock": held around each account's call, and by `undo`
 while it stops the job, so the accounts it reverses are exactly those done."""
 ACCOUNTS_UNDO_PREFIX = "tocsin:accounts-undone:"  # + hash of the undo recipe: set of the accounts lifted so far
@@ -215,18 +223,6 @@ class AccountsTally:
     def count(self, outcome: str) -> int:
         return sum(1 for value in self.outcomes.values() if value == outcome)
 
-    def words(self, action: Action) -> str:
-        """Counted in words: 58 reported accounts of flood.example suspended, 1 already suspended, …"""
-        flag = _account_flag(action)
-        counts = [f"{self.count('done')} {reported_accounts(action)} {flag}"]
-        others = (("already", f"already {flag}"), ("refused", "refused by Mastodon"), ("gone", "gone"))
-        counts += [f"{self.count(outcome)} {word}" for outcome, word in others if self.count(outcome)]
-        return ", ".join(counts)
-
-
-def _account_flag(action: Action) -> str:
-    return "silenced" if action.kind == "silence_accounts" else "suspended"
-
 
 def reported_accounts(action: Action) -> str:
     """Which accounts, in words: reported accounts of flood.example, reported local accounts."""
@@ -238,6 +234,49 @@ def accounts_undo(action: Action, key: str) -> dict[str, Any]:
     undo comes (the job may still be going: the undo stops it first)."""
     kind = "accounts.unsilence" if action.kind == "silence_accounts" else "accounts.unsuspend"
     return {"kind": kind, "job": key, "what": reported_accounts(action)}
+
+
+ACCOUNT_CLAIM_PREFIX = "tocsin:wave-account:"
+"""+ verb + ":" + account id: the key of the job acting on that account (set right before its call, kept
+while it stays done, dropped by its undo): two approvals of item 2 in two DMs of one surge start two jobs
+over the same accounts, and each account is still acted on once."""
+
+
+def _claimed(link: MastodonLink, claim: str, key: str, account_id: str, verb: str) -> bool:
+    """Whether the job `key` may act on the account: nobody claimed it, or this job did, or the job that
+    did is done with it and the account is no longer as it left it (lifted by hand since: a later
+    approval acts again; read now, one admin call)."""
+    if link.redis.set(claim, key, nx=True, ex=PROPOSAL_SECONDS):
+        return True
+    holder = redis_text.text(link.redis.get(claim) or b"")
+    if holder == key:
+        return True
+    if link.redis.hget(ACCOUNTS_JOB_PREFIX + holder, account_id) != b"done":
+        return False  # the other job is acting on it right now
+    try:
+        now = link.admin_account(account_id)
+    except MastodonNotFoundError:
+        return True  # gone: the call says so
+    if _is_flagged({"suspended": now.get("suspended"), "limited": now.get("silenced")}, verb):
+        return False
+    link.redis.set(claim, key, ex=PROPOSAL_SECONDS)
+    return True
+
+
+def _release_claim(connection: redis.Redis, claim: str, key: str) -> None:
+    """Drop a job's claim on an account (not done, or undone), unless another job's holds it."""
+    if connection.get(claim) == key.encode():
+        connection.delete(claim)
+
+
+def _account_lock(link: MastodonLink, progress: str) -> Lock:
+    """The lock a wave's account job holds around each account's call (and the read that may precede it,
+    _claimed), and `undo` while it stops the job: held longer than those two calls can take (a connect and
+    a read timeout, TOCSIN_REQUEST_TIMEOUT each), so an undo never reads the outcomes while an account is
+    being acted on."""
+    seconds = defaults.WAVE_ACCOUNT_LOCK_SECONDS + 4 * link.settings.request_timeout
+    lock: Lock = link.redis.lock(progress + ":lock", timeout=seconds, blocking_timeout=seconds)
+    return lock
 
 
 def _outcomes(connection: redis.Redis, progress: str) -> dict[str, str]:
@@ -253,38 +292,111 @@ def act_on_accounts(
     would show it to each account as the moderators' message. Raises BudgetExhausted between accounts when
     Tocsin's share of the rate limit is spent (nothing is recorded for the account not acted on), and
     MastodonAPIError for what stops every account (the token's scope, the bot's role: a 403 before any
-    account was done). Stops, without acting, once an `undo` asked it to."""
+    account was done). Stops, without acting, once an `undo` asked it to.
+
+    Each account is checked against what Mastodon says of it first (left_alone): one that is not of the
+    wave's server, a local account that is staff now, and the bot's own are never acted on."""
     verb = "silence" if action.kind == "silence_accounts" else "suspend"
     progress = ACCOUNTS_JOB_PREFIX + key
     outcomes = _outcomes(link.redis, progress)
     todo = [account_id for account_id in action.targets if account_id not in outcomes]
-    # As they are now, 40 to a request; None (a Mastodon before 4.3): not known, each is acted on.
-    state = link.accounts_by_id(todo) if todo else {}
+    # As they are now, 40 to a request; None (a Mastodon before 4.3): not known, each is read alone.
+    state = link.accounts_by_id(todo) if todo and action.target != LOCAL_ACCOUNTS else {}
+    bot_id = link.bot_account_id() if todo and action.target == LOCAL_ACCOUNTS else None
     for account_id in todo:
-        lock = link.redis.lock(
-            progress + ":lock",
-            timeout=defaults.WAVE_ACCOUNT_LOCK_SECONDS,
-            blocking_timeout=defaults.WAVE_ACCOUNT_LOCK_SECONDS,
-        )
-        with lock:
+        # Read before the lock, which is held around the one write only.
+        account, kept = _as_mastodon_says(link, action, account_id, state, bot_id)
+        with _account_lock(link, progress):
             if link.redis.exists(progress + ":stop"):
                 return AccountsTally(_outcomes(link.redis, progress), stopped=True)
             if link.redis.hexists(progress, account_id):  # a racing run did it
                 continue
-            first = "done" not in _outcomes(link.redis, progress).values()
-            outcome, api = _act_on_account(link, account_id, verb, state, first)
+            claim = f"{ACCOUNT_CLAIM_PREFIX}{verb}:{account_id}"
+            if kept is not None:
+                outcome, api = kept
+            elif not _claimed(link, claim, key, account_id, verb):
+                # Another approval's job (another DM of the surge) acts on it: once is enough.
+                outcome, api = "already", f"account {account_id}: {verb} by another approval's job"
+            elif link.redis.hexists(progress + ":trying", account_id) and _is_flagged(account, verb):
+                # Asked before, the answer lost (a 502, a timeout, a crash), and it is so now: this job's.
+                outcome, api = "done", f"POST /api/v1/admin/accounts/{account_id}/action: answer lost, {verb} found"
+            else:
+                first = "done" not in _outcomes(link.redis, progress).values()
+                link.redis.hset(progress + ":trying", account_id, "1")
+                link.redis.expire(progress + ":trying", PROPOSAL_SECONDS)
+                outcome, api = _act_on_account(link, account_id, verb, account, first)
             link.redis.hset(progress, account_id, outcome)
             link.redis.expire(progress, PROPOSAL_SECONDS)
+            if outcome != "done":
+                _release_claim(link.redis, claim, key)
         told(account_id, outcome, api)
     return AccountsTally(_outcomes(link.redis, progress), stopped=bool(link.redis.exists(progress + ":stop")))
 
 
+LEFT_ALONE = {"staff": "staff or Tocsin's own, left alone", "elsewhere": "not of the wave, left alone"}
+"""Outcomes of accounts a wave's job does not act on, in words."""
+
+
+def _as_mastodon_says(
+    link: MastodonLink,
+    action: Action,
+    account_id: str,
+    state: dict[str, dict[str, Any]] | None,
+    bot_id: str | None,
+) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """One of a wave's accounts as Mastodon says it is now ({"suspended", "limited"}), and, when it is
+    not to be acted on, its outcome (gone, staff, elsewhere) and why. A local wave's accounts are read
+    one by one from the admin API (only it tells an account's role); a remote wave's come from `state`
+    (GET /api/v1/accounts), or the admin API for one it does not list."""
+    account = (state or {}).get(account_id)
+    if action.target == LOCAL_ACCOUNTS or account is None:
+        try:
+            admin = link.admin_account(account_id)
+        except MastodonNotFoundError:
+            return {}, ("gone", f"GET /api/v1/admin/accounts/{account_id}: 404")
+        domain = admin.get("domain")
+        account = {"suspended": admin.get("suspended"), "limited": admin.get("silenced")}
+        if _is_staff_or_bot(link, admin, account_id, bot_id):
+            return account, ("staff", f"account {account_id}: local staff (or the bot), not acted on")
+    else:
+        domain = str(account.get("acct") or "").partition("@")[2] or None
+    if not _same_server(domain or LOCAL_ACCOUNTS, action.target):
+        return account, ("elsewhere", f"account {account_id} is of {domain or 'this instance'}, not acted on")
+    return account, None
+
+
+def _is_staff_or_bot(link: MastodonLink, admin: dict[str, Any], account_id: str, bot_id: str | None = None) -> bool:
+    """Whether an Admin::Account is a local account that is staff now, or the bot's own: never acted on
+    from a DM (Mastodon lets the bot's role act on lower roles the approving moderator could not touch in
+    the admin interface, and remote accounts can report, or imitate, anyone)."""
+    if admin.get("domain") is not None:
+        return False
+    if is_staff(int((admin.get("role") or {}).get("permissions") or 0)):
+        return True
+    return account_id == (bot_id or link.bot_account_id())
+
+
+def _same_server(domain: str, target: str) -> bool:
+    """Whether an account's domain is the wave's: REST::Account writes an IDN in Unicode (`acct`), the
+    admin API and webhooks in its ASCII form."""
+    if LOCAL_ACCOUNTS in (domain, target):
+        return domain == target
+    try:
+        return normalized_domain(domain) == normalized_domain(target)
+    except NotADomain:
+        return domain.lower().rstrip(".") == target.lower().rstrip(".")
+
+
+def _is_flagged(account: dict[str, Any], verb: str) -> bool:
+    """Whether the account is already as `verb` would leave it (a suspension covers a silence)."""
+    return bool(account.get("suspended") or (verb == "silence" and account.get("limited")))
+
+
 def _act_on_account(
-    link: MastodonLink, account_id: str, verb: str, state: dict[str, dict[str, Any]] | None, first: bool
+    link: MastodonLink, account_id: str, verb: str, account: dict[str, Any], first: bool
 ) -> tuple[str, str]:
     """One account: (outcome, Mastodon's answer in words)."""
-    account = (state or {}).get(account_id) or {}  # not listed (a sign-up not approved yet): asked below
-    if account.get("suspended") or (verb == "silence" and account.get("limited")):
+    if _is_flagged(account, verb):
         return "already", "nothing to change"
     try:
         link.moderate_account(account_id, verb)
@@ -299,25 +411,6 @@ def _act_on_account(
         # 422: Mastodon refuses this one; a 403 after others were done: an account its policy protects.
         return "refused", f"POST /api/v1/admin/accounts/{account_id}/action: {status}"
     return "done", f"POST /api/v1/admin/accounts/{account_id}/action type={verb}: 200"
-
-
-def _moderate_accounts(link: MastodonLink, action: Action, private_comment: str) -> Done:
-    """A wave's account action carried out at once (commands run it in the background: bot/wave.py)."""
-    key = accounts_job_key(f"{action.kind}:{action.target}:{private_comment}")
-    tally = act_on_accounts(link, action, key, lambda account_id, outcome, api: None)
-    done = tally.count("done")
-    return Done(
-        tally.words(action),
-        f"POST /api/v1/admin/accounts/:id/action: {done} × 200"
-        + (f", {tally.count('refused')} refused" if tally.count("refused") else ""),
-        accounts_undo(action, key) if done else None,
-    )
-
-
-def _resolve_reports(link: MastodonLink, action: Action, private_comment: str) -> Done:
-    """Resolve the wave's reports now (the background job does it paced: bot/dm/wave.py)."""
-    resolved, left = resolve_wave(link, action, lambda report_id: None)
-    return Done(f"{len(resolved)} reports resolved{left}", f"POST /api/v1/admin/reports/:id/resolve × {len(resolved)}")
 
 
 LOCAL_ACCOUNTS = "local"
@@ -384,11 +477,11 @@ KINDS: dict[str, ActionKind] = {
     "suspend_accounts": ActionKind(
         "manage_users",
         "admin:write:accounts",
-        _moderate_accounts,
+        None,
         destructive=lambda action: action.target == LOCAL_ACCOUNTS,
     ),
-    "silence_accounts": ActionKind("manage_users", "admin:write:accounts", _moderate_accounts),
-    "resolve_reports": ActionKind("manage_reports", "admin:write:reports", _resolve_reports),
+    "silence_accounts": ActionKind("manage_users", "admin:write:accounts", None),
+    "resolve_reports": ActionKind("manage_reports", "admin:write:reports", None),
 }
 CONFIRM_ABOVE = 10
 """Approving more actions than this at once asks for `yes` first."""
@@ -419,6 +512,8 @@ def missing_scopes(link: MastodonLink) -> list[str]:
 def carry_out(link: MastodonLink, action: Action, private_comment: str) -> Done:
     """One action through the admin API. A 403 becomes a refusal naming the missing scope or permission."""
     kind = KINDS[action.kind]
+    if kind.run is None:
+        raise ValueError(f"{action.kind} is carried out in the background (bot/dm/wave.py), not at once")
     try:
         return kind.run(link, action, private_comment)
     except MastodonAPIError as error:
@@ -520,12 +615,7 @@ def _undo_accounts(link: MastodonLink, recipe: dict[str, Any]) -> str:
     ids: list[str] | None = recipe.get("ids")
     if ids is None:
         progress = ACCOUNTS_JOB_PREFIX + recipe["job"]
-        lock = link.redis.lock(
-            progress + ":lock",
-            timeout=defaults.WAVE_ACCOUNT_LOCK_SECONDS,
-            blocking_timeout=defaults.WAVE_ACCOUNT_LOCK_SECONDS,
-        )
-        with lock:
+        with _account_lock(link, progress):
             link.redis.set(progress + ":stop", "undo", ex=PROPOSAL_SECONDS)
             ids = [account for account, outcome in _outcomes(link.redis, progress).items() if outcome == "done"]
         if not ids:
@@ -549,6 +639,9 @@ def _undo_accounts(link: MastodonLink, recipe: dict[str, Any]) -> str:
             link.unsuspend_account(account_id)
         else:
             link.unsilence_account(account_id)
+        if "job" in recipe:  # another approval may act on it again
+            verb = "suspend" if flag == "suspended" else "silence"
+            _release_claim(link.redis, f"{ACCOUNT_CLAIM_PREFIX}{verb}:{account_id}", recipe["job"])
         lifted += 1
         link.redis.sadd(progress, account_id)
         link.redis.expire(progress, PROPOSAL_SECONDS)

@@ -82,6 +82,7 @@ def _in_background(ctx: Context, request: Request, action: Action, proposal_id: 
         command_id=request.command_id,
         subject=request.subject,
         by=f"@{request.moderator.handle}",
+        by_id=request.moderator.account_id,
         command=request.text,
     )
 
