@@ -15,7 +15,7 @@ federation audit as audit_peer. For every case:
 - no case adds more than RSS_CASE_CAP of resident memory while it runs, sampled every few milliseconds
   (a body read past the cap would).
 
-Short form: 120 cases (about 10 s on an idle 2-core machine, twice that on a busy one); `--long`: 3,000.
+Short form: 40 cases (about 4 s on an idle 2-core machine, twice that on a busy one); `--long`: 3,000.
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def answers(draw: st.DrawFn) -> Answer:
 
 
 def cases(long_form: bool) -> int:
-    return 3000 if long_form else 120
+    return 3000 if long_form else 40
 
 
 def resident_bytes() -> int:
