@@ -672,7 +672,8 @@ def _history(settings: Settings, since_seconds: float, refresh: bool, families: 
     history = download(ctx, families, since)
     history.save(path)
     click.echo(f"{len(history.events)} events and {len(history.blocks)} domain blocks cached in {path}", err=True)
-    return history, path
+    # The window as the cached path gives it (from the reading's time): a second run says the same.
+    return history.starting(history.read_at - since_seconds), path
 
 
 def _wait_for_reset(seconds: float) -> None:
